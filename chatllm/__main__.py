@@ -1,0 +1,3 @@
+from chatllm.cli.app import main
+
+main()

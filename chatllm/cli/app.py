@@ -1,0 +1,100 @@
+"""The `chatllm` command: the typer app, global flags, and the error edge.
+
+This is the only place that turns a ChatLLMError into `Error: ...` on stderr and
+an exit code, and Ctrl-C into exit code 130.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from chatllm import __version__
+
+app = typer.Typer(
+    name="chatllm",
+    help="Local large language models in your shell: chat, summarize, translate, and customer-service personas.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"chatllm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_print_version, is_eager=True, help="Show the version and exit.")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False,
+) -> None:
+    if debug:
+        os.environ["CHATLLM_DEBUG"] = "1"
+
+
+def _register_commands() -> None:
+    from chatllm.cli import chat, config_cmd, doctor, logs, models, serve, tasks, templates_cmd
+
+    for module in (chat, tasks, templates_cmd, models, logs, config_cmd, doctor, serve):
+        module.register(app)
+
+
+_register_commands()
+
+
+def _fail(message: str, exit_code: int) -> "NoReturn":  # type: ignore[name-defined]
+    sys.stderr.write(f"Error: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(exit_code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `chatllm` script."""
+    from chatllm.errors import ChatLLMError
+
+    try:  # typer >= 0.24 vendors click
+        from typer._click import exceptions as click
+    except ImportError:  # pragma: no cover - older typer uses click itself
+        from click import exceptions as click  # type: ignore[no-redef]
+
+    debug = "--debug" in (argv if argv is not None else sys.argv) or os.environ.get("CHATLLM_DEBUG") == "1"
+    try:
+        result = app(args=argv, prog_name="chatllm", standalone_mode=False)
+    except ChatLLMError as error:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        _fail(str(error), error.exit_code)
+    except click.NoArgsIsHelpError:
+        # `chatllm` alone, or `chatllm models`: typer has printed the help.
+        raise SystemExit(0)
+    except click.UsageError as error:
+        hint = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""
+        _fail(f"{error.format_message()}{hint}", 2)
+    except click.ClickException as error:
+        _fail(error.format_message(), error.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        sys.stderr.write("\nInterrupted.\n")
+        raise SystemExit(130)
+    except BrokenPipeError:
+        # The reader went away (`chatllm ... | head`): not an error for us.
+        _quiet_broken_pipe()
+        raise SystemExit(0)
+    except Exception as error:
+        if debug:
+            raise
+        _fail(f"internal error: {type(error).__name__}: {error} (a bug in chatllm; rerun with --debug for the traceback)", 1)
+    raise SystemExit(result if isinstance(result, int) else 0)
+
+
+def _quiet_broken_pipe() -> None:
+    # Python would complain again while flushing stdout at exit.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

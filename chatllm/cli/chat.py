@@ -1,0 +1,91 @@
+"""`chatllm chat`: the interactive REPL on a terminal, one turn per line in a pipe."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from chatllm.cli import completion
+from chatllm.cli.options import RunOptions, generation_options
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    @generation_options
+    def chat(
+        options: RunOptions,
+        persona: Annotated[str, typer.Option("--persona", "-p", help="Persona template to talk to (e.g. support).", autocompletion=completion.persona_names)] = "chat",
+        system: Annotated[Optional[str], typer.Option("--system", "-s", help="Replace the persona's system prompt.")] = None,
+        kb: Annotated[Optional[list[Path]], typer.Option("--kb", help="Knowledge file for the persona to answer from (repeatable).")] = None,
+        variable: Annotated[Optional[list[str]], typer.Option("--var", "-v", help="Persona variable as key=value (repeatable).")] = None,
+    ) -> None:
+        """Talk with a model: a REPL on a terminal; in a pipe, each input line is one turn."""
+        from chatllm.cli import running
+        from chatllm.cli.tasks import parse_variables
+        from chatllm.jobs.chat import ChatSession
+        from chatllm.jobs.prompting import generation_params
+        from chatllm.jobs.support import build_persona
+        from chatllm.render import notice
+        from chatllm.templates import load_template
+
+        config = running.settings()
+        template = load_template(persona)
+        values = template.resolve_variables(parse_variables(variable))
+        for path in kb or []:
+            from chatllm.inputs import read_file
+
+            read_file(path)  # fail on a bad --kb before loading the model
+        params = generation_params(template, temperature=options.temperature, max_tokens=options.max_tokens, seed=options.seed)
+        if options.dry_run:
+            persona_ = build_persona(template, values, None, kb or [], system)
+            session = ChatSession(_NoEngine(), persona_, params)  # type: ignore[arg-type]
+            running.print_dry_run(session.messages(), params, template.name, options.model)
+            return
+        model, engine = running.open_model(options, config)
+        try:
+            session = ChatSession(engine, build_persona(template, values, engine, kb or [], system), params, on_notice=notice)
+            if sys.stdin.isatty() and sys.stdout.isatty() and not options.json:
+                from chatllm.cli.repl import run_repl
+
+                run_repl(session, options, config, model)
+            else:
+                _chat_lines(session, options, config, model)
+        finally:
+            engine.close()
+
+
+class _NoEngine:
+    """Stands in for the engine in --dry-run, where no model is loaded."""
+
+    context_size = 4096
+
+    def count_tokens(self, text: str) -> int:
+        return (len(text) + 3) // 4
+
+
+def _chat_lines(session, options: RunOptions, config, model) -> None:
+    """Each stdin line is a user turn; replies go to stdout as plain text, a blank
+    line between them, so scripts can drive a conversation."""
+    from chatllm.render import PlainSink, print_stats, result_json, write_all
+
+    any_line = False
+    for line in sys.stdin:
+        text = line.rstrip("\n")
+        if not text.strip():
+            continue
+        any_line = True
+        if options.json:
+            reply = "".join(session.send(text))
+            sys.stdout.write(result_json(reply, model.name, session.persona.name, session.last_stats) + "\n")
+            sys.stdout.flush()
+        else:
+            write_all(session.send(text), PlainSink(sys.stdout))
+        if options.stats:
+            print_stats(session.last_stats)
+    if not any_line:
+        from chatllm.errors import InputError
+
+        raise InputError("no input: type messages on a terminal, or pipe lines in (one turn per line)")

@@ -1,0 +1,81 @@
+"""Options shared by every generating command, declared once.
+
+`@generation_options` adds --model, --temperature, --max-tokens, --ctx,
+--gpu-layers, --seed, --json, --dry-run, --stats, --verbose and --pull to a
+command's signature and hands the command one `RunOptions` instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+from chatllm.cli import completion
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    model: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    ctx: int | None = None
+    gpu_layers: str | None = None
+    seed: int | None = None
+    json: bool = False
+    dry_run: bool = False
+    stats: bool = False
+    verbose: bool = False
+    pull: bool = False
+    log: bool = True
+
+
+def _gpu_layers(value: str | None) -> str | None:
+    if value is None or value == "auto" or (value.lstrip("-").isdigit() and int(value) >= -1):
+        return value
+    raise typer.BadParameter("use a number of layers (0 = CPU only, -1 = all) or 'auto'")
+
+
+_SHARED: dict[str, tuple[Any, Any]] = {
+    "model": (Annotated[Optional[str], typer.Option("--model", "-m", help="Model: path to a .gguf, 'embedded', an alias, hf:org/repo[:QUANT], or openai:MODEL@URL.", autocompletion=completion.model_references, rich_help_panel="Model")], None),
+    "temperature": (Annotated[Optional[float], typer.Option("--temperature", min=0.0, max=2.0, help="Sampling temperature (0 = deterministic).", rich_help_panel="Generation")], None),
+    "max_tokens": (Annotated[Optional[int], typer.Option("--max-tokens", min=1, help="Most tokens to generate per reply.", rich_help_panel="Generation")], None),
+    "ctx": (Annotated[Optional[int], typer.Option("--ctx", min=128, help="Context window in tokens (default: the model's, at most 4096).", rich_help_panel="Model")], None),
+    "gpu_layers": (Annotated[Optional[str], typer.Option("--gpu-layers", callback=_gpu_layers, help="Layers to offload to the GPU: a number, -1 for all, or auto.", rich_help_panel="Model")], None),
+    "seed": (Annotated[Optional[int], typer.Option("--seed", help="Random seed for reproducible sampling.", rich_help_panel="Generation")], None),
+    "json": (Annotated[bool, typer.Option("--json", help="Print one JSON object with text, model, usage and timings.", rich_help_panel="Output")], False),
+    "dry_run": (Annotated[bool, typer.Option("--dry-run", help="Print the rendered messages as JSON and exit without loading a model.", rich_help_panel="Output")], False),
+    "stats": (Annotated[bool, typer.Option("--stats", help="Print load time, token counts and speeds to stderr.", rich_help_panel="Output")], False),
+    "verbose": (Annotated[bool, typer.Option("--verbose", help="Show llama.cpp's own log lines.", rich_help_panel="Output")], False),
+    "pull": (Annotated[bool, typer.Option("--pull", help="Download the model if it is not cached yet, without asking.", rich_help_panel="Model")], False),
+    "log": (Annotated[bool, typer.Option("--log/--no-log", help="Save this run to the history database.", rich_help_panel="Output")], True),
+}
+
+
+def generation_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a command taking `options: RunOptions` so typer sees the shared
+    options as ordinary parameters."""
+    import typing
+
+    signature = inspect.signature(command)
+    # Resolve the command's own (string) annotations here, with their Annotated
+    # metadata, because typer would look them up in this module's globals.
+    hints = typing.get_type_hints(command, include_extras=True)
+    own = [p.replace(annotation=hints.get(name, p.annotation)) for name, p in signature.parameters.items() if name != "options"]
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+        for name, (annotation, default) in _SHARED.items()
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        options = RunOptions(**{name: kwargs.pop(name) for name in _SHARED})
+        return command(options=options, **kwargs)
+
+    parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared
+    wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+    return wrapper

@@ -1,0 +1,120 @@
+"""What every generating command does around its job: settings, model, engine,
+--dry-run, output, --json, --stats, and saving the run to history."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
+
+from chatllm.cli.options import RunOptions
+from chatllm.config import Settings, cache_dir, load_settings
+from chatllm.engine.base import Engine, EngineOptions, GenerationParams, Message
+from chatllm.jobs.metering import Meter
+from chatllm.models import ResolvedModel, resolve_model
+from chatllm.render import CollectingSink, open_sink, print_stats, result_json, write_all
+
+
+def settings() -> Settings:
+    return load_settings()
+
+
+def engine_options(options: RunOptions, config: Settings) -> EngineOptions:
+    gpu_layers = options.gpu_layers or config.gpu_layers
+    return EngineOptions(
+        n_ctx=options.ctx or config.ctx,
+        n_gpu_layers=None if gpu_layers in (None, "auto") else int(gpu_layers),
+        n_threads=config.threads,
+        seed=options.seed,
+        verbose=options.verbose,
+        state_cache_dir=cache_dir() / "prompt-states",
+    )
+
+
+def resolve(options: RunOptions, config: Settings) -> ResolvedModel:
+    return resolve_model(options.model, default=config.default_model, allow_download=options.pull)
+
+
+def open_model(options: RunOptions, config: Settings) -> tuple[ResolvedModel, Engine]:
+    from chatllm.engine import open_engine
+
+    model = resolve(options, config)
+    return model, open_engine(model, engine_options(options, config))
+
+
+def print_dry_run(messages: Sequence[Message], params: GenerationParams, template: str, model: str | None) -> None:
+    payload = {
+        "model": model,
+        "template": template,
+        "messages": [{"role": m.role, "content": m.content} for m in messages],
+        "params": {k: v for k, v in vars(params).items() if v not in (None, ())},
+    }
+    sys.stdout.write(json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
+
+
+@contextmanager
+def map_progress(enabled: bool) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr for the parts of a long input (shown only once
+    there is more than one part)."""
+    if not enabled:
+        yield lambda done, total: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("[dim]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True), transient=True,
+    )
+    task = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal task
+        if total <= 1:
+            return
+        if task is None:
+            progress.start()
+            task = progress.add_task("reading the input in parts", total=total)
+        progress.update(task, completed=done)
+
+    try:
+        yield update
+    finally:
+        progress.stop()
+
+
+def run_generation(
+    options: RunOptions,
+    config: Settings,
+    template_name: str,
+    job: Callable[[Meter], Iterator[str]],
+    model: ResolvedModel,
+    engine: Engine,
+    record: dict | None = None,
+) -> str:
+    """Run `job`, show its text the way the options ask, print stats, save the run."""
+    meter = Meter(engine)
+    sink = CollectingSink() if options.json else open_sink(theme=config.theme)
+    try:
+        text = write_all(job(meter), sink)
+    finally:
+        stats = meter.stats()
+        if options.stats:
+            print_stats(stats)
+    if options.json:
+        sys.stdout.write(result_json(text, model.name, template_name, stats) + "\n")
+    if options.log and config.log:
+        _record(model, template_name, record or {}, text, stats)
+    return text
+
+
+def _record(model: ResolvedModel, template_name: str, record: dict, text: str, stats) -> None:
+    """Save a one-shot run to history (when the history module is present)."""
+    try:
+        from chatllm import history
+    except ImportError:
+        return
+    save = getattr(history, "record_run", None)
+    if save is not None:
+        save(model=model.name, template=template_name, output=text, stats=stats, **record)

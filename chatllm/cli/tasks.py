@@ -1,0 +1,148 @@
+"""One-shot commands: summarize, translate, and run (any task template)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from chatllm.cli import completion
+from chatllm.cli.options import RunOptions, generation_options
+
+FilesArgument = Annotated[Optional[list[Path]], typer.Argument(help="Files to read ('-' for stdin); stdin when none.", show_default=False)]
+SystemOption = Annotated[Optional[str], typer.Option("--system", "-s", help="Replace the template's system prompt.")]
+
+
+class Length(str, Enum):
+    short = "short"
+    medium = "medium"
+    long = "long"
+
+
+class Format(str, Enum):
+    paragraph = "paragraph"
+    bullets = "bullets"
+
+
+def _run_task(options: RunOptions, template_name: str, files: list[Path] | None, given: dict[str, str], system: str | None, job_name: str) -> None:
+    from chatllm.cli import running
+    from chatllm.inputs import read_input
+    from chatllm.jobs.prompting import generation_params, task_messages
+    from chatllm.templates import load_template
+
+    config = running.settings()
+    template = load_template(template_name)
+    values = template.resolve_variables(given)
+    if job_name == "summarize" and not values.get("lang"):
+        values["lang"] = ""  # filled from the input below
+    source = read_input(files or [], required=template.input == "required")
+    if job_name == "summarize" and not given.get("lang"):
+        from chatllm.languages import detect_language
+
+        detected = detect_language(source.text)
+        values["lang"] = detected.for_prompt() if detected else ""
+    params = generation_params(template, temperature=options.temperature, max_tokens=options.max_tokens, seed=options.seed)
+    if options.dry_run:
+        running.print_dry_run(task_messages(template, values, source.text, system), params, template.name, options.model)
+        return
+    model, engine = running.open_model(options, config)
+    try:
+        with running.map_progress(enabled=job_name == "summarize") as progress:
+            def job(meter):
+                if job_name == "summarize":
+                    from chatllm.jobs.summarize import summarize
+
+                    return summarize(meter, template, values, source.text, params, system, on_progress=progress)
+                if job_name == "translate":
+                    from chatllm.jobs.translate import translate
+
+                    return translate(meter, template, values, source.text, params, system)
+                from chatllm.jobs.summarize import input_budget
+
+                return meter.stream(task_messages(template, values, _fit(source.text, meter, template, values, params, system, input_budget), system), params)
+
+            running.run_generation(options, config, template.name, job, model, engine,
+                                   record={"prompt": source.text, "variables": values, "params": params})
+    finally:
+        engine.close()
+
+
+def _fit(text, meter, template, values, params, system, input_budget) -> str:
+    from chatllm.errors import InputError
+
+    budget = input_budget(meter.engine, template, values, params, system)
+    used = meter.engine.count_tokens(text)
+    if used > budget:
+        raise InputError(
+            f"the input is {used} tokens but template '{template.name}' can take {budget} with this context; "
+            "use a larger --ctx (summarize and translate split long input themselves)"
+        )
+    return text
+
+
+def parse_variables(pairs: list[str] | None) -> dict[str, str]:
+    from chatllm.errors import UsageError
+
+    values = {}
+    for pair in pairs or []:
+        key, equals, value = pair.partition("=")
+        if not equals or not key.strip():
+            raise UsageError(f"'{pair}' is not key=value (e.g. -v length=short)")
+        values[key.strip()] = value
+    return values
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    @generation_options
+    def summarize(
+        options: RunOptions,
+        files: FilesArgument = None,
+        length: Annotated[Length, typer.Option("--length", help="How long the summary is.")] = Length.medium,
+        format: Annotated[Format, typer.Option("--format", help="Prose or a bullet list.")] = Format.paragraph,
+        lang: Annotated[Optional[str], typer.Option("--lang", help="Language of the summary (default: the input's).", autocompletion=completion.language_codes)] = None,
+        system: SystemOption = None,
+    ) -> None:
+        """Summarize files or stdin; long input is summarized in parts, then combined."""
+        given = {"length": length.value, "format": format.value}
+        if lang:
+            from chatllm.languages import parse_language
+
+            given["lang"] = parse_language(lang).for_prompt()
+        _run_task(options, "summarize", files, given, system, "summarize")
+
+    @app.command()
+    @generation_options
+    def translate(
+        options: RunOptions,
+        files: FilesArgument = None,
+        to: Annotated[str, typer.Option("--to", "-t", help="Target language: a code or a name (fr, French, zh-Hant, 中文).", autocompletion=completion.language_codes)] = ...,  # type: ignore[assignment]
+        source_language: Annotated[Optional[str], typer.Option("--from", "-f", help="Source language (default: detected).", autocompletion=completion.language_codes)] = None,
+        system: SystemOption = None,
+    ) -> None:
+        """Translate files or stdin, keeping paragraphs, lists and code blocks in place."""
+        from chatllm.languages import parse_language
+
+        given = {"to": parse_language(to).for_prompt()}
+        if source_language:
+            given["from"] = parse_language(source_language).for_prompt()
+        _run_task(options, "translate", files, given, system, "translate")
+
+    @app.command()
+    @generation_options
+    def run(
+        options: RunOptions,
+        template: Annotated[str, typer.Argument(help="Template name (see `chatllm templates list`) or a path to a YAML file.", autocompletion=completion.template_names)],
+        files: FilesArgument = None,
+        variable: Annotated[Optional[list[str]], typer.Option("--var", "-v", help="Template variable as key=value (repeatable).")] = None,
+        system: SystemOption = None,
+    ) -> None:
+        """Run any task template on files or stdin."""
+        from chatllm.errors import TemplateError
+        from chatllm.templates import load_template
+
+        if load_template(template).kind == "persona":
+            raise TemplateError(f"'{template}' is a persona; talk to it with `chatllm chat --persona {template}`")
+        _run_task(options, template, files, parse_variables(variable), system, "run")

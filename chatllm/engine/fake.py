@@ -1,0 +1,90 @@
+"""A deterministic engine for unit tests: no model, no threads, no randomness.
+
+It "tokenizes" by characters (4 per token, like a typical BPE on English), and
+replies with a fixed function of the last user message, so tests can assert on
+exactly what a job sent and what it did with the reply.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterator, Sequence
+
+from chatllm.engine.base import GenerationParams, GenerationStats, Message, Timings, Usage
+from chatllm.errors import EngineError
+
+ReplyFunction = Callable[[Sequence[Message]], str]
+
+
+def echo_reply(messages: Sequence[Message]) -> str:
+    """`Echo: ` and the first words of the last user message."""
+    last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
+    words = last_user.split()
+    return "Echo: " + " ".join(words[:12])
+
+
+class FakeEngine:
+    model_name = "fake.gguf"
+
+    def __init__(self, context_size: int = 2048, reply: ReplyFunction = echo_reply) -> None:
+        self.context_size = context_size
+        self.reply = reply
+        self.load_s = 0.0
+        self.last_stats = GenerationStats()
+        # Every prompt this engine was asked to answer, in order.
+        self.calls: list[list[Message]] = []
+        self._previous_prompt: list[Message] = []
+
+    def count_tokens(self, text: str) -> int:
+        return (len(text) + 3) // 4
+
+    def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
+        # 4 tokens of chat-template scaffolding per message, 3 to open the reply.
+        return sum(self.count_tokens(m.content) + 4 for m in messages) + 3
+
+    def stream(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]:
+        messages = list(messages)
+        prompt_tokens = self.count_prompt_tokens(messages)
+        if prompt_tokens >= self.context_size:
+            raise EngineError(
+                f"the prompt takes {prompt_tokens} tokens but the context holds {self.context_size}"
+            )
+        self.calls.append(messages)
+        reused = self._common_prefix_tokens(messages)
+        self._previous_prompt = messages
+        text = self.reply(messages)
+        pieces = [word + " " for word in text.split(" ")]
+        pieces[-1] = pieces[-1].rstrip(" ")
+        limit = params.max_tokens
+        stats = GenerationStats(
+            usage=Usage(prompt_tokens=prompt_tokens, cached_prompt_tokens=reused),
+            timings=Timings(load_s=self.load_s),
+            finish_reason="stop",
+        )
+        self.last_stats = stats
+        started = time.perf_counter()
+        try:
+            for index, piece in enumerate(pieces):
+                if limit is not None and index >= limit:
+                    stats.finish_reason = "length"
+                    break
+                stats.usage.completion_tokens += 1
+                if index == 0:
+                    stats.timings.ttft_s = time.perf_counter() - started
+                yield piece
+        except GeneratorExit:
+            stats.finish_reason = "interrupted"
+            raise
+        finally:
+            stats.timings.total_s = time.perf_counter() - started
+
+    def _common_prefix_tokens(self, messages: list[Message]) -> int:
+        shared = 0
+        for old, new in zip(self._previous_prompt, messages):
+            if old != new:
+                break
+            shared += self.count_tokens(new.content) + 4
+        return shared
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,186 @@
+"""A conversation with a model: turns, context-window trimming, retry, reset.
+
+The prompt of every turn is the persona's system prompt (never dropped), then as
+many of the latest turns as fit beside room for the reply. When older turns no
+longer fit they are dropped from the prompt (they stay in the transcript) and a
+notice says so. Each turn's prompt extends the previous one, so the engine's KV
+cache is reused and only the new tokens are evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from chatllm.engine.base import Engine, GenerationParams, GenerationStats, Message
+from chatllm.errors import EngineError, InputError
+from chatllm.jobs.metering import Meter
+from chatllm.jobs.prompting import reply_reserve
+
+INTERRUPTED_MARK = " [interrupted]"
+
+
+@dataclass
+class Turn:
+    user: str  # what the user typed
+    prompt: str  # the user message as sent to the model (with retrieved knowledge)
+    reply: str = ""
+    interrupted: bool = False
+
+
+@dataclass
+class Persona:
+    """What a conversation is set up with; see jobs/support.py for building one
+    from a template."""
+
+    name: str
+    system: str
+    greeting: str = ""
+    # Turns the user's text into the user message (e.g. adds retrieved passages).
+    render_user: Callable[[str], str] = field(default=lambda text: text)
+
+
+class ChatSession:
+    def __init__(
+        self,
+        engine: Engine,
+        persona: Persona,
+        params: GenerationParams,
+        on_notice: Callable[[str], None] | None = None,
+        on_turn: Callable[["ChatSession", Turn], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.persona = persona
+        self.system = persona.system
+        self.params = params
+        self.turns: list[Turn] = []
+        self.first_in_context = 0  # turns before this index were dropped from the prompt
+        self.on_notice = on_notice or (lambda message: None)
+        self.on_turn = on_turn
+        self.last_stats = GenerationStats()
+
+    # ------------------------------------------------------------ commands
+
+    def send(self, text: str) -> Iterator[str]:
+        """Stream the reply to `text`. Closing the iterator early keeps what was
+        generated, marked as interrupted."""
+        if not text.strip():
+            raise InputError("empty message")
+        turn = Turn(user=text, prompt=self.persona.render_user(text))
+        self.turns.append(turn)
+        return self._reply(turn)
+
+    def retry(self) -> Iterator[str]:
+        """Generate the last reply again."""
+        if not self.turns:
+            raise InputError("nothing to retry yet")
+        turn = self.turns[-1]
+        turn.reply, turn.interrupted = "", False
+        return self._reply(turn)
+
+    def reset(self) -> None:
+        self.turns.clear()
+        self.first_in_context = 0
+
+    def set_system(self, text: str) -> None:
+        self.system = text
+
+    def restore(self, turns: list[Turn]) -> None:
+        """Continue an earlier conversation (e.g. loaded from history)."""
+        self.turns = list(turns)
+        self.first_in_context = 0
+
+    # ------------------------------------------------------------ prompt
+
+    def messages(self, turns: list[Turn] | None = None) -> list[Message]:
+        messages = [Message("system", self.system)] if self.system else []
+        for turn in self.turns[self.first_in_context :] if turns is None else turns:
+            messages.append(Message("user", turn.prompt))
+            if turn.reply:
+                messages.append(Message("assistant", turn.reply))
+        return messages
+
+    def _fit_to_context(self) -> list[Message]:
+        limit = self.engine.context_size - reply_reserve(self.params, self.engine.context_size)
+        dropped = 0
+        while True:
+            messages = self.messages()
+            if self.engine.count_prompt_tokens(messages) <= limit:
+                break
+            if self.first_in_context >= len(self.turns) - 1:
+                raise EngineError(
+                    f"this message does not fit in the {self.engine.context_size}-token context "
+                    "beside the system prompt; shorten it or use a larger --ctx"
+                )
+            self.first_in_context += 1
+            dropped += 1
+        if dropped:
+            self.on_notice(
+                f"The conversation outgrew the {self.engine.context_size}-token context: "
+                f"dropped the oldest {dropped} turn{'s' if dropped > 1 else ''} (the system prompt is kept)."
+            )
+        return messages
+
+    def _reply(self, turn: Turn) -> Iterator[str]:
+        try:
+            messages = self._fit_to_context()
+        except EngineError:
+            self.turns.remove(turn)
+            raise
+        meter = Meter(self.engine)
+        pieces = meter.stream(messages, self.params)
+        stopped_early = False
+        try:
+            for piece in pieces:
+                turn.reply += piece
+                yield piece
+        except BaseException:  # Ctrl-C, or the caller closed us: keep what we have
+            stopped_early = True
+            raise
+        finally:
+            pieces.close()
+            self.last_stats = meter.stats()
+            turn.interrupted = stopped_early or self.last_stats.finish_reason == "interrupted"
+            if self.on_turn is not None:
+                self.on_turn(self, turn)
+
+    # ------------------------------------------------------------ saving
+
+    def to_markdown(self) -> str:
+        lines = [f"# Conversation with {self.persona.name}", ""]
+        if self.system:
+            lines += ["## System", "", self.system, ""]
+        for turn in self.turns:
+            lines += ["## User", "", turn.user, "", "## Assistant", ""]
+            lines += [turn.reply + (INTERRUPTED_MARK if turn.interrupted else ""), ""]
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "persona": self.persona.name,
+                "system": self.system,
+                "turns": [vars(turn) for turn in self.turns],
+            },
+            ensure_ascii=False,
+            indent=2,
+        )
+
+    def save(self, path: Path) -> None:
+        """Write the transcript (Markdown, or JSON for a .json file) atomically."""
+        import os
+        import tempfile
+
+        text = self.to_json() if path.suffix.lower() == ".json" else self.to_markdown()
+        path = path.expanduser()
+        if path.is_dir():
+            raise InputError(f"'{path}' is a directory; give a file name")
+        try:
+            handle, temporary = tempfile.mkstemp(dir=path.parent or Path("."), prefix=f".{path.name}.")
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                file.write(text)
+            os.replace(temporary, path)
+        except OSError as error:
+            raise InputError(f"cannot save to '{path}': {error.strerror}") from None

