@@ -1,0 +1,306 @@
+"""Hub models: turn an alias or `org/repo[:QUANT|/file]` into a verified local
+GGUF file, downloading it when allowed.
+
+A model already in the Hugging Face cache is used without any network call
+(so offline use has no delay); only `pull` asks the Hub for what is new. Every
+file is checked against the sha256 the Hub gave for it before its first use.
+The cache layout, resume and verification live in chatllm.hub_cache and
+chatllm.hub_download; this module talks to the Hub API and decides.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from chatllm.errors import ChatLLMError, DownloadError, ModelError
+from chatllm.hub_cache import (
+    SHA256_PATTERN,
+    CachedModel,
+    file_sha256,
+    find_cached_model,
+    forget_verified,
+    is_verified,
+    mark_verified,
+)
+from chatllm.hub_cache import cached_model_references as _cached_references
+from chatllm.hub_files import HubReference, ModelVariant, RepoFile, choose_variant, group_variants, normalize_quant, parse_hub_reference
+
+if TYPE_CHECKING:
+    from chatllm.hub_download import RemoteFile, TransferProgress
+    from chatllm.models import ResolvedModel
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+@dataclass(frozen=True)
+class ModelTarget:
+    """What a reference asks for: a Hub reference, reached through an alias or not."""
+
+    reference: str  # as the user wrote it
+    hub: HubReference
+    alias: str | None = None
+
+
+@dataclass(frozen=True)
+class PullPlan:
+    """The files a pull needs, with the Hub's metadata for each shard."""
+
+    target: ModelTarget
+    variant: ModelVariant
+    files: tuple["RemoteFile", ...]
+
+    @property
+    def size(self) -> int | None:
+        sizes = [f.size for f in self.files]
+        return None if None in sizes else sum(sizes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class PullResult:
+    model: CachedModel
+    downloaded: bool  # False when everything was already in the cache
+
+
+def is_offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set, read now, not at import."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().upper() in _TRUE
+
+
+def hub_endpoint() -> str:
+    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def parse_model_reference(reference: str, *, quant: str | None = None) -> ModelTarget:
+    """A catalog alias or a Hub reference; `quant` overrides the quantization.
+    Raises ModelError (with a did-you-mean for near-miss aliases)."""
+    from chatllm import catalog
+
+    entry = catalog.find_alias(reference)
+    try:
+        hub = parse_hub_reference(entry.hub_reference if entry else reference)
+    except ModelError:
+        import difflib
+
+        close = difflib.get_close_matches(reference.lower(), catalog.alias_names(), n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else "; see `chatllm models catalog` for aliases"
+        raise ModelError(
+            f"model '{reference}' not found: it is not a .gguf file, a catalog alias or a Hub repo (org/repo){hint}"
+        ) from None
+    if quant:
+        if hub.filename:
+            raise ModelError(f"'{reference}' names a file; --quant cannot change it")
+        hub = replace(hub, quant=normalize_quant(quant))
+    return ModelTarget(reference=reference, hub=hub, alias=entry.alias if entry else None)
+
+
+def resolve_hub_model(reference: str, *, allow_download: bool) -> "ResolvedModel":
+    """The local, verified GGUF for `reference` (first shard of a split model).
+    Cached models need no network. A missing model is downloaded when
+    `allow_download`; otherwise the user is asked on a terminal, and a pipe gets
+    a ModelError pointing at `--pull` and `chatllm models pull`."""
+    from chatllm.models import ResolvedModel
+
+    target = parse_model_reference(reference)
+    model = find_cached_model(target.hub)
+    if model is not None:
+        verify_cached_model(model, reference)
+    elif is_offline():
+        raise ModelError(
+            f"model '{reference}' is not downloaded and HF_HUB_OFFLINE is set; "
+            f"run `chatllm models pull {reference}` while online (downloaded models: `chatllm models list`)"
+        )
+    elif allow_download:
+        model = run_pull(plan_pull(target)).model
+    elif not _can_ask():
+        raise ModelError(
+            f"model '{reference}' is not downloaded yet; add --pull to download it, "
+            f"or run `chatllm models pull {reference}` first"
+        )
+    else:
+        plan = plan_pull(target)
+        if not _confirm(f"Download {describe_plan(plan)} from {hub_endpoint()}?"):
+            raise ModelError(f"model '{reference}' is not downloaded; nothing was run")
+        model = run_pull(plan).model
+    return ResolvedModel(reference=reference, name=model.path.name, path=model.path)
+
+
+def pull_model(reference: str, *, quant: str | None = None, progress: "TransferProgress | None" = None) -> PullResult:
+    """Download (or update, or just verify) the model `reference` selects.
+    Offline, a cached model is returned as is; a missing one is a ModelError."""
+    target = parse_model_reference(reference, quant=quant)
+    if is_offline():
+        model = find_cached_model(target.hub)
+        if model is None:
+            raise ModelError(f"cannot download '{reference}': HF_HUB_OFFLINE is set; unset it to download")
+        verify_cached_model(model, reference)
+        return PullResult(model=model, downloaded=False)
+    return run_pull(plan_pull(target), progress)
+
+
+def plan_pull(target: ModelTarget) -> PullPlan:
+    """Ask the Hub which files `target` needs: list the repo, choose the
+    variant, and read each shard's sha256 (ETag) and size."""
+    commit, files = list_repo_files(target.hub.repo)
+    variant = choose_variant(group_variants(files), target.hub)
+    return PullPlan(target=target, variant=variant, files=tuple(_remote_file(target.hub.repo, commit, f) for f in variant.files))
+
+
+def run_pull(plan: PullPlan, progress: "TransferProgress | None" = None) -> PullResult:
+    """Fetch every shard of the plan (each resumable, locked, verified)."""
+    from chatllm.hub_download import fetch_file
+    from chatllm.hub_progress import stderr_progress
+
+    progress = progress or stderr_progress()
+    headers = _hub_headers()
+    downloaded = False
+    for remote in plan.files:
+        try:
+            downloaded |= fetch_file(remote, headers=headers, progress=progress)
+        except ChatLLMError:
+            raise
+        except Exception as error:  # HTTP errors from the file server
+            raise _hub_error(error, remote.repo, remote.path) from None
+    model = find_cached_model(HubReference(plan.target.hub.repo, filename=plan.variant.first.path))
+    if model is None:  # the files were just linked: only a concurrent `rm` gets here
+        raise DownloadError(f"{plan.variant.first.path} disappeared from the cache while it was being downloaded")
+    return PullResult(model=model, downloaded=downloaded)
+
+
+def list_repo_files(repo: str) -> tuple[str, list[RepoFile]]:
+    """(commit, files) of the repo's main branch, from the Hub API."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=hub_endpoint(), library_name="chatllm", library_version=_version())
+    try:
+        info = api.model_info(repo, files_metadata=True, timeout=_timeout())
+    except Exception as error:
+        raise _hub_error(error, repo) from None
+    files = [
+        RepoFile(path=s.rfilename, size=(s.lfs.size if s.lfs else s.size), sha256=(s.lfs.sha256 if s.lfs else None))
+        for s in info.siblings or []
+    ]
+    return info.sha or "main", files
+
+
+def verify_cached_model(model: CachedModel, reference: str) -> None:
+    """Hash shards not yet verified against the sha256 their blob is named
+    after; delete a mismatching one and raise DownloadError."""
+    for path, shard in zip(model.paths, model.variant.files):
+        if shard.sha256 is None:
+            continue  # a copied (not linked) cache entry: no sha256 to check against
+        blob = path.resolve()
+        if is_verified(blob):
+            continue
+        sys.stderr.write(f"Checking {shard.path} (sha256, once)…\n")
+        if file_sha256(blob) != shard.sha256:
+            forget_verified(blob)
+            blob.unlink(missing_ok=True)
+            raise DownloadError(
+                f"{shard.path} in the cache does not match its sha256 and was deleted; "
+                f"run `chatllm models pull {reference}` to download it again"
+            )
+        mark_verified(blob)
+
+
+def find_local_model(reference: str) -> CachedModel | None:
+    """The cached model `reference` selects, without any network call."""
+    return find_cached_model(parse_model_reference(reference).hub)
+
+
+def describe_plan(plan: PullPlan) -> str:
+    from chatllm.hub_download import format_bytes
+
+    size = f", {format_bytes(plan.size)}" if plan.size is not None else ""
+    shards = f", {len(plan.files)} files" if len(plan.files) > 1 else ""
+    return f"{plan.target.hub.repo}/{plan.variant.first.path} ({plan.variant.quant or 'GGUF'}{size}{shards})"
+
+
+def cached_model_references() -> list[str]:
+    """`org/repo:QUANT` of every cached GGUF model; cheap, for shell completion."""
+    return _cached_references()
+
+
+def _remote_file(repo: str, commit: str, listed: RepoFile) -> "RemoteFile":
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    from chatllm.hub_download import RemoteFile
+
+    url = hf_hub_url(repo, listed.path, revision=commit, endpoint=hub_endpoint())
+    try:
+        meta = get_hf_file_metadata(url, timeout=_timeout(), library_name="chatllm", library_version=_version(), endpoint=hub_endpoint())
+    except Exception as error:
+        raise _hub_error(error, repo, listed.path) from None
+    sha256 = meta.etag if meta.etag and SHA256_PATTERN.match(meta.etag) else listed.sha256
+    if not sha256:
+        raise DownloadError(
+            f"the Hub gave no sha256 for {repo}/{listed.path} (it is not stored with Git LFS), so it cannot be verified"
+        )
+    return RemoteFile(
+        repo=repo, path=listed.path, commit=meta.commit_hash or commit, url=meta.location,
+        sha256=sha256, size=meta.size if meta.size is not None else listed.size,
+    )
+
+
+def _hub_error(error: Exception, repo: str, path: str | None = None) -> Exception:
+    """A one-line ChatLLMError for what huggingface_hub or the network raised."""
+    import httpx2
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        HfHubHTTPError,
+        OfflineModeIsEnabled,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if isinstance(error, HFValidationError):
+        return ModelError(f"'{repo}' is not a valid Hub repo name (org/name: letters, digits, '-', '_', '.')")
+    if isinstance(error, GatedRepoError):
+        return ModelError(f"{repo} is gated: accept its terms at {hub_endpoint()}/{repo} and set HF_TOKEN to a token with access")
+    if isinstance(error, RepositoryNotFoundError):
+        return ModelError(f"repo '{repo}' not found on {hub_endpoint()} (if it is private, set HF_TOKEN)")
+    if isinstance(error, (RemoteEntryNotFoundError, RevisionNotFoundError)):
+        return ModelError(f"{repo} has no file '{path}' on its main branch")
+    if isinstance(error, (httpx2.TransportError, OfflineModeIsEnabled, ConnectionError, TimeoutError)):
+        reason = (str(error) or type(error).__name__).splitlines()[0]
+        return DownloadError(
+            f"cannot reach the Hugging Face Hub at {hub_endpoint()} ({reason}); check the network, "
+            "or use a downloaded model (`chatllm models list`)"
+        )
+    if isinstance(error, HfHubHTTPError):
+        status = error.response.status_code if error.response is not None else "an error"
+        return DownloadError(f"the Hub answered {status} for {repo}{'/' + path if path else ''}; try again later")
+    return error
+
+
+def _hub_headers() -> dict[str, str]:
+    from huggingface_hub.utils import build_hf_headers
+
+    return build_hf_headers(library_name="chatllm", library_version=_version())
+
+
+def _timeout() -> float:
+    return float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or 10)
+
+
+def _version() -> str:
+    from chatllm import __version__
+
+    return __version__
+
+
+def _can_ask() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def _confirm(question: str) -> bool:
+    from rich.console import Console
+    from rich.prompt import Confirm
+
+    return Confirm.ask(question, console=Console(stderr=True), default=True)
