@@ -1,9 +1,65 @@
-"""Placeholder: this command group is being written."""
+"""`chatllm serve`: the local model, its templates and personas as an
+OpenAI-compatible HTTP API (the server itself is chatllm/server.py)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+
+from chatllm.cli.options import _SHARED, RunOptions
+
+# The model options, declared once in options.py; the output options (--json,
+# --dry-run, --stats, --log) mean nothing for a server, so serve leaves them out.
+ModelOption = _SHARED["model"][0]
+CtxOption = _SHARED["ctx"][0]
+GpuLayersOption = _SHARED["gpu_layers"][0]
+PullOption = _SHARED["pull"][0]
+VerboseOption = _SHARED["verbose"][0]
+TemperatureOption = _SHARED["temperature"][0]
+MaxTokensOption = _SHARED["max_tokens"][0]
+SeedOption = _SHARED["seed"][0]
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command()
+    def serve(
+        host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
+        port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0 picks a free one).")] = 8080,
+        model: ModelOption = None,
+        ctx: CtxOption = None,
+        gpu_layers: GpuLayersOption = None,
+        pull: PullOption = False,
+        verbose: VerboseOption = False,
+        temperature: TemperatureOption = None,
+        max_tokens: MaxTokensOption = None,
+        seed: SeedOption = None,
+    ) -> None:
+        """Serve the model over an OpenAI-compatible API (/v1/chat/completions, /v1/models).
+
+        Every template and persona is a model name too: model="support" talks to
+        the support persona. Sampling options set the server's defaults; a
+        request's own values win. Stop with Ctrl-C (exit code 0).
+        """
+        import sys
+
+        from chatllm import server
+        from chatllm.cli import running
+
+        options = RunOptions(model=model, ctx=ctx, gpu_layers=gpu_layers, pull=pull, verbose=verbose,
+                             temperature=temperature, max_tokens=max_tokens, seed=seed)
+        config = running.settings()
+        # Listen before loading the model: a taken port fails at once, not after a long load.
+        http = server.bind(host, port)
+        try:
+            resolved, engine = running.open_model(options, config)
+        except BaseException:
+            http.server_close()
+            raise
+        defaults = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
+        http.service = server.ChatService(engine, resolved.name, defaults, aliases=(resolved.reference,))
+        names = ", ".join(name for name in http.service.model_ids() if name != resolved.name)
+        sys.stderr.write(f"Serving {resolved.name} on {server.base_url(http)} (templates: {names})\n")
+        sys.stderr.flush()
+        server.run(http)
+        sys.stderr.write("Stopped.\n")

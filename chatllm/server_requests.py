@@ -1,0 +1,141 @@
+"""Reading an OpenAI chat completion request for `chatllm serve`: what is
+accepted, and the OpenAI-style errors for what is not.
+
+Accepted: `model`, `messages` (roles system, developer (= system), user,
+assistant; content as text or a list of `{"type": "text"}` parts), `stream`,
+`stream_options.include_usage`, `temperature`, `top_p`, `max_tokens` (or
+`max_completion_tokens`), `seed`, `stop`, `n` (1 only), llama.cpp's `top_k`,
+`min_p`, `repeat_penalty`, and chatllm's `variables` for templates. Other
+fields are ignored, as OpenAI-compatible servers usually do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatllm.engine.base import Message
+
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+# name: (lowest, highest, whole numbers only)
+_NUMBERS: dict[str, tuple[float | None, float | None, bool]] = {
+    "temperature": (0.0, 2.0, False),
+    "top_p": (0.0, 1.0, False),
+    "max_tokens": (1, None, True),
+    "seed": (None, None, True),
+    "top_k": (0, None, True),
+    "min_p": (0.0, 1.0, False),
+    "repeat_penalty": (0.0, None, False),
+}
+
+
+class RequestError(Exception):
+    """A request the server answers with `status` and OpenAI's error JSON."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.kind = kind
+        self.code = code
+
+    def payload(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.kind, "param": None, "code": self.code}}
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    model: str
+    messages: list[Message]
+    # Sampling settings the request gave, by GenerationParams' names.
+    overrides: dict[str, Any] = field(default_factory=dict)
+    variables: dict[str, str] = field(default_factory=dict)
+    stream: bool = False
+    include_usage: bool = False
+
+
+def parse_chat_request(body: Any, default_model: str) -> ParsedRequest:
+    """Check `body` (decoded JSON); raise RequestError(400) naming the first problem."""
+    if not isinstance(body, dict):
+        raise RequestError(400, "the request body must be a JSON object")
+    model = body.get("model") or default_model
+    if not isinstance(model, str):
+        raise RequestError(400, "'model' must be a string", code="invalid_value")
+    stream = body.get("stream") or False
+    if not isinstance(stream, bool):
+        raise RequestError(400, "'stream' must be true or false")
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise RequestError(400, "'stream_options' must be an object")
+    if body.get("n") not in (None, 1):
+        raise RequestError(400, "only one choice per request is supported ('n' must be 1)")
+    return ParsedRequest(
+        model=model,
+        messages=_messages(body.get("messages")),
+        overrides=_sampling(body),
+        variables=_variables(body.get("variables")),
+        stream=stream,
+        include_usage=bool(stream and options.get("include_usage")),
+    )
+
+
+def _messages(value: Any) -> list[Message]:
+    if not isinstance(value, list) or not value:
+        raise RequestError(400, "'messages' must be a non-empty list of {role, content} objects")
+    messages = []
+    for index, item in enumerate(value):
+        where = f"messages[{index}]"
+        if not isinstance(item, dict):
+            raise RequestError(400, f"{where} must be an object with 'role' and 'content'")
+        role = item.get("role")
+        if role not in _ROLES:
+            raise RequestError(400, f"{where}: role {role!r} is not supported (use system, user or assistant)")
+        messages.append(Message(_ROLES[role], _content(item.get("content"), where, role)))  # type: ignore[arg-type]
+    return messages
+
+
+def _content(value: Any, where: str, role: str) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None and role == "assistant":
+        return ""
+    if isinstance(value, list):
+        texts = []
+        for part in value:
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise RequestError(400, f"{where}: only text content is supported")
+            texts.append(part["text"])
+        return "".join(texts)
+    raise RequestError(400, f"{where}: 'content' must be a string or a list of text parts")
+
+
+def _sampling(body: dict[str, Any]) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    if body.get("max_tokens") is None and body.get("max_completion_tokens") is not None:
+        body = {**body, "max_tokens": body["max_completion_tokens"]}
+    for name, (low, high, whole) in _NUMBERS.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not isinstance(value, int)):
+            raise RequestError(400, f"'{name}' must be {'a whole number' if whole else 'a number'}", code="invalid_value")
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise RequestError(400, f"'{name}' must be {bounds}, not {value}", code="invalid_value")
+        settings[name] = value
+    stop = body.get("stop")
+    if stop is not None:
+        if isinstance(stop, str):
+            stop = [stop]
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise RequestError(400, "'stop' must be a string or a list of strings", code="invalid_value")
+        settings["stop"] = tuple(s for s in stop if s)
+    return settings
+
+
+def _variables(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise RequestError(400, "'variables' must be an object of text values, e.g. {\"to\": \"French\"}")
+    return dict(value)

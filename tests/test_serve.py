@@ -1,0 +1,275 @@
+"""`chatllm serve`, used the way other programs use it: with the official
+`openai` Python client.
+
+The server core runs in-process over the fake engine for the protocol and the
+templates-as-models logic; `chatllm serve` itself runs as a subprocess on the
+embedded model for the end-to-end path and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from types import SimpleNamespace
+
+import httpx
+import openai
+import pytest
+
+from chatllm import server
+from chatllm.engine.base import EngineOptions, GenerationParams, Message
+from chatllm.engine.fake import FakeEngine
+from chatllm.engine.openai import OpenAIEngine
+from chatllm.errors import EngineError
+from chatllm.models import resolve_model
+from tests.conftest import run_chatllm
+from tests.openai_servers import free_port, start_process, stop_process
+
+HELLO = [{"role": "user", "content": "hello there"}]
+
+
+class RecordingEngine(FakeEngine):
+    """The fake engine, also remembering the GenerationParams of each call."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.params: list[GenerationParams] = []
+        self.closed = False
+
+    def stream(self, messages, params):
+        self.params.append(params)
+        return super().stream(messages, params)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def served():
+    """The server core on a free port, over a RecordingEngine, in this process."""
+    engine = RecordingEngine()
+    http = server.bind("127.0.0.1", 0)
+    http.service = server.ChatService(engine, "fake.gguf", defaults={"seed": 11}, aliases=("fake",))
+    thread = threading.Thread(target=http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    url = server.base_url(http)
+    client = openai.OpenAI(base_url=url, api_key="x", max_retries=0)
+    yield SimpleNamespace(url=url, engine=engine, service=http.service, client=client)
+    client.close()
+    http.shutdown()
+    http.server_close()
+
+
+def test_completion(served) -> None:
+    reply = served.client.chat.completions.create(model="fake.gguf", messages=HELLO)
+    assert reply.choices[0].message.content == "Echo: hello there"
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.model == "fake.gguf" and reply.id.startswith("chatcmpl-")
+    prompt_tokens = served.engine.count_prompt_tokens([Message("user", "hello there")])
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (prompt_tokens, 3)
+    assert reply.usage.total_tokens == prompt_tokens + 3
+
+
+def test_streaming_with_usage(served) -> None:
+    chunks = list(served.client.chat.completions.create(
+        model="fake", messages=HELLO, stream=True, stream_options={"include_usage": True}, max_tokens=2,
+    ))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Echo: hello "
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 2
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+
+
+def test_streaming_without_usage_ends_with_done(served) -> None:
+    body = {"model": "fake.gguf", "messages": HELLO, "stream": True}
+    with httpx.stream("POST", f"{served.url}/chat/completions", json=body) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in response.iter_lines() if line]
+    assert events[-1] == "data: [DONE]"
+    assert all("usage" not in json.loads(e.removeprefix("data: ")) for e in events[:-1])
+
+
+def test_models_are_the_model_and_every_template(served) -> None:
+    ids = [m.id for m in served.client.models.list()]
+    assert ids[0] == "fake.gguf"
+    assert {"chat", "support", "summarize", "translate"} <= set(ids)
+    support = served.client.models.retrieve("support")
+    assert support.id == "support" and support.owned_by == "chatllm"
+    with pytest.raises(openai.NotFoundError):
+        served.client.models.retrieve("nope")
+
+
+def test_a_persona_as_model_brings_its_prompt_knowledge_and_defaults(served) -> None:
+    served.client.chat.completions.create(model="support", messages=HELLO)
+    system, user = served.engine.calls[-1]
+    assert system.role == "system" and "customer-service agent of Maple & Moss" in system.content
+    assert "KNOWLEDGE:" in system.content and "Examples of good replies" in system.content
+    assert user == Message("user", "hello there")
+    params = served.engine.params[-1]
+    assert (params.temperature, params.max_tokens, params.seed) == (0.3, 384, 11)  # template, template, serve option
+
+    served.client.chat.completions.create(model="support", messages=HELLO, temperature=0.9, max_tokens=7, seed=3, top_p=0.5, stop=["\n"])
+    params = served.engine.params[-1]
+    assert (params.temperature, params.max_tokens, params.seed, params.top_p, params.stop) == (0.9, 7, 3, 0.5, ("\n",))
+
+
+def test_a_task_template_as_model_renders_the_input(served) -> None:
+    messages = [{"role": "system", "content": "Answer in French."}, {"role": "user", "content": "The cat sat on the mat."}]
+    served.client.chat.completions.create(model="summarize", messages=messages)
+    system, user = served.engine.calls[-1]
+    assert system.content.startswith("You are an expert editor") and system.content.endswith("\n\nAnswer in French.")
+    assert user.content.startswith("Summarize the following text.") and "The cat sat on the mat." in user.content
+    assert served.engine.params[-1].temperature == 0.2
+
+
+def test_template_variables_come_from_extra_body(served) -> None:
+    with pytest.raises(openai.BadRequestError, match="needs the variable 'to'"):
+        served.client.chat.completions.create(model="translate", messages=HELLO)
+    served.client.chat.completions.create(model="translate", messages=HELLO, extra_body={"variables": {"to": "French"}})
+    assert "into French" in served.engine.calls[-1][0].content
+
+
+def test_bad_requests_get_openai_style_errors(served) -> None:
+    with pytest.raises(openai.BadRequestError) as raised:
+        served.client.chat.completions.create(model="gpt-4o", messages=HELLO)
+    assert raised.value.status_code == 400
+    assert raised.value.body["code"] == "model_not_found" and "does not exist" in raised.value.body["message"]
+    with pytest.raises(openai.BadRequestError, match="'messages' must be a non-empty list"):
+        served.client.chat.completions.create(model="fake", messages=[])
+    with pytest.raises(openai.BadRequestError, match="'temperature' must be between 0.0 and 2.0"):
+        served.client.chat.completions.create(model="fake", messages=HELLO, temperature=5)
+    with pytest.raises(openai.BadRequestError, match="role 'tool' is not supported"):
+        served.client.chat.completions.create(model="fake", messages=[{"role": "tool", "content": "x", "tool_call_id": "1"}])
+
+    response = httpx.post(f"{served.url}/chat/completions", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert response.json()["error"]["message"].startswith("the request body is not valid JSON")
+    missing = httpx.get(f"{served.url}/nowhere")
+    assert missing.status_code == 404 and "no such endpoint" in missing.json()["error"]["message"]
+
+
+def test_a_prompt_too_long_for_the_context_is_a_400(served) -> None:
+    long_text = [{"role": "user", "content": "word " * 4000}]
+    with pytest.raises(openai.BadRequestError) as raised:
+        served.client.chat.completions.create(model="fake", messages=long_text)
+    assert raised.value.body["code"] == "context_length_exceeded"
+
+
+def test_an_engine_failure_is_a_500(served) -> None:
+    def fail(messages):
+        raise EngineError("llama.cpp failed to evaluate the prompt")
+
+    served.engine.reply = fail
+    with pytest.raises(openai.InternalServerError, match="llama.cpp failed to evaluate the prompt"):
+        served.client.chat.completions.create(model="fake", messages=HELLO)
+    with pytest.raises(openai.InternalServerError):
+        served.client.chat.completions.create(model="fake", messages=HELLO, stream=True)
+
+
+def test_a_client_hanging_up_mid_stream_frees_the_engine(served) -> None:
+    served.engine.reply = lambda messages: " ".join(["word"] * 200_000)
+    body = {"model": "fake", "messages": HELLO, "stream": True}
+    with httpx.stream("POST", f"{served.url}/chat/completions", json=body) as response:
+        next(response.iter_lines())
+    served.engine.reply = lambda messages: "fine"
+    reply = served.client.chat.completions.create(model="fake", messages=HELLO, timeout=30)
+    assert reply.choices[0].message.content == "fine"
+
+
+def test_stopping_cuts_the_running_reply_and_frees_the_engine() -> None:
+    engine = RecordingEngine()
+    engine.reply = lambda messages: " ".join(["word"] * 1_000_000)
+    http = server.bind("127.0.0.1", 0)
+    http.service = server.ChatService(engine, "fake.gguf", aliases=("fake",))
+    running = threading.Thread(target=server.run, args=(http,), daemon=True)
+    running.start()
+    body = {"model": "fake", "messages": HELLO, "stream": True}
+    with httpx.stream("POST", f"{server.base_url(http)}/chat/completions", json=body, timeout=30) as response:
+        lines = response.iter_lines()
+        assert next(lines).startswith('data: {"id"')
+        http.shutdown()  # what Ctrl-C does to serve_forever
+        rest = list(lines)
+    running.join(30)
+    assert not running.is_alive() and engine.closed
+    assert engine.last_stats.finish_reason == "interrupted"
+    assert "data: [DONE]" not in rest  # the client can tell the reply was cut short
+
+
+def test_chatllms_remote_engine_talks_to_chatllm_serve(served) -> None:
+    engine = OpenAIEngine(resolve_model(f"openai:support@{served.url}"), EngineOptions())
+    assert engine.context_size == served.engine.context_size  # from max_model_len in /v1/models
+    assert "".join(engine.stream([Message("user", "hi")], GenerationParams())) == "Echo: hi"
+    assert engine.last_stats.usage.prompt_tokens == served.engine.last_stats.usage.prompt_tokens
+    engine.close()
+
+
+# ---- `chatllm serve` on the embedded model -------------------------------------
+
+
+def serve_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "chatllm", "serve", "--host", "127.0.0.1", "--port", str(port), "-m", "embedded"]
+
+
+@pytest.fixture(scope="module")
+def chatllm_serve(embedded_model, tmp_path_factory):
+    # Module-scoped, so it sets up its own folders (the autouse isolation is per test).
+    home = tmp_path_factory.mktemp("serve-home")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CHATLLM_")}
+    env.update({f"XDG_{name.upper()}_HOME": str(home / name) for name in ("config", "data", "cache")})
+    port = free_port()
+    process = start_process(serve_command(port), port, home / "serve.log", env=env)
+    process.extra["client"] = openai.OpenAI(base_url=process.url, api_key="x", max_retries=0, timeout=240)
+    yield process
+    stop_process(process)
+
+
+@pytest.mark.slow
+def test_serve_answers_the_openai_client(chatllm_serve) -> None:
+    client = chatllm_serve.extra["client"]
+    ids = [m.id for m in client.models.list()]
+    assert ids[0] == "SmolLM2-135M-Instruct.Q4_1.gguf" and {"support", "summarize"} <= set(ids)
+    assert f"Serving SmolLM2-135M-Instruct.Q4_1.gguf on {chatllm_serve.url} (templates: chat, " in chatllm_serve.log()
+
+    reply = client.chat.completions.create(model=ids[0], messages=[{"role": "user", "content": "Name a colour."}], max_tokens=12, temperature=0)
+    assert reply.choices[0].message.content.strip()
+    assert 0 < reply.usage.completion_tokens <= 12 and reply.usage.prompt_tokens > 5
+
+    stream = client.chat.completions.create(model="embedded", messages=[{"role": "user", "content": "Count to five."}],
+                                            max_tokens=12, stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(pieces) >= 2 and chunks[-1].usage.completion_tokens <= 12
+
+
+@pytest.mark.slow
+def test_serve_support_persona_and_a_bad_request(chatllm_serve) -> None:
+    client = chatllm_serve.extra["client"]
+    reply = client.chat.completions.create(model="support", messages=[{"role": "user", "content": "Can I return a jacket?"}], max_tokens=16)
+    assert reply.choices[0].message.content.strip()
+    assert reply.usage.prompt_tokens > 1000  # the persona's knowledge came along
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert raised.value.status_code == 400 and "does not exist" in raised.value.body["message"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_serve_cleanly(embedded_model, tmp_path) -> None:
+    port = free_port()
+    process = start_process(serve_command(port), port, tmp_path / "serve.log")
+    assert stop_process(process, signal.SIGINT) == 0
+    assert process.log().rstrip().endswith("Stopped.")
+
+
+def test_a_taken_port_is_an_error() -> None:
+    # The port is taken before the model loads, so this needs no model.
+    with server.bind("127.0.0.1", 0) as taken:
+        port = taken.server_address[1]
+        result = run_chatllm("serve", "--port", str(port), "-m", "embedded", timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.decode().startswith(f"Error: cannot listen on 127.0.0.1:{port}: ")
