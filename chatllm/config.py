@@ -2,6 +2,10 @@
 
 Folders follow the platform's conventions through platformdirs (on Linux the
 XDG_* variables), so tests and users can relocate everything with them.
+
+The settings file is YAML (`config.yaml` in the config folder). Loading and
+`chatllm config set` apply the same rules (`_convert`), so a value that `set`
+accepts always loads, and a malformed file is an error naming its line.
 """
 
 from __future__ import annotations
@@ -52,9 +56,21 @@ class Settings:
     threads: int | None = None
     log: bool = True
     theme: str = "monokai"
-    # Per-command option defaults, e.g. {"translate": {"to": "fr"}}.
+    # Per-command option defaults, e.g. {"translate": {"to": "fr"}}; the CLI
+    # turns them into click's default_map (see chatllm/cli/command_defaults.py).
     commands: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+
+# What each setting means, for `chatllm config show` and error messages.
+DESCRIPTIONS = {
+    "default_model": "model used when -m is not given",
+    "ctx": "context window in tokens",
+    "gpu_layers": "layers to offload to the GPU: a number, -1 for all, or auto",
+    "threads": "CPU threads for generation",
+    "log": "save runs and chats to the history database",
+    "theme": "code highlighting theme for Markdown output",
+    "commands": "per-command option defaults, e.g. commands.translate.to",
+}
 
 # Environment variables that override the file: CHATLLM_MODEL=... and so on.
 ENVIRONMENT_KEYS = {
@@ -66,38 +82,87 @@ ENVIRONMENT_KEYS = {
     "CHATLLM_THEME": "theme",
 }
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+class _Invalid(ValueError):
+    """A value a setting cannot take; `expected` says what it can take."""
+
+    def __init__(self, expected: str) -> None:
+        super().__init__(expected)
+        self.expected = expected
+
+
+def setting_names() -> list[str]:
+    return [f.name for f in fields(Settings)]
+
+
+def parse_bool(value: Any) -> bool:
+    """true/false, yes/no, on/off, 1/0 (any case); raises ValueError otherwise."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise _Invalid("true or false")
+
+
+def _convert(key: str, value: Any) -> Any:
+    """`value` (from YAML or an environment variable) as setting `key` holds it."""
+    if value is None:  # `ctx:` with nothing after it means "not set"
+        return getattr(Settings(), key)
+    if key in ("ctx", "threads"):
+        # bool is an int in Python; `ctx: yes` is a mistake, not 1.
+        if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+            raise _Invalid("a positive whole number")
+        try:
+            number = int(str(value).strip()) if isinstance(value, str) else int(value)
+        except (TypeError, ValueError):
+            raise _Invalid("a positive whole number") from None
+        if number <= 0:
+            raise _Invalid("a positive whole number")
+        return number
+    if key == "log":
+        return parse_bool(value)
+    if key == "gpu_layers":
+        text = str(value).strip().lower()
+        if text == "auto" or not isinstance(value, bool) and text.removeprefix("-").isdigit() and int(text) >= -1:
+            return text
+        raise _Invalid("a number of layers (0 = CPU only, -1 = all) or auto")
+    if key == "commands":
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, dict) for k, v in value.items()):
+            raise _Invalid("a mapping of command names to option defaults, e.g. {translate: {to: fr}}")
+        return value
+    if isinstance(value, (dict, list)):
+        raise _Invalid("a single value")
+    return str(value)
+
 
 def _coerce(key: str, value: Any, where: str) -> Any:
-    kinds = {f.name: f.type for f in fields(Settings)}
-    kind = kinds[key]
-    if value is None:
-        return None
     try:
-        if key in ("ctx", "threads"):
-            number = int(value)
-            if number <= 0:
-                raise ValueError
-            return number
-        if key == "log":
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if key == "commands":
-            if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-                raise ValueError
-            return value
-        return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: '{key}' cannot be {value!r} (expected {kind})") from None
+        return _convert(key, value)
+    except _Invalid as error:
+        raise ConfigError(f"{where}: '{key}' must be {error.expected}, not {value!r}") from None
 
 
 def parse_settings(text: str, source: str) -> Settings:
     """Parse config.yaml text; errors name `source` and the line."""
+    document = load_document(text, source)
+    lines = key_lines(text)
+    known = setting_names()
+    values: dict[str, Any] = {}
+    for key, value in document.items():
+        where = f"{source}:{lines.get(str(key), 1)}"
+        if key not in known:
+            raise ConfigError(f"{where}: unknown setting '{key}' (known: {', '.join(sorted(known))})")
+        values[key] = _coerce(key, value, where)
+    return Settings(**values)
+
+
+def load_document(text: str, source: str) -> dict:
     import yaml
 
     try:
@@ -108,46 +173,149 @@ def parse_settings(text: str, source: str) -> Settings:
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise ConfigError(f"{source}{line}: {problem}") from None
     if document is None:
-        return Settings()
+        return {}
     if not isinstance(document, dict):
         raise ConfigError(f"{source}:1: expected 'key: value' settings")
-    lines = _key_lines(text)
-    known = {f.name for f in fields(Settings)}
-    values: dict[str, Any] = {}
-    for key, value in document.items():
-        where = f"{source}:{lines.get(str(key), 1)}"
-        if key not in known:
-            raise ConfigError(f"{where}: unknown setting '{key}' (known: {', '.join(sorted(known))})")
-        values[key] = _coerce(key, value, where)
-    return Settings(**values)
+    return document
 
 
-def _key_lines(text: str) -> dict[str, int]:
+def key_lines(text: str) -> dict[str, int]:
+    """Line (1-based) of every key in `text`, nested ones as dotted paths:
+    {"ctx": 3, "commands": 4, "commands.translate": 5, "commands.translate.to": 6}."""
     import yaml
 
-    node = yaml.compose(text)
-    if not isinstance(node, yaml.MappingNode):
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
         return {}
-    return {k.value: k.start_mark.line + 1 for k, _ in node.value}
+    found: dict[str, int] = {}
+
+    def walk(mapping: Any, prefix: str) -> None:
+        if not isinstance(mapping, yaml.MappingNode):
+            return
+        for key, value in mapping.value:
+            path = f"{prefix}{key.value}"
+            found.setdefault(path, key.start_mark.line + 1)
+            walk(value, path + ".")
+
+    walk(node, "")
+    return found
+
+
+def settings_text() -> str:
+    """The settings file's text ('' when there is none)."""
+    path = settings_path()
+    if not path.exists():
+        return ""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read {path}: {error}") from None
+
+
+def where_is(key_path: str) -> str:
+    """`file:line` of a (dotted) key in the settings file, for error messages."""
+    path = settings_path()
+    line = key_lines(settings_text()).get(key_path)
+    return f"{path}:{line}" if line else str(path)
+
+
+def environment_overrides() -> dict[str, tuple[str, Any]]:
+    """Settings given by CHATLLM_* variables: key -> (variable, value)."""
+    return {
+        key: (variable, _coerce(key, os.environ[variable], variable))
+        for variable, key in ENVIRONMENT_KEYS.items()
+        if os.environ.get(variable)
+    }
 
 
 def load_settings() -> Settings:
     """The settings file overlaid with CHATLLM_* environment variables."""
-    path = settings_path()
-    settings = Settings()
-    if path.exists():
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise ConfigError(f"cannot read {path}: {error}") from None
-        settings = parse_settings(text, str(path))
-    overrides = {
-        key: _coerce(key, os.environ[variable], variable)
-        for variable, key in ENVIRONMENT_KEYS.items()
-        if os.environ.get(variable)
-    }
-    if overrides:
-        from dataclasses import replace
+    from dataclasses import replace
 
-        settings = replace(settings, **overrides)
-    return settings
+    path = settings_path()
+    settings = parse_settings(settings_text(), str(path)) if path.exists() else Settings()
+    overrides = {key: value for key, (_, value) in environment_overrides().items()}
+    return replace(settings, **overrides) if overrides else settings
+
+
+def setting_sources() -> dict[str, str]:
+    """Where each setting's effective value comes from: 'CHATLLM_CTX' (an
+    environment variable), 'config file', or 'default'."""
+    in_file = load_document(settings_text(), str(settings_path()))
+    overrides = environment_overrides()
+    return {
+        name: overrides[name][0] if name in overrides else "config file" if name in in_file else "default"
+        for name in setting_names()
+    }
+
+
+def get_setting(settings: Settings, key_path: str) -> Any:
+    """The value at a dotted key (`ctx`, `commands.translate.to`); ConfigError
+    for a key that does not exist."""
+    name, *rest = key_path.split(".")
+    if name not in setting_names():
+        raise ConfigError(f"unknown setting '{name}' (known: {', '.join(setting_names())})")
+    value: Any = getattr(settings, name)
+    for depth, part in enumerate(rest):
+        if not isinstance(value, dict) or part not in value:
+            raise ConfigError(f"'{'.'.join([name, *rest[: depth + 1]])}' is not set")
+        value = value[part]
+    return value
+
+
+def set_setting(key_path: str, value: Any) -> Path:
+    """Write `value` at a dotted key into the settings file and return the file.
+
+    A top-level value is checked and converted by the same rules as loading
+    (strings are accepted: `set_setting("ctx", "4096")`); values under
+    `commands.` are written as given (the CLI checks them against the command's
+    options). The rest of the file, comments included, is kept; the file is
+    replaced atomically, so a crash never leaves half a file.
+    """
+    parts = key_path.split(".")
+    if parts[0] not in setting_names():
+        raise ConfigError(f"unknown setting '{parts[0]}' (known: {', '.join(setting_names())})")
+    if parts[0] == "commands" and len(parts) == 1:
+        raise ConfigError("set one command option at a time, e.g. commands.translate.to")
+    if parts[0] != "commands" and len(parts) > 1:
+        raise ConfigError(f"'{parts[0]}' has no parts to set ('{key_path}')")
+    if parts[0] != "commands":
+        try:
+            value = _convert(parts[0], value)
+        except _Invalid as error:
+            raise ConfigError(f"'{parts[0]}' must be {error.expected}, not {value!r}") from None
+    from chatllm.config_edit import with_value
+
+    return _rewrite(lambda text: with_value(text, parts, value))
+
+
+def unset_setting(key_path: str) -> Path:
+    """Remove a (dotted) key from the settings file, keeping the rest of it."""
+    from chatllm.config_edit import without_value
+
+    return _rewrite(lambda text: without_value(text, key_path.split("."), str(settings_path())))
+
+
+def _rewrite(change: Any) -> Path:
+    import tempfile
+
+    path = settings_path()
+    text = settings_text()
+    load_document(text, str(path))  # YAML we cannot parse is not ours to rewrite
+    new_text = change(text)
+    parse_settings(new_text, str(path))  # the same rules as loading, on what we would write
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(new_text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {path}: {error.strerror or error}") from None
+    return path

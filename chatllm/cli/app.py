@@ -31,11 +31,19 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     version: Annotated[Optional[bool], typer.Option("--version", callback=_print_version, is_eager=True, help="Show the version and exit.")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False,
 ) -> None:
     if debug:
         os.environ["CHATLLM_DEBUG"] = "1"
+    # click runs this before it parses the subcommand's options, so defaults
+    # set here (`commands:` in config.yaml) reach every command's options.
+    # `chatllm config` is spared: it must work to repair a broken file.
+    if ctx.invoked_subcommand != "config" and not ctx.resilient_parsing:
+        from chatllm.cli.command_defaults import apply_command_defaults
+
+        apply_command_defaults(ctx)
 
 
 def _register_commands() -> None:
@@ -80,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"{error.format_message()}{hint}", 2)
     except click.ClickException as error:
         _fail(error.format_message(), error.exit_code)
-    except (click.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):  # typer >= 0.24 has its own Abort (click.exceptions lacks it)
         sys.stderr.write("\nInterrupted.\n")
         raise SystemExit(130)
     except BrokenPipeError:

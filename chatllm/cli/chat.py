@@ -21,6 +21,9 @@ def register(app: typer.Typer) -> None:
         system: Annotated[Optional[str], typer.Option("--system", "-s", help="Replace the persona's system prompt.")] = None,
         kb: Annotated[Optional[list[Path]], typer.Option("--kb", help="Knowledge file for the persona to answer from (repeatable).")] = None,
         variable: Annotated[Optional[list[str]], typer.Option("--var", "-v", help="Persona variable as key=value (repeatable).")] = None,
+        resume_last: Annotated[bool, typer.Option("--continue", "-c", help="Continue the last saved chat.")] = False,
+        conversation: Annotated[Optional[int], typer.Option("--conversation", help="Continue the saved conversation with this ID (see `chatllm logs list`).", autocompletion=completion.conversation_ids)] = None,
+        click_context: typer.Context = None,  # type: ignore[assignment]  # typer passes it: tells a given --persona from the default
     ) -> None:
         """Talk with a model: a REPL on a terminal; in a pipe, each input line is one turn."""
         from chatllm.cli import running
@@ -32,6 +35,9 @@ def register(app: typer.Typer) -> None:
         from chatllm.templates import load_template
 
         config = running.settings()
+        resumed = _resumed(resume_last, conversation)
+        if resumed is not None and resumed.template and not _given(click_context, "persona"):
+            persona, system = resumed.template, system or resumed.system
         template = load_template(persona)
         values = template.resolve_variables(parse_variables(variable))
         for path in kb or []:
@@ -42,11 +48,23 @@ def register(app: typer.Typer) -> None:
         if options.dry_run:
             persona_ = build_persona(template, values, None, kb or [], system)
             session = ChatSession(_NoEngine(), persona_, params)  # type: ignore[arg-type]
+            session.restore(resumed.turns() if resumed else [])
             running.print_dry_run(session.messages(), params, template.name, options.model)
             return
         model, engine = running.open_model(options, config)
         try:
-            session = ChatSession(engine, build_persona(template, values, engine, kb or [], system), params, on_notice=notice)
+            recorder = None
+            if options.log and config.log:
+                from chatllm.history import ConversationRecorder
+
+                recorder = ConversationRecorder(model=model.name, template=template.name, params=params, variables=values,
+                                                conversation_id=resumed.id if resumed else None,
+                                                resumed_turns=len(resumed.turns()) if resumed else 0)
+            session = ChatSession(engine, build_persona(template, values, engine, kb or [], system), params, on_notice=notice, on_turn=recorder)
+            if resumed is not None:
+                session.restore(resumed.turns())
+                count = len(session.turns)
+                notice(f"Continuing conversation {resumed.id} ({count} earlier turn{'' if count == 1 else 's'}).")
             if sys.stdin.isatty() and sys.stdout.isatty() and not options.json:
                 from chatllm.cli.repl import run_repl
 
@@ -55,6 +73,28 @@ def register(app: typer.Typer) -> None:
                 _chat_lines(session, options, config, model)
         finally:
             engine.close()
+
+
+def _resumed(resume_last: bool, conversation_id: int | None):
+    """The saved conversation --continue or --conversation asks for, or None."""
+    if not resume_last and conversation_id is None:
+        return None
+    from chatllm import history
+    from chatllm.errors import HistoryError, UsageError
+
+    if resume_last and conversation_id is not None:
+        raise UsageError("use --continue or --conversation ID, not both")
+    if resume_last:
+        conversation_id = history.last_conversation_id()
+        if conversation_id is None:
+            raise HistoryError("there is no saved chat to continue yet")
+    return history.load_conversation(conversation_id)
+
+
+def _given(ctx, name: str) -> bool:
+    """Whether option `name` was given on the command line (not a default)."""
+    source = ctx.get_parameter_source(name) if ctx is not None else None
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
 
 class _NoEngine:

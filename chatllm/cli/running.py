@@ -81,7 +81,8 @@ def map_progress(enabled: bool) -> Iterator[Callable[[int, int], None]]:
     try:
         yield update
     finally:
-        progress.stop()
+        if task is not None:
+            progress.stop()
 
 
 def run_generation(
@@ -110,11 +111,7 @@ def run_generation(
 
 
 def _record(model: ResolvedModel, template_name: str, record: dict, text: str, stats) -> None:
-    """Save a one-shot run to history (when the history module is present)."""
-    try:
-        from chatllm import history
-    except ImportError:
-        return
-    save = getattr(history, "record_run", None)
-    if save is not None:
-        save(model=model.name, template=template_name, output=text, stats=stats, **record)
+    """Save a one-shot run to history (`record` holds prompt, variables, params)."""
+    from chatllm.history import record_run
+
+    record_run(model=model.name, template=template_name, output=text, stats=stats, **record)

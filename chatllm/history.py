@@ -1,0 +1,389 @@
+"""Conversations in SQLite: every chat and one-shot run, saved in the user data
+folder (`history.db`).
+
+A conversation is a row in `conversations` (model, template or persona,
+parameters, system prompt) and its messages in order (`messages`: role,
+content, interrupted, usage and timings). A one-shot run (summarize,
+translate, run) is a conversation of one exchange: the input and the output.
+
+What callers can rely on:
+- Every write is one short transaction, and a chat saves each turn as soon as
+  its reply ends, so a crash or SIGKILL mid-reply leaves every earlier turn
+  readable.
+- Two chatllm processes can write at once: the database is in WAL mode, writes
+  take the write lock up front (BEGIN IMMEDIATE) and wait for each other
+  (busy timeout) instead of failing.
+- The schema is versioned with `PRAGMA user_version`; opening an older file
+  applies the missing MIGRATIONS in one transaction.
+- Failures are HistoryError with a one-line message (unknown ID, a file that
+  is not a database, a database locked for too long).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict, dataclass, is_dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from chatllm.errors import HistoryError
+from chatllm.history_schema import migrate
+
+if TYPE_CHECKING:
+    from chatllm.jobs.chat import ChatSession, Turn
+
+# How long a write waits for another chatllm's transaction before giving up.
+BUSY_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    index: int  # position in the conversation; assigned when saved
+    role: str
+    content: str
+    prompt: str | None = None
+    interrupted: bool = False
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    timings: dict[str, Any] | None = None
+    created: str = ""
+
+
+@dataclass(frozen=True)
+class ConversationSummary:
+    """One line of `chatllm logs list`."""
+
+    id: int
+    created: str
+    updated: str
+    title: str
+    model: str | None
+    template: str | None
+    kind: str
+    message_count: int
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: int
+    created: str
+    updated: str
+    title: str
+    model: str | None
+    template: str | None
+    kind: str  # "chat" or "run"
+    params: dict[str, Any]
+    variables: dict[str, Any]
+    system: str | None
+    messages: tuple[StoredMessage, ...]
+
+    def turns(self) -> list["Turn"]:
+        """The messages as chat turns, for `ChatSession.restore`."""
+        from chatllm.jobs.chat import Turn
+
+        turns: list[Turn] = []
+        for message in self.messages:
+            if message.role == "user":
+                turns.append(Turn(user=message.content, prompt=message.prompt or message.content))
+            elif message.role == "assistant" and turns and not turns[-1].reply:
+                turns[-1].reply, turns[-1].interrupted = message.content, message.interrupted
+        return turns
+
+
+def history_path() -> Path:
+    from chatllm.config import data_dir
+
+    return data_dir() / "history.db"
+
+
+class HistoryStore:
+    """The database at `path` (default: history.db in the user data folder).
+    Each operation opens its own short connection, so a store can be shared
+    between threads and is never left holding a lock."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or history_path()
+        self._checked = False
+
+    # ------------------------------------------------------------ connections
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: transactions are the explicit BEGINs below.
+            connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except (OSError, sqlite3.Error) as error:
+            raise HistoryError(f"cannot open the history database {self.path}: {error}") from None
+        try:
+            connection.row_factory = sqlite3.Row
+            connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            connection.execute("PRAGMA foreign_keys = ON")
+            if not self._checked:
+                if connection.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+                    raise HistoryError(f"the history database {self.path} cannot use WAL mode (is it on a network drive?)")
+                migrate(connection, self.path)
+                self._checked = True
+            # NORMAL is safe in WAL mode: a committed turn survives a crash of
+            # chatllm; only a power cut may lose the latest commits.
+            connection.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _run(self, work: Any, write: bool = False) -> Any:
+        """Call `work(connection)` in one transaction; sqlite errors become
+        HistoryError."""
+        try:
+            connection = self._connect()
+            try:
+                connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    result = work(connection)
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
+                connection.execute("COMMIT")
+                return result
+            finally:
+                connection.close()
+        except sqlite3.OperationalError as error:
+            if "locked" in str(error) or "busy" in str(error):
+                raise HistoryError(f"the history database {self.path} stayed locked by another chatllm for {BUSY_TIMEOUT_S:.0f} s") from None
+            raise HistoryError(f"cannot use the history database {self.path}: {error}") from None
+        except sqlite3.DatabaseError as error:
+            raise HistoryError(f"cannot read the history database {self.path}: {error} (move it aside to start a new one)") from None
+
+    # ------------------------------------------------------------ writing
+
+    def create_conversation(self, *, kind: str, model: str | None, template: str | None, title: str = "",
+                            params: Any = None, variables: Mapping[str, Any] | None = None, system: str | None = None,
+                            messages: list[StoredMessage] | None = None) -> int:
+        """A new conversation with its first `messages`, in one transaction; its ID."""
+        now = _now()
+
+        def work(connection: sqlite3.Connection) -> int:
+            cursor = connection.execute(
+                "INSERT INTO conversations (created, updated, title, model, template, params, variables, system, kind)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (now, now, title, model, template, _json(params), _json(variables), system, kind),
+            )
+            conversation_id = int(cursor.lastrowid)
+            self._insert(connection, conversation_id, messages or [], now)
+            return conversation_id
+
+        return self._run(work, write=True)
+
+    def append_messages(self, conversation_id: int, messages: list[StoredMessage], *, title: str | None = None, system: str | None = None) -> None:
+        """Add messages after the conversation's last one, in one transaction."""
+
+        def work(connection: sqlite3.Connection) -> None:
+            self._require(connection, conversation_id)
+            now = _now()
+            self._insert(connection, conversation_id, messages, now)
+            self._touch(connection, conversation_id, now, title, system)
+            # Only chats append: a run continued with `chat --conversation ID`
+            # has become a chat, and `chat --continue` should find it.
+            connection.execute("UPDATE conversations SET kind = 'chat' WHERE id = ?", (conversation_id,))
+
+        self._run(work, write=True)
+
+    def replace_last_reply(self, conversation_id: int, message: StoredMessage, *, system: str | None = None) -> None:
+        """Overwrite the conversation's last assistant message (a retried reply)."""
+
+        def work(connection: sqlite3.Connection) -> None:
+            self._require(connection, conversation_id)
+            now = _now()
+            connection.execute(
+                "UPDATE messages SET content = ?, interrupted = ?, finish_reason = ?, usage = ?, timings = ?, created = ?"
+                " WHERE conversation_id = ? AND idx = (SELECT MAX(idx) FROM messages WHERE conversation_id = ? AND role = 'assistant')",
+                (message.content, int(message.interrupted), message.finish_reason, _json(message.usage), _json(message.timings), now,
+                 conversation_id, conversation_id),
+            )
+            self._touch(connection, conversation_id, now, None, system)
+
+        self._run(work, write=True)
+
+    def delete(self, conversation_id: int) -> None:
+        def work(connection: sqlite3.Connection) -> None:
+            self._require(connection, conversation_id)
+            connection.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+
+        self._run(work, write=True)
+
+    # ------------------------------------------------------------ reading
+
+    def get(self, conversation_id: int) -> Conversation:
+        def work(connection: sqlite3.Connection) -> Conversation:
+            row = self._require(connection, conversation_id)
+            messages = connection.execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY idx", (conversation_id,)).fetchall()
+            return Conversation(
+                id=row["id"], created=row["created"], updated=row["updated"], title=row["title"], model=row["model"],
+                template=row["template"], kind=row["kind"], params=_unjson(row["params"]) or {},
+                variables=_unjson(row["variables"]) or {}, system=row["system"],
+                messages=tuple(
+                    StoredMessage(index=m["idx"], role=m["role"], content=m["content"], prompt=m["prompt"],
+                                  interrupted=bool(m["interrupted"]), finish_reason=m["finish_reason"],
+                                  usage=_unjson(m["usage"]), timings=_unjson(m["timings"]), created=m["created"])
+                    for m in messages
+                ),
+            )
+
+        return self._run(work)
+
+    def summaries(self, limit: int | None = 20, search: str | None = None) -> list[ConversationSummary]:
+        """Newest first; `search` matches title, model, template and message text
+        (case-insensitive for ASCII)."""
+        where, arguments = "", []
+        if search:
+            pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where = (
+                "WHERE c.title LIKE ?1 ESCAPE '\\' OR c.model LIKE ?1 ESCAPE '\\' OR c.template LIKE ?1 ESCAPE '\\'"
+                " OR EXISTS (SELECT 1 FROM messages s WHERE s.conversation_id = c.id AND s.content LIKE ?1 ESCAPE '\\')"
+            )
+            arguments.append(pattern)
+        query = (
+            "SELECT c.*, (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS message_count"
+            f" FROM conversations c {where} ORDER BY c.updated DESC, c.id DESC"
+        )
+        if limit is not None:
+            query += f" LIMIT {int(limit)}"
+
+        def work(connection: sqlite3.Connection) -> list[ConversationSummary]:
+            return [
+                ConversationSummary(id=r["id"], created=r["created"], updated=r["updated"], title=r["title"], model=r["model"],
+                                    template=r["template"], kind=r["kind"], message_count=r["message_count"])
+                for r in connection.execute(query, arguments)
+            ]
+
+        return self._run(work)
+
+    def last_id(self, kind: str | None = "chat") -> int | None:
+        query = "SELECT id FROM conversations" + (" WHERE kind = ?" if kind else "") + " ORDER BY updated DESC, id DESC LIMIT 1"
+        row = self._run(lambda connection: connection.execute(query, (kind,) if kind else ()).fetchone())
+        return None if row is None else int(row[0])
+
+    # ------------------------------------------------------------ helpers
+
+    def _require(self, connection: sqlite3.Connection, conversation_id: int) -> sqlite3.Row:
+        row = connection.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+        if row is None:
+            raise HistoryError(f"no conversation {conversation_id} in the history (see `chatllm logs list`)")
+        return row
+
+    def _insert(self, connection: sqlite3.Connection, conversation_id: int, messages: list[StoredMessage], now: str) -> None:
+        # MAX(idx) inside the write transaction: two processes continuing the
+        # same conversation both append, neither overwrites.
+        start = connection.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM messages WHERE conversation_id = ?", (conversation_id,)).fetchone()[0]
+        for offset, message in enumerate(messages):
+            connection.execute(
+                "INSERT INTO messages (conversation_id, idx, role, content, prompt, interrupted, finish_reason, usage, timings, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (conversation_id, start + offset, message.role, message.content, message.prompt, int(message.interrupted),
+                 message.finish_reason, _json(message.usage), _json(message.timings), now),
+            )
+
+    def _touch(self, connection: sqlite3.Connection, conversation_id: int, now: str, title: str | None, system: str | None) -> None:
+        connection.execute(
+            "UPDATE conversations SET updated = ?, title = CASE WHEN title = '' AND ? IS NOT NULL THEN ? ELSE title END,"
+            " system = COALESCE(?, system) WHERE id = ?",
+            (now, title, title, system, conversation_id),
+        )
+
+
+# ---------------------------------------------------------------- conveniences
+
+
+def record_run(*, model: str, template: str, output: str, stats: Any = None, prompt: str = "",
+               variables: Mapping[str, Any] | None = None, params: Any = None, store: HistoryStore | None = None) -> int:
+    """Save a one-shot run (the input and the output) as a conversation of one
+    exchange; returns its ID."""
+    return (store or HistoryStore()).create_conversation(
+        kind="run", model=model, template=template, title=title_of(prompt) or template, params=params, variables=variables,
+        messages=[StoredMessage(0, "user", prompt), _reply_message(output, False, stats)],
+    )
+
+
+def load_conversation(conversation_id: int) -> Conversation:
+    """The conversation with this ID (its `.turns()` feed `ChatSession.restore`)."""
+    return HistoryStore().get(conversation_id)
+
+
+def last_conversation_id() -> int | None:
+    """The most recently updated chat (one-shot runs are skipped), or None."""
+    return HistoryStore().last_id("chat")
+
+
+def recent_conversations(limit: int | None = 20, search: str | None = None) -> list[ConversationSummary]:
+    return HistoryStore().summaries(limit, search)
+
+
+def delete_conversation(conversation_id: int) -> None:
+    HistoryStore().delete(conversation_id)
+
+
+class ConversationRecorder:
+    """Saves a chat turn by turn: pass it as `ChatSession(on_turn=recorder)`.
+
+    Each completed (or interrupted) turn is committed before the next one
+    starts. A retried reply replaces the last one; a session that was reset
+    continues in a new conversation. `conversation_id` (set after the first
+    turn, or given to resume one) says where the chat is saved.
+    """
+
+    def __init__(self, *, model: str, template: str, params: Any = None, variables: Mapping[str, Any] | None = None,
+                 conversation_id: int | None = None, resumed_turns: int = 0, store: HistoryStore | None = None) -> None:
+        self.store = store or HistoryStore()
+        self.model, self.template, self.params, self.variables = model, template, params, variables
+        self.conversation_id = conversation_id
+        self._turns_saved = resumed_turns
+        self._last_turn: Turn | None = None
+
+    def __call__(self, session: "ChatSession", turn: "Turn") -> None:
+        reply = _reply_message(turn.reply, turn.interrupted, session.last_stats)
+        if turn is self._last_turn and self.conversation_id is not None:
+            self.store.replace_last_reply(self.conversation_id, reply, system=session.system)
+            return
+        user = StoredMessage(0, "user", turn.user, prompt=turn.prompt if turn.prompt != turn.user else None)
+        if self.conversation_id is None or len(session.turns) <= self._turns_saved:
+            # First turn, or the session was reset: a new conversation.
+            self.conversation_id = self.store.create_conversation(
+                kind="chat", model=self.model, template=self.template, title=title_of(turn.user), params=self.params,
+                variables=self.variables, system=session.system, messages=[user, reply],
+            )
+        else:
+            self.store.append_messages(self.conversation_id, [user, reply], title=title_of(turn.user), system=session.system)
+        self._turns_saved = len(session.turns)
+        self._last_turn = turn
+
+
+def title_of(text: str, limit: int = 60) -> str:
+    """The first words of `text` on one line, at most `limit` characters."""
+    words = " ".join(text.split())
+    return words if len(words) <= limit else words[: limit - 1].rsplit(" ", 1)[0] + "…"
+
+
+def _reply_message(text: str, interrupted: bool, stats: Any) -> StoredMessage:
+    usage = asdict(stats.usage) if stats is not None else None
+    timings = asdict(stats.timings) if stats is not None else None
+    finish = getattr(stats, "finish_reason", None)
+    return StoredMessage(1, "assistant", text, interrupted=interrupted or finish == "interrupted",
+                         finish_reason=finish, usage=usage, timings=timings)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _json(value: Any) -> str | None:
+    if value is None:
+        return None
+    if is_dataclass(value) and not isinstance(value, type):
+        value = asdict(value)
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _unjson(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
