@@ -1,0 +1,481 @@
+"""The llama.cpp backend: a local GGUF model through llama-cpp-python's C API.
+
+Generation uses llama.cpp's own primitives (batched `llama_decode`, a native
+sampler chain, `llama_token_to_piece`), not `Llama.create_chat_completion`, whose
+per-token Python work costs 10-25% of decode speed on small models. Callers can
+rely on: the model's own chat template, with message contents always tokenized
+as plain text (typed `<|im_start|>` cannot forge a turn); KV reuse of the longest
+common token prefix between calls; prefix states on disk with
+`EngineOptions.state_cache_dir` (state_cache.py); and a complete `last_stats`
+once the iterator ends or is closed early (finish_reason "interrupted").
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import glob
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import llama_cpp
+from llama_cpp._utils import suppress_stdout_stderr
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from chatllm.engine.base import EngineOptions, GenerationParams, GenerationStats, Message, Timings
+from chatllm.engine.state_cache import MIN_PREFIX_TOKENS, PrefixStateCache, model_identity
+from chatllm.errors import EngineError, ModelError, UsageError
+from chatllm.models import ResolvedModel
+
+DEFAULT_MAX_CONTEXT = 4096
+# Used only when a GGUF carries no chat template at all.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
+    " + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+_PENALTY_LAST_N = 64  # llama.cpp's default window for repeat penalties
+_PIECE_BUFFER = 256
+
+# llama.cpp keeps the log callback as a raw C pointer: the ctypes object must live
+# as long as the process, or the next log line calls freed memory (segfault).
+_SILENT_LOG = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
+_backend_ready = False
+
+
+def _configure_logging(verbose: bool) -> None:
+    if verbose:
+        from llama_cpp import _logger
+
+        _logger.set_verbose(True)
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+    else:
+        llama_cpp.llama_log_set(_SILENT_LOG, ctypes.c_void_p(0))
+
+
+def weight_repacking_enabled() -> bool:
+    """Whether llama.cpp may repack weights into its extra CPU buffer types (AMX,
+    AVX/NEON repacks). `CHATLLM_WEIGHT_REPACK=1|0` decides; by default it is off
+    only on CPUs that advertise AMX: in some VMs (Firecracker here) the AMX tile
+    kernels llama.cpp uses for batches of more than one token die with SIGILL, and
+    a crash during prefill is worse than the speed AMX gives where it works."""
+    choice = os.environ.get("CHATLLM_WEIGHT_REPACK", "").strip().lower()
+    if choice in ("0", "1", "false", "true", "no", "yes", "off", "on"):
+        return choice in ("1", "true", "yes", "on")
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return "amx_tile" not in line.split()
+    except OSError:
+        pass
+    return True
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use (hyperthread siblings count once), the
+    way llama-bench picks its default thread count on Linux."""
+    try:
+        allowed = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        allowed = os.cpu_count() or 1
+    siblings = set()
+    for path in glob.glob("/sys/devices/system/cpu/cpu[0-9]*/topology/thread_siblings"):
+        try:
+            siblings.add(Path(path).read_text().strip())
+        except OSError:
+            continue
+    return max(1, min(len(siblings) or allowed, allowed))
+
+
+class LlamaEngine:
+    """A GGUF model loaded in this process. Not thread-safe: one stream at a time."""
+
+    def __init__(self, model: ResolvedModel, options: EngineOptions) -> None:
+        if model.path is None:
+            raise ModelError(f"'{model.reference}' is not a local model file")
+        self.model_name = Path(model.path).name
+        self.last_stats = GenerationStats()
+        self._model = self._context = None
+        started = time.perf_counter()
+        self._load(Path(model.path), options)
+        self.load_s = time.perf_counter() - started
+        self.last_stats.timings.load_s = self.load_s
+
+    # ---- loading -------------------------------------------------------------
+
+    def _load(self, path: Path, options: EngineOptions) -> None:
+        global _backend_ready
+        _configure_logging(options.verbose)
+        model_params = llama_cpp.llama_model_default_params()
+        layers = options.n_gpu_layers
+        if layers is None:  # --gpu-layers auto: as many layers as fit in free GPU memory
+            from chatllm.gpu import choose_gpu_layers
+            from chatllm.gguf_info import read_gguf_info
+
+            try:
+                trained = read_gguf_info(path).context_length or DEFAULT_MAX_CONTEXT
+            except Exception:  # an unreadable header fails properly at load below
+                trained = DEFAULT_MAX_CONTEXT
+            layers = choose_gpu_layers(path, options.n_ctx or min(trained, DEFAULT_MAX_CONTEXT), "auto")
+        # llama.cpp reads any count above the layer count as "all layers".
+        model_params.n_gpu_layers = 0x7FFFFFFF if layers < 0 else layers
+        model_params.use_extra_bufts = weight_repacking_enabled()
+        with suppress_stdout_stderr(disable=options.verbose):
+            if not _backend_ready:
+                llama_cpp.llama_backend_init()
+                _backend_ready = True
+            self._model = llama_cpp.llama_model_load_from_file(os.fsencode(path), model_params)
+        if not self._model:
+            self._model = None
+            raise ModelError(f"cannot load '{self.model_name}': the file is truncated or not a valid GGUF model")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+
+        trained = llama_cpp.llama_model_n_ctx_train(self._model)
+        n_ctx = options.n_ctx
+        if n_ctx is None:
+            n_ctx = min(trained, DEFAULT_MAX_CONTEXT) if trained > 0 else DEFAULT_MAX_CONTEXT
+        elif n_ctx <= 0 or (trained > 0 and n_ctx > trained):
+            self.close()
+            if n_ctx <= 0:
+                raise UsageError(f"--ctx must be a positive number of tokens, not {n_ctx}")
+            raise UsageError(f"'{self.model_name}' supports at most {trained} tokens of context; --ctx {n_ctx} is too large")
+
+        threads = options.n_threads or physical_cores()
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_threads = params.n_threads_batch = threads
+        params.n_seq_max = 1
+        params.no_perf = True
+        if options.flash_attn is not None:
+            params.flash_attn_type = (
+                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if options.flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            )
+        with suppress_stdout_stderr(disable=options.verbose):
+            self._context = llama_cpp.llama_init_from_model(self._model, params)
+        if not self._context:
+            self._context = None
+            self.close()
+            raise EngineError(f"cannot create a {n_ctx}-token context for '{self.model_name}' (out of memory?); try a smaller --ctx")
+        self.context_size = llama_cpp.llama_n_ctx(self._context)
+        self._n_batch = llama_cpp.llama_n_batch(self._context)
+        self._memory = llama_cpp.llama_get_memory(self._context)
+        self._seed = options.seed
+        # Tokens whose keys and values are in the KV cache, in position order.
+        self._kv_tokens: list[int] = []
+        # One reusable single-token batch: the decode loop allocates nothing.
+        self._one_token = (llama_cpp.llama_token * 1)()
+        self._one_batch = llama_cpp.llama_batch_get_one(self._one_token, 1)
+        self._piece = ctypes.create_string_buffer(_PIECE_BUFFER)
+        self._setup_template()
+        self._state_cache = None
+        if options.state_cache_dir is not None:
+            identity = f"{model_identity(path)}\0fa={params.flash_attn_type}\0k={params.type_k}\0v={params.type_v}"
+            self._state_cache = PrefixStateCache(Path(options.state_cache_dir), options.state_cache_max_bytes, identity)
+
+    def _setup_template(self) -> None:
+        raw = llama_cpp.llama_model_chat_template(self._model, None)
+        template = raw.decode("utf-8", errors="replace") if raw else CHATML_TEMPLATE
+        self._bos = llama_cpp.llama_vocab_bos(self._vocab)
+        self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab)) and self._bos >= 0
+        texts = [self._token_text(llama_cpp.llama_vocab_eos(self._vocab)), self._token_text(self._bos)]
+        self._chat_prompt = Jinja2ChatFormatter(template, *texts, add_generation_prompt=True)
+        self._chat_prefix = Jinja2ChatFormatter(template, *texts, add_generation_prompt=False)
+        # Contents are rendered as these placeholders, then replaced by their own
+        # tokens; a random part keeps user text from ever matching one.
+        nonce = secrets.token_hex(6)
+        self._placeholder = "\ue000" + nonce + "{}\ue001"
+        self._placeholder_split = re.compile("\ue000" + nonce + r"(\d+)\ue001")
+        self._rendered: tuple[tuple[Message, ...], list[int]] | None = None
+
+    def _token_text(self, token: int) -> str:
+        text = llama_cpp.llama_vocab_get_text(self._vocab, token) if token >= 0 else None
+        return (text or b"").decode("utf-8", errors="replace")
+
+    # ---- tokens --------------------------------------------------------------
+
+    def _tokenize(self, text: str, special: bool) -> list[int]:
+        data = text.encode("utf-8")
+        if not data:
+            return []
+        capacity = len(data) + 8  # a token is at least one byte
+        tokens = (llama_cpp.llama_token * capacity)()
+        count = llama_cpp.llama_tokenize(self._vocab, data, len(data), tokens, capacity, False, special)
+        if count < 0:
+            raise EngineError(f"cannot tokenize a text of {len(data)} bytes")
+        return tokens[:count]
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` as plain text: no BOS, special-token markup not parsed."""
+        return len(self._tokenize(text, special=False))
+
+    def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
+        """Exactly the number of tokens `stream(messages, ...)` evaluates as its prompt."""
+        return len(self.prompt_tokens(messages))
+
+    def prompt_tokens(self, messages: Sequence[Message]) -> list[int]:
+        """The templated prompt, ending with the opening of the assistant's turn.
+        Template text is tokenized with special tokens parsed; message contents
+        never are."""
+        key = tuple(messages)
+        if self._rendered is not None and self._rendered[0] == key:
+            return list(self._rendered[1])
+        tokens = self._render(self._chat_prompt, key)
+        self._rendered = (key, tokens)
+        return list(tokens)
+
+    def _render(self, formatter: Jinja2ChatFormatter, messages: Sequence[Message]) -> list[int]:
+        try:
+            scaffold = formatter(
+                messages=[{"role": m.role, "content": self._placeholder.format(i)} for i, m in enumerate(messages)]
+            ).prompt
+            real = formatter(messages=[{"role": m.role, "content": m.content} for m in messages]).prompt
+        except Exception as error:  # a template may reject a conversation (e.g. roles must alternate)
+            raise EngineError(f"the chat template of '{self.model_name}' rejected these messages: {error}") from None
+        parts = self._placeholder_split.split(scaffold)
+        contents = [m.content for m in messages]
+        # Templates that transform contents (usually `| trim`) still get the
+        # transformed text; any other transformation falls back to the raw content.
+        if _assemble(parts, contents) != real:
+            stripped = [c.strip() for c in contents]
+            if _assemble(parts, stripped) == real:
+                contents = stripped
+        tokens: list[int] = []
+        for index, part in enumerate(parts):
+            if index % 2 == 0:
+                tokens += self._tokenize(part, special=True)
+            else:
+                tokens += self._tokenize(contents[int(part)], special=False)
+        if self._add_bos and (not tokens or tokens[0] != self._bos):
+            tokens.insert(0, self._bos)
+        return tokens
+
+    def _system_prefix_length(self, messages: Sequence[Message], prompt: list[int]) -> int:
+        """Tokens of the leading system messages when they form an exact prefix of
+        `prompt` long enough to be worth a file on disk; otherwise 0."""
+        count = 0
+        while count < len(messages) and messages[count].role == "system":
+            count += 1
+        try:
+            prefix = self._render(self._chat_prefix, messages[:count]) if count else []
+        except EngineError:
+            return 0
+        fits = MIN_PREFIX_TOKENS <= len(prefix) < len(prompt) and prompt[: len(prefix)] == prefix
+        return len(prefix) if fits else 0
+
+    # ---- generation ----------------------------------------------------------
+
+    def stream(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]:
+        """Yield the reply in pieces of valid UTF-8 text. Raises EngineError (on the
+        first `next`) if the prompt does not fit the context."""
+        if self._context is None:
+            raise EngineError("the model has been closed")
+        stats = GenerationStats(timings=Timings(load_s=self.load_s))
+        self.last_stats = stats
+        started = time.perf_counter()
+        prompt = self.prompt_tokens(messages)
+        stats.usage.prompt_tokens = len(prompt)
+        if not prompt:
+            raise EngineError(f"the chat template of '{self.model_name}' produced an empty prompt")
+        if len(prompt) >= self.context_size:
+            raise EngineError(f"the prompt takes {len(prompt)} tokens but the context holds {self.context_size}; shorten the input or raise --ctx")
+        sampler = self._new_sampler(params, prompt)
+        first_piece = True
+        try:
+            cached, evaluated, prefill_s = self._evaluate_prompt(messages, prompt)
+            stats.usage.cached_prompt_tokens = cached
+            # A fully cached prompt still re-evaluates its last token (for logits):
+            # that is no prefill worth a rate.
+            if evaluated > 1 or (evaluated == 1 and cached == 0):
+                stats.timings.prefill_tokens_per_s = evaluated / prefill_s if prefill_s > 0 else 0.0
+            pieces = self._generate(sampler, params, stats)
+            try:
+                for piece in pieces:
+                    if first_piece:
+                        stats.timings.ttft_s = time.perf_counter() - started
+                        first_piece = False
+                    yield piece
+            finally:
+                pieces.close()  # runs its bookkeeping now, before the sampler is freed
+        except (GeneratorExit, KeyboardInterrupt):
+            stats.finish_reason = "interrupted"
+            raise
+        finally:
+            llama_cpp.llama_sampler_free(sampler)
+            self._repair_kv()
+            stats.timings.total_s = time.perf_counter() - started
+            if first_piece:
+                stats.timings.ttft_s = stats.timings.total_s
+
+    def _new_sampler(self, params: GenerationParams, prompt: list[int]) -> llama_cpp.llama_sampler_p:
+        chain_params = llama_cpp.llama_sampler_chain_default_params()
+        chain_params.no_perf = True
+        chain = llama_cpp.llama_sampler_chain_init(chain_params)
+        add = lambda sampler: llama_cpp.llama_sampler_chain_add(chain, sampler)  # noqa: E731
+        if params.repeat_penalty != 1.0:
+            n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+            add(llama_cpp.llama_sampler_init_penalties(n_vocab, _PENALTY_LAST_N, params.repeat_penalty, 0.0, 0.0))
+            for token in prompt[-_PENALTY_LAST_N:]:  # the penalty window starts in the prompt
+                llama_cpp.llama_sampler_accept(chain, token)
+        if params.temperature <= 0:
+            add(llama_cpp.llama_sampler_init_greedy())
+            return chain
+        seed = self._seed if params.seed is None else params.seed
+        if params.top_k > 0:
+            add(llama_cpp.llama_sampler_init_top_k(params.top_k))
+        if 0 < params.top_p < 1:
+            add(llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+        if params.min_p > 0:
+            add(llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
+        add(llama_cpp.llama_sampler_init_temp(params.temperature))
+        add(llama_cpp.llama_sampler_init_dist(llama_cpp.LLAMA_DEFAULT_SEED if seed is None else seed & 0xFFFFFFFF))
+        return chain
+
+    def _evaluate_prompt(self, messages: Sequence[Message], prompt: list[int]) -> tuple[int, int, float]:
+        """Bring the KV cache to exactly `prompt`, reusing what is already there and
+        a saved prefix state. Returns (tokens reused, tokens evaluated, seconds)."""
+        keep = 0
+        limit = min(len(self._kv_tokens), len(prompt) - 1)  # the last prompt token is always evaluated, for its logits
+        while keep < limit and self._kv_tokens[keep] == prompt[keep]:
+            keep += 1
+        self._truncate_kv(keep)
+        prefix = self._system_prefix_length(messages, prompt) if self._state_cache is not None else 0
+        save_prefix = False
+        if prefix > keep:
+            if self._state_cache.has(prompt[:prefix]):
+                self._clear_kv()
+                if self._state_cache.load(self._context, prompt[:prefix]):
+                    self._kv_tokens += prompt[:prefix]
+                else:
+                    self._clear_kv()  # a failed load may have left part of the state
+            save_prefix = len(self._kv_tokens) < prefix
+        cached = len(self._kv_tokens)
+        seconds = 0.0
+        if save_prefix:
+            seconds += self._decode_prompt(prompt[cached:prefix])
+            self._state_cache.save(self._context, prompt[:prefix])
+        seconds += self._decode_prompt(prompt[len(self._kv_tokens):])
+        return cached, len(prompt) - cached, seconds
+
+    def _decode_prompt(self, tokens: list[int]) -> float:
+        """Evaluate `tokens` after the cached ones in batches of n_batch; returns the
+        seconds spent inside llama.cpp."""
+        seconds = 0.0
+        for start in range(0, len(tokens), self._n_batch):
+            chunk = tokens[start : start + self._n_batch]
+            array = (llama_cpp.llama_token * len(chunk))(*chunk)
+            began = time.perf_counter()
+            result = llama_cpp.llama_decode(self._context, llama_cpp.llama_batch_get_one(array, len(chunk)))
+            llama_cpp.llama_synchronize(self._context)  # a GPU backend may still be running
+            seconds += time.perf_counter() - began
+            if result != 0:
+                raise EngineError(f"llama.cpp failed to evaluate the prompt (llama_decode returned {result})")
+            self._kv_tokens += chunk
+        return seconds
+
+    def _generate(self, sampler: llama_cpp.llama_sampler_p, params: GenerationParams, stats: GenerationStats) -> Iterator[str]:
+        """The decode loop. Everything between two `llama_decode` calls is kept to
+        a few C calls and a UTF-8 decoder step."""
+        context, vocab, piece, kv = self._context, self._vocab, self._piece, self._kv_tokens
+        one_token, one_batch = self._one_token, self._one_batch
+        decode, sample, is_eog, to_piece = llama_cpp.llama_decode, llama_cpp.llama_sampler_sample, llama_cpp.llama_vocab_is_eog, llama_cpp.llama_token_to_piece
+        clock = time.perf_counter
+        utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+        stops, limit, usage = tuple(s for s in params.stop if s), params.max_tokens, stats.usage
+        held = ""  # text that may be the start of a stop string
+        decode_s, steps, finish, hit = 0.0, 0, "stop", False
+        if limit is not None and limit <= 0:
+            stats.finish_reason = "length"
+            return
+        token = sample(sampler, context, -1)
+        try:
+            while not is_eog(vocab, token):
+                usage.completion_tokens += 1
+                length = to_piece(vocab, token, piece, _PIECE_BUFFER, 0, False)
+                text = utf8.decode(piece.raw[:length]) if length > 0 else ""
+                if stops:
+                    text, held, hit = _split_at_stop(held + text, stops)
+                if text:
+                    yield text
+                if hit:
+                    break
+                if limit is not None and usage.completion_tokens >= limit or len(kv) >= self.context_size:
+                    finish = "length"
+                    break
+                if self._context is None:  # closed while this iterator was suspended
+                    raise EngineError("the model was closed during generation")
+                one_token[0] = token
+                began = clock()
+                result = decode(context, one_batch)
+                if result != 0:
+                    raise EngineError(f"llama.cpp failed to generate (llama_decode returned {result})")
+                kv.append(token)
+                token = sample(sampler, context, -1)
+                decode_s += clock() - began
+                steps += 1
+            # Held text that only looked like the start of a stop string is part of
+            # the reply after all. Bytes of a character cut off by the token limit
+            # are dropped rather than shown as U+FFFD.
+            if held and not hit:
+                yield held
+            stats.finish_reason = finish
+        finally:
+            stats.timings.decode_tokens_per_s = steps / decode_s if steps and decode_s > 0 else 0.0
+
+    # ---- KV bookkeeping ------------------------------------------------------
+
+    def _truncate_kv(self, keep: int) -> None:
+        """Make the KV cache hold exactly the first `keep` tokens of `_kv_tokens`."""
+        if keep > 0 and llama_cpp.llama_memory_seq_rm(self._memory, 0, keep, -1):
+            del self._kv_tokens[keep:]
+        else:  # some memory types (recurrent models) cannot drop a suffix: start over
+            self._clear_kv()
+
+    def _clear_kv(self) -> None:
+        llama_cpp.llama_memory_clear(self._memory, True)
+        self._kv_tokens.clear()
+
+    def _repair_kv(self) -> None:
+        """After an exception (e.g. Ctrl-C between llama_decode and our bookkeeping)
+        make `_kv_tokens` and the KV cache agree again."""
+        if self._context is not None:
+            in_cache = llama_cpp.llama_memory_seq_pos_max(self._memory, 0) + 1
+            if in_cache != len(self._kv_tokens):
+                self._truncate_kv(min(in_cache, len(self._kv_tokens)))
+
+    def close(self) -> None:
+        """Free the context and the model. Safe to call twice."""
+        if self._context is not None:
+            llama_cpp.llama_free(self._context)
+            self._context = None
+        if self._model is not None:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown may have torn llama_cpp down already
+            pass
+
+
+def _assemble(parts: list[str], contents: list[str]) -> str:
+    return "".join(part if index % 2 == 0 else contents[int(part)] for index, part in enumerate(parts))
+
+
+def _split_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, str, bool]:
+    """Split `text` into (safe to emit, held back, stop string found). Text before a
+    stop string is emitted; a tail that could begin a stop string is held back."""
+    first = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+    if first >= 0:
+        return text[:first], "", True
+    hold = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), hold, -1):
+            if text.endswith(stop[:size]):
+                hold = size
+                break
+    return text[: len(text) - hold], text[len(text) - hold :], False
