@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from typing import IO, Iterable, Protocol
 
@@ -40,7 +41,12 @@ class PlainSink:
 
 
 class MarkdownSink:
-    """Re-renders the reply as Markdown while it streams (rich Live)."""
+    """Re-renders the reply as Markdown while it streams (rich Live).
+
+    Finished blocks (up to the last blank line outside a code fence or list) are
+    printed once and leave the live view, and the live view shows at most a
+    screenful (its last lines), so a reply taller than the terminal scrolls like
+    plain text instead of being printed again and again."""
 
     def __init__(self, stream: IO[str], theme: str = "monokai") -> None:
         from rich.console import Console
@@ -48,18 +54,69 @@ class MarkdownSink:
 
         self.console = Console(file=stream)
         self.theme = theme
-        self.text = ""
-        self.live = Live(console=self.console, refresh_per_second=12, vertical_overflow="visible", transient=False)
+        self.text = ""  # not yet printed for good
+        self.live = Live(console=self.console, refresh_per_second=12, transient=False)
         self.live.start()
 
-    def write(self, piece: str) -> None:
+    def _markdown(self, text: str):
         from rich.markdown import Markdown
 
+        return Markdown(text, code_theme=self.theme)
+
+    def write(self, piece: str) -> None:
         self.text += piece
-        self.live.update(Markdown(self.text, code_theme=self.theme))
+        done = finished_length(self.text)
+        finished, self.text = self.text[:done], self.text[done:]
+        self.live.update(_Lines(self._markdown(self.text), max(self.console.size.height - 1, 1)))
+        if finished:
+            self.console.print(_Lines(self._markdown(finished)))  # above the live view
+            self.console.line()
 
     def close(self) -> None:
+        self.live.update(_Lines(self._markdown(self.text)))
         self.live.stop()
+
+
+_LIST_ITEM = re.compile(r"([-*+]|\d+[.)])(\s|$)")
+
+
+def finished_length(text: str) -> int:
+    """How much of `text` is finished Markdown blocks: up to the last blank line
+    outside a code fence that is followed by an unindented line, not a list item
+    (a blank line between items does not end a list)."""
+    end = offset = 0
+    in_fence = previous_blank = False
+    for line in text.splitlines(keepends=True):
+        stripped = line.strip()
+        if not in_fence and previous_blank and stripped and not line[0].isspace() and not _LIST_ITEM.match(line):
+            end = offset
+        if stripped.startswith(("```", "~~~")):
+            in_fence = not in_fence
+        previous_blank = not stripped
+        offset += len(line)
+    return end
+
+
+class _Lines:
+    """A renderable's lines without the blank lines rich puts before some blocks
+    (so blocks printed one by one are spaced as in one document); with `height`,
+    only the last that many."""
+
+    def __init__(self, renderable, height: int | None = None) -> None:
+        self.renderable = renderable
+        self.height = height
+
+    def __rich_console__(self, console, options):
+        from rich.segment import Segment
+
+        lines = console.render_lines(self.renderable, options, pad=False)
+        while lines and all(not s.text.strip() and not (s.style and s.style.bgcolor) for s in lines[0]):
+            lines.pop(0)
+        if self.height is not None:
+            lines = lines[-self.height :]
+        for line in lines:
+            yield from line
+            yield Segment.line()
 
 
 class CollectingSink:
