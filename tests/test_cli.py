@@ -90,7 +90,7 @@ def test_summarize_json_and_stats_on_fake_engine(fake_engine, tmp_path: Path) ->
 
 def test_chat_in_a_pipe_answers_each_line(fake_engine) -> None:
     result = invoke("chat", input="hi\n\nthanks\n")
-    assert result.stdout.splitlines() == ["Echo: hi", "Echo: thanks"]
+    assert result.stdout.splitlines() == ["Echo: hi", "", "Echo: thanks"]
     assert len(fake_engine.calls) == 2
     assert [m.role for m in fake_engine.calls[1]] == ["system", "user", "assistant", "user"]
 

@@ -224,3 +224,21 @@ def test_large_knowledge_is_retrieved_per_question(tmp_path: Path) -> None:
 def test_split_passages_keeps_headings() -> None:
     passages = split_passages("intro\n\n## A\ntext a\n\n## B\ntext b", "f.md", count)
     assert [(p.heading, p.text) for p in passages] == [("", "intro"), ("A", "text a"), ("B", "text b")]
+
+
+def test_a_reply_interrupted_before_any_text_is_dropped() -> None:
+    engine = FakeEngine()
+    session = ChatSession(engine, Persona("chat", ""), PARAMS)
+    stream = session.send("hello")
+    stream.close()  # Ctrl-C before the first token
+    assert session.turns == []
+
+
+def test_replacing_the_system_prompt_keeps_the_knowledge() -> None:
+    template = load_template("support")
+    engine = FakeEngine(context_size=8192)
+    persona = build_persona(template, template.resolve_variables({}), engine, system_override="Be terse.")
+    assert persona.system.startswith("Be terse.") and "退货与退款" in persona.system
+    session = ChatSession(engine, persona, PARAMS)
+    session.set_system("Be formal.")
+    assert session.system.startswith("Be formal.") and "Returns and refunds" in session.system

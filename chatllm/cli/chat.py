@@ -111,21 +111,23 @@ def _chat_lines(session, options: RunOptions, config, model) -> None:
     line between them, so scripts can drive a conversation."""
     from chatllm.render import PlainSink, print_stats, result_json, write_all
 
-    any_line = False
+    replies = 0
     for line in sys.stdin:
         text = line.rstrip("\n")
         if not text.strip():
             continue
-        any_line = True
         if options.json:
             reply = "".join(session.send(text))
             sys.stdout.write(result_json(reply, model.name, session.persona.name, session.last_stats) + "\n")
             sys.stdout.flush()
         else:
+            if replies:
+                sys.stdout.write("\n")  # a blank line tells replies apart
             write_all(session.send(text), PlainSink(sys.stdout))
+        replies += 1
         if options.stats:
             print_stats(session.last_stats)
-    if not any_line:
+    if not replies:
         from chatllm.errors import InputError
 
         raise InputError("no input: type messages on a terminal, or pipe lines in (one turn per line)")

@@ -38,8 +38,17 @@ class Persona:
     name: str
     system: str
     greeting: str = ""
+    # Knowledge kept in the system prompt; /system and -s replace only the
+    # instructions before it, never the knowledge.
+    knowledge: str = ""
     # Turns the user's text into the user message (e.g. adds retrieved passages).
     render_user: Callable[[str], str] = field(default=lambda text: text)
+
+
+def with_knowledge(system: str, knowledge: str) -> str:
+    if not knowledge:
+        return system
+    return f"{system}\n\nKNOWLEDGE:\n{knowledge}".strip()
 
 
 class ChatSession:
@@ -69,8 +78,7 @@ class ChatSession:
         if not text.strip():
             raise InputError("empty message")
         turn = Turn(user=text, prompt=self.persona.render_user(text))
-        self.turns.append(turn)
-        return self._reply(turn)
+        return self._reply(turn, new=True)
 
     def retry(self) -> Iterator[str]:
         """Generate the last reply again."""
@@ -85,7 +93,7 @@ class ChatSession:
         self.first_in_context = 0
 
     def set_system(self, text: str) -> None:
-        self.system = text
+        self.system = with_knowledge(text, self.persona.knowledge)
 
     def restore(self, turns: list[Turn]) -> None:
         """Continue an earlier conversation (e.g. loaded from history)."""
@@ -123,7 +131,9 @@ class ChatSession:
             )
         return messages
 
-    def _reply(self, turn: Turn) -> Iterator[str]:
+    def _reply(self, turn: Turn, new: bool = False) -> Iterator[str]:
+        if new:  # added only once the reply starts: a stream closed unstarted leaves no turn
+            self.turns.append(turn)
         try:
             messages = self._fit_to_context()
         except EngineError:
@@ -143,7 +153,11 @@ class ChatSession:
             pieces.close()
             self.last_stats = meter.stats()
             turn.interrupted = stopped_early or self.last_stats.finish_reason == "interrupted"
-            if self.on_turn is not None:
+            if turn.interrupted and not turn.reply:
+                # Nothing was said: keeping the turn would put two user messages
+                # in a row, which many chat templates reject.
+                self.turns.remove(turn)
+            elif self.on_turn is not None:
                 self.on_turn(self, turn)
 
     # ------------------------------------------------------------ saving

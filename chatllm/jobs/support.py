@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from chatllm.engine.base import Engine
-from chatllm.jobs.chat import Persona
+from chatllm.jobs.chat import Persona, with_knowledge
 from chatllm.jobs.knowledge import KnowledgeBase
 from chatllm.templates import Template
 
@@ -47,7 +47,7 @@ def build_persona(
     fits_whole = count(whole) <= context_size * WHOLE_KNOWLEDGE_SHARE
 
     if system_override is not None:
-        system = system_override
+        system = with_knowledge(system_override, whole if fits_whole else "")
     else:
         system = template.render_system(values, knowledge=whole if fits_whole else "")
         examples = examples_text(template)
@@ -62,4 +62,7 @@ def build_persona(
         return template.render_prompt(values, text, context=context)
 
     greeting = template.render_greeting(values) if template.greeting else ""
-    return Persona(name=template.name, system=system, greeting=greeting, render_user=render_user)
+    return Persona(
+        name=template.name, system=system, greeting=greeting, render_user=render_user,
+        knowledge=whole if fits_whole else "",
+    )
