@@ -1,0 +1,136 @@
+"""Every command end to end: the real CLI in a subprocess, on the embedded model.
+
+The model (SmolLM2-135M) is weak, so these check behaviour — it answers, streams,
+stops, stays inside the context, reports its numbers — not quality.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_chatllm
+
+pytestmark = pytest.mark.slow
+
+ARTICLE = (
+    "The city library opened a new reading room on Monday. It has two hundred seats, "
+    "long opening hours and free wifi. Students say the room is quiet and bright. "
+    "The library plans to add a café next spring."
+)
+
+
+def ok(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, result.stderr.decode()
+    assert "Traceback" not in result.stderr.decode()
+    return result.stdout.decode()
+
+
+def json_result(result: subprocess.CompletedProcess) -> dict:
+    return json.loads(ok(result).strip().splitlines()[-1])
+
+
+def test_summarize_json_reports_usage_and_timings(embedded_model: Path) -> None:
+    payload = json_result(run_chatllm("summarize", "--json", "--max-tokens", "48", "--temperature", "0", input=ARTICLE))
+    assert payload["text"].strip()
+    assert payload["model"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert payload["template"] == "summarize"
+    assert 0 < payload["usage"]["completion_tokens"] <= 48
+    assert payload["usage"]["prompt_tokens"] > 60
+    timings = payload["timings"]
+    assert timings["load_s"] > 0 and timings["ttft_s"] > 0 and timings["decode_tokens_per_s"] > 0
+    assert timings["prefill_tokens_per_s"] > 0 and timings["total_s"] >= timings["ttft_s"]
+
+
+def test_summarize_streams_plain_text_and_stats_go_to_stderr(embedded_model: Path, tmp_path: Path) -> None:
+    source = tmp_path / "article.txt"
+    source.write_text(ARTICLE)
+    result = run_chatllm("summarize", str(source), "--stats", "--max-tokens", "32", "--seed", "1")
+    text = ok(result)
+    assert text.strip() and "\x1b[" not in text
+    stderr = result.stderr.decode()
+    for line in ("load:", "prompt tokens reused from cache:", "prefill:", "decode:", "time to first token:"):
+        assert line in stderr
+
+
+def test_long_input_is_map_reduced_within_a_small_context(embedded_model: Path) -> None:
+    long_text = "\n\n".join(f"Section {n}. " + ARTICLE for n in range(24))
+    payload = json_result(
+        run_chatllm("summarize", "--ctx", "512", "--max-tokens", "40", "--temperature", "0", "--json", input=long_text, timeout=600)
+    )
+    assert payload["text"].strip()
+    # More prompt tokens than the context holds went through the model: it read everything.
+    assert payload["usage"]["prompt_tokens"] > 512 * 2
+
+
+def test_translate_keeps_code_blocks(embedded_model: Path) -> None:
+    source = "Good morning, my friend.\n\n```sh\nls -la\n```\n"
+    text = ok(run_chatllm("translate", "--to", "fr", "--max-tokens", "30", "--temperature", "0", input=source))
+    assert "```sh\nls -la\n```" in text
+    assert text.split("```")[0].strip()
+
+
+def test_run_any_template(embedded_model: Path) -> None:
+    assert ok(run_chatllm("run", "proofread", "--max-tokens", "24", input="this are a sentense with erors")).strip()
+
+
+def test_chat_in_a_pipe_gives_one_reply_per_line_and_reuses_the_cache(embedded_model: Path) -> None:
+    result = run_chatllm("chat", "--json", "--max-tokens", "24", "--temperature", "0", input="hi\nthanks\n")
+    replies = [json.loads(line) for line in ok(result).strip().splitlines()]
+    assert len(replies) == 2 and all(r["text"].strip() for r in replies)
+    second = replies[1]["usage"]
+    assert second["cached_prompt_tokens"] >= replies[0]["usage"]["prompt_tokens"]
+
+
+def test_support_persona_answers_from_extra_knowledge(embedded_model: Path, tmp_path: Path) -> None:
+    faq = tmp_path / "faq.md"
+    faq.write_text("## Opening hours\nThe Maple & Moss shop in Lyon opens at 9:00 and closes at 18:00.\n")
+    result = run_chatllm("chat", "-p", "support", "--kb", str(faq), "--max-tokens", "40", "--temperature", "0",
+                         input="When does the Lyon shop open?\n")
+    assert ok(result).strip()
+
+
+def test_chinese_input_streams_valid_utf8(embedded_model: Path) -> None:
+    result = run_chatllm("chat", "--max-tokens", "24", input="你好，请用中文介绍一下你自己。\n")
+    ok(result).encode("utf-8")  # decoding in ok() already proved it is UTF-8
+
+
+# ---------------------------------------------------------------- bad input on the real engine
+
+
+def test_truncated_gguf_is_a_clear_error(embedded_model: Path, tmp_path: Path) -> None:
+    truncated = tmp_path / "truncated.gguf"
+    with embedded_model.open("rb") as source:
+        truncated.write_bytes(source.read(2_000_000))
+    result = run_chatllm("summarize", "-m", str(truncated), input="hello")
+    assert result.returncode == 1
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "truncated" in lines[0]
+
+
+def test_ctx_larger_than_the_model_supports(embedded_model: Path) -> None:
+    result = run_chatllm("summarize", "--ctx", "100000", input="hello")
+    assert result.returncode == 2
+    assert result.stderr.decode().startswith("Error: ") and "8192" in result.stderr.decode()
+
+
+def test_ctrl_c_exits_130_and_leaves_no_partial_files(embedded_model: Path, tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chatllm", "chat", "--max-tokens", "2000", "--temperature", "1"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=os.environ.copy(),
+    )
+    assert process.stdin and process.stdout
+    process.stdin.write(b"Write a very long story about a dragon, with many chapters.\n")
+    process.stdin.flush()
+    process.stdout.read(1)  # the reply has started streaming
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr.decode()
+    assert list(tmp_path.iterdir()) == []
