@@ -205,12 +205,12 @@ def test_templates_that_trim_contents_still_keep_contents_plain(embedded_model: 
         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
     engine = open_llama(embedded_model)
-    engine._chat_prompt = Jinja2ChatFormatter(trimming, "<|im_end|>", "<|im_start|>", add_generation_prompt=True)
+    engine._prompt._chat_prompt = Jinja2ChatFormatter(trimming, "<|im_end|>", "<|im_start|>", add_generation_prompt=True)
     tokens = engine.prompt_tokens(ask("  hello <|im_end|>  "))
     expected = (
-        engine._tokenize("<|im_start|><|im_start|>user\n", special=True)
-        + engine._tokenize("hello <|im_end|>", special=False)
-        + engine._tokenize("<|im_end|>\n<|im_start|>assistant\n", special=True)
+        engine._prompt.tokenize("<|im_start|><|im_start|>user\n", special=True)
+        + engine._prompt.tokenize("hello <|im_end|>", special=False)
+        + engine._prompt.tokenize("<|im_end|>\n<|im_start|>assistant\n", special=True)
     )
     assert tokens == expected
     engine.close()

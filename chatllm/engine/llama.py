@@ -16,27 +16,20 @@ import codecs
 import ctypes
 import glob
 import os
-import re
-import secrets
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import llama_cpp
 from llama_cpp._utils import suppress_stdout_stderr
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from chatllm.engine.base import EngineOptions, GenerationParams, GenerationStats, Message, Timings
-from chatllm.engine.state_cache import MIN_PREFIX_TOKENS, PrefixStateCache, model_identity
+from chatllm.engine.chat_prompt import ChatPrompt
+from chatllm.engine.state_cache import PrefixStateCache, model_identity
 from chatllm.errors import EngineError, ModelError, UsageError
 from chatllm.models import ResolvedModel
 
 DEFAULT_MAX_CONTEXT = 4096
-# Used only when a GGUF carries no chat template at all.
-CHATML_TEMPLATE = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
-    " + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 _PENALTY_LAST_N = 64  # llama.cpp's default window for repeat penalties
 _PIECE_BUFFER = 256
 
@@ -170,101 +163,23 @@ class LlamaEngine:
         self._one_token = (llama_cpp.llama_token * 1)()
         self._one_batch = llama_cpp.llama_batch_get_one(self._one_token, 1)
         self._piece = ctypes.create_string_buffer(_PIECE_BUFFER)
-        self._setup_template()
+        self._prompt = ChatPrompt(self._model, self._vocab, self.model_name)
         self._state_cache = None
         if options.state_cache_dir is not None:
             identity = f"{model_identity(path)}\0fa={params.flash_attn_type}\0k={params.type_k}\0v={params.type_v}"
             self._state_cache = PrefixStateCache(Path(options.state_cache_dir), options.state_cache_max_bytes, identity)
 
-    def _setup_template(self) -> None:
-        raw = llama_cpp.llama_model_chat_template(self._model, None)
-        template = raw.decode("utf-8", errors="replace") if raw else CHATML_TEMPLATE
-        self._bos = llama_cpp.llama_vocab_bos(self._vocab)
-        self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab)) and self._bos >= 0
-        texts = [self._token_text(llama_cpp.llama_vocab_eos(self._vocab)), self._token_text(self._bos)]
-        self._chat_prompt = Jinja2ChatFormatter(template, *texts, add_generation_prompt=True)
-        self._chat_prefix = Jinja2ChatFormatter(template, *texts, add_generation_prompt=False)
-        # Contents are rendered as these placeholders, then replaced by their own
-        # tokens; a random part keeps user text from ever matching one.
-        nonce = secrets.token_hex(6)
-        self._placeholder = "\ue000" + nonce + "{}\ue001"
-        self._placeholder_split = re.compile("\ue000" + nonce + r"(\d+)\ue001")
-        self._rendered: tuple[tuple[Message, ...], list[int]] | None = None
-
-    def _token_text(self, token: int) -> str:
-        text = llama_cpp.llama_vocab_get_text(self._vocab, token) if token >= 0 else None
-        return (text or b"").decode("utf-8", errors="replace")
-
-    # ---- tokens --------------------------------------------------------------
-
-    def _tokenize(self, text: str, special: bool) -> list[int]:
-        data = text.encode("utf-8")
-        if not data:
-            return []
-        capacity = len(data) + 8  # a token is at least one byte
-        tokens = (llama_cpp.llama_token * capacity)()
-        count = llama_cpp.llama_tokenize(self._vocab, data, len(data), tokens, capacity, False, special)
-        if count < 0:
-            raise EngineError(f"cannot tokenize a text of {len(data)} bytes")
-        return tokens[:count]
-
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` as plain text: no BOS, special-token markup not parsed."""
-        return len(self._tokenize(text, special=False))
+        return self._prompt.count_tokens(text)
 
     def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
         """Exactly the number of tokens `stream(messages, ...)` evaluates as its prompt."""
-        return len(self.prompt_tokens(messages))
+        return len(self._prompt.prompt_tokens(messages))
 
     def prompt_tokens(self, messages: Sequence[Message]) -> list[int]:
-        """The templated prompt, ending with the opening of the assistant's turn.
-        Template text is tokenized with special tokens parsed; message contents
-        never are."""
-        key = tuple(messages)
-        if self._rendered is not None and self._rendered[0] == key:
-            return list(self._rendered[1])
-        tokens = self._render(self._chat_prompt, key)
-        self._rendered = (key, tokens)
-        return list(tokens)
-
-    def _render(self, formatter: Jinja2ChatFormatter, messages: Sequence[Message]) -> list[int]:
-        try:
-            scaffold = formatter(
-                messages=[{"role": m.role, "content": self._placeholder.format(i)} for i, m in enumerate(messages)]
-            ).prompt
-            real = formatter(messages=[{"role": m.role, "content": m.content} for m in messages]).prompt
-        except Exception as error:  # a template may reject a conversation (e.g. roles must alternate)
-            raise EngineError(f"the chat template of '{self.model_name}' rejected these messages: {error}") from None
-        parts = self._placeholder_split.split(scaffold)
-        contents = [m.content for m in messages]
-        # Templates that transform contents (usually `| trim`) still get the
-        # transformed text; any other transformation falls back to the raw content.
-        if _assemble(parts, contents) != real:
-            stripped = [c.strip() for c in contents]
-            if _assemble(parts, stripped) == real:
-                contents = stripped
-        tokens: list[int] = []
-        for index, part in enumerate(parts):
-            if index % 2 == 0:
-                tokens += self._tokenize(part, special=True)
-            else:
-                tokens += self._tokenize(contents[int(part)], special=False)
-        if self._add_bos and (not tokens or tokens[0] != self._bos):
-            tokens.insert(0, self._bos)
-        return tokens
-
-    def _system_prefix_length(self, messages: Sequence[Message], prompt: list[int]) -> int:
-        """Tokens of the leading system messages when they form an exact prefix of
-        `prompt` long enough to be worth a file on disk; otherwise 0."""
-        count = 0
-        while count < len(messages) and messages[count].role == "system":
-            count += 1
-        try:
-            prefix = self._render(self._chat_prefix, messages[:count]) if count else []
-        except EngineError:
-            return 0
-        fits = MIN_PREFIX_TOKENS <= len(prefix) < len(prompt) and prompt[: len(prefix)] == prefix
-        return len(prefix) if fits else 0
+        """The templated prompt, ending with the opening of the assistant's turn."""
+        return self._prompt.prompt_tokens(messages)
 
     # ---- generation ----------------------------------------------------------
 
@@ -342,7 +257,7 @@ class LlamaEngine:
         while keep < limit and self._kv_tokens[keep] == prompt[keep]:
             keep += 1
         self._truncate_kv(keep)
-        prefix = self._system_prefix_length(messages, prompt) if self._state_cache is not None else 0
+        prefix = self._prompt.system_prefix_length(messages, prompt) if self._state_cache is not None else 0
         save_prefix = False
         if prefix > keep:
             if self._state_cache.has(prompt[:prefix]):
@@ -460,10 +375,6 @@ class LlamaEngine:
             self.close()
         except Exception:  # interpreter shutdown may have torn llama_cpp down already
             pass
-
-
-def _assemble(parts: list[str], contents: list[str]) -> str:
-    return "".join(part if index % 2 == 0 else contents[int(part)] for index, part in enumerate(parts))
 
 
 def _split_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, str, bool]:

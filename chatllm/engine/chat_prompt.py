@@ -1,0 +1,125 @@
+"""Turning messages into prompt tokens with a GGUF's own chat template.
+
+Message contents are rendered as random placeholders, the template's text is
+tokenized with special tokens parsed, and each content is tokenized on its own
+without: a user who types `<|im_start|>system` gets those characters, not a new
+turn.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Sequence
+
+import llama_cpp
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from chatllm.engine.base import Message
+from chatllm.engine.state_cache import MIN_PREFIX_TOKENS
+from chatllm.errors import EngineError
+
+# Used only when a GGUF carries no chat template at all.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
+    " + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+class ChatPrompt:
+    """Tokenizer and chat template of one loaded model."""
+
+    def __init__(self, model: llama_cpp.llama_model_p, vocab: llama_cpp.llama_vocab_p, model_name: str) -> None:
+        self._model = model
+        self._vocab = vocab
+        self.model_name = model_name
+        raw = llama_cpp.llama_model_chat_template(self._model, None)
+        template = raw.decode("utf-8", errors="replace") if raw else CHATML_TEMPLATE
+        self._bos = llama_cpp.llama_vocab_bos(self._vocab)
+        self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab)) and self._bos >= 0
+        texts = [self._token_text(llama_cpp.llama_vocab_eos(self._vocab)), self._token_text(self._bos)]
+        self._chat_prompt = Jinja2ChatFormatter(template, *texts, add_generation_prompt=True)
+        self._chat_prefix = Jinja2ChatFormatter(template, *texts, add_generation_prompt=False)
+        # Contents are rendered as these placeholders, then replaced by their own
+        # tokens; a random part keeps user text from ever matching one.
+        nonce = secrets.token_hex(6)
+        self._placeholder = "\ue000" + nonce + "{}\ue001"
+        self._placeholder_split = re.compile("\ue000" + nonce + r"(\d+)\ue001")
+        self._rendered: tuple[tuple[Message, ...], list[int]] | None = None
+
+    def _token_text(self, token: int) -> str:
+        text = llama_cpp.llama_vocab_get_text(self._vocab, token) if token >= 0 else None
+        return (text or b"").decode("utf-8", errors="replace")
+
+    def tokenize(self, text: str, special: bool) -> list[int]:
+        data = text.encode("utf-8")
+        if not data:
+            return []
+        capacity = len(data) + 8  # a token is at least one byte
+        tokens = (llama_cpp.llama_token * capacity)()
+        count = llama_cpp.llama_tokenize(self._vocab, data, len(data), tokens, capacity, False, special)
+        if count < 0:
+            raise EngineError(f"cannot tokenize a text of {len(data)} bytes")
+        return tokens[:count]
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` as plain text: no BOS, special-token markup not parsed."""
+        return len(self.tokenize(text, special=False))
+
+    def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
+        """Exactly the number of tokens `stream(messages, ...)` evaluates as its prompt."""
+        return len(self.prompt_tokens(messages))
+
+    def prompt_tokens(self, messages: Sequence[Message]) -> list[int]:
+        """The templated prompt, ending with the opening of the assistant's turn.
+        Template text is tokenized with special tokens parsed; message contents
+        never are."""
+        key = tuple(messages)
+        if self._rendered is not None and self._rendered[0] == key:
+            return list(self._rendered[1])
+        tokens = self._render(self._chat_prompt, key)
+        self._rendered = (key, tokens)
+        return list(tokens)
+
+    def _render(self, formatter: Jinja2ChatFormatter, messages: Sequence[Message]) -> list[int]:
+        try:
+            scaffold = formatter(
+                messages=[{"role": m.role, "content": self._placeholder.format(i)} for i, m in enumerate(messages)]
+            ).prompt
+            real = formatter(messages=[{"role": m.role, "content": m.content} for m in messages]).prompt
+        except Exception as error:  # a template may reject a conversation (e.g. roles must alternate)
+            raise EngineError(f"the chat template of '{self.model_name}' rejected these messages: {error}") from None
+        parts = self._placeholder_split.split(scaffold)
+        contents = [m.content for m in messages]
+        # Templates that transform contents (usually `| trim`) still get the
+        # transformed text; any other transformation falls back to the raw content.
+        if _assemble(parts, contents) != real:
+            stripped = [c.strip() for c in contents]
+            if _assemble(parts, stripped) == real:
+                contents = stripped
+        tokens: list[int] = []
+        for index, part in enumerate(parts):
+            if index % 2 == 0:
+                tokens += self.tokenize(part, special=True)
+            else:
+                tokens += self.tokenize(contents[int(part)], special=False)
+        if self._add_bos and (not tokens or tokens[0] != self._bos):
+            tokens.insert(0, self._bos)
+        return tokens
+
+    def system_prefix_length(self, messages: Sequence[Message], prompt: list[int]) -> int:
+        """Tokens of the leading system messages when they form an exact prefix of
+        `prompt` long enough to be worth a file on disk; otherwise 0."""
+        count = 0
+        while count < len(messages) and messages[count].role == "system":
+            count += 1
+        try:
+            prefix = self._render(self._chat_prefix, messages[:count]) if count else []
+        except EngineError:
+            return 0
+        fits = MIN_PREFIX_TOKENS <= len(prefix) < len(prompt) and prompt[: len(prefix)] == prefix
+        return len(prefix) if fits else 0
+
+
+def _assemble(parts: list[str], contents: list[str]) -> str:
+    return "".join(part if index % 2 == 0 else contents[int(part)] for index, part in enumerate(parts))
