@@ -1,0 +1,256 @@
+"""One function per target of issue 4. Each returns plain data (lists of
+samples and a few derived figures); run.py interleaves, takes medians, judges
+and prints."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+from pathlib import Path
+
+from corpus import prose
+from harness import (BenchSettings, ProcessRun, Sandbox, chatllm, json_lines, llama_bench, run_process,
+                     stats_from_stderr, wait_for_quiet)
+
+HERE = Path(__file__).resolve().parent
+BIG_FAQ = HERE / "data" / "big_faq.md"
+CHAT_LINES = [
+    "Hello! I am planning a hiking trip in the mountains next month.",
+    "What should I pack for three days of walking?",
+    "How heavy should my backpack be, roughly?",
+    "What do I do if the weather turns bad on the second day?",
+    "Which food keeps well without a fridge?",
+    "How much water should I carry each day?",
+    "Any tips for sleeping well in a tent?",
+    "Thanks! Can you summarize your advice in three points?",
+]
+PERSONA_QUESTION = "How long does shipping to Japan take, and how much does it cost?\n"
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- inputs
+
+
+class TokenCounter:
+    """Counts tokens with the model's own vocabulary (loaded vocab-only)."""
+
+    def __init__(self, model: Path) -> None:
+        import llama_cpp
+
+        self._llm = llama_cpp.Llama(str(model), vocab_only=True, verbose=False)
+
+    def __call__(self, text: str) -> int:
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+
+def text_of_tokens(count: TokenCounter, tokens: int, seed: int = 2024) -> str:
+    """Deterministic prose of about `tokens` tokens (never more)."""
+    per_sentence = count(prose(60, seed)) / 60
+    sentences = max(1, int(tokens / per_sentence))
+    text = prose(sentences, seed)
+    while sentences > 1 and count(text) > tokens:
+        sentences -= max(1, sentences // 50)
+        text = prose(sentences, seed)
+    return text
+
+
+def summarize_input(sandbox: Sandbox, count: TokenCounter, folder: Path, target_prompt: int) -> tuple[Path, int]:
+    """A file whose summarize prompt (template included) is close to `target_prompt`
+    tokens; returns it and the exact prompt size chatllm reports."""
+    probe = folder / "probe.txt"
+    probe.write_text(text_of_tokens(count, 100), encoding="utf-8")
+    first = json_lines(chatllm(sandbox, "summarize", "--json", "--temperature", "0", "--max-tokens", "1", str(probe)))[0]
+    overhead = first["usage"]["prompt_tokens"] - count(probe.read_text(encoding="utf-8"))
+    path = folder / f"input-{target_prompt}.txt"
+    path.write_text(text_of_tokens(count, target_prompt - overhead), encoding="utf-8")
+    exact = json_lines(chatllm(sandbox, "summarize", "--json", "--temperature", "0", "--max-tokens", "1", str(path)))[0]
+    return path, exact["usage"]["prompt_tokens"]
+
+
+# ---------------------------------------------------------------- 1, 2, 7: one-shot speed
+
+
+def one_shot_json(sandbox: Sandbox, path: Path, max_tokens: int) -> tuple[dict, ProcessRun]:
+    run = chatllm(sandbox, "summarize", "--json", "--stats", "--length", "long", "--temperature", "0",
+                  "--max-tokens", str(max_tokens), str(path))
+    return json_lines(run)[0], run
+
+
+def one_shot_streaming(sandbox: Sandbox, path: Path, max_tokens: int) -> tuple[dict, ProcessRun]:
+    """Plain output (streamed) with --stats: the first stdout byte is the first token
+    a user sees."""
+    run = chatllm(sandbox, "summarize", "--stats", "--length", "long", "--temperature", "0",
+                  "--max-tokens", str(max_tokens), str(path))
+    blocks = stats_from_stderr(run.stderr)
+    if run.returncode != 0 or not blocks:
+        raise RuntimeError(f"chatllm summarize failed ({run.returncode}):\n{run.stderr[-2000:]}")
+    return blocks[-1], run
+
+
+def bench_pair(bench: BenchSettings, prompt: int, depth: int, n_gen: int) -> tuple[float, float, float]:
+    """(pp tok/s for a `prompt`-token prompt, tg tok/s for `n_gen` tokens at `depth`,
+    the larger foreign CPU share of the two runs)."""
+    pp = llama_bench(bench, prompt, 0)
+    tg = llama_bench(bench, 0, n_gen, depth=depth)
+    return pp["avg_ts"], tg["avg_ts"], max(pp["foreign_cpu"], tg["foreign_cpu"])
+
+
+# ---------------------------------------------------------------- 3: start-up
+
+
+def startup_commands() -> dict[str, list[str]]:
+    from harness import chatllm_argv
+
+    script = chatllm_argv()
+    return {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "chatllm --help": [*script, "--help"],
+        "chatllm --version": [*script, "--version"],
+        "completion (chatllm tr<TAB>)": [*script],
+    }
+
+
+def startup_times(sandbox: Sandbox, reps: int) -> dict[str, dict]:
+    commands = startup_commands()
+    samples: dict[str, list[float]] = {name: [] for name in commands}
+    codes: dict[str, int] = {}
+    for _ in range(reps):
+        wait_for_quiet(0.05, max_wait_s=60)
+        for name, argv in commands.items():
+            env = sandbox.env()
+            if name.startswith("completion"):
+                env.update(_CHATLLM_COMPLETE="complete_bash", COMP_WORDS="chatllm tr", COMP_CWORD="1")
+            run = run_process(argv, env=env)
+            samples[name].append(run.wall_s)
+            codes[name] = run.returncode
+            if name.startswith("completion"):
+                codes["completion output"] = run.stdout.split()  # type: ignore[assignment]
+    return {name: {"samples_s": values, "median_s": median(values), "returncode": codes.get(name)}
+            for name, values in samples.items()} | {"completion_output": codes.get("completion output")}
+
+
+# ---------------------------------------------------------------- 4: chat turns
+
+
+def chat_turns(sandbox: Sandbox, turns: int, max_tokens: int) -> list[dict]:
+    lines = "\n".join(CHAT_LINES[:turns]) + "\n"
+    wait_for_quiet(0.05)
+    run = chatllm(sandbox, "chat", "--json", "--stats", "--temperature", "0", "--max-tokens", str(max_tokens), stdin=lines)
+    replies = json_lines(run)
+    return [
+        {
+            "turn": index + 1,
+            "ttft_s": reply["timings"]["ttft_s"],
+            "prompt_tokens": reply["usage"]["prompt_tokens"],
+            "cached_prompt_tokens": reply["usage"]["cached_prompt_tokens"],
+            "evaluated_tokens": reply["usage"]["prompt_tokens"] - reply["usage"]["cached_prompt_tokens"],
+            "completion_tokens": reply["usage"]["completion_tokens"],
+            "prefill_tokens_per_s": reply["timings"]["prefill_tokens_per_s"],
+            "foreign_cpu": run.foreign_cpu,
+        }
+        for index, reply in enumerate(replies)
+    ]
+
+
+# ---------------------------------------------------------------- 5: persona prefix on disk
+
+
+def persona_pair(sandbox: Sandbox, ctx: int, max_tokens: int) -> dict:
+    """A cold run (empty cache folder) then a warm run of the support persona with
+    the big FAQ, each a new process."""
+    cache = sandbox.fresh_cache()
+    args = ["chat", "--persona", "support", "--kb", str(BIG_FAQ), "--ctx", str(ctx), "--json",
+            "--temperature", "0", "--max-tokens", str(max_tokens)]
+    result = {}
+    for label in ("cold", "warm"):
+        wait_for_quiet(0.05)
+        run = chatllm(sandbox, *args, stdin=PERSONA_QUESTION)
+        reply = json_lines(run)[0]
+        result[label] = {
+            "ttft_s": reply["timings"]["ttft_s"], "load_s": reply["timings"]["load_s"], "wall_s": run.wall_s,
+            "prompt_tokens": reply["usage"]["prompt_tokens"], "cached_prompt_tokens": reply["usage"]["cached_prompt_tokens"],
+            "max_rss_bytes": run.max_rss_bytes, "foreign_cpu": run.foreign_cpu,
+        }
+    states = list((cache / "chatllm" / "prompt-states").glob("*.state"))
+    result["state_files"] = len(states)
+    result["state_bytes"] = sum(p.stat().st_size for p in states)
+    return result
+
+
+# ---------------------------------------------------------------- 6: long input
+
+
+def long_input(sandbox: Sandbox, bench: BenchSettings, count: TokenCounter, folder: Path,
+               tokens: int, ctx: int, max_tokens: int) -> dict:
+    path = folder / f"long-{tokens}.txt"
+    if not path.exists():
+        path.write_text(text_of_tokens(count, tokens, seed=50_000), encoding="utf-8")
+    document_tokens = count(path.read_text(encoding="utf-8"))
+    wait_for_quiet(0.05)
+    log(f"  long input: summarizing {document_tokens} tokens with --ctx {ctx} (minutes on 2 cores) ...")
+    run = chatllm(sandbox, "summarize", "--json", "--ctx", str(ctx), "--length", "short", "--temperature", "0",
+                  "--max-tokens", str(max_tokens), str(path), timeout=3600)
+    reply = json_lines(run)[0]
+    usage, timings = reply["usage"], reply["timings"]
+    evaluated = usage["prompt_tokens"] - usage["cached_prompt_tokens"]
+    # The parts fill the context up to the reply's room; their mean size decides
+    # which llama-bench rates are "the same tokens".
+    calls = max(1, math.ceil(evaluated / (ctx - max_tokens - 64)))
+    part = int(evaluated / calls)
+    log(f"  long input: llama-bench pp{part} and tg{max_tokens}@d{part} for the raw cost ...")
+    wait_for_quiet(0.05)
+    pp = llama_bench(bench, part, 0)["avg_ts"]
+    tg = llama_bench(bench, 0, max_tokens, depth=part)["avg_ts"]
+    raw_s = evaluated / pp + usage["completion_tokens"] / tg
+    return {
+        "document_tokens": document_tokens, "ctx": ctx, "calls_estimated": calls, "mean_part_tokens": part,
+        "prompt_tokens": usage["prompt_tokens"], "evaluated_tokens": evaluated,
+        "completion_tokens": usage["completion_tokens"],
+        "chatllm_total_s": timings["total_s"], "chatllm_load_s": timings["load_s"], "wall_s": run.wall_s,
+        "bench_pp_tokens_per_s": pp, "bench_tg_tokens_per_s": tg, "raw_s": raw_s,
+        "throughput_ratio": raw_s / timings["total_s"] if timings["total_s"] else None,
+        "throughput_ratio_wall": raw_s / run.wall_s, "max_rss_bytes": run.max_rss_bytes,
+        "foreign_cpu": run.foreign_cpu,
+    }
+
+
+# ---------------------------------------------------------------- 7: memory budget
+
+
+def model_memory_budget(model: Path, n_ctx: int) -> dict:
+    """Model file + f16 KV cache for `n_ctx` tokens, from the GGUF's own metadata."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(model))
+
+    def value(key: str, default=None):
+        field = reader.fields.get(key)
+        if field is None:
+            return default
+        part = field.parts[field.data[0]]
+        return bytes(part).decode() if field.types and field.types[0].name == "STRING" else part.tolist()[0]
+
+    arch = value("general.architecture")
+    n_layer = value(f"{arch}.block_count")
+    n_embd = value(f"{arch}.embedding_length")
+    n_head = value(f"{arch}.attention.head_count")
+    n_head_kv = value(f"{arch}.attention.head_count_kv", n_head)
+    key_length = value(f"{arch}.attention.key_length", n_embd // n_head)
+    value_length = value(f"{arch}.attention.value_length", n_embd // n_head)
+    trained = value(f"{arch}.context_length", n_ctx)
+    kv_bytes = n_ctx * n_layer * (key_length + value_length) * n_head_kv * 2  # f16
+    size = model.stat().st_size
+    return {
+        "model_bytes": size, "n_ctx": n_ctx, "n_ctx_train": trained, "n_layer": n_layer,
+        "n_embd_k_gqa": key_length * n_head_kv, "n_embd_v_gqa": value_length * n_head_kv,
+        "kv_bytes": kv_bytes, "budget_bytes": size + kv_bytes + 150 * 1024 * 1024,
+    }

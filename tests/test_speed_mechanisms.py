@@ -1,0 +1,214 @@
+"""The mechanisms behind chatllm's speed targets (issue 4), checked by what they
+do, never by how fast they run (benchmarks/run.py measures speed):
+
+* a chat turn evaluates only what is new since the last turn (KV cache reuse),
+  counted in --json and --stats;
+* a persona's long system prefix is saved to the cache folder and a second
+  process starts from it;
+* the saved-state folder keeps under its size limit by evicting the least
+  recently used files first;
+* `chatllm --help`, `--version` and shell completion never import the heavy
+  libraries (llama_cpp, huggingface_hub, prompt_toolkit, numpy).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_chatllm
+
+HEAVY_MODULES = ("llama_cpp", "huggingface_hub", "prompt_toolkit", "numpy")
+
+# Runs chatllm's entry point in this interpreter, then reports which heavy
+# modules got imported (whatever way the command ended).
+_IMPORT_PROBE = """
+import json, sys
+from chatllm.cli.app import main
+code = 0
+try:
+    main(sys.argv[1:])
+except SystemExit as exit:
+    code = exit.code if isinstance(exit.code, int) else 1
+except BaseException as error:
+    code = repr(error)
+heavy = [name for name in {heavy!r} if name in sys.modules]
+sys.stderr.write("PROBE " + json.dumps({{"heavy": heavy, "code": code}}) + "\\n")
+"""
+
+
+def probe_imports(*args: str, env: dict[str, str] | None = None) -> tuple[dict, subprocess.CompletedProcess]:
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORT_PROBE.format(heavy=HEAVY_MODULES), *args],
+        capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=60,
+    )
+    lines = [line for line in result.stderr.splitlines() if line.startswith("PROBE ")]
+    assert lines, f"the probe did not finish:\n{result.stderr}"
+    return json.loads(lines[-1][len("PROBE "):]), result
+
+
+# ---------------------------------------------------------------- start-up stays light
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["chat", "--help"], ["summarize", "--help"]])
+def test_help_and_version_import_nothing_heavy(args: list[str]) -> None:
+    probe, result = probe_imports(*args)
+    assert probe["code"] == 0, result.stderr
+    assert probe["heavy"] == [], f"`chatllm {' '.join(args)}` imported {probe['heavy']}"
+    assert result.stdout.strip()
+
+
+@pytest.mark.parametrize(
+    "words, expected",
+    [("chatllm tr", "translate"), ("chatllm chat --model ", "embedded"), ("chatllm chat --persona ", "support")],
+)
+def test_shell_completion_imports_nothing_heavy_and_exits_cleanly(words: str, expected: str) -> None:
+    env = {"_CHATLLM_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split(" ")) - 1)}
+    probe, result = probe_imports(env=env)
+    assert probe["heavy"] == [], f"completing {words!r} imported {probe['heavy']}"
+    assert expected in result.stdout.split()
+    assert probe["code"] == 0, f"completion ended with {probe['code']}:\n{result.stderr}"
+
+
+# ---------------------------------------------------------------- state cache size limit
+
+
+def test_state_cache_evicts_least_recently_used_first(tmp_path: Path) -> None:
+    from chatllm.engine.state_cache import PrefixStateCache
+
+    cache = PrefixStateCache(tmp_path, max_bytes=3_000, identity="model-a")
+    now = time.time()
+    files = {}
+    for age, name in ((400, "oldest"), (300, "older"), (200, "newer"), (100, "newest")):
+        path = cache.path_for([hash(name) & 0xFFFF, 1, 2, 3])
+        path.write_bytes(b"x" * 1_000)
+        os.utime(path, (now - age, now - age))
+        files[name] = path
+    stale = tmp_path / ".abandoned.123.tmp"
+    stale.write_bytes(b"partial")
+    os.utime(stale, (now - 7200, now - 7200))
+
+    cache.evict()
+
+    assert not files["oldest"].exists()
+    assert all(files[name].exists() for name in ("older", "newer", "newest"))
+    assert not stale.exists(), "a temporary file left by a dead writer is cleaned up"
+    assert sum(p.stat().st_size for p in tmp_path.glob("*.state")) <= 3_000
+
+
+def test_state_cache_keys_depend_on_model_and_tokens(tmp_path: Path) -> None:
+    from chatllm.engine.state_cache import PrefixStateCache
+
+    a = PrefixStateCache(tmp_path, 1 << 30, identity="model-a")
+    b = PrefixStateCache(tmp_path, 1 << 30, identity="model-b")
+    assert a.path_for([1, 2, 3]) != b.path_for([1, 2, 3])
+    assert a.path_for([1, 2, 3]) != a.path_for([1, 2, 4])
+    assert a.path_for([1, 2, 3]) == PrefixStateCache(tmp_path, 1, identity="model-a").path_for([1, 2, 3])
+
+
+# ---------------------------------------------------------------- the real model
+
+
+def replies(result: subprocess.CompletedProcess) -> list[dict]:
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    return [json.loads(line) for line in result.stdout.decode().splitlines() if line.startswith("{")]
+
+
+@pytest.mark.slow
+def test_chat_turns_evaluate_only_new_tokens(embedded_model: Path) -> None:
+    lines = "Hello, who are you?\nWhat is the capital of France?\nAnd of Italy?\n"
+    result = run_chatllm("chat", "--json", "--stats", "--temperature", "0", "--max-tokens", "12", "--ctx", "1024",
+                         "--no-log", input=lines)
+    turns = replies(result)
+    assert len(turns) == 3
+    first, later = turns[0]["usage"], [t["usage"] for t in turns[1:]]
+    assert first["cached_prompt_tokens"] == 0
+    previous = first
+    for usage in later:
+        new_tokens = usage["prompt_tokens"] - previous["prompt_tokens"]  # last reply + new user turn
+        evaluated = usage["prompt_tokens"] - usage["cached_prompt_tokens"]
+        assert usage["cached_prompt_tokens"] >= previous["prompt_tokens"], "the whole previous prompt is reused"
+        assert 0 < evaluated <= new_tokens
+        previous = usage
+    # --stats shows the same counts to a person.
+    stats = result.stderr.decode()
+    for turn in turns:
+        usage = turn["usage"]
+        assert f"prompt tokens reused from cache: {usage['cached_prompt_tokens']} of {usage['prompt_tokens']}" in stats
+
+
+def _token_count(model: Path, text: str) -> int:
+    import llama_cpp
+
+    vocab = llama_cpp.Llama(str(model), vocab_only=True, verbose=False)
+    return len(vocab.tokenize(text.encode(), add_bos=False, special=False))
+
+
+@pytest.mark.slow
+def test_persona_prefix_state_is_saved_and_reused_by_the_next_process(embedded_model: Path, isolated_home: Path) -> None:
+    args = ("chat", "--persona", "support", "--temperature", "0", "--max-tokens", "4", "--no-log")
+    dry = json.loads(run_chatllm(*args, "--dry-run").stdout)
+    system = next(m["content"] for m in dry["messages"] if m["role"] == "system")
+    system_tokens = _token_count(embedded_model, system)
+    assert system_tokens >= 256, "the support persona's prefix is long enough to be saved"
+    states = isolated_home / "cache" / "chatllm" / "prompt-states"
+
+    first = replies(run_chatllm(*args, "--json", input="Do you ship to Canada?\n"))[0]["usage"]
+    saved = list(states.glob("*.state"))
+    assert first["cached_prompt_tokens"] == 0
+    assert len(saved) == 1 and saved[0].stat().st_size > 0
+
+    second = replies(run_chatllm(*args, "--json", input="How do I return a jacket?\n"))[0]["usage"]
+    assert second["cached_prompt_tokens"] >= system_tokens, "the new process started from the saved prefix"
+    assert second["cached_prompt_tokens"] < second["prompt_tokens"]
+    assert list(states.glob("*.state")) == saved, "the same prefix is not saved twice"
+
+
+def _rules(topic: str) -> str:
+    return f"You answer questions about {topic}. " + " ".join(
+        f"Rule {n}: be accurate about {topic}, cite section {n} of the {topic} handbook, and stay polite." for n in range(1, 24)
+    )
+
+
+@pytest.mark.slow
+def test_saved_prefixes_are_evicted_least_recently_used_first(embedded_model: Path, tmp_path: Path) -> None:
+    from chatllm.engine.base import EngineOptions, GenerationParams, Message
+    from chatllm.engine.llama import LlamaEngine
+    from chatllm.models import ResolvedModel
+
+    model = ResolvedModel(reference="embedded", name=embedded_model.name, path=embedded_model)
+    folder = tmp_path / "states"
+    params = GenerationParams(temperature=0.0, max_tokens=2)
+
+    def ask(engine: LlamaEngine, topic: str) -> int:
+        "".join(engine.stream([Message("system", _rules(topic)), Message("user", "Hi")], params))
+        return engine.last_stats.usage.cached_prompt_tokens
+
+    engine = LlamaEngine(model, EngineOptions(n_ctx=1024, state_cache_dir=folder))
+    try:
+        ask(engine, "gardening")
+        ask(engine, "astronomy")
+    finally:
+        engine.close()
+    first, second = sorted(folder.glob("*.state"), key=lambda p: p.stat().st_mtime)
+    size = max(first.stat().st_size, second.stat().st_size)
+    now = time.time()
+    os.utime(first, (now - 600, now - 600))  # gardening: saved first ...
+    os.utime(second, (now - 300, now - 300))  # ... astronomy: saved later
+
+    # Room for two files: using gardening again makes astronomy the least recently used.
+    engine = LlamaEngine(model, EngineOptions(n_ctx=1024, state_cache_dir=folder, state_cache_max_bytes=int(size * 2.5)))
+    try:
+        assert ask(engine, "gardening") > 0, "gardening's prefix comes from its file"
+        ask(engine, "cooking")
+    finally:
+        engine.close()
+    left = set(folder.glob("*.state"))
+    assert first in left and second not in left
+    assert len(left) == 2
