@@ -131,6 +131,20 @@ def run_process(argv: Sequence[str], env: dict[str, str] | None = None, stdin: s
     )
 
 
+def quiet_step(measure, noise: float, attempts: int = 6) -> dict:
+    """Run `measure()` (which returns a dict with "foreign_cpu") after waiting for a
+    quiet moment; repeat it while other processes took more than `noise` of the
+    CPUs during the run (a 2-thread llama.cpp run sharing 2 cores with another
+    busy process runs up to 10x slower, which no median repairs)."""
+    for attempt in range(1, attempts + 1):
+        wait_for_quiet(noise / 2)
+        result = measure()
+        result["attempts"] = attempt
+        if result["foreign_cpu"] <= noise:
+            break
+    return result
+
+
 # ---------------------------------------------------------------- llama-bench
 
 

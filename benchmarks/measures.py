@@ -11,7 +11,7 @@ from pathlib import Path
 
 from corpus import prose
 from harness import (BenchSettings, ProcessRun, Sandbox, chatllm, json_lines, llama_bench, run_process,
-                     stats_from_stderr, wait_for_quiet)
+                     quiet_step, stats_from_stderr, wait_for_quiet)
 
 HERE = Path(__file__).resolve().parent
 BIG_FAQ = HERE / "data" / "big_faq.md"
@@ -45,8 +45,10 @@ class TokenCounter:
 
     def __init__(self, model: Path) -> None:
         import llama_cpp
+        from llama_cpp._utils import suppress_stdout_stderr
 
-        self._llm = llama_cpp.Llama(str(model), vocab_only=True, verbose=False)
+        with suppress_stdout_stderr(disable=False):  # llama.cpp warns about n_ctx on a vocab-only load
+            self._llm = llama_cpp.Llama(str(model), vocab_only=True, verbose=False)
 
     def __call__(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
@@ -141,6 +143,21 @@ def startup_times(sandbox: Sandbox, reps: int) -> dict[str, dict]:
 # ---------------------------------------------------------------- 4: chat turns
 
 
+def chat_reference(bench: BenchSettings, turns: list[dict], noise: float) -> None:
+    """Adds to each turn after the first what llama.cpp itself takes to evaluate the
+    same new tokens at the same depth (`llama-bench -p NEW -d REUSED`), and the
+    overhead left once that is taken off the turn's TTFT."""
+    for turn in turns[1:]:
+        def measure() -> dict:
+            record = llama_bench(bench, turn["evaluated_tokens"], 0, depth=turn["cached_prompt_tokens"], reps=5)
+            return {"tokens_per_s": record["avg_ts"], "foreign_cpu": record["foreign_cpu"]}
+
+        reference = quiet_step(measure, noise)
+        turn["bench_pp_at_depth"] = reference["tokens_per_s"]
+        turn["bench_prefill_s"] = turn["evaluated_tokens"] / reference["tokens_per_s"]
+        turn["overhead_s"] = turn["ttft_s"] - turn["bench_prefill_s"]
+
+
 def chat_turns(sandbox: Sandbox, turns: int, max_tokens: int) -> list[dict]:
     lines = "\n".join(CHAT_LINES[:turns]) + "\n"
     wait_for_quiet(0.05)
@@ -207,9 +224,9 @@ def long_input(sandbox: Sandbox, bench: BenchSettings, count: TokenCounter, fold
     calls = max(1, math.ceil(evaluated / (ctx - max_tokens - 64)))
     part = int(evaluated / calls)
     log(f"  long input: llama-bench pp{part} and tg{max_tokens}@d{part} for the raw cost ...")
-    wait_for_quiet(0.05)
-    pp = llama_bench(bench, part, 0)["avg_ts"]
-    tg = llama_bench(bench, 0, max_tokens, depth=part)["avg_ts"]
+    pp_run = quiet_step(lambda: _rate(llama_bench(bench, part, 0)), 0.10)
+    tg_run = quiet_step(lambda: _rate(llama_bench(bench, 0, max_tokens, depth=part)), 0.10)
+    pp, tg = pp_run["tokens_per_s"], tg_run["tokens_per_s"]
     raw_s = evaluated / pp + usage["completion_tokens"] / tg
     return {
         "document_tokens": document_tokens, "ctx": ctx, "calls_estimated": calls, "mean_part_tokens": part,
@@ -219,8 +236,12 @@ def long_input(sandbox: Sandbox, bench: BenchSettings, count: TokenCounter, fold
         "bench_pp_tokens_per_s": pp, "bench_tg_tokens_per_s": tg, "raw_s": raw_s,
         "throughput_ratio": raw_s / timings["total_s"] if timings["total_s"] else None,
         "throughput_ratio_wall": raw_s / run.wall_s, "max_rss_bytes": run.max_rss_bytes,
-        "foreign_cpu": run.foreign_cpu,
+        "foreign_cpu": run.foreign_cpu, "bench_foreign_cpu": max(pp_run["foreign_cpu"], tg_run["foreign_cpu"]),
     }
+
+
+def _rate(record: dict) -> dict:
+    return {"tokens_per_s": record["avg_ts"], "foreign_cpu": record["foreign_cpu"]}
 
 
 # ---------------------------------------------------------------- 7: memory budget

@@ -24,9 +24,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import measures as m  # noqa: E402
-from harness import BenchSettings, Sandbox, find_llama_bench, llama_bench, wait_for_quiet  # noqa: E402
+from harness import BenchSettings, Sandbox, find_llama_bench, llama_bench, quiet_step  # noqa: E402
 
 RESULTS = HERE / "results" / "latest.json"
+SECTIONS = ("one-shot", "startup", "chat", "persona", "long")
+SECTION_KEYS = ("one_shot", "memory", "startup", "chat", "persona", "long")
 MB = 1024 * 1024
 
 
@@ -42,6 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="weight repacking for both (default: what chatllm picks for this CPU)")
     parser.add_argument("--noise", type=float, default=0.10,
                         help="repeat a round when other processes used more than this share of the CPUs (default 0.10)")
+    parser.add_argument("--only", action="append", choices=SECTIONS,
+                        help="measure only these rows (repeatable); the others are kept from --output")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"raw results JSON (default {RESULTS})")
     args = parser.parse_args(argv)
     if args.quick:
@@ -60,20 +64,6 @@ def defaults(args: argparse.Namespace) -> tuple[Path, int, bool]:
     threads = args.threads or physical_cores()
     repack = weight_repacking_enabled() if args.repack == "auto" else args.repack == "1"
     return Path(model).resolve(), threads, repack
-
-
-def quiet_step(measure, noise: float, attempts: int = 6) -> dict:
-    """Run `measure()` (which returns a dict with "foreign_cpu") after waiting for a
-    quiet moment; repeat it while other processes took more than `noise` of the
-    CPUs during the run (a 2-thread llama.cpp run sharing 2 cores with another
-    busy process runs up to 10x slower, which no median repairs)."""
-    for attempt in range(1, attempts + 1):
-        wait_for_quiet(noise / 2)
-        result = measure()
-        result["attempts"] = attempt
-        if result["foreign_cpu"] <= noise:
-            break
-    return result
 
 
 def one_shot_rounds(sandbox: Sandbox, bench: BenchSettings, path: Path, prompt: int, rounds: int, n_gen: int,
@@ -143,6 +133,9 @@ def derive_one_shot(samples: list[dict], prompt: int) -> dict:
     for key in rows[0]:
         out[key] = med(r[key] for r in rows)
     out["max_rss_bytes"] = max(max(s["json"]["max_rss_bytes"], s["stream"]["max_rss_bytes"]) for s in samples)
+    out["decode_with_python_tokens_per_s"] = med(
+        (s["json"]["completion_tokens"] - 1) / (s["json"]["total_s"] - s["json"]["ttft_s"]) for s in samples
+        if s["json"]["completion_tokens"] > 1 and s["json"]["total_s"] > s["json"]["ttft_s"])
     out["decode_ratio_per_round"] = [s["json"]["decode_tokens_per_s"] / s["bench_tg"]["tokens_per_s"] for s in samples]
     out["prefill_ratio_per_round"] = [s["json"]["prefill_tokens_per_s"] / s["bench_pp"]["tokens_per_s"] for s in samples]
     return out
@@ -163,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(model), "model_bytes": model.stat().st_size, "threads": threads, "repack": repack,
         "llama_cpp_python": llama_cpp.__version__, "llama_bench": str(binary), "runs": args.runs,
     }
+    previous = _previous(args.output, results) if args.only else {}
+    results.update({k: v for k, v in previous.items() if k in SECTION_KEYS})
+    wanted = set(args.only or SECTIONS)
     m.log(f"model {model.name}, {threads} threads, repack {'on' if repack else 'off'}, llama-bench {binary}")
     with tempfile.TemporaryDirectory(prefix="chatllm-bench-") as tmp:
         folder = Path(tmp)
@@ -170,30 +166,41 @@ def main(argv: list[str] | None = None) -> int:
         count = m.TokenCounter(model)
         n_gen = 128
 
-        m.log("1/2/7. one-shot summarize vs llama-bench (calibrating a ~512-token prompt) ...")
-        path, prompt = m.summarize_input(sandbox, count, folder, 500)
-        m.one_shot_json(sandbox, path, 8)  # warm the page cache, untimed
-        samples = one_shot_rounds(sandbox, bench, path, prompt, args.runs, n_gen, args.noise)
-        results["one_shot"] = {"samples": samples, **derive_one_shot(samples, prompt)}
-        results["memory"] = m.model_memory_budget(model, _default_ctx(model))
+        if "one-shot" in wanted:
+            m.log("1/2/7. one-shot summarize vs llama-bench (calibrating a ~512-token prompt) ...")
+            path, prompt = m.summarize_input(sandbox, count, folder, 500)
+            m.one_shot_json(sandbox, path, 8)  # warm the page cache, untimed
+            samples = one_shot_rounds(sandbox, bench, path, prompt, args.runs, n_gen, args.noise)
+            results["one_shot"] = {"samples": samples, **derive_one_shot(samples, prompt)}
+            results["memory"] = m.model_memory_budget(model, _default_ctx(model))
 
-        m.log("3. start-up times ...")
-        results["startup"] = m.startup_times(sandbox, 5 if args.quick else 10)
+        if "startup" in wanted:
+            m.log("3. start-up times ...")
+            results["startup"] = m.startup_times(sandbox, 5 if args.quick else 10)
 
-        m.log("4. chat turns in one pipe session ...")
-        turns = 4 if args.quick else 8
-        results["chat"] = quiet_step(lambda: _with_foreign({"turns": m.chat_turns(sandbox, turns, 48)}), args.noise)["turns"]
+        if "chat" in wanted:
+            m.log("4. chat turns in one pipe session, then llama-bench on the same new tokens at the same depths ...")
+            turns = 4 if args.quick else 8
+            chat = quiet_step(lambda: _with_foreign({"turns": m.chat_turns(sandbox, turns, 48)}), args.noise)["turns"]
+            m.chat_reference(bench, chat, args.noise)
+            results["chat"] = chat
 
-        m.log("5. persona prefix state: cold vs warm process ...")
-        pairs = [quiet_step(lambda: _with_foreign(m.persona_pair(sandbox, 8192, 16)), args.noise)
-                 for _ in range(1 if args.quick else 3)]
-        results["persona"] = {"pairs": pairs}
+        if "persona" in wanted:
+            m.log("5. persona prefix state: cold vs warm process ...")
+            pairs = [quiet_step(lambda: _with_foreign(m.persona_pair(sandbox, 8192, 16)), args.noise)
+                     for _ in range(1 if args.quick else 3)]
+            results["persona"] = {"pairs": pairs}
 
-        if not args.skip_long:
+        if "long" in wanted and not args.skip_long:
             m.log("6. long input ...")
             results["long"] = m.long_input(sandbox, bench, count, folder, args.long_tokens, 4096, 128)
 
         results["gpu"] = {"supported": bool(llama_cpp.llama_supports_gpu_offload())}
+
+    dates = results.setdefault("section_dates", {})
+    for key in SECTION_KEYS:
+        if key in results and results[key] is not previous.get(key):
+            dates[key] = results["date"]
 
     from report import render_table
 
@@ -204,6 +211,19 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     m.log(f"raw results: {args.output}")
     return 0
+
+
+def _previous(path: Path, current: dict) -> dict:
+    """Sections of an earlier run on the same model and threads, for --only."""
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if earlier.get("model") != current["model"] or earlier.get("threads") != current["threads"]:
+        return {}
+    dates = earlier.get("section_dates", {})
+    current["section_dates"] = {key: dates.get(key, earlier.get("date")) for key in SECTION_KEYS if key in earlier}
+    return earlier
 
 
 def _with_foreign(result: dict) -> dict:
