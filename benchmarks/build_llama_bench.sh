@@ -3,7 +3,10 @@
 # llama.cpp source that ships inside the llama-cpp-python sdist of the INSTALLED version,
 # so chatllm and llama-bench run the same llama.cpp code.
 #
-# Usage: benchmarks/build_llama_bench.sh [--with-server] [--cuda] [--force]
+# Usage: benchmarks/build_llama_bench.sh [--with-server] [--cuda] [--shared] [--force]
+# --shared links llama-bench against shared libllama/libggml (as llama-cpp-python
+# ships them), so it can also run on the installed package's own libraries
+# (LD_LIBRARY_PATH=.../site-packages/llama_cpp/lib): the same machine code chatllm runs.
 # Prints the path of llama-bench on its last stdout line. Build output goes to
 # benchmarks/.build/ (git-ignored); nothing from llama.cpp is ever committed.
 #
@@ -15,13 +18,15 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 build_root="$here/.build"
 with_server=0
 cuda=0
+shared=0
 force=0
 for arg in "$@"; do
   case "$arg" in
     --with-server) with_server=1 ;;
     --cuda) cuda=1 ;;
+    --shared) shared=1 ;;
     --force) force=1 ;;
-    -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "unknown option: $arg" >&2; exit 2 ;;
   esac
 done
@@ -29,11 +34,12 @@ done
 py="${PYTHON:-python}"
 jobs="${JOBS:-$(nproc 2>/dev/null || echo 2)}"
 variant="cpu"; [[ $cuda == 1 ]] && variant="cuda"
+[[ $shared == 1 ]] && variant="$variant-shared"
 bin_dir="$build_root/llama.cpp-$variant/bin"
 
 # 1. Already available?
 if [[ $force == 0 ]]; then
-  if [[ $cuda == 0 ]] && command -v llama-bench >/dev/null 2>&1; then
+  if [[ $cuda == 0 && $shared == 0 ]] && command -v llama-bench >/dev/null 2>&1; then
     command -v llama-bench; exit 0
   fi
   if [[ -x "$bin_dir/llama-bench" && ( $with_server == 0 || -x "$bin_dir/llama-server" ) ]]; then
@@ -63,7 +69,8 @@ generator=()
 command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
 flags=(-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF
        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER="$with_server"
-       -DBUILD_SHARED_LIBS=OFF -DCMAKE_RUNTIME_OUTPUT_DIRECTORY="$cmake_dir/bin")
+       -DBUILD_SHARED_LIBS="$( [[ $shared == 1 ]] && echo ON || echo OFF )"
+       -DCMAKE_RUNTIME_OUTPUT_DIRECTORY="$cmake_dir/bin" -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$cmake_dir/bin")
 [[ $cuda == 1 ]] && flags+=(-DGGML_CUDA=ON)
 echo "configuring llama.cpp ($variant) in $cmake_dir ..." >&2
 cmake -S "$llama_src" -B "$cmake_dir" "${generator[@]}" "${flags[@]}" >&2

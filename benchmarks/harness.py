@@ -176,6 +176,26 @@ class BenchSettings:
     repack: bool
     flash_attn: str = "auto"
     gpu_layers: int = 0
+    # Run on these shared libraries instead of the ones llama-bench was built with
+    # (llama-cpp-python's own, for a same-machine-code comparison).
+    library_dir: Path | None = None
+
+
+def shared_llama_bench() -> Path | None:
+    """llama-bench built with `build_llama_bench.sh --shared`, if it is there."""
+    candidate = BUILD_DIR / "llama.cpp-cpu-shared" / "bin" / "llama-bench"
+    return candidate if os.access(candidate, os.X_OK) else None
+
+
+def installed_llama_libraries() -> Path | None:
+    """The folder of llama-cpp-python's own libllama/libggml."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / "lib"
+    return folder if (folder / "libllama.so").exists() else None
 
 
 def llama_bench(settings: BenchSettings, n_prompt: int, n_gen: int, depth: int = 0, reps: int = 1) -> dict:
@@ -186,7 +206,10 @@ def llama_bench(settings: BenchSettings, n_prompt: int, n_gen: int, depth: int =
         "-fa", settings.flash_attn, "--repack", "1" if settings.repack else "0",
         "-ngl", str(settings.gpu_layers), "-o", "json",
     ]
-    run = run_process(argv)
+    env = None
+    if settings.library_dir is not None:
+        env = {**os.environ, "LD_LIBRARY_PATH": str(settings.library_dir)}
+    run = run_process(argv, env=env)
     if run.returncode != 0:
         raise RuntimeError(f"llama-bench failed ({run.returncode}): {' '.join(argv)}\n{run.stderr[-2000:]}")
     records = json.loads(run.stdout)

@@ -78,6 +78,18 @@ def summarize_input(sandbox: Sandbox, count: TokenCounter, folder: Path, target_
     return path, exact["usage"]["prompt_tokens"]
 
 
+def engine_flash_attn(sandbox: Sandbox) -> str:
+    """The flash-attention setting chatllm gives llama.cpp, as llama-bench's -fa
+    value (auto, 1 or 0), read from llama.cpp's own log (--verbose)."""
+    import re
+
+    run = chatllm(sandbox, "summarize", "--verbose", "--max-tokens", "1", "--temperature", "0",
+                  stdin="A short text about the weather in spring, for a probe.\n")
+    found = re.search(r"flash_attn\s*=\s*(\w+)", run.stderr)
+    value = found.group(1).lower() if found else "auto"
+    return {"enabled": "1", "disabled": "0", "true": "1", "false": "0", "1": "1", "0": "0"}.get(value, "auto")
+
+
 # ---------------------------------------------------------------- 1, 2, 7: one-shot speed
 
 
@@ -96,14 +108,6 @@ def one_shot_streaming(sandbox: Sandbox, path: Path, max_tokens: int) -> tuple[d
     if run.returncode != 0 or not blocks:
         raise RuntimeError(f"chatllm summarize failed ({run.returncode}):\n{run.stderr[-2000:]}")
     return blocks[-1], run
-
-
-def bench_pair(bench: BenchSettings, prompt: int, depth: int, n_gen: int) -> tuple[float, float, float]:
-    """(pp tok/s for a `prompt`-token prompt, tg tok/s for `n_gen` tokens at `depth`,
-    the larger foreign CPU share of the two runs)."""
-    pp = llama_bench(bench, prompt, 0)
-    tg = llama_bench(bench, 0, n_gen, depth=depth)
-    return pp["avg_ts"], tg["avg_ts"], max(pp["foreign_cpu"], tg["foreign_cpu"])
 
 
 # ---------------------------------------------------------------- 3: start-up

@@ -25,6 +25,12 @@ def _one_shot_rows(r: dict) -> list[tuple[str, ...]]:
     rows.append(("1 decode", f"{one['chatllm_decode']:.1f} tok/s", f"tg128 @ d{prompt}: {one['bench_tg']:.1f} tok/s",
                  f"{paired:.3f} paired ({one['chatllm_decode'] / one['bench_tg']:.3f} of medians)", "≥ 0.97",
                  _verdict(paired >= 0.97)))
+    if one.get("decode_ratio_same_library_per_round"):
+        paired = median(one["decode_ratio_same_library_per_round"])
+        build = median(one["same_library_vs_static_per_round"])
+        rows.append(("1 decode vs llama-bench on chatllm's own libllama", f"{one['chatllm_decode']:.1f} tok/s",
+                     f"tg128 @ d{prompt}: {one['bench_tg_same_library']:.1f} tok/s (that build: {build:.3f} of the static one)",
+                     f"{paired:.3f} paired", "(info)", "info"))
     effective = one.get("decode_with_python_tokens_per_s")
     if effective:
         rows.append(("1 decode incl. per-token Python", f"{effective:.1f} tok/s", f"tg128 @ d{prompt}: {one['bench_tg']:.1f} tok/s",
@@ -138,7 +144,9 @@ def render_table(r: dict) -> str:
     dates = sorted(set(r.get("section_dates", {}).values()) | {r["date"]})
     lines = [
         f"Model {r['model'].rsplit('/', 1)[-1]}, {r['threads']} threads, repack {'on' if r['repack'] else 'off'}, "
-        f"llama-cpp-python {r['llama_cpp_python']}, {r['runs']} interleaved rounds (medians), {r['machine']['cpu']}, "
+        f"flash attention {r.get('flash_attn', 'auto')}, "
+        f"llama-cpp-python {r['llama_cpp_python']}, {r.get('one_shot', {}).get('rounds', r['runs'])} interleaved rounds "
+        f"(medians), {r['machine']['cpu']}, "
         f"{' / '.join(dates)}",
         "",
         "| " + " | ".join(header) + " |",
@@ -146,3 +154,12 @@ def render_table(r: dict) -> str:
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python benchmarks/report.py [results.json]: print the table again
+    import json
+    import sys
+    from pathlib import Path
+
+    source = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "results" / "latest.json"
+    print(render_table(json.loads(source.read_text(encoding="utf-8"))))

@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--long-tokens", type=int, default=50_000, help="size of the long document (default 50000)")
     parser.add_argument("--repack", choices=["auto", "0", "1"], default="auto",
                         help="weight repacking for both (default: what chatllm picks for this CPU)")
+    parser.add_argument("--flash-attn", choices=["detect", "auto", "0", "1"], default="detect",
+                        help="llama-bench -fa (default: whatever chatllm gives llama.cpp, read from its --verbose log)")
     parser.add_argument("--noise", type=float, default=0.10,
                         help="repeat a round when other processes used more than this share of the CPUs (default 0.10)")
     parser.add_argument("--only", action="append", choices=SECTIONS,
@@ -79,6 +81,12 @@ def one_shot_rounds(sandbox: Sandbox, bench: BenchSettings, path: Path, prompt: 
         record = llama_bench(bench, 0, n_gen, depth=prompt)
         return {"tokens_per_s": record["avg_ts"], "foreign_cpu": record["foreign_cpu"]}
 
+    same = _same_library(bench)
+
+    def bench_tg_same_library() -> dict:
+        record = llama_bench(same, 0, n_gen, depth=prompt)
+        return {"tokens_per_s": record["avg_ts"], "foreign_cpu": record["foreign_cpu"]}
+
     def json_run() -> dict:
         reply, run = m.one_shot_json(sandbox, path, n_gen)
         return {**reply["usage"], **reply["timings"], "wall_s": run.wall_s,
@@ -90,6 +98,8 @@ def one_shot_rounds(sandbox: Sandbox, bench: BenchSettings, path: Path, prompt: 
                 "max_rss_bytes": run.max_rss_bytes, "foreign_cpu": run.foreign_cpu}
 
     steps = [("bench_pp", bench_pp), ("bench_tg", bench_tg), ("json", json_run), ("stream", stream_run)]
+    if same is not None:
+        steps.insert(2, ("bench_tg_same_library", bench_tg_same_library))
     samples = []
     for index in range(rounds):
         sample: dict = {}
@@ -102,6 +112,20 @@ def one_shot_rounds(sandbox: Sandbox, bench: BenchSettings, path: Path, prompt: 
               f"ttft {st['time to first token']:.3f} s, other processes ≤ {sample['foreign_cpu']:.0%}")
         samples.append(sample)
     return samples
+
+
+def _same_library(bench: BenchSettings) -> BenchSettings | None:
+    """llama-bench running on llama-cpp-python's own shared libraries (when
+    `build_llama_bench.sh --shared` was run): the same machine code chatllm runs,
+    which separates what chatllm costs from what the library build costs."""
+    from dataclasses import replace
+
+    from harness import installed_llama_libraries, shared_llama_bench
+
+    binary, libraries = shared_llama_bench(), installed_llama_libraries()
+    if binary is None or libraries is None:
+        return None
+    return replace(bench, binary=binary, library_dir=libraries)
 
 
 def derive_one_shot(samples: list[dict], prompt: int) -> dict:
@@ -136,6 +160,13 @@ def derive_one_shot(samples: list[dict], prompt: int) -> dict:
     out["decode_with_python_tokens_per_s"] = med(
         (s["json"]["completion_tokens"] - 1) / (s["json"]["total_s"] - s["json"]["ttft_s"]) for s in samples
         if s["json"]["completion_tokens"] > 1 and s["json"]["total_s"] > s["json"]["ttft_s"])
+    same = [s for s in samples if "bench_tg_same_library" in s]
+    if same:
+        out["bench_tg_same_library"] = med(s["bench_tg_same_library"]["tokens_per_s"] for s in same)
+        out["decode_ratio_same_library_per_round"] = [
+            s["json"]["decode_tokens_per_s"] / s["bench_tg_same_library"]["tokens_per_s"] for s in same]
+        out["same_library_vs_static_per_round"] = [
+            s["bench_tg_same_library"]["tokens_per_s"] / s["bench_tg"]["tokens_per_s"] for s in same]
     out["decode_ratio_per_round"] = [s["json"]["decode_tokens_per_s"] / s["bench_tg"]["tokens_per_s"] for s in samples]
     out["prefill_ratio_per_round"] = [s["json"]["prefill_tokens_per_s"] / s["bench_pp"]["tokens_per_s"] for s in samples]
     return out
@@ -147,7 +178,6 @@ def main(argv: list[str] | None = None) -> int:
     binary = find_llama_bench(build=True)
     if binary is None:
         sys.exit("llama-bench is not available and could not be built; run benchmarks/build_llama_bench.sh")
-    bench = BenchSettings(binary=binary, model=model, threads=threads, repack=repack)
     import llama_cpp
 
     results: dict = {
@@ -165,13 +195,17 @@ def main(argv: list[str] | None = None) -> int:
         sandbox = Sandbox(folder / "home", threads=threads, repack=repack)
         count = m.TokenCounter(model)
         n_gen = 128
+        flash_attn = m.engine_flash_attn(sandbox) if args.flash_attn == "detect" else args.flash_attn
+        bench = BenchSettings(binary=binary, model=model, threads=threads, repack=repack, flash_attn=flash_attn)
+        results["flash_attn"] = flash_attn
+        m.log(f"flash attention as chatllm sets it: -fa {flash_attn}")
 
         if "one-shot" in wanted:
             m.log("1/2/7. one-shot summarize vs llama-bench (calibrating a ~512-token prompt) ...")
             path, prompt = m.summarize_input(sandbox, count, folder, 500)
             m.one_shot_json(sandbox, path, 8)  # warm the page cache, untimed
             samples = one_shot_rounds(sandbox, bench, path, prompt, args.runs, n_gen, args.noise)
-            results["one_shot"] = {"samples": samples, **derive_one_shot(samples, prompt)}
+            results["one_shot"] = {"samples": samples, "rounds": args.runs, **derive_one_shot(samples, prompt)}
             results["memory"] = m.model_memory_budget(model, _default_ctx(model))
 
         if "startup" in wanted:
