@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
         params = generation_params(template, temperature=options.temperature, max_tokens=options.max_tokens, seed=options.seed)
         if options.dry_run:
             persona_ = build_persona(template, values, None, kb or [], system)
-            session = ChatSession(_NoEngine(), persona_, params)  # type: ignore[arg-type]
+            session = ChatSession(None, persona_, params)  # type: ignore[arg-type]  # messages() needs no engine
             session.restore(resumed.turns() if resumed else [])
             running.print_dry_run(session.messages(), params, template.name, options.model)
             return
@@ -95,15 +95,6 @@ def _given(ctx, name: str) -> bool:
     """Whether option `name` was given on the command line (not a default)."""
     source = ctx.get_parameter_source(name) if ctx is not None else None
     return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
-
-
-class _NoEngine:
-    """Stands in for the engine in --dry-run, where no model is loaded."""
-
-    context_size = 4096
-
-    def count_tokens(self, text: str) -> int:
-        return (len(text) + 3) // 4
 
 
 def _chat_lines(session, options: RunOptions, config, model) -> None:

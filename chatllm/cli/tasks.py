@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Iterator, Optional
 
 import typer
 
@@ -35,8 +36,6 @@ def _run_task(options: RunOptions, template_name: str, files: list[Path] | None,
     config = running.settings()
     template = load_template(template_name)
     values = template.resolve_variables(given)
-    if job_name == "summarize" and not values.get("lang"):
-        values["lang"] = ""  # filled from the input below
     source = read_input(files or [], required=template.input == "required")
     if job_name == "summarize" and not given.get("lang"):
         from chatllm.languages import detect_language
@@ -50,27 +49,27 @@ def _run_task(options: RunOptions, template_name: str, files: list[Path] | None,
     model, engine = running.open_model(options, config)
     try:
         with running.map_progress(enabled=job_name == "summarize") as progress:
-            def job(meter):
-                if job_name == "summarize":
-                    from chatllm.jobs.summarize import summarize
-
-                    return summarize(meter, template, values, source.text, params, system, on_progress=progress)
-                if job_name == "translate":
-                    from chatllm.jobs.translate import translate
-
-                    return translate(meter, template, values, source.text, params, system)
-                from chatllm.jobs.summarize import input_budget
-
-                return meter.stream(task_messages(template, values, _fit(source.text, meter, template, values, params, system, input_budget), system), params)
-
+            job = functools.partial(_job, job_name, template, values, source.text, params, system, progress)
             running.run_generation(options, config, template.name, job, model, engine,
                                    record={"prompt": source.text, "variables": values, "params": params})
     finally:
         engine.close()
 
 
-def _fit(text, meter, template, values, params, system, input_budget) -> str:
+def _job(job_name: str, template, values, text: str, params, system, progress, meter) -> Iterator[str]:
+    """The text pieces of one task: summarize and translate split long input
+    themselves; any other template must fit the context in one call."""
+    if job_name == "summarize":
+        from chatllm.jobs.summarize import summarize
+
+        return summarize(meter, template, values, text, params, system, on_progress=progress)
+    if job_name == "translate":
+        from chatllm.jobs.translate import translate
+
+        return translate(meter, template, values, text, params, system)
     from chatllm.errors import InputError
+    from chatllm.jobs.prompting import task_messages
+    from chatllm.jobs.summarize import input_budget
 
     budget = input_budget(meter.engine, template, values, params, system)
     used = meter.engine.count_tokens(text)
@@ -79,7 +78,7 @@ def _fit(text, meter, template, values, params, system, input_budget) -> str:
             f"the input is {used} tokens but template '{template.name}' can take {budget} with this context; "
             "use a larger --ctx (summarize and translate split long input themselves)"
         )
-    return text
+    return meter.stream(task_messages(template, values, text, system), params)
 
 
 def parse_variables(pairs: list[str] | None) -> dict[str, str]:
