@@ -1,9 +1,14 @@
 """Language names and codes (`fr`, `French`, `zh-Hant`, `中文`) via langcodes, and
-detection of the language a text is written in via py3langid."""
+detection of the language a text is written in via CLD2 (pycld2).
+
+The common languages are answered from a table generated from langcodes
+(language_names.py): importing langcodes and its name data costs about 100 ms
+and 25 MB, more than chatllm's whole start-up budget."""
 
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 
 from chatllm.errors import LanguageError
@@ -14,6 +19,9 @@ COMMON_LANGUAGE_CODES = (
     "id", "it", "ja", "ko", "ms", "nl", "no", "pl", "pt", "pt-BR", "ro", "ru", "sv", "sw",
     "th", "tr", "uk", "ur", "vi", "zh", "zh-Hans", "zh-Hant",
 )
+
+# CLD2 rejects C0/C1 control characters other than whitespace as invalid UTF-8.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -30,9 +38,25 @@ class Language:
 def parse_language(text: str) -> Language:
     """A language from a code or a name in any language; LanguageError suggests
     close matches when nothing fits."""
+    cleaned = text.strip()
+    return _common_language(cleaned) or _langcodes_language(text, cleaned)
+
+
+def _common_language(text: str) -> Language | None:
+    """The language from the generated table when `text` is one of its codes,
+    English names or autonyms (compared case-insensitively)."""
+    from chatllm.language_names import LANGUAGE_NAMES
+
+    wanted = text.casefold().replace("_", "-")
+    for code, (tag, name, autonym) in LANGUAGE_NAMES.items():
+        if wanted in (code.casefold(), name.casefold(), autonym.casefold()):
+            return Language(tag=tag, name=name, autonym=autonym)
+    return None
+
+
+def _langcodes_language(text: str, cleaned: str) -> Language:
     import langcodes
 
-    cleaned = text.strip()
     language = None
     if cleaned:
         try:
@@ -50,9 +74,9 @@ def parse_language(text: str) -> Language:
 
 
 def _suggestion(text: str) -> str:
-    import langcodes
+    from chatllm.language_names import LANGUAGE_NAMES
 
-    names = {langcodes.get(code).display_name(): code for code in COMMON_LANGUAGE_CODES}
+    names = {name: code for code, (_tag, name, _autonym) in LANGUAGE_NAMES.items()}
     close = [f"{name} ({names[name]})" for name in difflib.get_close_matches(text.title(), names, n=3, cutoff=0.6)]
     close += difflib.get_close_matches(text, COMMON_LANGUAGE_CODES, n=2, cutoff=0.7)
     if not close:
@@ -61,13 +85,20 @@ def _suggestion(text: str) -> str:
 
 
 def detect_language(text: str) -> Language | None:
-    """The language `text` is most likely written in, or None when too little text."""
-    sample = text[:4000]
+    """The language `text` is mostly written in, or None when there is too
+    little text or CLD2 is unsure."""
+    sample = _CONTROL_CHARACTERS.sub(" ", text[:4000])
     if sum(ch.isalpha() for ch in sample) < 12:
         return None
-    import py3langid
+    import pycld2
 
-    code, _score = py3langid.classify(sample)
+    try:
+        reliable, _bytes_found, details = pycld2.detect(sample.encode("utf-8", "ignore"))
+    except pycld2.error:
+        return None
+    code = details[0][1]
+    if not reliable or code == "un":
+        return None
     try:
         return parse_language(code)
     except LanguageError:
