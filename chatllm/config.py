@@ -54,6 +54,7 @@ class Settings:
     ctx: int | None = None
     gpu_layers: str | None = None
     threads: int | None = None
+    flash_attn: bool | None = None
     log: bool = True
     theme: str = "monokai"
     # Per-command option defaults, e.g. {"translate": {"to": "fr"}}; the CLI
@@ -67,6 +68,7 @@ DESCRIPTIONS = {
     "ctx": "context window in tokens",
     "gpu_layers": "layers to offload to the GPU: a number, -1 for all, or auto",
     "threads": "CPU threads for generation",
+    "flash_attn": "llama.cpp flash attention: on, off, or auto (off when nothing runs on a GPU)",
     "log": "save runs and chats to the history database",
     "theme": "code highlighting theme for Markdown output",
     "commands": "per-command option defaults, e.g. commands.translate.to",
@@ -78,6 +80,7 @@ ENVIRONMENT_KEYS = {
     "CHATLLM_CTX": "ctx",
     "CHATLLM_GPU_LAYERS": "gpu_layers",
     "CHATLLM_THREADS": "threads",
+    "CHATLLM_FLASH_ATTN": "flash_attn",
     "CHATLLM_LOG": "log",
     "CHATLLM_THEME": "theme",
 }
@@ -127,6 +130,13 @@ def _convert(key: str, value: Any) -> Any:
         return number
     if key == "log":
         return parse_bool(value)
+    if key == "flash_attn":
+        if str(value).strip().lower() == "auto":
+            return None
+        try:
+            return parse_bool(value)
+        except _Invalid:
+            raise _Invalid("on, off or auto") from None
     if key == "gpu_layers":
         text = str(value).strip().lower()
         if text == "auto" or not isinstance(value, bool) and text.removeprefix("-").isdigit() and int(text) >= -1:

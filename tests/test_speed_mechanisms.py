@@ -7,6 +7,8 @@ do, never by how fast they run (benchmarks/run.py measures speed):
   process starts from it;
 * the saved-state folder keeps under its size limit by evicting the least
   recently used files first;
+* flash attention stays off when nothing runs on a GPU (llama.cpp's CPU kernel
+  slows decode as the context fills);
 * `chatllm --help`, `--version` and shell completion never import the heavy
   libraries (llama_cpp, huggingface_hub, prompt_toolkit, numpy).
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -141,6 +144,20 @@ def test_chat_turns_evaluate_only_new_tokens(embedded_model: Path) -> None:
     for turn in turns:
         usage = turn["usage"]
         assert f"prompt tokens reused from cache: {usage['cached_prompt_tokens']} of {usage['prompt_tokens']}" in stats
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("setting", "expected"), [(None, "disabled"), ("on", "enabled"), ("off", "disabled")])
+def test_flash_attention_is_off_on_the_cpu_unless_asked_for(embedded_model: Path, setting: str | None, expected: str) -> None:
+    import llama_cpp
+
+    if setting is None and llama_cpp.llama_supports_gpu_offload():
+        pytest.skip("this llama.cpp offloads to a GPU, where llama.cpp's own choice applies")
+    env = {"CHATLLM_FLASH_ATTN": setting} if setting else {}
+    result = run_chatllm("summarize", "--verbose", "--max-tokens", "1", "--no-log", input="Spring is warm and rainy here.", env=env)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    logged = re.search(r"flash_attn\s*=\s*(\w+)", result.stderr.decode())  # llama.cpp's own log line
+    assert logged is not None and logged.group(1) == expected
 
 
 def _token_count(model: Path, text: str) -> int:

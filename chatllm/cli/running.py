@@ -26,6 +26,7 @@ def engine_options(options: RunOptions, config: Settings) -> EngineOptions:
         n_ctx=options.ctx or config.ctx,
         n_gpu_layers=None if gpu_layers in (None, "auto") else int(gpu_layers),
         n_threads=config.threads,
+        flash_attn=config.flash_attn,
         seed=options.seed,
         verbose=options.verbose,
         state_cache_dir=cache_dir() / "prompt-states",
