@@ -13,6 +13,9 @@ import pytest
 from chatllm.engine.fake import FakeEngine
 from chatllm.models import ResolvedModel, embedded_model_path
 
+# The Hub fixtures (hub_env, hub_server, tiny_repo_files) for every test module.
+pytest_plugins = ["tests.conftest_hub"]
+
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -1,8 +1,7 @@
 """Fixtures for Hub tests: isolated cache/config folders, tiny real GGUF files,
 and the local Hub stand-in (tests/hub_server.py) with HF_ENDPOINT pointing at it.
 
-Load as a plugin (`pytest_plugins = ["tests.conftest_hub"]` in tests/conftest.py)
-or import the fixtures into a test module.
+Loaded for every test module as a plugin (`pytest_plugins` in tests/conftest.py).
 """
 
 from __future__ import annotations

@@ -9,12 +9,16 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from chatllm.engine.base import Engine, EngineOptions, GenerationParams, Message
 from chatllm.errors import EngineError, ModelError, UsageError
 from chatllm.models import ResolvedModel
+
+if TYPE_CHECKING:  # imported inside open_llama: llama_cpp loads a native library
+    from chatllm.engine.llama import LlamaEngine
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +29,7 @@ LONG_SYSTEM = "You are a support agent for the Acme Rocket Company. " + " ".join
 )
 
 
-def open_llama(path: Path, **options) -> "LlamaEngine":  # noqa: F821
+def open_llama(path: Path, **options) -> LlamaEngine:
     from chatllm.engine.llama import LlamaEngine
 
     options.setdefault("n_ctx", 1024)

@@ -11,7 +11,7 @@ from chatllm import catalog, gpu
 from chatllm.errors import ConfigError, ModelError, UsageError
 from chatllm.gguf_info import format_parameter_count, read_gguf_info
 from chatllm.hub_files import QUANT_PREFERENCE
-from tests.conftest_hub import CHAT_TEMPLATE, hub_env, write_tiny_gguf  # noqa: F401  (fixture)
+from tests.conftest_hub import CHAT_TEMPLATE, write_tiny_gguf
 
 # GGUF headers -----------------------------------------------------------------
 

@@ -17,14 +17,11 @@ from chatllm.errors import DownloadError, ModelError
 from chatllm.gguf_info import read_gguf_info
 from chatllm.hub_cache import cached_models, hub_cache_dir, is_verified, repo_folder
 from chatllm.hub_files import HubReference, RepoFile, group_variants, parse_hub_reference, preferred_variant, quant_of
-from tests.conftest_hub import (  # noqa: F401  (fixtures)
+from tests.conftest_hub import (
     NO_GGUF_REPO,
     TINY_REPO,
     chatllm_command,
-    hub_env,
-    hub_server,
     subprocess_env,
-    tiny_repo_files,
 )
 
 

@@ -14,14 +14,11 @@ from typer.testing import CliRunner
 from chatllm import hub
 from chatllm.cli.app import app
 from chatllm.errors import ConfigError, ModelError, UsageError
-from tests.conftest_hub import (  # noqa: F401  (fixtures)
+from tests.conftest_hub import (
     SMOLLM_REPO,
     TINY_REPO,
     chatllm_command,
-    hub_env,
-    hub_server,
     subprocess_env,
-    tiny_repo_files,
 )
 
 runner = CliRunner()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 
@@ -56,7 +56,7 @@ def _register_commands() -> None:
 _register_commands()
 
 
-def _fail(message: str, exit_code: int) -> "NoReturn":  # type: ignore[name-defined]
+def _fail(message: str, exit_code: int) -> NoReturn:
     sys.stderr.write(f"Error: {message}\n")
     sys.stderr.flush()
     raise SystemExit(exit_code)
