@@ -158,6 +158,7 @@ def _parse(handle: BinaryIO, path: Path) -> tuple[dict[str, Any], int, int]:
 
 
 _SKIPPED = object()
+_LENGTH = struct.Struct("<Q")
 
 
 class _Reader:
@@ -193,9 +194,11 @@ class _Reader:
         if item_type in _SCALARS:
             self.handle.seek(struct.calcsize(_SCALARS[item_type]) * count, 1)
         elif item_type == _STRING:
-            # Each string has its own length; reading the lengths is the only way past them.
+            # Each string has its own length; reading the lengths is the only way past
+            # them (100k strings in a vocabulary, so no per-item method calls here).
+            read, seek, length = self.handle.read, self.handle.seek, _LENGTH.unpack
             for _ in range(count):
-                self.handle.seek(self.scalar("<Q"), 1)
+                seek(length(read(8))[0], 1)
         else:
             for _ in range(count):
                 self.value(item_type)

@@ -105,6 +105,8 @@ class LlamaEngine:
         _configure_logging(options.verbose)
         model_params = llama_cpp.llama_model_default_params()
         layers = options.n_gpu_layers
+        if layers is None and not llama_cpp.llama_supports_gpu_offload():
+            layers = 0  # a CPU-only build: no need to read the GGUF header for sizes
         if layers is None:  # --gpu-layers auto: as many layers as fit in free GPU memory
             from chatllm.gpu import choose_gpu_layers
             from chatllm.gguf_info import read_gguf_info
@@ -144,7 +146,7 @@ class LlamaEngine:
         params.n_seq_max = 1
         params.no_perf = True
         flash_attn = options.flash_attn
-        if flash_attn is None and (layers == 0 or not llama_cpp.llama_supports_gpu_offload()):
+        if flash_attn is None and layers == 0:
             # llama.cpp's "auto" turns flash attention on for the CPU too, where its
             # kernel decodes at depth 3,644 at 20 tok/s against 48 without it.
             flash_attn = False
