@@ -41,7 +41,8 @@ def fake_engine(monkeypatch: pytest.MonkeyPatch) -> FakeEngine:
     """Makes every command run on a FakeEngine instead of loading a model."""
     engine = FakeEngine()
     model = ResolvedModel(reference="fake", name="fake.gguf", path=None)
-    monkeypatch.setattr("chatllm.cli.running.open_model", lambda options, config: (model, engine))
+    monkeypatch.setattr("chatllm.cli.running.resolve", lambda options, config: model)
+    monkeypatch.setattr("chatllm.engine.open_engine", lambda resolved, options: engine)
     return engine
 
 

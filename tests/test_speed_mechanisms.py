@@ -7,6 +7,7 @@ do, never by how fast they run (benchmarks/run.py measures speed):
   process starts from it;
 * the saved-state folder keeps under its size limit by evicting the least
   recently used files first;
+* the model loads on a background thread while the command reads its input;
 * flash attention stays off when nothing runs on a GPU (llama.cpp's CPU kernel
   slows decode as the context fills);
 * `chatllm --help`, `--version` and shell completion never import the heavy
@@ -20,6 +21,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -229,3 +231,57 @@ def test_saved_prefixes_are_evicted_least_recently_used_first(embedded_model: Pa
     left = set(folder.glob("*.state"))
     assert first in left and second not in left
     assert len(left) == 2
+
+
+class _SlowLoadingEngine:
+    """Records the thread it was loaded on and whether it was closed."""
+
+    def __init__(self, loaded: threading.Event) -> None:
+        from chatllm.engine.fake import FakeEngine
+
+        self.fake, self.loaded, self.closed = FakeEngine(), loaded, False
+        self.load_thread = threading.current_thread().name
+        loaded.wait(5)  # the load finishes only once the main thread has read the input
+
+    def __getattr__(self, name: str):
+        return getattr(self.fake, name)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("text", ["Some words to summarize, long enough to be a text.", ""])
+def test_model_loads_while_the_input_is_read_and_is_always_closed(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    from typer.testing import CliRunner
+
+    from chatllm.cli.app import app
+    from chatllm.inputs import read_input as real_read_input
+    from chatllm.models import ResolvedModel
+
+    loaded, engines = threading.Event(), []
+
+    def open_engine(model, options):
+        engines.append(_SlowLoadingEngine(loaded))
+        return engines[-1]
+
+    def read_input(*args, **kwargs):
+        try:
+            return real_read_input(*args, **kwargs)
+        finally:
+            loaded.set()  # had the load run on this thread, it would have timed out first
+
+    monkeypatch.setattr("chatllm.cli.running.resolve", lambda options, config: ResolvedModel(reference="fake", name="fake.gguf", path=None))
+    monkeypatch.setattr("chatllm.engine.open_engine", open_engine)
+    monkeypatch.setattr("chatllm.inputs.read_input", read_input)
+    started = time.perf_counter()
+    result = CliRunner().invoke(app, ["summarize", "--no-log"], input=text)
+    assert time.perf_counter() - started < 4, "the input was read while the load waited, not after it"
+    [engine] = engines
+    assert engine.load_thread != threading.current_thread().name
+    assert engine.closed
+    if text:
+        assert result.exit_code == 0 and result.stdout
+    else:  # an input error while the model loads: the error, and the engine still closed
+        from chatllm.errors import InputError
+
+        assert isinstance(result.exception, InputError)  # main() turns it into a one-line error

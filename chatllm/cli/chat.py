@@ -51,8 +51,8 @@ def register(app: typer.Typer) -> None:
             session.restore(resumed.turns() if resumed else [])
             running.print_dry_run(session.messages(), params, template.name, options.model)
             return
-        model, engine = running.open_model(options, config)
-        try:
+        with running.loading_model(options, config) as loading:
+            model = loading.model
             recorder = None
             if options.log and config.log:
                 from chatllm.history import ConversationRecorder
@@ -60,19 +60,23 @@ def register(app: typer.Typer) -> None:
                 recorder = ConversationRecorder(model=model.name, template=template.name, params=params, variables=values,
                                                 conversation_id=resumed.id if resumed else None,
                                                 resumed_turns=len(resumed.turns()) if resumed else 0)
+            interactive = sys.stdin.isatty() and sys.stdout.isatty() and not options.json
+            if interactive:
+                import importlib
+
+                from chatllm.cli.repl import run_repl
+
+                importlib.import_module("prompt_toolkit")  # while the model loads: the two overlap
+            engine = loading.engine()
             session = ChatSession(engine, build_persona(template, values, engine, kb or [], system), params, on_notice=notice, on_turn=recorder)
             if resumed is not None:
                 session.restore(resumed.turns())
                 count = len(session.turns)
                 notice(f"Continuing conversation {resumed.id} ({count} earlier turn{'' if count == 1 else 's'}).")
-            if sys.stdin.isatty() and sys.stdout.isatty() and not options.json:
-                from chatllm.cli.repl import run_repl
-
+            if interactive:
                 run_repl(session, options, config, model)
             else:
                 _chat_lines(session, options, config, model)
-        finally:
-            engine.close()
 
 
 def _resumed(resume_last: bool, conversation_id: int | None):

@@ -38,10 +38,43 @@ def resolve(options: RunOptions, config: Settings) -> ResolvedModel:
 
 
 def open_model(options: RunOptions, config: Settings) -> tuple[ResolvedModel, Engine]:
-    from chatllm.engine import open_engine
+    from chatllm import engine
 
     model = resolve(options, config)
-    return model, open_engine(model, engine_options(options, config))
+    return model, engine.open_engine(model, engine_options(options, config))
+
+
+class ModelLoading:
+    """A model being loaded on a background thread: llama.cpp's load runs outside
+    the GIL, so it overlaps with what the command does meanwhile (reading its
+    input, importing the REPL, preparing the prompt)."""
+
+    def __init__(self, model: ResolvedModel, future) -> None:
+        self.model = model
+        self._future = future
+
+    def engine(self) -> Engine:
+        """The loaded engine; waits for the load and raises its error."""
+        return self._future.result()
+
+
+@contextmanager
+def loading_model(options: RunOptions, config: Settings) -> Iterator[ModelLoading]:
+    """Resolve the model now (a bad name fails before any input is read), load
+    it in the background, and close the engine on the way out, whatever happened."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chatllm import engine
+
+    model = resolve(options, config)
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatllm-load")
+    future = executor.submit(engine.open_engine, model, engine_options(options, config))
+    executor.shutdown(wait=False)
+    try:
+        yield ModelLoading(model, future)
+    finally:
+        if future.exception() is None:  # waits: never leave a half-loaded model behind
+            future.result().close()
 
 
 def print_dry_run(messages: Sequence[Message], params: GenerationParams, template: str, model: str | None) -> None:

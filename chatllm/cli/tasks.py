@@ -29,11 +29,24 @@ class Format(str, Enum):
 
 def _run_task(options: RunOptions, template_name: str, files: list[Path] | None, given: dict[str, str], system: str | None, job_name: str) -> None:
     from chatllm.cli import running
+
+    config = running.settings()
+    if options.dry_run:
+        _prepare_and_run(options, config, template_name, files, given, system, job_name, loading=None)
+        return
+    with running.loading_model(options, config) as loading:
+        _prepare_and_run(options, config, template_name, files, given, system, job_name, loading)
+
+
+def _prepare_and_run(options: RunOptions, config, template_name: str, files: list[Path] | None, given: dict[str, str],
+                     system: str | None, job_name: str, loading) -> None:
+    """Everything before the first token that needs no model, done while the model
+    loads; then the job. `loading` is None for --dry-run."""
+    from chatllm.cli import running
     from chatllm.inputs import read_input
     from chatllm.jobs.prompting import generation_params, task_messages
     from chatllm.templates import load_template
 
-    config = running.settings()
     template = load_template(template_name)
     values = template.resolve_variables(given)
     source = read_input(files or [], required=template.input == "required")
@@ -43,17 +56,13 @@ def _run_task(options: RunOptions, template_name: str, files: list[Path] | None,
         detected = detect_language(source.text)
         values["lang"] = detected.for_prompt() if detected else ""
     params = generation_params(template, temperature=options.temperature, max_tokens=options.max_tokens, seed=options.seed)
-    if options.dry_run:
+    if loading is None:
         running.print_dry_run(task_messages(template, values, source.text, system), params, template.name, options.model)
         return
-    model, engine = running.open_model(options, config)
-    try:
-        with running.map_progress(enabled=job_name == "summarize") as progress:
-            job = functools.partial(_job, job_name, template, values, source.text, params, system, progress)
-            running.run_generation(options, config, template.name, job, model, engine,
-                                   record={"prompt": source.text, "variables": values, "params": params})
-    finally:
-        engine.close()
+    with running.map_progress(enabled=job_name == "summarize") as progress:
+        job = functools.partial(_job, job_name, template, values, source.text, params, system, progress)
+        running.run_generation(options, config, template.name, job, loading.model, loading.engine(),
+                               record={"prompt": source.text, "variables": values, "params": params})
 
 
 def _job(job_name: str, template, values, text: str, params, system, progress, meter) -> Iterator[str]:
