@@ -56,8 +56,10 @@ class LlamaBuild:
 
 @functools.lru_cache(maxsize=1)
 def llama_build() -> LlamaBuild:
-    """Facts about the installed llama-cpp-python (imports it: ~0.2 s)."""
-    import llama_cpp
+    """Facts about the installed llama-cpp-python (loads its libraries)."""
+    from chatllm.engine.bindings import llama_bindings, llama_cpp_version
+
+    llama_cpp = llama_bindings()
 
     backends: tuple[str, ...] = ()
     try:
@@ -75,7 +77,7 @@ def llama_build() -> LlamaBuild:
         pass  # an unusual build: the system info string still tells
     info = llama_cpp.llama_print_system_info()
     return LlamaBuild(
-        version=llama_cpp.__version__,
+        version=llama_cpp_version(),
         backends=backends,
         gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()),
         system_info=(info.decode(errors="replace") if isinstance(info, bytes) else str(info)).strip(" |"),
@@ -204,10 +206,12 @@ def _model_bytes(first_shard: Path, split_count: int) -> int:
 
 def _ggml_libraries() -> tuple[ctypes.CDLL, ctypes.CDLL]:
     """libggml (registry) and libggml-base (device calls), as llama_cpp loaded them."""
-    import llama_cpp
+    from chatllm.engine.bindings import llama_bindings
+
+    bindings = llama_bindings()
     from llama_cpp._ctypes_extensions import load_shared_library
 
-    folder = Path(llama_cpp.__file__).parent / "lib"
+    folder = Path(bindings.__file__).parent / "lib"
     return load_shared_library("ggml", folder), load_shared_library("ggml-base", folder)
 
 

@@ -7,7 +7,9 @@ do, never by how fast they run (benchmarks/run.py measures speed):
   process starts from it;
 * the saved-state folder keeps under its size limit by evicting the least
   recently used files first;
-* the model loads on a background thread while the command reads its input;
+* the model loads on a background thread while the command reads its input,
+  from llama.cpp's bindings alone (llama-cpp-python's package init, numpy
+  included, is left to the main thread meanwhile);
 * flash attention stays off when nothing runs on a GPU (llama.cpp's CPU kernel
   slows decode as the context fills);
 * `chatllm --help`, `--version` and shell completion never import the heavy
@@ -285,3 +287,22 @@ def test_model_loads_while_the_input_is_read_and_is_always_closed(monkeypatch: p
         from chatllm.errors import InputError
 
         assert isinstance(result.exception, InputError)  # main() turns it into a one-line error
+
+
+_BINDINGS_PROBE = """
+import sys
+import chatllm.engine.llama  # loads the ctypes bindings only
+assert "numpy" not in sys.modules and "llama_cpp.llama" not in sys.modules, "the package init ran"
+import llama_cpp.llama_chat_format  # what the main thread imports while the model loads
+from chatllm.engine.bindings import llama_cpp_version
+import llama_cpp
+from llama_cpp import Llama, LlamaGrammar
+assert llama_cpp.Llama is Llama and llama_cpp.llama_decode is not None
+assert llama_cpp.__version__ == llama_cpp_version()
+print("ok")
+"""
+
+
+def test_engine_imports_llama_bindings_without_the_package_init_and_the_package_still_works() -> None:
+    result = subprocess.run([sys.executable, "-c", _BINDINGS_PROBE], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

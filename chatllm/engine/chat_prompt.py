@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Sequence
-
-import llama_cpp
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from typing import TYPE_CHECKING, Sequence
 
 from chatllm.engine.base import Message
+from chatllm.engine.bindings import llama_bindings
 from chatllm.engine.state_cache import MIN_PREFIX_TOKENS
 from chatllm.errors import EngineError
+
+if TYPE_CHECKING:
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+llama_cpp = llama_bindings()
 
 # Used only when a GGUF carries no chat template at all.
 CHATML_TEMPLATE = (
@@ -38,6 +41,10 @@ class ChatPrompt:
         self._bos = llama_cpp.llama_vocab_bos(self._vocab)
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab)) and self._bos >= 0
         texts = [self._token_text(llama_cpp.llama_vocab_eos(self._vocab)), self._token_text(self._bos)]
+        # Imported here, not at the top: this module imports numpy (~100 ms), which
+        # the command's main thread imports while the model loads (see engine/__init__.py).
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
         self._chat_prompt = Jinja2ChatFormatter(template, *texts, add_generation_prompt=True)
         self._chat_prefix = Jinja2ChatFormatter(template, *texts, add_generation_prompt=False)
         # Contents are rendered as these placeholders, then replaced by their own

@@ -26,7 +26,9 @@ from array import array
 from pathlib import Path
 from typing import Sequence
 
-import llama_cpp
+from chatllm.engine.bindings import llama_bindings, llama_cpp_version
+
+llama_cpp = llama_bindings()
 
 # Prefixes shorter than this evaluate faster than a file round trip is worth.
 MIN_PREFIX_TOKENS = 256
@@ -66,7 +68,7 @@ class PrefixStateCache:
         # Everything besides the tokens that decides whether a saved state fits
         # this context: the model file, the llama.cpp build (state format) and
         # the KV layout settings. n_ctx is deliberately not part of it.
-        self._salt = f"chatllm-prefix-state-v1\0{llama_cpp.__version__}\0{identity}\0".encode()
+        self._salt = f"chatllm-prefix-state-v1\0{llama_cpp_version()}\0{identity}\0".encode()
 
     def path_for(self, tokens: Sequence[int]) -> Path:
         digest = hashlib.sha256(self._salt)
