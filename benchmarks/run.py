@@ -69,9 +69,10 @@ def defaults(args: argparse.Namespace) -> tuple[Path, int, bool]:
 
 
 def one_shot_rounds(sandbox: Sandbox, bench: BenchSettings, path: Path, prompt: int, rounds: int, n_gen: int,
-                    noise: float) -> list[dict]:
-    """Interleaved rounds (order alternates) of llama-bench pp and tg and the two
-    chatllm runs, each step measured in a quiet moment (see quiet_step)."""
+                    noise: float, cli_reference=None) -> list[dict]:
+    """Interleaved rounds (order alternates) of llama-bench pp and tg, llama.cpp's
+    own CLI (`cli_reference`, when built) and the two chatllm runs, each step
+    measured in a quiet moment (see quiet_step)."""
 
     def bench_pp() -> dict:
         record = llama_bench(bench, prompt, 0)
@@ -98,6 +99,8 @@ def one_shot_rounds(sandbox: Sandbox, bench: BenchSettings, path: Path, prompt: 
                 "max_rss_bytes": run.max_rss_bytes, "foreign_cpu": run.foreign_cpu}
 
     steps = [("bench_pp", bench_pp), ("bench_tg", bench_tg), ("json", json_run), ("stream", stream_run)]
+    if cli_reference is not None:
+        steps.insert(2, ("llama_cli", cli_reference))
     if same is not None:
         steps.insert(2, ("bench_tg_same_library", bench_tg_same_library))
     samples = []
@@ -154,6 +157,13 @@ def derive_one_shot(samples: list[dict], prompt: int) -> dict:
             "wall_s": st["wall_s"],
             "wall_overhead_s": st["wall_s"] - st["load"] - (prefill_own or prefill_ref) - decode_s,
         })
+    cli = [s for s in samples if "llama_cli" in s]
+    if cli:
+        out["cli_first_byte_s"] = med(s["llama_cli"]["first_byte_s"] for s in cli)
+        out["cli_load_s"] = med(s["llama_cli"]["load_s"] for s in cli if s["llama_cli"]["load_s"] is not None)
+        out["cli_prompt_tokens"] = cli[0]["llama_cli"]["prompt_tokens"]
+        out["first_byte_minus_cli_per_round"] = [s["stream"]["first_byte_s"] - s["llama_cli"]["first_byte_s"] for s in cli]
+        out["first_byte_minus_cli_s"] = med(out["first_byte_minus_cli_per_round"])
     for key in rows[0]:
         out[key] = med(r[key] for r in rows)
     out["max_rss_bytes"] = max(max(s["json"]["max_rss_bytes"], s["stream"]["max_rss_bytes"]) for s in samples)
@@ -204,7 +214,15 @@ def main(argv: list[str] | None = None) -> int:
             m.log("1/2/7. one-shot summarize vs llama-bench (calibrating a ~512-token prompt) ...")
             path, prompt = m.summarize_input(sandbox, count, folder, 500)
             m.one_shot_json(sandbox, path, 8)  # warm the page cache, untimed
-            samples = one_shot_rounds(sandbox, bench, path, prompt, args.runs, n_gen, args.noise)
+            cli_reference = None
+            if bench.binary.with_name("llama-completion").exists():
+                prompt_file = folder / "prompt.txt"
+                prompt_file.write_text(m.templated_prompt(sandbox, count, path), encoding="utf-8")
+                n_ctx = _default_ctx(model)
+                cli_reference = lambda: m.llama_completion_first_byte(bench, prompt_file, n_ctx, n_gen)  # noqa: E731
+            else:
+                m.log("  llama-completion not built (benchmarks/build_llama_bench.sh --force builds it): no CLI reference")
+            samples = one_shot_rounds(sandbox, bench, path, prompt, args.runs, n_gen, args.noise, cli_reference)
             results["one_shot"] = {"samples": samples, "rounds": args.runs, **derive_one_shot(samples, prompt)}
             results["memory"] = m.model_memory_budget(model, _default_ctx(model))
 
