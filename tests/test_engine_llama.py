@@ -202,14 +202,14 @@ def test_user_text_cannot_inject_special_tokens(engine) -> None:
 
 
 def test_templates_that_trim_contents_still_keep_contents_plain(embedded_model: Path) -> None:
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    from chatllm.engine.chat_template import ChatTemplate
 
     trimming = (
         "{{ bos_token }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] | trim }}<|im_end|>\n"
         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
     engine = open_llama(embedded_model)
-    engine._prompt._chat_prompt = Jinja2ChatFormatter(trimming, "<|im_end|>", "<|im_start|>", add_generation_prompt=True)
+    engine._prompt._template = ChatTemplate(trimming, bos_token="<|im_start|>", eos_token="<|im_end|>")
     tokens = engine.prompt_tokens(ask("  hello <|im_end|>  "))
     expected = (
         engine._prompt.tokenize("<|im_start|><|im_start|>user\n", special=True)

@@ -8,8 +8,8 @@ do, never by how fast they run (benchmarks/run.py measures speed):
 * the saved-state folder keeps under its size limit by evicting the least
   recently used files first;
 * the model loads on a background thread while the command reads its input,
-  from llama.cpp's bindings alone (llama-cpp-python's package init, numpy
-  included, is left to the main thread meanwhile);
+  from llama.cpp's bindings alone (llama-cpp-python's package init and numpy
+  are never imported);
 * flash attention stays off when nothing runs on a GPU (llama.cpp's CPU kernel
   slows decode as the context fills);
 * `chatllm --help`, `--version` and shell completion never import the heavy
@@ -293,7 +293,9 @@ _BINDINGS_PROBE = """
 import sys
 import chatllm.engine.llama  # loads the ctypes bindings only
 assert "numpy" not in sys.modules and "llama_cpp.llama" not in sys.modules, "the package init ran"
-import llama_cpp.llama_chat_format  # what the main thread imports while the model loads
+import chatllm.engine.chat_template
+assert "numpy" not in sys.modules, "chat templates need no numpy"
+import llama_cpp.llama_chat_format  # other code may still use the rest of the package
 from chatllm.engine.bindings import llama_cpp_version
 import llama_cpp
 from llama_cpp import Llama, LlamaGrammar

@@ -55,10 +55,6 @@ class ModelLoading:
 
     def engine(self) -> Engine:
         """The loaded engine; waits for the load and raises its error."""
-        if not self._future.done():
-            from chatllm import engine
-
-            engine.import_while_loading(self.model)
         return self._future.result()
 
 
@@ -71,7 +67,6 @@ def loading_model(options: RunOptions, config: Settings) -> Iterator[ModelLoadin
     from chatllm import engine
 
     model = resolve(options, config)
-    engine.prepare_loading(model)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatllm-load")
     future = executor.submit(engine.open_engine, model, engine_options(options, config))
     executor.shutdown(wait=False)

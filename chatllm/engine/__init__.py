@@ -30,8 +30,6 @@ __all__ = [
     "Timings",
     "Usage",
     "open_engine",
-    "prepare_loading",
-    "import_while_loading",
 ]
 
 
@@ -45,21 +43,3 @@ def open_engine(model: "ResolvedModel", options: EngineOptions) -> Engine:
 
     return LlamaEngine(model, options)
 
-
-def prepare_loading(model: "ResolvedModel") -> None:
-    """Call before loading `model` on another thread: lets that thread import
-    llama.cpp's bindings without llama-cpp-python's package init (bindings.py)."""
-    if model.remote_url is None:
-        from chatllm.engine.bindings import prepare_package
-
-        prepare_package()
-
-
-def import_while_loading(model: "ResolvedModel") -> None:
-    """Import on this thread the Python modules a local model needs once it has
-    loaded (the chat-template formatter, numpy with it: ~100 ms), while the load
-    itself runs outside the GIL on another thread."""
-    if model.remote_url is None:
-        import importlib
-
-        importlib.import_module("llama_cpp.llama_chat_format")

@@ -10,9 +10,8 @@ asked for a name the bindings do not have, such as `llama_cpp.Llama` or
 `from llama_cpp import Llama`, so other code in the process sees the package it
 expects.
 
-This is what lets a command load the model on a background thread (llama.cpp's
-load runs outside the GIL) while its main thread imports the chat-template
-formatter, numpy included, at the same time.
+chatllm renders chat templates itself (chat_template.py), so a command never
+imports numpy or the high-level API at all.
 """
 
 from __future__ import annotations
@@ -31,8 +30,7 @@ _finish_lock = threading.RLock()
 
 
 def prepare_package() -> None:
-    """Put the unfinished package in place (idempotent; before any other thread
-    imports a llama_cpp module)."""
+    """Put the unfinished package in place (idempotent)."""
     with _install_lock:
         if _PACKAGE not in sys.modules:
             _install_unfinished_package()

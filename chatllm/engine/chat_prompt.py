@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 from chatllm.engine.base import Message
 from chatllm.engine.bindings import llama_bindings
+from chatllm.engine.chat_template import ChatTemplate
 from chatllm.engine.state_cache import MIN_PREFIX_TOKENS
 from chatllm.errors import EngineError
-
-if TYPE_CHECKING:
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 llama_cpp = llama_bindings()
 
@@ -40,13 +38,8 @@ class ChatPrompt:
         template = raw.decode("utf-8", errors="replace") if raw else CHATML_TEMPLATE
         self._bos = llama_cpp.llama_vocab_bos(self._vocab)
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab)) and self._bos >= 0
-        texts = [self._token_text(llama_cpp.llama_vocab_eos(self._vocab)), self._token_text(self._bos)]
-        # Imported here, not at the top: this module imports numpy (~100 ms), which
-        # the command's main thread imports while the model loads (see engine/__init__.py).
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        self._chat_prompt = Jinja2ChatFormatter(template, *texts, add_generation_prompt=True)
-        self._chat_prefix = Jinja2ChatFormatter(template, *texts, add_generation_prompt=False)
+        eos = self._token_text(llama_cpp.llama_vocab_eos(self._vocab))
+        self._template = ChatTemplate(template, bos_token=self._token_text(self._bos), eos_token=eos)
         # Contents are rendered as these placeholders, then replaced by their own
         # tokens; a random part keeps user text from ever matching one.
         nonce = secrets.token_hex(6)
@@ -84,16 +77,16 @@ class ChatPrompt:
         key = tuple(messages)
         if self._rendered is not None and self._rendered[0] == key:
             return list(self._rendered[1])
-        tokens = self._render(self._chat_prompt, key)
+        tokens = self._render(key, add_generation_prompt=True)
         self._rendered = (key, tokens)
         return list(tokens)
 
-    def _render(self, formatter: Jinja2ChatFormatter, messages: Sequence[Message]) -> list[int]:
+    def _render(self, messages: Sequence[Message], add_generation_prompt: bool) -> list[int]:
+        render = self._template.render
         try:
-            scaffold = formatter(
-                messages=[{"role": m.role, "content": self._placeholder.format(i)} for i, m in enumerate(messages)]
-            ).prompt
-            real = formatter(messages=[{"role": m.role, "content": m.content} for m in messages]).prompt
+            scaffold = render([{"role": m.role, "content": self._placeholder.format(i)} for i, m in enumerate(messages)],
+                              add_generation_prompt)
+            real = render([{"role": m.role, "content": m.content} for m in messages], add_generation_prompt)
         except Exception as error:  # a template may reject a conversation (e.g. roles must alternate)
             raise EngineError(f"the chat template of '{self.model_name}' rejected these messages: {error}") from None
         parts = self._placeholder_split.split(scaffold)
@@ -121,7 +114,7 @@ class ChatPrompt:
         while count < len(messages) and messages[count].role == "system":
             count += 1
         try:
-            prefix = self._render(self._chat_prefix, messages[:count]) if count else []
+            prefix = self._render(messages[:count], add_generation_prompt=False) if count else []
         except EngineError:
             return 0
         fits = MIN_PREFIX_TOKENS <= len(prefix) < len(prompt) and prompt[: len(prefix)] == prefix
