@@ -1,3 +1,3 @@
-from chatllm.cli.app import main
+from chatllm.cli.entry import main
 
 main()

@@ -7,6 +7,8 @@ do, never by how fast they run (benchmarks/run.py measures speed):
   process starts from it;
 * the saved-state folder keeps under its size limit by evicting the least
   recently used files first;
+* a generating command starts loading its model before typer parses the command
+  line, and the parsed command adopts that load only if it asked for the same;
 * the model loads on a background thread while the command reads its input,
   from llama.cpp's bindings alone (llama-cpp-python's package init and numpy
   are never imported);
@@ -308,3 +310,67 @@ print("ok")
 def test_engine_imports_llama_bindings_without_the_package_init_and_the_package_still_works() -> None:
     result = subprocess.run([sys.executable, "-c", _BINDINGS_PROBE], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+@pytest.mark.parametrize(("argv", "expected_reference"), [
+    (["summarize", "notes.md"], None),
+    (["translate", "--to", "fr", "-m", "embedded"], "embedded"),
+    (["chat", "--model=embedded"], "embedded"),
+    (["run", "proofread", "-membedded"], "embedded"),
+])
+def test_early_load_guesses_the_model_from_the_raw_words(argv: list[str], expected_reference: str | None) -> None:
+    from chatllm.cli import early_load
+    from chatllm.config import load_settings
+    from chatllm.models import resolve_model
+
+    guess = early_load._guess(argv)
+    assert guess is not None
+    model, options = guess
+    assert model == resolve_model(expected_reference, default=None, allow_download=False)
+    assert model.path is not None and options == early_load.engine_options(load_settings())
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["models", "list"], ["summarize", "--help"], ["summarize", "--dry-run"], ["chat", "--ctx", "512"],
+    ["translate", "--to", "de", "--gpu-layers=0"], ["summarize", "--verbose"], ["run", "x", "--seed", "1"],
+])
+def test_early_load_stays_out_when_unsure_or_nothing_loads(argv: list[str]) -> None:
+    from chatllm.cli import early_load
+
+    assert early_load._guess(argv) is None
+
+
+def test_early_load_is_adopted_only_by_the_same_model_and_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from chatllm.cli import early_load
+    from chatllm.cli.app import app
+    from chatllm.engine.fake import FakeEngine
+
+    opened: list[tuple[object, FakeEngine]] = []
+
+    class Closing(FakeEngine):
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    def open_engine(model, options):
+        opened.append((options, Closing()))
+        return opened[-1][1]
+
+    monkeypatch.setattr("chatllm.engine.open_engine", open_engine)
+    text = "A few words about spring, long enough to summarize."
+
+    early_load.start(["summarize", "--no-log"])  # as the entry point does
+    result = CliRunner().invoke(app, ["summarize", "--no-log"], input=text)
+    assert result.exit_code == 0, result.output
+    assert len(opened) == 1, "the parsed command adopted the early load"
+    assert opened[0][1].closed
+
+    opened.clear()
+    early_load.start(["summarize", "--no-log"])
+    result = CliRunner().invoke(app, ["summarize", "--no-log", "--ctx", "512"], input=text)  # not what was guessed
+    assert result.exit_code == 0, result.output
+    assert [options.n_ctx for options, _ in opened] == [None, 512]
+    assert all(engine.closed for _, engine in opened), "the unused early engine was closed too"

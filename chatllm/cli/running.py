@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
 from chatllm.cli.options import RunOptions
-from chatllm.config import Settings, cache_dir, load_settings
+from chatllm.config import Settings, load_settings
 from chatllm.engine.base import Engine, EngineOptions, GenerationParams, Message
 from chatllm.jobs.metering import Meter
 from chatllm.models import ResolvedModel, resolve_model
@@ -21,16 +21,9 @@ def settings() -> Settings:
 
 
 def engine_options(options: RunOptions, config: Settings) -> EngineOptions:
-    gpu_layers = options.gpu_layers or config.gpu_layers
-    return EngineOptions(
-        n_ctx=options.ctx or config.ctx,
-        n_gpu_layers=None if gpu_layers in (None, "auto") else int(gpu_layers),
-        n_threads=config.threads,
-        flash_attn=config.flash_attn,
-        seed=options.seed,
-        verbose=options.verbose,
-        state_cache_dir=cache_dir() / "prompt-states",
-    )
+    from chatllm.cli.early_load import engine_options as from_settings
+
+    return from_settings(config, ctx=options.ctx, gpu_layers=options.gpu_layers, seed=options.seed, verbose=options.verbose)
 
 
 def resolve(options: RunOptions, config: Settings) -> ResolvedModel:
@@ -65,11 +58,15 @@ def loading_model(options: RunOptions, config: Settings) -> Iterator[ModelLoadin
     from concurrent.futures import ThreadPoolExecutor
 
     from chatllm import engine
+    from chatllm.cli import early_load
 
     model = resolve(options, config)
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatllm-load")
-    future = executor.submit(engine.open_engine, model, engine_options(options, config))
-    executor.shutdown(wait=False)
+    wanted = engine_options(options, config)
+    future = early_load.take(model, wanted)  # begun before the command line was parsed
+    if future is None:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatllm-load")
+        future = executor.submit(engine.open_engine, model, wanted)
+        executor.shutdown(wait=False)
     try:
         yield ModelLoading(model, future)
     finally:

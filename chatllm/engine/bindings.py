@@ -16,6 +16,8 @@ imports numpy or the high-level API at all.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import importlib
 import importlib.util
 import re
@@ -84,3 +86,28 @@ def _install_unfinished_package() -> None:
 
     package.__getattr__ = finish_on_first_use  # type: ignore[attr-defined]
     sys.modules[_PACKAGE] = package
+
+
+@functools.lru_cache(maxsize=1)
+def _c_library_abs() -> int | None:
+    try:
+        return ctypes.cast(ctypes.CDLL(None).abs, ctypes.c_void_p).value
+    except (OSError, TypeError, AttributeError):  # no C library handle here (Windows)
+        return None
+
+
+def quiet_log_callback_available() -> bool:
+    return _c_library_abs() is not None
+
+
+def quiet_log_callback():
+    """A llama.cpp log callback that does nothing without ever entering Python,
+    or None where none can be had. It is the C library's `abs`: called as
+    callback(level, text, user_data) it reads `level` and returns, and every
+    calling convention chatllm runs on passes these arguments in registers that
+    the callee may ignore. A Python callback would take the GIL for each of the
+    ~1,200 lines a model load logs, waiting on whatever the main thread does."""
+    address = _c_library_abs()
+    if address is None:
+        return None
+    return llama_bindings().llama_log_callback(address)

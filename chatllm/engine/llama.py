@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from chatllm.engine.bindings import llama_bindings
+from chatllm.engine.bindings import llama_bindings, quiet_log_callback
 
 llama_cpp = llama_bindings()  # the ctypes bindings alone: see bindings.py
 
@@ -39,7 +39,8 @@ _PIECE_BUFFER = 256
 
 # llama.cpp keeps the log callback as a raw C pointer: the ctypes object must live
 # as long as the process, or the next log line calls freed memory (segfault).
-_SILENT_LOG = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
+_NATIVE_SILENT_LOG = quiet_log_callback()
+_SILENT_LOG = _NATIVE_SILENT_LOG or llama_cpp.llama_log_callback(lambda level, text, user_data: None)
 _backend_ready = False
 
 
@@ -55,11 +56,14 @@ def _configure_logging(verbose: bool) -> None:
 
 @contextmanager
 def _quiet_native_work(verbose: bool) -> Iterator[None]:
-    """Around llama.cpp's load steps: stdout and stderr go to /dev/null (unless
-    --verbose), and so does llama.cpp's log, through its own C logger rather than
-    a Python callback: a load logs about 1,200 lines, each call into Python waits
-    for the GIL, and with the main thread busy meanwhile a 78 ms load took 1.7 s."""
-    if verbose:
+    """Around llama.cpp's load steps, unless --verbose: its log is already silent
+    without entering Python (see bindings.quiet_log_callback), so nothing else is
+    touched and the main thread can keep printing meanwhile. Where no such
+    callback exists, stdout and stderr go to /dev/null for the duration instead,
+    and llama.cpp's own C logger writes there: a Python callback would take the
+    GIL for each of the ~1,200 lines a load logs (a 78 ms load took 1.7 s with
+    the main thread busy)."""
+    if verbose or _NATIVE_SILENT_LOG is not None:
         yield
         return
     with suppress_stdout_stderr(disable=False):

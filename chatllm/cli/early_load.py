@@ -1,0 +1,140 @@
+"""Start loading the model before the command line is parsed.
+
+Importing typer, click and pydantic and parsing a command line costs about
+150 ms of Python; llama.cpp loads a model outside the GIL. So the entry point
+looks at the raw words first: for a generating command whose model and load
+options the words make plain (no option that changes them), the model starts
+loading on a background thread at once, and the parsed command adopts that load
+when its own model and options turn out the same (`take`). If they differ, or
+the command never gets that far, the early engine is closed and nothing else
+changes: every decision is made again, properly, by the parsed command.
+
+Nothing here may print: errors are left for the parsed command to report.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from chatllm.config import Settings
+    from chatllm.engine.base import EngineOptions
+    from chatllm.models import ResolvedModel
+
+GENERATING_COMMANDS = frozenset({"summarize", "translate", "run", "chat"})
+# Options that change what is loaded or how, or mean nothing is loaded at all.
+_UNSURE_OPTIONS = ("--ctx", "--gpu-layers", "--seed", "--verbose", "--pull", "--dry-run", "--help")
+_UNSURE_DEFAULTS = frozenset({"model", "ctx", "gpu-layers", "gpu_layers", "seed", "verbose", "pull"})
+
+_pending: tuple[ResolvedModel, EngineOptions, Future] | None = None
+_lock = threading.Lock()
+
+
+def engine_options(config: Settings, *, ctx: int | None = None, gpu_layers: str | None = None,
+                   seed: int | None = None, verbose: bool = False) -> EngineOptions:
+    """How a model is loaded, from the settings and the command's own options."""
+    from chatllm.config import cache_dir
+    from chatllm.engine.base import EngineOptions
+
+    layers = gpu_layers or config.gpu_layers
+    return EngineOptions(
+        n_ctx=ctx or config.ctx,
+        n_gpu_layers=None if layers in (None, "auto") else int(layers),
+        n_threads=config.threads,
+        flash_attn=config.flash_attn,
+        seed=seed,
+        verbose=verbose,
+        state_cache_dir=cache_dir() / "prompt-states",
+    )
+
+
+def start(argv: list[str]) -> None:
+    """Begin loading the model `argv` will most likely ask for, if that is plain."""
+    global _pending
+    try:
+        guess = _guess(argv)
+    except Exception:  # any doubt: the parsed command loads the model itself
+        return
+    if guess is None:
+        return
+    import atexit
+    from concurrent.futures import Future
+
+    model, options = guess
+    future: Future = Future()
+
+    def load() -> None:
+        try:
+            from chatllm.engine import open_engine
+
+            future.set_result(open_engine(model, options))
+        except BaseException as error:  # reported by the parsed command if it adopts this load
+            future.set_exception(error)
+
+    threading.Thread(target=load, name="chatllm-early-load").start()
+    _pending = (model, options, future)
+    atexit.register(settle)
+
+
+def take(model: ResolvedModel, options: EngineOptions) -> Future | None:
+    """The early load of exactly this model with these options, or None (after
+    closing an early load of anything else)."""
+    global _pending
+    with _lock:
+        pending, _pending = _pending, None
+    if pending is None:
+        return None
+    early_model, early_options, future = pending
+    if early_model == model and early_options == options:
+        return future
+    _close_when_done(future)
+    return None
+
+
+def settle() -> None:
+    """Wait for an early load nobody adopted and close its engine."""
+    global _pending
+    with _lock:
+        pending, _pending = _pending, None
+    if pending is not None:
+        _close_when_done(pending[2])
+
+
+def _close_when_done(future: Future) -> None:
+    if future.exception() is None:
+        future.result().close()
+
+
+def _guess(argv: list[str]) -> tuple[ResolvedModel, EngineOptions] | None:
+    if not argv or argv[0] not in GENERATING_COMMANDS:
+        return None
+    from chatllm.engine.bindings import quiet_log_callback_available
+
+    if not quiet_log_callback_available():
+        return None  # loading would have to redirect stderr, which the main thread may need
+    reference = None
+    words = iter(argv[1:])
+    for word in words:
+        if word == "--":
+            break
+        if word.startswith(_UNSURE_OPTIONS):
+            return None
+        if word in ("-m", "--model"):
+            reference = next(words, None)
+        elif word.startswith("--model="):
+            reference = word.split("=", 1)[1]
+        elif word.startswith("-m") and not word.startswith("--"):
+            reference = word[2:]
+    from chatllm.config import load_settings
+    from chatllm.models import resolve_model
+
+    config = load_settings()
+    if _UNSURE_DEFAULTS & set(config.commands.get(argv[0], {})):
+        return None
+    model = resolve_model(reference, default=config.default_model, allow_download=False)
+    if model.path is None or model.remote_url is not None:
+        return None
+    return model, engine_options(config)

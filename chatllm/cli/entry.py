@@ -1,0 +1,15 @@
+"""The `chatllm` script: starts an early model load (early_load.py) before
+anything heavy is imported, then runs the typer app."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    from chatllm.cli import early_load
+
+    early_load.start(sys.argv[1:])
+    from chatllm.cli.app import main as run_app
+
+    run_app()
