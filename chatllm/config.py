@@ -68,7 +68,7 @@ DESCRIPTIONS = {
     "ctx": "context window in tokens",
     "gpu_layers": "layers to offload to the GPU: a number, -1 for all, or auto",
     "threads": "CPU threads for generation",
-    "flash_attn": "llama.cpp flash attention: on, off, or auto (off when nothing runs on a GPU)",
+    "flash_attn": "llama.cpp flash attention: on, off, or auto (llama.cpp decides)",
     "log": "save runs and chats to the history database",
     "theme": "code highlighting theme for Markdown output",
     "commands": "per-command option defaults, e.g. commands.translate.to",

@@ -38,9 +38,8 @@ class GenerationParams:
 class EngineOptions:
     """How to load a model. `n_ctx=None` means the model's trained context, capped
     at 4096 for memory; `n_gpu_layers=None` means all layers when llama.cpp was
-    built with GPU offload, none otherwise; `flash_attn=None` means off when no
-    layer runs on a GPU (llama.cpp's CPU kernel is slower) and llama.cpp's own
-    choice otherwise."""
+    built with GPU offload, none otherwise; `flash_attn=None` means llama.cpp's
+    own choice ("auto")."""
 
     n_ctx: int | None = None
     n_gpu_layers: int | None = None
