@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from chatllm.engine.base import EngineOptions
     from chatllm.models import ResolvedModel
 
-GENERATING_COMMANDS = frozenset({"summarize", "translate", "run", "chat"})
 # Options that change what is loaded or how, or mean nothing is loaded at all.
 _UNSURE_OPTIONS = ("--ctx", "--gpu-layers", "--seed", "--verbose", "--pull", "--dry-run", "--help")
 _UNSURE_DEFAULTS = frozenset({"model", "ctx", "gpu-layers", "gpu_layers", "seed", "verbose", "pull"})
@@ -109,6 +108,8 @@ def _close_when_done(future: Future) -> None:
 
 
 def _guess(argv: list[str]) -> tuple[ResolvedModel, EngineOptions] | None:
+    from chatllm.cli.entry import GENERATING_COMMANDS
+
     if not argv or argv[0] not in GENERATING_COMMANDS:
         return None
     from chatllm.engine.bindings import quiet_log_callback_available

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import sys
 
+# Commands that load a model; for any other, nothing extra is even imported.
+GENERATING_COMMANDS = frozenset({"summarize", "translate", "run", "chat"})
+
 
 def main() -> None:
-    from chatllm.cli import early_load
+    if len(sys.argv) > 1 and sys.argv[1] in GENERATING_COMMANDS:
+        from chatllm.cli import early_load
 
-    early_load.start(sys.argv[1:])
+        early_load.start(sys.argv[1:])
     from chatllm.cli.app import main as run_app
 
     run_app()
