@@ -39,6 +39,12 @@ def _one_shot_rows(r: dict) -> list[tuple[str, ...]]:
     rows.append(("1 prefill", f"{one['chatllm_prefill']:.1f} tok/s", f"pp{prompt}: {one['bench_pp']:.1f} tok/s",
                  f"{paired:.3f} paired ({one['chatllm_prefill'] / one['bench_pp']:.3f} of medians)", "≥ 0.95",
                  _verdict(paired >= 0.95)))
+    if one.get("prefill_ratio_same_library_per_round"):
+        paired = median(one["prefill_ratio_same_library_per_round"])
+        build = median(one["pp_same_library_vs_static_per_round"])
+        rows.append(("1 prefill vs llama-bench on chatllm's own libllama", f"{one['chatllm_prefill']:.1f} tok/s",
+                     f"pp{prompt}: {one['bench_pp_same_library']:.1f} tok/s (that build: {build:.3f} of the static one)",
+                     f"{paired:.3f} paired", "(info)", "info"))
 
     overhead = one["ttft_overhead_own_s"]
     rows.append(("2 TTFT overhead (in process)", f"TTFT {_ms(one['ttft_s'])}", f"own prefill {_ms(one['ttft_s'] - overhead)}",

@@ -84,6 +84,10 @@ def one_shot_rounds(sandbox: Sandbox, bench: BenchSettings, path: Path, prompt: 
 
     same = _same_library(bench)
 
+    def bench_pp_same_library() -> dict:
+        record = llama_bench(same, prompt, 0)
+        return {"tokens_per_s": record["avg_ts"], "foreign_cpu": record["foreign_cpu"]}
+
     def bench_tg_same_library() -> dict:
         record = llama_bench(same, 0, n_gen, depth=prompt)
         return {"tokens_per_s": record["avg_ts"], "foreign_cpu": record["foreign_cpu"]}
@@ -102,7 +106,7 @@ def one_shot_rounds(sandbox: Sandbox, bench: BenchSettings, path: Path, prompt: 
     if cli_reference is not None:
         steps.insert(2, ("llama_cli", cli_reference))
     if same is not None:
-        steps.insert(2, ("bench_tg_same_library", bench_tg_same_library))
+        steps[2:2] = [("bench_pp_same_library", bench_pp_same_library), ("bench_tg_same_library", bench_tg_same_library)]
     samples = []
     for index in range(rounds):
         sample: dict = {}
@@ -177,6 +181,11 @@ def derive_one_shot(samples: list[dict], prompt: int) -> dict:
             s["json"]["decode_tokens_per_s"] / s["bench_tg_same_library"]["tokens_per_s"] for s in same]
         out["same_library_vs_static_per_round"] = [
             s["bench_tg_same_library"]["tokens_per_s"] / s["bench_tg"]["tokens_per_s"] for s in same]
+        out["bench_pp_same_library"] = med(s["bench_pp_same_library"]["tokens_per_s"] for s in same)
+        out["prefill_ratio_same_library_per_round"] = [
+            s["json"]["prefill_tokens_per_s"] / s["bench_pp_same_library"]["tokens_per_s"] for s in same]
+        out["pp_same_library_vs_static_per_round"] = [
+            s["bench_pp_same_library"]["tokens_per_s"] / s["bench_pp"]["tokens_per_s"] for s in same]
     out["decode_ratio_per_round"] = [s["json"]["decode_tokens_per_s"] / s["bench_tg"]["tokens_per_s"] for s in samples]
     out["prefill_ratio_per_round"] = [s["json"]["prefill_tokens_per_s"] / s["bench_pp"]["tokens_per_s"] for s in samples]
     return out
