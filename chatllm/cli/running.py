@@ -91,20 +91,20 @@ def map_progress(enabled: bool) -> Iterator[Callable[[int, int], None]]:
     if not enabled:
         yield lambda done, total: None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn("[dim]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=Console(stderr=True), transient=True,
-    )
-    task = None
+    progress = task = None
 
     def update(done: int, total: int) -> None:
-        nonlocal task
+        nonlocal progress, task
         if total <= 1:
             return
-        if task is None:
+        if progress is None:  # rich.progress costs ~20 ms to import: only for long input
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            progress = Progress(
+                TextColumn("[dim]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=Console(stderr=True), transient=True,
+            )
             progress.start()
             task = progress.add_task("reading the input in parts", total=total)
         progress.update(task, completed=done)
@@ -112,7 +112,7 @@ def map_progress(enabled: bool) -> Iterator[Callable[[int, int], None]]:
     try:
         yield update
     finally:
-        if task is not None:
+        if progress is not None:
             progress.stop()
 
 
