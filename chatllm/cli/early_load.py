@@ -15,6 +15,7 @@ Nothing here may print: errors are left for the parsed command to report.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,8 +26,8 @@ if TYPE_CHECKING:
     from chatllm.models import ResolvedModel
 
 # Options that change what is loaded or how, or mean nothing is loaded at all.
-_UNSURE_OPTIONS = ("--ctx", "--gpu-layers", "--seed", "--verbose", "--pull", "--dry-run", "--help")
-_UNSURE_DEFAULTS = frozenset({"model", "ctx", "gpu-layers", "gpu_layers", "seed", "verbose", "pull"})
+_UNSURE_OPTIONS = ("--ctx", "--gpu-layers", "--seed", "--verbose", "--pull", "--dry-run", "--help", "-h")
+_UNSURE_DEFAULTS = frozenset({"model", "ctx", "gpu-layers", "gpu_layers", "seed", "verbose", "pull", "dry-run", "dry_run"})
 
 _pending: tuple[ResolvedModel, EngineOptions, Future] | None = None
 _lock = threading.Lock()
@@ -55,7 +56,7 @@ def start(argv: list[str]) -> None:
     global _pending
     try:
         guess = _guess(argv)
-    except Exception:  # any doubt: the parsed command loads the model itself
+    except BaseException:  # any doubt (Ctrl-C included): the parsed command decides
         return
     if guess is None:
         return
@@ -135,6 +136,9 @@ def _guess(argv: list[str]) -> tuple[ResolvedModel, EngineOptions] | None:
     config = load_settings()
     if _UNSURE_DEFAULTS & set(config.commands.get(argv[0], {})):
         return None
+    wanted = reference or config.default_model
+    if wanted not in (None, "embedded") and not (wanted.endswith(".gguf") and Path(wanted).is_file()):
+        return None  # aliases and Hub references may ask, download or verify: only the parsed command does that
     model = resolve_model(reference, default=config.default_model, allow_download=False)
     if model.path is None or model.remote_url is not None:
         return None
