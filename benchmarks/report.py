@@ -17,6 +17,15 @@ def _ms(seconds: float | None) -> str:
     return "–" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
+def _same_library_row(one: dict, what: str, ours: str, test: str, reference: str, ratios: str, build: str) -> list[tuple[str, ...]]:
+    """The info row against llama-bench on llama-cpp-python's own libraries (when run)."""
+    if not one.get(ratios):
+        return []
+    return [(f"1 {what} vs llama-bench on chatllm's own libllama", f"{one[ours]:.1f} tok/s",
+             f"{test}: {one[reference]:.1f} tok/s (that build: {median(one[build]):.3f} of the static one)",
+             f"{median(one[ratios]):.3f} paired", "(info)", "info")]
+
+
 def _one_shot_rows(r: dict) -> list[tuple[str, ...]]:
     one = r["one_shot"]
     prompt = one["prompt_tokens"]
@@ -25,12 +34,8 @@ def _one_shot_rows(r: dict) -> list[tuple[str, ...]]:
     rows.append(("1 decode", f"{one['chatllm_decode']:.1f} tok/s", f"tg128 @ d{prompt}: {one['bench_tg']:.1f} tok/s",
                  f"{paired:.3f} paired ({one['chatllm_decode'] / one['bench_tg']:.3f} of medians)", "≥ 0.97",
                  _verdict(paired >= 0.97)))
-    if one.get("decode_ratio_same_library_per_round"):
-        paired = median(one["decode_ratio_same_library_per_round"])
-        build = median(one["same_library_vs_static_per_round"])
-        rows.append(("1 decode vs llama-bench on chatllm's own libllama", f"{one['chatllm_decode']:.1f} tok/s",
-                     f"tg128 @ d{prompt}: {one['bench_tg_same_library']:.1f} tok/s (that build: {build:.3f} of the static one)",
-                     f"{paired:.3f} paired", "(info)", "info"))
+    rows += _same_library_row(one, "decode", "chatllm_decode", f"tg128 @ d{prompt}", "bench_tg_same_library",
+                              "decode_ratio_same_library_per_round", "same_library_vs_static_per_round")
     effective = one.get("decode_with_python_tokens_per_s")
     if effective:
         rows.append(("1 decode incl. per-token Python", f"{effective:.1f} tok/s", f"tg128 @ d{prompt}: {one['bench_tg']:.1f} tok/s",
@@ -39,12 +44,8 @@ def _one_shot_rows(r: dict) -> list[tuple[str, ...]]:
     rows.append(("1 prefill", f"{one['chatllm_prefill']:.1f} tok/s", f"pp{prompt}: {one['bench_pp']:.1f} tok/s",
                  f"{paired:.3f} paired ({one['chatllm_prefill'] / one['bench_pp']:.3f} of medians)", "≥ 0.95",
                  _verdict(paired >= 0.95)))
-    if one.get("prefill_ratio_same_library_per_round"):
-        paired = median(one["prefill_ratio_same_library_per_round"])
-        build = median(one["pp_same_library_vs_static_per_round"])
-        rows.append(("1 prefill vs llama-bench on chatllm's own libllama", f"{one['chatllm_prefill']:.1f} tok/s",
-                     f"pp{prompt}: {one['bench_pp_same_library']:.1f} tok/s (that build: {build:.3f} of the static one)",
-                     f"{paired:.3f} paired", "(info)", "info"))
+    rows += _same_library_row(one, "prefill", "chatllm_prefill", f"pp{prompt}", "bench_pp_same_library",
+                              "prefill_ratio_same_library_per_round", "pp_same_library_vs_static_per_round")
 
     overhead = one["ttft_overhead_own_s"]
     rows.append(("2 TTFT overhead (in process)", f"TTFT {_ms(one['ttft_s'])}", f"own prefill {_ms(one['ttft_s'] - overhead)}",
