@@ -290,6 +290,8 @@ _BINDINGS_PROBE = """
 import sys
 import chatllm.engine.llama  # loads the ctypes bindings only
 assert "numpy" not in sys.modules and "llama_cpp.llama" not in sys.modules, "the package init ran"
+# Jinja2 comes after llama.cpp has started reading the model (see LlamaEngine._load).
+assert "jinja2" not in sys.modules, "the engine module imports Jinja2 before the load can start"
 import chatllm.engine.chat_template
 assert "numpy" not in sys.modules, "chat templates need no numpy"
 import llama_cpp.llama_chat_format  # other code may still use the rest of the package

@@ -28,8 +28,6 @@ llama_cpp = llama_bindings()  # the ctypes bindings alone: see bindings.py
 from llama_cpp._utils import suppress_stdout_stderr  # noqa: E402
 
 from chatllm.engine.base import EngineOptions, GenerationParams, GenerationStats, Message, Timings
-from chatllm.engine.chat_prompt import ChatPrompt
-from chatllm.engine.state_cache import PrefixStateCache, model_identity
 from chatllm.errors import EngineError, ModelError, UsageError
 from chatllm.models import ResolvedModel
 
@@ -199,6 +197,12 @@ class LlamaEngine:
         self._one_token = (llama_cpp.llama_token * 1)()
         self._one_batch = llama_cpp.llama_batch_get_one(self._one_token, 1)
         self._piece = ctypes.create_string_buffer(_PIECE_BUFFER)
+        # Imported only now (Jinja2 and hashlib are ~40 ms of Python): when the
+        # model loads on a background thread, llama.cpp starts reading the file
+        # without waiting for them, and the main thread can import them meanwhile.
+        from chatllm.engine.chat_prompt import ChatPrompt
+        from chatllm.engine.state_cache import PrefixStateCache, model_identity
+
         self._prompt = ChatPrompt(self._model, self._vocab, self.model_name)
         self._state_cache = None
         if options.state_cache_dir is not None:
