@@ -20,8 +20,15 @@ COMMON_LANGUAGE_CODES = (
     "th", "tr", "uk", "ur", "vi", "zh", "zh-Hans", "zh-Hant",
 )
 
-# CLD2 rejects C0/C1 control characters other than whitespace as invalid UTF-8.
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# CLD2 rejects as invalid UTF-8 the C0/C1 control characters other than
+# whitespace, and Unicode's noncharacters (U+FDD0..U+FDEF, U+xFFFE, U+xFFFF).
+_REJECTED_BY_CLD2 = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufdd0-\ufdef"
+    + "".join(f"{chr(plane << 16 | 0xFFFE)}{chr(plane << 16 | 0xFFFF)}" for plane in range(17))
+    + "]"
+)
+# CLD2 still answers with the withdrawn codes for Hebrew and Javanese.
+_CLD2_LEGACY_CODES = {"iw": "he", "jw": "jv"}
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,7 @@ def _suggestion(text: str) -> str:
 def detect_language(text: str) -> Language | None:
     """The language `text` is mostly written in, or None when there is too
     little text or CLD2 is unsure."""
-    sample = _CONTROL_CHARACTERS.sub(" ", text[:4000])
+    sample = _REJECTED_BY_CLD2.sub(" ", text[:4000])
     if sum(ch.isalpha() for ch in sample) < 12:
         return None
     import pycld2
@@ -99,6 +106,7 @@ def detect_language(text: str) -> Language | None:
     code = details[0][1]
     if not reliable or code == "un":
         return None
+    code = _CLD2_LEGACY_CODES.get(code, code)
     try:
         return parse_language(code)
     except LanguageError:

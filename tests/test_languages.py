@@ -60,3 +60,12 @@ def test_too_little_text_or_odd_bytes_detect_nothing_and_never_raise() -> None:
     assert detect_language("1234 5678 ---- ****") is None
     # C1 controls and lone surrogates (from undecodable input) would make CLD2 raise.
     assert detect_language("x\x85y hello world, this is plain English text \udcff here").tag == "en"
+    # So would Unicode noncharacters, which are valid in Python strings and files.
+    assert detect_language("hello world \ufdd0, this is plain English text \U0010ffff here \uffff").tag == "en"
+
+
+def test_cld2s_withdrawn_codes_come_back_as_current_tags_without_langcodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "langcodes", None)  # importing it would now fail
+    assert detect_language("שלום לכולם, מה שלומכם היום? הכל בסדר אצלנו בבית.").tag == "he"
