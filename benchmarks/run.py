@@ -102,11 +102,15 @@ def one_shot_rounds(sandbox: Sandbox, bench: BenchSettings, path: Path, prompt: 
         return {**stats, "wall_s": run.wall_s, "first_byte_s": run.first_byte_s,
                 "max_rss_bytes": run.max_rss_bytes, "foreign_cpu": run.foreign_cpu}
 
+    # Each judged pair runs back to back (llama-bench tg then chatllm's decode,
+    # chatllm's streamed run then llama.cpp's CLI): on a shared VM the speed
+    # drifts over seconds, and a pair measured ten seconds apart mostly
+    # measures the drift. The order reverses every round.
     steps = [("bench_pp", bench_pp), ("bench_tg", bench_tg), ("json", json_run), ("stream", stream_run)]
     if cli_reference is not None:
-        steps.insert(2, ("llama_cli", cli_reference))
+        steps.append(("llama_cli", cli_reference))
     if same is not None:
-        steps[2:2] = [("bench_pp_same_library", bench_pp_same_library), ("bench_tg_same_library", bench_tg_same_library)]
+        steps[:0] = [("bench_pp_same_library", bench_pp_same_library), ("bench_tg_same_library", bench_tg_same_library)]
     samples = []
     for index in range(rounds):
         sample: dict = {}
