@@ -4,6 +4,7 @@ so no test sees another's state or the developer's real settings."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,11 @@ from chatllm.models import ResolvedModel, embedded_model_path
 
 # The Hub fixtures (hub_env, hub_server, tiny_repo_files) for every test module.
 pytest_plugins = ["tests.conftest_hub"]
+
+# A suite started as a background job of a script (`.ci/run &`) inherits SIGINT
+# ignored, and every chatllm it starts would too, so the Ctrl-C tests would see
+# no Ctrl-C. A handler here is reset to the default in each child at exec.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
