@@ -48,7 +48,7 @@ def fake_engine(monkeypatch: pytest.MonkeyPatch) -> FakeEngine:
     engine = FakeEngine()
     model = ResolvedModel(reference="fake", name="fake.gguf", path=None)
     monkeypatch.setattr("chatllm.cli.running.resolve", lambda options, config: model)
-    monkeypatch.setattr("chatllm.engine.open_engine", lambda resolved, options: engine)
+    monkeypatch.setattr("chatllm.engine.open_engine", lambda resolved, options, on_loaded=None: engine)
     return engine
 
 

@@ -270,3 +270,66 @@ def test_default_context_is_capped(embedded_model: Path) -> None:
     assert engine.context_size == 4096
     engine.close()
     engine.close()  # closing twice is harmless
+
+
+def _gated_context_creation(monkeypatch: pytest.MonkeyPatch, gate, fail: bool = False) -> None:
+    """Make llama.cpp's context creation wait for `gate` (and fail if asked)."""
+    import chatllm.engine.llama as llama_module
+
+    real = llama_module.llama_cpp.llama_init_from_model
+
+    def gated(model, params):
+        assert gate.wait(60), "the gate was never opened"
+        return None if fail else real(model, params)
+
+    monkeypatch.setattr(llama_module.llama_cpp, "llama_init_from_model", gated)
+
+
+def test_engine_tokenizes_before_its_context_exists_and_generation_waits_for_it(
+        embedded_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    from concurrent.futures import Future
+
+    from chatllm.engine import open_engine_in_background
+    from chatllm.jobs.metering import Meter
+
+    gate = threading.Event()
+    _gated_context_creation(monkeypatch, gate)
+    model = ResolvedModel(reference="embedded", name=embedded_model.name, path=embedded_model)
+    future: Future = open_engine_in_background(model, EngineOptions(n_ctx=512, n_threads=1), "test-load")
+    engine = future.result(timeout=60)  # handed over with the context still being made
+    try:
+        assert engine.ready_at is None
+        assert engine.count_tokens("Hello there") > 0
+        assert engine.count_prompt_tokens(ask("Hi")) > engine.count_tokens("Hi")
+        meter = Meter(engine)
+        threading.Timer(0.3, gate.set).start()
+        reply = "".join(meter.stream(ask("Say hi."), GREEDY))
+        assert reply.strip() and engine.ready_at is not None
+        stats = meter.stats()
+        # The wait for the context is load, not time to first token.
+        assert stats.timings.ttft_s < stats.timings.total_s - 0.25
+    finally:
+        gate.set()
+        engine.close()
+
+
+def test_a_context_that_cannot_be_made_fails_the_first_reply_and_close_still_works(
+        embedded_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from chatllm.engine import open_engine_in_background
+
+    gate = threading.Event()
+    _gated_context_creation(monkeypatch, gate, fail=True)
+    model = ResolvedModel(reference="embedded", name=embedded_model.name, path=embedded_model)
+    engine = open_engine_in_background(model, EngineOptions(n_ctx=512, n_threads=1), "test-load").result(timeout=60)
+    closing = threading.Thread(target=engine.close)
+    closing.start()
+    closing.join(0.3)
+    assert closing.is_alive(), "close() must wait while the context is being made"
+    gate.set()
+    closing.join(60)
+    assert not closing.is_alive()
+    with pytest.raises(EngineError, match="cannot create a 512-token context"):
+        list(engine.stream(ask("Hi"), GREEDY))

@@ -259,7 +259,7 @@ def test_model_loads_while_the_input_is_read_and_is_always_closed(monkeypatch: p
 
     loaded, engines = threading.Event(), []
 
-    def open_engine(model, options):
+    def open_engine(model, options, on_loaded=None):
         engines.append(_SlowLoadingEngine(loaded))
         return engines[-1]
 
@@ -352,7 +352,7 @@ def test_early_load_is_adopted_only_by_the_same_model_and_options(monkeypatch: p
         def close(self) -> None:
             self.closed = True
 
-    def open_engine(model, options):
+    def open_engine(model, options, on_loaded=None):
         opened.append((options, Closing()))
         return opened[-1][1]
 

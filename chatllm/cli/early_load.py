@@ -61,20 +61,12 @@ def start(argv: list[str]) -> None:
     if guess is None:
         return
     import atexit
-    from concurrent.futures import Future
+
+    from chatllm.engine import open_engine_in_background
 
     model, options = guess
-    future: Future = Future()
-
-    def load() -> None:
-        try:
-            from chatllm.engine import open_engine
-
-            future.set_result(open_engine(model, options))
-        except BaseException as error:  # reported by the parsed command if it adopts this load
-            future.set_exception(error)
-
-    threading.Thread(target=load, name="chatllm-early-load").start()
+    # Its error, if any, is reported by the parsed command if it adopts this load.
+    future = open_engine_in_background(model, options, "chatllm-early-load")
     _pending = (model, options, future)
     atexit.register(settle)
     # What the engine needs once llama.cpp has read the file (Jinja2, hashlib:

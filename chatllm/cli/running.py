@@ -40,14 +40,16 @@ def open_model(options: RunOptions, config: Settings) -> tuple[ResolvedModel, En
 class ModelLoading:
     """A model being loaded on a background thread: llama.cpp's load runs outside
     the GIL, so it overlaps with what the command does meanwhile (reading its
-    input, importing the REPL, preparing the prompt)."""
+    input, importing the REPL, preparing the prompt; a local model's context is
+    still being made while the prompt is templated and tokenized)."""
 
     def __init__(self, model: ResolvedModel, future) -> None:
         self.model = model
         self._future = future
 
     def engine(self) -> Engine:
-        """The loaded engine; waits for the load and raises its error."""
+        """The engine once it can tokenize; waits for that and raises the load's
+        error."""
         return self._future.result()
 
 
@@ -55,8 +57,6 @@ class ModelLoading:
 def loading_model(options: RunOptions, config: Settings) -> Iterator[ModelLoading]:
     """Resolve the model now (a bad name fails before any input is read), load
     it in the background, and close the engine on the way out, whatever happened."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from chatllm import engine
     from chatllm.cli import early_load
 
@@ -64,9 +64,7 @@ def loading_model(options: RunOptions, config: Settings) -> Iterator[ModelLoadin
     wanted = engine_options(options, config)
     future = early_load.take(model, wanted)  # begun before the command line was parsed
     if future is None:
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatllm-load")
-        future = executor.submit(engine.open_engine, model, wanted)
-        executor.shutdown(wait=False)
+        future = engine.open_engine_in_background(model, wanted, "chatllm-load")
     try:
         yield ModelLoading(model, future)
     finally:

@@ -6,7 +6,7 @@ jobs and the CLI never import llama_cpp or httpx themselves.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from chatllm.engine.base import (
     Engine,
@@ -19,6 +19,8 @@ from chatllm.engine.base import (
 )
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from chatllm.models import ResolvedModel
 
 __all__ = [
@@ -30,16 +32,46 @@ __all__ = [
     "Timings",
     "Usage",
     "open_engine",
+    "open_engine_in_background",
 ]
 
 
-def open_engine(model: "ResolvedModel", options: EngineOptions) -> Engine:
-    """Load the backend that serves `model` (a local GGUF or a remote server)."""
+def open_engine(model: "ResolvedModel", options: EngineOptions,
+                on_loaded: Callable[[Engine], None] | None = None) -> Engine:
+    """Load the backend that serves `model` (a local GGUF or a remote server).
+    `on_loaded` receives the engine as soon as it can tokenize, which for a
+    local model is before its context is made (see LlamaEngine)."""
     if model.remote_url is not None:
         from chatllm.engine.openai import OpenAIEngine
 
-        return OpenAIEngine(model, options)
+        engine = OpenAIEngine(model, options)
+        if on_loaded is not None:
+            on_loaded(engine)
+        return engine
     from chatllm.engine.llama import LlamaEngine
 
-    return LlamaEngine(model, options)
+    return LlamaEngine(model, options, on_model_loaded=on_loaded)
 
+
+def open_engine_in_background(model: "ResolvedModel", options: EngineOptions, thread_name: str) -> "Future[Engine]":
+    """Load `model` on a thread of its own (llama.cpp loads outside the GIL, so
+    the caller goes on meanwhile). The future holds the engine as soon as it can
+    tokenize (see `open_engine`), or the error that stopped the load; an error
+    after that (making the context) is raised by the engine where it is needed."""
+    import threading
+    from concurrent.futures import Future
+
+    future: Future[Engine] = Future()
+
+    def load() -> None:
+        try:
+            engine = open_engine(model, options, on_loaded=future.set_result)
+        except BaseException as error:
+            if not future.done():
+                future.set_exception(error)
+        else:
+            if not future.done():
+                future.set_result(engine)
+
+    threading.Thread(target=load, name=thread_name).start()
+    return future

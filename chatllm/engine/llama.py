@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import functools
 import glob
 import os
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from chatllm.engine.bindings import llama_bindings, quiet_log_callback
 
@@ -30,6 +32,9 @@ from llama_cpp._utils import suppress_stdout_stderr  # noqa: E402
 from chatllm.engine.base import EngineOptions, GenerationParams, GenerationStats, Message, Timings
 from chatllm.errors import EngineError, ModelError, UsageError
 from chatllm.models import ResolvedModel
+
+if TYPE_CHECKING:
+    from chatllm.engine.chat_prompt import ChatPrompt
 
 DEFAULT_MAX_CONTEXT = 4096
 _PENALTY_LAST_N = 64  # llama.cpp's default window for repeat penalties
@@ -110,7 +115,14 @@ def physical_cores() -> int:
 class LlamaEngine:
     """A GGUF model loaded in this process. Not thread-safe: one stream at a time."""
 
-    def __init__(self, model: ResolvedModel, options: EngineOptions) -> None:
+    def __init__(self, model: ResolvedModel, options: EngineOptions,
+                 on_model_loaded: Callable[[LlamaEngine], None] | None = None) -> None:
+        """Load `model`. With `on_model_loaded`, the engine is handed to it as soon
+        as the model file is loaded, before its llama.cpp context exists (making
+        one takes ~40 ms for 4,096 tokens): tokenizing and templating work from
+        then on, so a caller on another thread can prepare its prompt meanwhile,
+        and whatever needs the context waits for it (and raises its error if it
+        could not be made). Without, the engine is complete on return."""
         if model.path is None:
             raise ModelError(f"'{model.reference}' is not a local model file")
         self.model_name = Path(model.path).name
@@ -119,12 +131,33 @@ class LlamaEngine:
         # llama.cpp's own work only (model mmap + context), as llama-cli reports it:
         # chatllm's set-up around it counts as overhead, not as load.
         self.load_s = 0.0
-        self._load(Path(model.path), options)
+        # time.perf_counter() when the engine could first generate (see Meter).
+        self.ready_at: float | None = None
+        self._context_made = threading.Event()
+        self._context_error: BaseException | None = None
+        path = Path(model.path)
+        handed_over = False
+        try:
+            params = self._load_model(path, options)
+            if on_model_loaded is not None:
+                on_model_loaded(self)
+                handed_over = True
+            self._make_context(path, params, options)
+        except BaseException as error:
+            self._context_error = error
+            if not handed_over:
+                self._free()
+            # Otherwise the model stays until close(): the new owner may be
+            # tokenizing with it right now.
+            raise
+        finally:
+            self._context_made.set()
         self.last_stats.timings.load_s = self.load_s
 
     # ---- loading -------------------------------------------------------------
 
-    def _load(self, path: Path, options: EngineOptions) -> None:
+    def _load_model(self, path: Path, options: EngineOptions) -> llama_cpp.llama_context_params:
+        """Load the model file; returns the parameters of the context to make."""
         global _backend_ready
         _configure_logging(options.verbose)
         model_params = llama_cpp.llama_model_default_params()
@@ -160,7 +193,7 @@ class LlamaEngine:
         if n_ctx is None:
             n_ctx = min(trained, DEFAULT_MAX_CONTEXT) if trained > 0 else DEFAULT_MAX_CONTEXT
         elif n_ctx <= 0 or (trained > 0 and n_ctx > trained):
-            self.close()
+            self._free()
             if n_ctx <= 0:
                 raise UsageError(f"--ctx must be a positive number of tokens, not {n_ctx}")
             raise UsageError(f"'{self.model_name}' supports at most {trained} tokens of context; --ctx {n_ctx} is too large")
@@ -179,15 +212,19 @@ class LlamaEngine:
             params.flash_attn_type = (
                 llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if options.flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
             )
+        # What was asked for: llama.cpp may round the context up (to 256), and
+        # known before the context exists, this is what budgets are made from.
+        self.context_size = n_ctx
+        return params
+
+    def _make_context(self, path: Path, params: llama_cpp.llama_context_params, options: EngineOptions) -> None:
         with _quiet_native_work(options.verbose):
             started = time.perf_counter()
             self._context = llama_cpp.llama_init_from_model(self._model, params)
             self.load_s += time.perf_counter() - started
         if not self._context:
             self._context = None
-            self.close()
-            raise EngineError(f"cannot create a {n_ctx}-token context for '{self.model_name}' (out of memory?); try a smaller --ctx")
-        self.context_size = llama_cpp.llama_n_ctx(self._context)
+            raise EngineError(f"cannot create a {params.n_ctx}-token context for '{self.model_name}' (out of memory?); try a smaller --ctx")
         self._n_batch = llama_cpp.llama_n_batch(self._context)
         self._memory = llama_cpp.llama_get_memory(self._context)
         self._seed = options.seed
@@ -197,28 +234,56 @@ class LlamaEngine:
         self._one_token = (llama_cpp.llama_token * 1)()
         self._one_batch = llama_cpp.llama_batch_get_one(self._one_token, 1)
         self._piece = ctypes.create_string_buffer(_PIECE_BUFFER)
-        # Imported only now (Jinja2 and hashlib are ~40 ms of Python): when the
-        # model loads on a background thread, llama.cpp starts reading the file
-        # without waiting for them, and the main thread can import them meanwhile.
-        from chatllm.engine.chat_prompt import ChatPrompt
+        # Imported only now (hashlib is ~10 ms of Python): when the model loads on
+        # a background thread, llama.cpp starts without waiting for it.
         from chatllm.engine.state_cache import PrefixStateCache, model_identity
 
-        self._prompt = ChatPrompt(self._model, self._vocab, self.model_name)
         self._state_cache = None
         if options.state_cache_dir is not None:
-            identity = f"{model_identity(path)}\0fa={params.flash_attn_type}\0k={params.type_k}\0v={params.type_v}"
+            # Hashing the model file's ends waits until a prefix is actually looked up.
+            identity = lambda: f"{model_identity(path)}\0fa={params.flash_attn_type}\0k={params.type_k}\0v={params.type_v}"  # noqa: E731
             self._state_cache = PrefixStateCache(Path(options.state_cache_dir), options.state_cache_max_bytes, identity)
+        self.ready_at = time.perf_counter()
+
+    @functools.cached_property
+    def _prompt(self) -> ChatPrompt:
+        """The tokenizer and chat template, made on first use: on the thread that
+        prepares a prompt, not on the one loading the model (Jinja2 compiles the
+        template in ~3 ms)."""
+        from chatllm.engine.chat_prompt import ChatPrompt
+
+        return ChatPrompt(self._model, self._vocab, self.model_name)
+
+    def _require_model(self) -> None:
+        """Raise why the engine cannot be used: its context could not be made, or
+        it was closed (its model is freed: tokenizing would read freed memory)."""
+        if self._context_error is not None:
+            raise self._context_error
+        if self._model is None:
+            raise EngineError("the model has been closed")
+
+    def _wait_for_context(self) -> None:
+        """Wait until the context is made; raise why it could not be, or that the
+        engine was closed."""
+        self._context_made.wait()
+        if self._context_error is not None:
+            raise self._context_error
+        if self._context is None:
+            raise EngineError("the model has been closed")
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` as plain text: no BOS, special-token markup not parsed."""
+        self._require_model()
         return self._prompt.count_tokens(text)
 
     def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
         """Exactly the number of tokens `stream(messages, ...)` evaluates as its prompt."""
+        self._require_model()
         return len(self._prompt.prompt_tokens(messages))
 
     def prompt_tokens(self, messages: Sequence[Message]) -> list[int]:
         """The templated prompt, ending with the opening of the assistant's turn."""
+        self._require_model()
         return self._prompt.prompt_tokens(messages)
 
     # ---- generation ----------------------------------------------------------
@@ -226,8 +291,7 @@ class LlamaEngine:
     def stream(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]:
         """Yield the reply in pieces of valid UTF-8 text. Raises EngineError (on the
         first `next`) if the prompt does not fit the context."""
-        if self._context is None:
-            raise EngineError("the model has been closed")
+        self._require_model()
         stats = GenerationStats(timings=Timings(load_s=self.load_s))
         self.last_stats = stats
         started = time.perf_counter()
@@ -237,6 +301,9 @@ class LlamaEngine:
             raise EngineError(f"the chat template of '{self.model_name}' produced an empty prompt")
         if len(prompt) >= self.context_size:
             raise EngineError(f"the prompt takes {len(prompt)} tokens but the context holds {self.context_size}; shorten the input or raise --ctx")
+        self._wait_for_context()
+        started = max(started, self.ready_at or started)
+        stats.timings.load_s = self.load_s
         sampler = self._new_sampler(params, prompt)
         first_piece = True
         try:
@@ -402,7 +469,12 @@ class LlamaEngine:
                 self._truncate_kv(min(in_cache, len(self._kv_tokens)))
 
     def close(self) -> None:
-        """Free the context and the model. Safe to call twice."""
+        """Free the context and the model, once the context is made if it is being
+        made. Safe to call twice."""
+        self._context_made.wait()
+        self._free()
+
+    def _free(self) -> None:
         if self._context is not None:
             llama_cpp.llama_free(self._context)
             self._context = None

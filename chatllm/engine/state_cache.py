@@ -17,6 +17,7 @@ Only `chatllm.engine.llama` imports this module (it needs llama_cpp).
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import secrets
@@ -24,7 +25,7 @@ import struct
 import time
 from array import array
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from chatllm.engine.bindings import llama_bindings, llama_cpp_version
 
@@ -62,13 +63,19 @@ class PrefixStateCache:
     deleting the least recently used files (by mtime; a load touches its file).
     """
 
-    def __init__(self, folder: Path, max_bytes: int, identity: str) -> None:
+    def __init__(self, folder: Path, max_bytes: int, identity: str | Callable[[], str]) -> None:
         self.folder = Path(folder)
         self.max_bytes = max_bytes
         # Everything besides the tokens that decides whether a saved state fits
         # this context: the model file, the llama.cpp build (state format) and
-        # the KV layout settings. n_ctx is deliberately not part of it.
-        self._salt = f"chatllm-prefix-state-v1\0{llama_cpp_version()}\0{identity}\0".encode()
+        # the KV layout settings. n_ctx is deliberately not part of it. A callable
+        # is asked only when a state is first looked up (it may hash a file).
+        self._identity = identity
+
+    @functools.cached_property
+    def _salt(self) -> bytes:
+        identity = self._identity() if callable(self._identity) else self._identity
+        return f"chatllm-prefix-state-v1\0{llama_cpp_version()}\0{identity}\0".encode()
 
     def path_for(self, tokens: Sequence[int]) -> Path:
         digest = hashlib.sha256(self._salt)
