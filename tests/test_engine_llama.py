@@ -302,13 +302,15 @@ def test_engine_tokenizes_before_its_context_exists_and_generation_waits_for_it(
         assert engine.ready_at is None
         assert engine.count_tokens("Hello there") > 0
         assert engine.count_prompt_tokens(ask("Hi")) > engine.count_tokens("Hi")
+        began = time.perf_counter()
         meter = Meter(engine)
         threading.Timer(0.3, gate.set).start()
         reply = "".join(meter.stream(ask("Say hi."), GREEDY))
+        wall = time.perf_counter() - began
         assert reply.strip() and engine.ready_at is not None
         stats = meter.stats()
-        # The wait for the context is load, not time to first token.
-        assert stats.timings.ttft_s < stats.timings.total_s - 0.25
+        # The wait for the context is load, not the job's time to first token or total.
+        assert stats.timings.ttft_s <= stats.timings.total_s <= wall - 0.25
     finally:
         gate.set()
         engine.close()

@@ -57,14 +57,14 @@ class Meter:
     def stats(self) -> GenerationStats:
         now = time.perf_counter()
         # An engine may finish loading after the job began (a local model's context
-        # is made while the job prepares its prompt): that wait is load, not time
-        # to first token, which counts from when both were ready.
+        # is made while the job prepares its prompt): that wait is load, not the
+        # job's time, which counts from when both were ready.
         begun = max(self.started, getattr(self.engine, "ready_at", None) or self.started)
         timings = Timings(
             load_s=round(self.engine.load_s, 3),
             ttft_s=round((self.first_piece_at or now) - begun, 3),
             prefill_tokens_per_s=round(self._prefill_tokens / self._prefill_seconds, 1) if self._prefill_seconds else 0.0,
             decode_tokens_per_s=round(self._decode_tokens / self._decode_seconds, 1) if self._decode_seconds else 0.0,
-            total_s=round(now - self.started, 3),
+            total_s=round(now - begun, 3),
         )
         return GenerationStats(usage=Usage(**vars(self.usage)), timings=timings, finish_reason=self.finish_reason)  # type: ignore[arg-type]
