@@ -22,7 +22,9 @@ What callers can rely on:
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
+import time
 from dataclasses import asdict, dataclass, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -135,26 +137,36 @@ class HistoryStore:
 
     def _run(self, work: Any, write: bool = False) -> Any:
         """Call `work(connection)` in one transaction; sqlite errors become
-        HistoryError."""
-        try:
-            connection = self._connect()
+        HistoryError. SQLite sometimes answers "database is locked" at once,
+        without waiting out its busy timeout (another process recovering or
+        checkpointing the WAL as it opens or closes the file): the transaction,
+        rolled back, is then tried again until the timeout has passed."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
             try:
-                connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                try:
-                    result = work(connection)
-                except BaseException:
-                    connection.execute("ROLLBACK")
-                    raise
-                connection.execute("COMMIT")
-                return result
-            finally:
-                connection.close()
-        except sqlite3.OperationalError as error:
-            if "locked" in str(error) or "busy" in str(error):
-                raise HistoryError(f"the history database {self.path} stayed locked by another chatllm for {BUSY_TIMEOUT_S:.0f} s") from None
-            raise HistoryError(f"cannot use the history database {self.path}: {error}") from None
-        except sqlite3.DatabaseError as error:
-            raise HistoryError(f"cannot read the history database {self.path}: {error} (move it aside to start a new one)") from None
+                return self._transaction(work, write)
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) and "busy" not in str(error):
+                    raise HistoryError(f"cannot use the history database {self.path}: {error}") from None
+                if time.monotonic() >= deadline:
+                    raise HistoryError(f"the history database {self.path} stayed locked by another chatllm for {BUSY_TIMEOUT_S:.0f} s") from None
+                time.sleep(random.uniform(0.005, 0.05))  # apart from the other writer's retry
+            except sqlite3.DatabaseError as error:
+                raise HistoryError(f"cannot read the history database {self.path}: {error} (move it aside to start a new one)") from None
+
+    def _transaction(self, work: Any, write: bool) -> Any:
+        connection = self._connect()
+        try:
+            connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                result = work(connection)
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+            return result
+        finally:
+            connection.close()  # rolls back whatever is still open
 
     # ------------------------------------------------------------ writing
 

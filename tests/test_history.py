@@ -247,3 +247,28 @@ def test_a_process_killed_mid_reply_leaves_earlier_turns_readable(tmp_path: Path
     saved = store.get(store.last_id())
     assert [(t.user, t.reply) for t in saved.turns()] == [("one", "Echo: one"), ("two", "Echo: two")]
     record_run(model="m", template="t", output="still writable", store=store)
+
+
+def test_an_immediate_database_is_locked_is_retried_and_a_lasting_one_is_one_clear_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import chatllm.history as history
+
+    store = HistoryStore(tmp_path / "history.db")
+    real = HistoryStore._transaction
+    refusals = []
+
+    def refuse_twice(self, work, write):
+        if len(refusals) < 2:  # what SQLite answers while another process recovers the WAL
+            refusals.append(write)
+            raise sqlite3.OperationalError("database is locked")
+        return real(self, work, write)
+
+    monkeypatch.setattr(HistoryStore, "_transaction", refuse_twice)
+    conversation = record_run(model="m.gguf", template="summarize", output="out", prompt="in", store=store)
+    assert refusals == [True, True]
+    assert [s.id for s in store.summaries(limit=None)] == [conversation]
+
+    monkeypatch.setattr(history, "BUSY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(HistoryStore, "_transaction", lambda self, work, write: (_ for _ in ()).throw(sqlite3.OperationalError("database is locked")))
+    with pytest.raises(HistoryError, match="stayed locked by another chatllm"):
+        record_run(model="m.gguf", template="summarize", output="out", prompt="in", store=store)
