@@ -79,6 +79,16 @@ def test_chat_continue_and_conversation_resume_with_earlier_turns(saved, fake_en
     assert contents[1:] == ["hello there", "Echo: hello there", "how are you", "Echo: how are you", "third"]
 
 
+def test_continuing_with_another_model_than_the_conversations_says_so(saved, fake_engine) -> None:
+    import sqlite3
+
+    with sqlite3.connect(history_path()) as connection:
+        connection.execute("UPDATE conversations SET model = 'other.gguf' WHERE id = 3")
+    result = invoke("chat", "--continue", input="and now?\n")
+    assert "It was with other.gguf; this session uses fake.gguf (-m picks the model)." in result.stderr
+    assert "It was with" not in invoke("chat", "--conversation", "2", input="more\n").stderr
+
+
 def test_continuing_a_run_makes_it_the_chat_to_continue(saved, fake_engine) -> None:
     invoke("chat", "--conversation", "1", input="shorter please\n")
     invoke("chat", "-c", input="thanks\n")

@@ -73,6 +73,8 @@ def register(app: typer.Typer) -> None:
                 session.restore(resumed.turns())
                 count = len(session.turns)
                 notice(f"Continuing conversation {resumed.id} ({count} earlier turn{'' if count == 1 else 's'}).")
+                if resumed.model and resumed.model != model.name and not _given(click_context, "model"):
+                    notice(f"It was with {resumed.model}; this session uses {model.name} (-m picks the model).")
             if interactive:
                 run_repl(session, options, config, model)
             else:
