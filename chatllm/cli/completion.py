@@ -111,12 +111,13 @@ def setting_values(ctx: Any, incomplete: str) -> list[str]:
 
 
 def _skip_value_conversion_while_completing() -> None:
-    """Make <TAB> fast: typer >= 0.24 converts every option value through a
+    """Make <TAB> fast: typer 0.29 converts every option value through a
     pydantic TypeAdapter, even while only parsing the words typed so far for
     completion (click's "resilient parsing"); importing pydantic and building
     adapters is most of the time a completion takes (~150 ms of ~220 ms).
     Completion only needs the words, so in that mode values are passed through
-    as typed."""
+    as typed. pyproject.toml pins typer below 0.29 for the same cost on every
+    command; this keeps completion fast if the pin is lifted."""
     try:
         from typer.core import _TyperParameter
     except ImportError:  # typer without pydantic conversion: nothing to skip
