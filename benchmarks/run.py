@@ -102,8 +102,9 @@ def one_shot_rounds(sandbox: Sandbox, bench: BenchSettings, path: Path, prompt: 
         return {**stats, "wall_s": run.wall_s, "first_byte_s": run.first_byte_s,
                 "max_rss_bytes": run.max_rss_bytes, "foreign_cpu": run.foreign_cpu}
 
-    # Each judged pair runs back to back (llama-bench tg then chatllm's decode,
-    # chatllm's streamed run then llama.cpp's CLI): on a shared VM the speed
+    # The decode and first-byte pairs run back to back (llama-bench tg then
+    # chatllm's decode, chatllm's streamed run then llama.cpp's CLI; prefill's
+    # pp is one step further away): on a shared VM the speed
     # drifts over seconds, and a pair measured ten seconds apart mostly
     # measures the drift. The order reverses every round.
     steps = [("bench_pp", bench_pp), ("bench_tg", bench_tg), ("json", json_run), ("stream", stream_run)]

@@ -290,7 +290,7 @@ _BINDINGS_PROBE = """
 import sys
 import chatllm.engine.llama  # loads the ctypes bindings only
 assert "numpy" not in sys.modules and "llama_cpp.llama" not in sys.modules, "the package init ran"
-# Jinja2 comes after llama.cpp has started reading the model (see LlamaEngine._load).
+# Jinja2 comes after llama.cpp has started reading the model (see LlamaEngine._make_context and _prompt).
 assert "jinja2" not in sys.modules, "the engine module imports Jinja2 before the load can start"
 import chatllm.engine.chat_template
 assert "numpy" not in sys.modules, "chat templates need no numpy"

@@ -73,8 +73,7 @@ def start(argv: list[str]) -> None:
     # ~40 ms of Python), imported now, while the load runs outside the GIL.
     import importlib
 
-    for name in ("chatllm.engine.chat_prompt", "chatllm.engine.state_cache"):
-        importlib.import_module(name)
+    importlib.import_module("chatllm.engine.chat_prompt")  # imports state_cache too
 
 
 def take(model: ResolvedModel, options: EngineOptions) -> Future | None:

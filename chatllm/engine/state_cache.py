@@ -11,7 +11,7 @@ Each file is what `llama_state_seq_save_file` wrote plus a footer (magic, length
 sha256), checked before llama.cpp reads the file: llama.cpp aborts the whole
 process on some truncated state files instead of reporting an error.
 
-Only `chatllm.engine.llama` imports this module (it needs llama_cpp).
+Imported by the engine (chatllm.engine.llama, chat_prompt); it needs llama_cpp.
 """
 
 from __future__ import annotations
