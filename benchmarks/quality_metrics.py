@@ -1,0 +1,113 @@
+"""The measures benchmarks/quality.py reports, as plain functions of text.
+
+They are written apart from chatllm's own code on purpose: the repetition bar
+here is not chatllm's guard, so the guard is judged by an independent rule
+(any repeated span of 8 words or 16 CJK characters, wherever it is).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_UNIT = re.compile(rf"[{CJK}]|[^\W_{CJK}]+")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+HANDOVER = re.compile(
+    r"human|colleague|hand (?:this|it|you|your \w+) over|hand[- ]?over|pass (?:this|it) on|transfer you|"
+    r"a (?:member of|person from) (?:our|the) (?:team|staff)|support team|customer service team|"
+    r"人工|转交|转接|同事|客服人员",
+    re.IGNORECASE,
+)
+
+
+def units(text: str) -> list[str]:
+    """Words (runs of letters and digits) and single CJK characters, lower-cased."""
+    return [u.lower() for u in _UNIT.findall(text)]
+
+
+def weight(unit: str) -> float:
+    return 0.5 if re.fullmatch(f"[{CJK}]", unit) else 1.0
+
+
+def length(text: str) -> float:
+    """Length in words, a CJK character counting as half a word."""
+    return sum(weight(u) for u in units(text))
+
+
+def repeated_span(text: str, words: float = 8) -> str | None:
+    """The first span of `words` words (16 CJK characters for 8) that occurs
+    twice in `text`, or None. Punctuation and spacing do not count."""
+    found = units(text)
+    seen: set[tuple[str, ...]] = set()
+    for end in range(len(found)):
+        total, start = 0.0, end
+        while start >= 0 and total < words:
+            total += weight(found[start])
+            start -= 1
+        if total < words:
+            continue
+        span = tuple(found[start + 1 : end + 1])
+        if span in seen:
+            return " ".join(span)
+        seen.add(span)
+    return None
+
+
+def _normal_number(number: str) -> str:
+    """'1,200' and '1.200' (thousands) as '1200'; '4.70' as '4.7'."""
+    if re.fullmatch(r"\d{1,3}(?:[.,]\d{3})+", number):
+        return re.sub(r"[.,]", "", number)
+    number = number.replace(",", ".")
+    if "." in number:
+        number = number.rstrip("0").rstrip(".")
+    return number
+
+
+def numbers(text: str) -> set[str]:
+    return {_normal_number(n) for n in _NUMBER.findall(text)}
+
+
+def new_numbers(output: str, source: str) -> list[str]:
+    """Numbers in `output` that `source` does not contain (as numbers or inside
+    a longer number such as a date), sorted."""
+    known = numbers(source)
+    digits = re.sub(r"\D", " ", source)
+    return sorted(n for n in numbers(output) if n not in known and f" {n} " not in f" {digits} ")
+
+
+def language_of(text: str) -> str | None:
+    """The primary language subtag of `text` by CLD2 (via chatllm), or None."""
+    from chatllm.languages import detect_language
+
+    detected = detect_language(text)
+    return detected.tag.split("-")[0] if detected else None
+
+
+def has_any(text: str, needles: list[str]) -> bool:
+    folded = text.casefold()
+    return any(needle.casefold() in folded for needle in needles)
+
+
+def offers_handover(text: str) -> bool:
+    return bool(HANDOVER.search(text))
+
+
+def chrf(hypotheses: list[str], references: list[str]) -> float:
+    """Corpus chrF (sacrebleu, character 6-grams, beta 2)."""
+    import sacrebleu
+
+    return round(sacrebleu.corpus_chrf(hypotheses, [references]).score, 1)
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def most_common_line(text: str) -> int:
+    lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+    return max(Counter(lines).values(), default=0)
