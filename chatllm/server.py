@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterator
 
-from chatllm.engine.base import Engine, GenerationParams, GenerationStats, Message
+from chatllm.engine.base import Engine, GenerationStats, Message, generation_params
 from chatllm.errors import ChatLLMError
+from chatllm.jobs.repetition import RepetitionGuard, guarded
 from chatllm.server_requests import RequestError, parse_chat_request
 from chatllm.templates import Template, load_template, template_names
 
@@ -48,6 +49,7 @@ class ChatRequest:
     params: GenerationParams
     stream: bool
     include_usage: bool
+    repetition: str = "loops"  # the repetition guard's mode (jobs/repetition.py)
 
 
 # ---- the service: requests in, replies out; no HTTP here ------------------------
@@ -110,7 +112,9 @@ class ChatService:
         messages = request.messages
         if template is not None:
             messages = self._apply_template(template, request.variables, messages)
-        return ChatRequest(request.model, messages, _params(settings), request.stream, request.include_usage)
+        repetition = request.repetition or str(settings.get("repetition", "loops"))
+        return ChatRequest(request.model, messages, generation_params(settings), request.stream, request.include_usage,
+                           repetition)
 
     def _apply_template(self, template: Template, given: dict[str, str], messages: list[Message]) -> list[Message]:
         try:
@@ -136,7 +140,7 @@ class ChatService:
     def _persona(self, template: Template, values: dict[str, str]) -> tuple[str, Callable[[str], str]]:
         # Indexing a persona's knowledge costs time, so each persona is built once
         # per set of variable values.
-        from chatllm.jobs.support import build_persona
+        from chatllm.jobs.persona import build_persona
 
         key = (template.name, tuple(sorted(values.items())))
         if key not in self._personas:
@@ -157,7 +161,14 @@ class ChatService:
                 400, f"the prompt takes {prompt_tokens} tokens but the context holds {self.engine.context_size}",
                 code="context_length_exceeded",
             )
-        pieces = self.engine.stream(request.messages, request.params)
+        engine = self.engine
+        pieces = engine.stream(request.messages, request.params)
+        if request.repetition != "off":
+
+            def tripped(rule: str) -> None:
+                engine.last_stats.finish_reason = "repetition"
+
+            pieces = guarded(pieces, RepetitionGuard(mode=request.repetition), on_trip=tripped)
         try:
             first = next(pieces, None)
         except ChatLLMError as error:
@@ -174,16 +185,6 @@ def load_templates() -> list[Template]:
         except ChatLLMError as error:
             sys.stderr.write(f"Warning: not serving template '{name}': {error}\n")
     return found
-
-
-def _params(settings: dict[str, Any]) -> GenerationParams:
-    from dataclasses import fields
-
-    known = {f.name for f in fields(GenerationParams)}
-    values = {k: v for k, v in settings.items() if k in known and v is not None}
-    if "stop" in values:
-        values["stop"] = (values["stop"],) if isinstance(values["stop"], str) else tuple(values["stop"])
-    return GenerationParams(**values)
 
 
 def _chain(first: str | None, rest: Iterator[str], stopping: threading.Event) -> Iterator[str]:
@@ -224,7 +225,9 @@ def timings_json(stats: GenerationStats) -> dict[str, Any]:
 
 
 def _finish(stats: GenerationStats) -> str:
-    return "length" if stats.finish_reason == "length" else "stop"
+    """OpenAI's finish_reason, or chatllm's "repetition" (DESIGN.md: the same
+    names in --json, history and here)."""
+    return stats.finish_reason if stats.finish_reason in ("length", "repetition") else "stop"
 
 
 def completion_json(reply_id: str, created: int, model: str, text: str, stats: GenerationStats) -> dict[str, Any]:

@@ -4,9 +4,11 @@ accepted, and the OpenAI-style errors for what is not.
 Accepted: `model`, `messages` (roles system, developer (= system), user,
 assistant; content as text or a list of `{"type": "text"}` parts), `stream`,
 `stream_options.include_usage`, `temperature`, `top_p`, `max_tokens` (or
-`max_completion_tokens`), `seed`, `stop`, `n` (1 only), llama.cpp's `top_k`,
-`min_p`, `repeat_penalty`, and chatllm's `variables` for templates. Other
-fields are ignored, as OpenAI-compatible servers usually do.
+`max_completion_tokens`), `seed`, `stop`, `n` (1 only), `frequency_penalty`,
+`presence_penalty`, llama.cpp's `top_k`, `min_p`, `repeat_penalty`,
+`repeat_last_n` and `dry_*` (every field of GenerationParams), and chatllm's
+`variables` for templates. Other fields are ignored, as OpenAI-compatible
+servers usually do.
 """
 
 from __future__ import annotations
@@ -14,19 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatllm.engine.base import Message
+from chatllm.engine.base import Message, sampling_settings
 
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-# name: (lowest, highest, whole numbers only)
-_NUMBERS: dict[str, tuple[float | None, float | None, bool]] = {
-    "temperature": (0.0, 2.0, False),
-    "top_p": (0.0, 1.0, False),
-    "max_tokens": (1, None, True),
-    "seed": (None, None, True),
-    "top_k": (0, None, True),
-    "min_p": (0.0, 1.0, False),
-    "repeat_penalty": (0.0, None, False),
-}
 
 
 class RequestError(Exception):
@@ -52,6 +44,7 @@ class ParsedRequest:
     variables: dict[str, str] = field(default_factory=dict)
     stream: bool = False
     include_usage: bool = False
+    repetition: str | None = None  # chatllm's own field: strict, loops or off
 
 
 def parse_chat_request(body: Any, default_model: str) -> ParsedRequest:
@@ -76,6 +69,7 @@ def parse_chat_request(body: Any, default_model: str) -> ParsedRequest:
         variables=_variables(body.get("variables")),
         stream=stream,
         include_usage=bool(stream and options.get("include_usage")),
+        repetition=_repetition(body.get("repetition")),
     )
 
 
@@ -113,7 +107,8 @@ def _sampling(body: dict[str, Any]) -> dict[str, Any]:
     settings: dict[str, Any] = {}
     if body.get("max_tokens") is None and body.get("max_completion_tokens") is not None:
         body = {**body, "max_tokens": body["max_completion_tokens"]}
-    for name, (low, high, whole) in _NUMBERS.items():
+    for setting in sampling_settings():
+        name, low, high, whole = setting.name, setting.low, setting.high, setting.whole
         value = body.get(name)
         if value is None:
             continue
@@ -131,6 +126,12 @@ def _sampling(body: dict[str, Any]) -> dict[str, Any]:
             raise RequestError(400, "'stop' must be a string or a list of strings", code="invalid_value")
         settings["stop"] = tuple(s for s in stop if s)
     return settings
+
+
+def _repetition(value: Any) -> str | None:
+    if value is None or value in ("strict", "loops", "off"):
+        return value
+    raise RequestError(400, "'repetition' must be \"strict\", \"loops\" or \"off\"", code="invalid_value")
 
 
 def _variables(value: Any) -> dict[str, str]:

@@ -9,10 +9,11 @@ file and reports problems as `file:line: message`.
 from __future__ import annotations
 
 import importlib.resources
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from chatllm.engine.base import GenerationParams
 from chatllm.errors import TemplateError
 
 Kind = Literal["task", "persona"]
@@ -23,10 +24,13 @@ KNOWLEDGE_VARIABLE = "knowledge"
 CONTEXT_VARIABLE = "context"
 TOP_LEVEL_KEYS = {
     "name", "description", "kind", "input", "variables", "system", "prompt",
-    "defaults", "greeting", "examples", "knowledge",
+    "defaults", "greeting", "examples", "knowledge", "fallback",
 }
 VARIABLE_KEYS = {"description", "default", "choices", "required"}
-DEFAULT_KEYS = {"temperature", "max_tokens", "top_p", "top_k", "min_p", "repeat_penalty", "stop", "seed"}
+# Generation defaults: every sampling setting, and how the repetition guard
+# works for the template (jobs/repetition.py).
+DEFAULT_KEYS = {f.name for f in fields(GenerationParams)} | {"repetition"}
+REPETITION_MODES = ("strict", "loops", "off")
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,8 @@ class Variable:
 class Example:
     user: str
     assistant: str
+    # The answer quotes the template's own knowledge: left out when --kb replaces it.
+    uses_knowledge: bool = False
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,8 @@ class Template:
     variables: tuple[Variable, ...] = ()
     defaults: dict[str, Any] = field(default_factory=dict)
     greeting: str = ""
+    # What a persona says when none of its reply could be kept (jobs/grounding.py).
+    fallback: str = ""
     examples: tuple[Example, ...] = ()
     knowledge: tuple[Path, ...] = ()
 
@@ -92,6 +100,10 @@ class Template:
 
     def render_greeting(self, values: dict[str, str]) -> str:
         return _render(self.greeting, values, self).strip()
+
+    def render_text(self, text: str, values: dict[str, str]) -> str:
+        """One of the template's own texts (an example, the fallback) with `values`."""
+        return _render(text, values, self).strip()
 
     def render_prompt(self, values: dict[str, str], input_text: str = "", context: str = "") -> str:
         return _render(self.prompt, {**values, INPUT_VARIABLE: input_text, CONTEXT_VARIABLE: context}, self).strip()
@@ -237,6 +249,7 @@ class _TemplateParser:
         self.check_jinja(system, "system", declared | {KNOWLEDGE_VARIABLE})
         self.check_jinja(prompt, "prompt", declared | {INPUT_VARIABLE, CONTEXT_VARIABLE})
         self.check_jinja(self.text("greeting", ""), "greeting", declared)
+        self.check_jinja(self.text("fallback", ""), "fallback", declared)
         return Template(
             name=name,
             description=self.text("description", ""),
@@ -249,6 +262,7 @@ class _TemplateParser:
             variables=variables,
             defaults=self.defaults(),
             greeting=self.text("greeting", ""),
+            fallback=self.text("fallback", ""),
             examples=self.examples(),
             knowledge=self.knowledge(),
         )
@@ -291,6 +305,8 @@ class _TemplateParser:
         for key in raw:
             if key not in DEFAULT_KEYS:
                 raise self.fail(f"unknown generation default '{key}' (allowed: {', '.join(sorted(DEFAULT_KEYS))})", "defaults", key)
+        if raw.get("repetition", "loops") not in REPETITION_MODES:
+            raise self.fail(f"repetition must be one of {', '.join(REPETITION_MODES)}", "defaults", "repetition")
         return dict(raw)
 
     def examples(self) -> tuple[Example, ...]:
@@ -299,9 +315,11 @@ class _TemplateParser:
             raise self.fail("'examples' must be a list of {user, assistant} pairs", "examples")
         result = []
         for index, item in enumerate(raw):
-            if not isinstance(item, dict) or set(item) != {"user", "assistant"}:
-                raise self.fail("each example needs exactly 'user' and 'assistant'", "examples", index)
-            result.append(Example(user=str(item["user"]), assistant=str(item["assistant"])))
+            if not isinstance(item, dict) or not {"user", "assistant"} <= set(item) <= {"user", "assistant", "uses_knowledge"}:
+                raise self.fail("each example needs 'user' and 'assistant' (and may say 'uses_knowledge: true')", "examples", index)
+            self.check_jinja(str(item["assistant"]), "examples", {v.name for v in self.variables()})
+            result.append(Example(user=str(item["user"]), assistant=str(item["assistant"]),
+                                  uses_knowledge=bool(item.get("uses_knowledge", False))))
         return tuple(result)
 
     def knowledge(self) -> tuple[Path, ...]:

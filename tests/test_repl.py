@@ -261,13 +261,13 @@ class InterruptedTerminal(io.StringIO):
     """Ctrl-C arrives while the reply is being written to the screen."""
 
     def write(self, text: str) -> int:
-        if text.startswith("three"):
+        if "three" in text:
             os.kill(os.getpid(), signal.SIGINT)
         return super().write(text)
 
 
 def test_ctrl_c_while_the_reply_is_drawn_closes_the_turn_the_same_way() -> None:
-    engine = FakeEngine(reply=lambda messages: "one two three four five")
+    engine = FakeEngine(reply=lambda messages: "one two three four five six seven eight nine ten")
     ran = chat("count" + ENTER + "/save " + str(data_dir() / "t.md") + ENTER, engine=engine, out=InterruptedTerminal())
     turn = ran.session.turns[0]
     assert turn.interrupted and turn.reply.startswith("one two three")

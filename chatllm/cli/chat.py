@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         options: RunOptions,
         persona: Annotated[str, typer.Option("--persona", "-p", help="Persona template to talk to (e.g. support).", autocompletion=completion.persona_names)] = "chat",
         system: Annotated[Optional[str], typer.Option("--system", "-s", help="Replace the persona's system prompt.")] = None,
-        kb: Annotated[Optional[list[Path]], typer.Option("--kb", help="Knowledge file for the persona to answer from (repeatable).")] = None,
+        kb: Annotated[Optional[list[str]], typer.Option("--kb", help="Knowledge file the persona answers from, instead of its own (repeatable); +FILE adds to its own.")] = None,
         variable: Annotated[Optional[list[str]], typer.Option("--var", "-v", help="Persona variable as key=value (repeatable).")] = None,
         resume_last: Annotated[bool, typer.Option("--continue", "-c", help="Continue the last saved chat.")] = False,
         conversation: Annotated[Optional[int], typer.Option("--conversation", help="Continue the saved conversation with this ID (see `chatllm logs list`).", autocompletion=completion.conversation_ids)] = None,
@@ -29,8 +29,8 @@ def register(app: typer.Typer) -> None:
         from chatllm.cli import running
         from chatllm.cli.tasks import parse_variables
         from chatllm.jobs.chat import ChatSession
-        from chatllm.jobs.prompting import generation_params
-        from chatllm.jobs.support import build_persona
+        from chatllm.jobs.prompting import generation_params, repetition_mode
+        from chatllm.jobs.persona import build_persona, choose_knowledge
         from chatllm.render import notice
         from chatllm.templates import load_template
 
@@ -40,13 +40,10 @@ def register(app: typer.Typer) -> None:
             persona, system = resumed.template, system or resumed.system
         template = load_template(persona)
         values = template.resolve_variables(parse_variables(variable))
-        for path in kb or []:
-            from chatllm.inputs import read_file
-
-            read_file(path)  # fail on a bad --kb before loading the model
+        knowledge = choose_knowledge(template, kb or [])  # a bad --kb fails before the model loads
         params = generation_params(template, temperature=options.temperature, max_tokens=options.max_tokens, seed=options.seed)
         if options.dry_run:
-            persona_ = build_persona(template, values, None, kb or [], system)
+            persona_ = build_persona(template, values, None, knowledge, system)
             session = ChatSession(None, persona_, params)  # type: ignore[arg-type]  # messages() needs no engine
             session.restore(resumed.turns() if resumed else [])
             running.print_dry_run(session.messages(), params, template.name, options.model)
@@ -68,7 +65,8 @@ def register(app: typer.Typer) -> None:
 
                 importlib.import_module("prompt_toolkit")  # while the model loads: the two overlap
             engine = loading.engine()
-            session = ChatSession(engine, build_persona(template, values, engine, kb or [], system), params, on_notice=notice, on_turn=recorder)
+            session = ChatSession(engine, build_persona(template, values, engine, knowledge, system), params, on_notice=notice,
+                                  on_turn=recorder, repetition=repetition_mode(template, options.repetition))
             if resumed is not None:
                 session.restore(resumed.turns())
                 count = len(session.turns)
@@ -106,7 +104,7 @@ def _given(ctx, name: str) -> bool:
 def _chat_lines(session, options: RunOptions, config, model) -> None:
     """Each stdin line is a user turn; replies go to stdout as plain text, a blank
     line between them, so scripts can drive a conversation."""
-    from chatllm.render import PlainSink, print_stats, result_json, write_all
+    from chatllm.render import PlainSink, notice, print_stats, result_json, write_all
 
     replies = 0
     for line in sys.stdin:
@@ -121,6 +119,8 @@ def _chat_lines(session, options: RunOptions, config, model) -> None:
             if replies:
                 sys.stdout.write("\n")  # a blank line tells replies apart
             write_all(session.send(text), PlainSink(sys.stdout))
+        if session.last_note:
+            notice(session.last_note)
         replies += 1
         if options.stats:
             print_stats(session.last_stats)

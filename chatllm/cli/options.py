@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass
+from enum import Enum
 from typing import Annotated, Any, Callable, Optional
 
 import typer
@@ -31,6 +32,13 @@ class RunOptions:
     verbose: bool = False
     pull: bool = False
     log: bool = True
+    repetition: str | None = None
+
+
+class Repetition(str, Enum):
+    strict = "strict"
+    loops = "loops"
+    off = "off"
 
 
 def _gpu_layers(value: str | None) -> str | None:
@@ -45,6 +53,7 @@ _SHARED: dict[str, tuple[Any, Any]] = {
     "max_tokens": (Annotated[Optional[int], typer.Option("--max-tokens", min=1, help="Most tokens to generate per reply.", rich_help_panel="Generation")], None),
     "ctx": (Annotated[Optional[int], typer.Option("--ctx", min=128, help="Context window in tokens (default: the model's, at most 4096).", rich_help_panel="Model")], None),
     "gpu_layers": (Annotated[Optional[str], typer.Option("--gpu-layers", callback=_gpu_layers, help="Layers to offload to the GPU: a number, -1 for all, or auto.", rich_help_panel="Model")], None),
+    "repetition": (Annotated[Optional[Repetition], typer.Option("--repetition", help="Stop a reply that repeats itself: strict (any repeated sentence or 8-word span), loops (only loops: a refrain may come back), off. Default: the template's.", rich_help_panel="Generation", show_default=False)], None),
     "seed": (Annotated[Optional[int], typer.Option("--seed", help="Random seed for reproducible sampling.", rich_help_panel="Generation")], None),
     "json": (Annotated[bool, typer.Option("--json", help="Print one JSON object with text, model, usage and timings.", rich_help_panel="Output")], False),
     "dry_run": (Annotated[bool, typer.Option("--dry-run", help="Print the rendered messages as JSON and exit without loading a model.", rich_help_panel="Output")], False),
@@ -72,7 +81,10 @@ def generation_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> Any:
-        options = RunOptions(**{name: kwargs.pop(name) for name in _SHARED})
+        given = {name: kwargs.pop(name) for name in _SHARED}
+        if isinstance(given["repetition"], Enum):
+            given["repetition"] = given["repetition"].value
+        options = RunOptions(**given)
         return command(options=options, **kwargs)
 
     parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared

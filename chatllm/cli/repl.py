@@ -124,6 +124,8 @@ class Repl:
                         sink.close()
         if interrupted:
             self.notice("[interrupted]")
+        elif pieces is not None and self.session.last_note:
+            self.notice(self.session.last_note)
         if self.options.stats and pieces is not None:
             self.notice(_stats_line(self.session.last_stats))
         self.out.write("\n")

@@ -13,7 +13,7 @@ from chatllm.config import Settings, load_settings
 from chatllm.engine.base import Engine, EngineOptions, GenerationParams, Message
 from chatllm.jobs.metering import Meter
 from chatllm.models import ResolvedModel, resolve_model
-from chatllm.render import CollectingSink, open_sink, print_stats, result_json, write_all
+from chatllm.render import CollectingSink, notice, open_sink, print_stats, result_json, write_all
 
 
 def settings() -> Settings:
@@ -122,14 +122,19 @@ def run_generation(
     model: ResolvedModel,
     engine: Engine,
     record: dict | None = None,
+    repetition: str = "loops",
 ) -> str:
-    """Run `job`, show its text the way the options ask, print stats, save the run."""
-    meter = Meter(engine)
+    """Run `job`, show its text the way the options ask, print stats, save the run.
+    `repetition` is the guard's mode (jobs/repetition.py)."""
+    meter = Meter(engine, repetition=repetition)
     sink = CollectingSink() if options.json else open_sink(theme=config.theme)
     try:
         text = write_all(job(meter), sink)
     finally:
         stats = meter.stats()
+        note = meter.finish_note()
+        if note:
+            notice(note)
         if options.stats:
             print_stats(stats)
     if options.json:

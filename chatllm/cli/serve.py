@@ -19,6 +19,7 @@ VerboseOption = _SHARED["verbose"][0]
 TemperatureOption = _SHARED["temperature"][0]
 MaxTokensOption = _SHARED["max_tokens"][0]
 SeedOption = _SHARED["seed"][0]
+RepetitionOption = _SHARED["repetition"][0]
 
 
 def register(app: typer.Typer) -> None:
@@ -34,6 +35,7 @@ def register(app: typer.Typer) -> None:
         temperature: TemperatureOption = None,
         max_tokens: MaxTokensOption = None,
         seed: SeedOption = None,
+        repetition: RepetitionOption = None,
     ) -> None:
         """Serve the model over an OpenAI-compatible API (/v1/chat/completions, /v1/models).
 
@@ -56,7 +58,8 @@ def register(app: typer.Typer) -> None:
         except BaseException:
             http.server_close()
             raise
-        defaults = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
+        defaults = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed,
+                    "repetition": repetition.value if repetition else None}
         http.service = server.ChatService(engine, resolved.name, defaults, aliases=(resolved.reference,))
         names = ", ".join(name for name in http.service.model_ids() if name != resolved.name)
         sys.stderr.write(f"Serving {resolved.name} on {server.base_url(http)} (templates: {names})\n")

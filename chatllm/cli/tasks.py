@@ -44,7 +44,7 @@ def _prepare_and_run(options: RunOptions, config, template_name: str, files: lis
     loads; then the job. `loading` is None for --dry-run."""
     from chatllm.cli import running
     from chatllm.inputs import read_input
-    from chatllm.jobs.prompting import generation_params, task_messages
+    from chatllm.jobs.prompting import generation_params, repetition_mode, task_messages
     from chatllm.templates import load_template
 
     template = load_template(template_name)
@@ -62,7 +62,8 @@ def _prepare_and_run(options: RunOptions, config, template_name: str, files: lis
     with running.map_progress(enabled=job_name == "summarize") as progress:
         job = functools.partial(_job, job_name, template, values, source.text, params, system, progress)
         running.run_generation(options, config, template.name, job, loading.model, loading.engine(),
-                               record={"prompt": source.text, "variables": values, "params": params})
+                               record={"prompt": source.text, "variables": values, "params": params},
+                               repetition=repetition_mode(template, options.repetition))
 
 
 def _job(job_name: str, template, values, text: str, params, system, progress, meter) -> Iterator[str]:
@@ -78,7 +79,7 @@ def _job(job_name: str, template, values, text: str, params, system, progress, m
         return translate(meter, template, values, text, params, system)
     from chatllm.errors import InputError
     from chatllm.jobs.prompting import task_messages
-    from chatllm.jobs.summarize import input_budget
+    from chatllm.jobs.prompting import input_budget
 
     budget = input_budget(meter.engine, template, values, params, system)
     used = meter.engine.count_tokens(text)
@@ -87,7 +88,7 @@ def _job(job_name: str, template, values, text: str, params, system, progress, m
             f"the input is {used} tokens but template '{template.name}' can take {budget} with this context; "
             "use a larger --ctx (summarize and translate split long input themselves)"
         )
-    return meter.stream(task_messages(template, values, text, system), params)
+    return meter.stream(task_messages(template, values, text, system), params, source=text)
 
 
 def parse_variables(pairs: list[str] | None) -> dict[str, str]:

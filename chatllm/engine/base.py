@@ -6,12 +6,12 @@ engine used by unit tests) through this protocol only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Iterator, Literal, Protocol, Sequence, runtime_checkable
+from typing import Any, Iterator, Literal, Protocol, Sequence, runtime_checkable
 
 Role = Literal["system", "user", "assistant"]
-FinishReason = Literal["stop", "length", "interrupted"]
+FinishReason = Literal["stop", "length", "repetition", "interrupted"]
 
 
 @dataclass(frozen=True)
@@ -20,18 +20,62 @@ class Message:
     content: str
 
 
+def _sampling(default: Any, low: float | None = None, high: float | None = None, *, whole: bool = False) -> Any:
+    """A sampling setting and the range a request or template may give it."""
+    return field(default=default, metadata={"low": low, "high": high, "whole": whole})
+
+
 @dataclass(frozen=True)
 class GenerationParams:
-    """Sampling settings for one reply. `None` means the backend's default."""
+    """Sampling settings for one reply; llama.cpp's names and defaults. This
+    class is the one list of them: templates, `chatllm serve` and the remote
+    backend read their names and ranges from its fields (`sampling_settings`)."""
 
-    temperature: float = 0.7
-    max_tokens: int | None = None
-    seed: int | None = None
-    top_p: float = 0.95
-    top_k: int = 40
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
+    temperature: float = _sampling(0.7, 0.0, 2.0)
+    max_tokens: int | None = _sampling(None, 1, None, whole=True)
+    seed: int | None = _sampling(None, whole=True)
+    top_p: float = _sampling(0.95, 0.0, 1.0)
+    top_k: int = _sampling(40, 0, None, whole=True)
+    min_p: float = _sampling(0.05, 0.0, 1.0)
+    # Penalties on tokens seen in the last `repeat_last_n` (-1: the whole context).
+    repeat_penalty: float = _sampling(1.0, 0.0, None)
+    repeat_last_n: int = _sampling(64, -1, None, whole=True)
+    frequency_penalty: float = _sampling(0.0, -2.0, 2.0)
+    presence_penalty: float = _sampling(0.0, -2.0, 2.0)
+    # DRY ("don't repeat yourself"): penalizes extending a sequence that already
+    # occurred; 0 turns it off. llama-server's names.
+    dry_multiplier: float = _sampling(0.0, 0.0, None)
+    dry_base: float = _sampling(1.75, 1.0, None)
+    dry_allowed_length: int = _sampling(2, 1, None, whole=True)
+    dry_penalty_last_n: int = _sampling(-1, -1, None, whole=True)
     stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SamplingSetting:
+    name: str
+    low: float | None
+    high: float | None
+    whole: bool
+
+
+def sampling_settings() -> list[SamplingSetting]:
+    """The numeric settings of GenerationParams (every field but `stop`)."""
+    return [
+        SamplingSetting(f.name, f.metadata["low"], f.metadata["high"], f.metadata["whole"])
+        for f in fields(GenerationParams) if f.metadata
+    ]
+
+
+def generation_params(settings: dict[str, Any]) -> GenerationParams:
+    """GenerationParams from a mapping that may hold other keys too (ignored) and
+    None for "not given"; `stop` may be one string or a list."""
+    known = {f.name for f in fields(GenerationParams)}
+    values = {k: v for k, v in settings.items() if k in known and v is not None}
+    if "stop" in values:
+        stop = values["stop"]
+        values["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
+    return GenerationParams(**values)
 
 
 @dataclass(frozen=True)

@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit
 
 import httpx
 
-from chatllm.engine.base import EngineOptions, GenerationParams, GenerationStats, Message, Timings
+from chatllm.engine.base import EngineOptions, GenerationParams, GenerationStats, Message, Timings, sampling_settings
 from chatllm.engine.openai_stream import ReplyReader, error_message, one_line, parse_event, sse_events
 from chatllm.errors import EngineError
 from chatllm.models import ResolvedModel
@@ -52,10 +53,8 @@ CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD_TOKENS = 5
 REPLY_OPENING_TOKENS = 3
 _TOKEN_CACHE_SIZE = 4096
-# Sampling settings outside OpenAI's API: sent only when they differ from
-# chatllm's defaults (which match llama.cpp's), since strict servers reject them.
-_EXTRA_SAMPLING = ("top_k", "min_p", "repeat_penalty")
 _DEFAULTS = GenerationParams()
+_ALWAYS_SENT = ("temperature", "top_p")
 
 
 def read_timeout_from_environment() -> float:
@@ -250,21 +249,19 @@ class OpenAIEngine:
             "model": self.model_name,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
             "stream": True,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
         }
         if self._send_stream_options:
             body["stream_options"] = {"include_usage": True}
-        if params.max_tokens is not None:
-            body["max_tokens"] = params.max_tokens
-        seed = params.seed if params.seed is not None else self._seed
-        if seed is not None:
-            body["seed"] = seed
+        params = replace(params, seed=params.seed if params.seed is not None else self._seed)
+        for setting in sampling_settings():
+            value = getattr(params, setting.name)
+            # Only what differs from llama.cpp's defaults (strict servers reject
+            # fields they do not know), but always temperature and top_p: chatllm's
+            # defaults for those are not every server's.
+            if value is not None and (setting.name in _ALWAYS_SENT or value != getattr(_DEFAULTS, setting.name)):
+                body[setting.name] = value
         if params.stop:
             body["stop"] = list(params.stop)
-        for name in _EXTRA_SAMPLING:
-            if getattr(params, name) != getattr(_DEFAULTS, name):
-                body[name] = getattr(params, name)
         return body
 
     def _open_stream(self, messages: Sequence[Message], params: GenerationParams) -> httpx.Response:

@@ -32,7 +32,7 @@ class Turn:
 
 @dataclass
 class Persona:
-    """What a conversation is set up with; see jobs/support.py for building one
+    """What a conversation is set up with; see jobs/persona.py for building one
     from a template."""
 
     name: str
@@ -43,6 +43,11 @@ class Persona:
     knowledge: str = ""
     # Turns the user's text into the user message (e.g. adds retrieved passages).
     render_user: Callable[[str], str] = field(default=lambda text: text)
+    # All the knowledge the persona answers from: when set, a reply may state
+    # only numbers found in it or in the conversation (jobs/grounding.py).
+    facts: str | None = None
+    # Said instead when nothing of a reply could be kept.
+    fallback: str = ""
 
 
 def with_knowledge(system: str, knowledge: str) -> str:
@@ -59,8 +64,10 @@ class ChatSession:
         params: GenerationParams,
         on_notice: Callable[[str], None] | None = None,
         on_turn: Callable[["ChatSession", Turn], None] | None = None,
+        repetition: str = "loops",
     ) -> None:
         self.engine = engine
+        self.repetition = repetition
         self.persona = persona
         self.system = persona.system
         self.params = params
@@ -69,6 +76,8 @@ class ChatSession:
         self.on_notice = on_notice or (lambda message: None)
         self.on_turn = on_turn
         self.last_stats = GenerationStats()
+        # Why the last reply stopped when it did not end by itself (Meter.finish_note).
+        self.last_note: str | None = None
 
     # ------------------------------------------------------------ commands
 
@@ -132,6 +141,7 @@ class ChatSession:
         return messages
 
     def _reply(self, turn: Turn, new: bool = False) -> Iterator[str]:
+        self.last_note = None
         if new:  # added only once the reply starts: a stream closed unstarted leaves no turn
             self.turns.append(turn)
         try:
@@ -139,19 +149,26 @@ class ChatSession:
         except EngineError:
             self.turns.remove(turn)
             raise
-        meter = Meter(self.engine)
-        pieces = meter.stream(messages, self.params)
+        meter = Meter(self.engine, repetition=self.repetition)
+        facts = None
+        if self.persona.facts is not None:
+            facts = "\n".join([self.persona.facts, *(m.content for m in messages if m.role == "user")])
+        pieces = meter.stream(messages, self.params, facts=facts)
         stopped_early = False
         try:
             for piece in pieces:
                 turn.reply += piece
                 yield piece
+            if not turn.reply.strip() and meter.ungrounded_sentences and self.persona.fallback:
+                turn.reply = self.persona.fallback
+                yield turn.reply
         except BaseException:  # Ctrl-C, or the caller closed us: keep what we have
             stopped_early = True
             raise
         finally:
             pieces.close()
             self.last_stats = meter.stats()
+            self.last_note = meter.finish_note()
             turn.interrupted = stopped_early or self.last_stats.finish_reason == "interrupted"
             if turn.interrupted and not turn.reply:
                 # Nothing was said: keeping the turn would put two user messages

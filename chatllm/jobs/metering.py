@@ -1,49 +1,90 @@
 """Adds up usage and timings over the engine calls of one job (a map-reduce
-summary makes many), so --stats and --json describe the whole job."""
+summary makes many), so --stats and --json describe the whole job, and puts
+every call through the repetition guard (repetition.py)."""
 
 from __future__ import annotations
 
 import time
 from typing import Iterator, Sequence
 
-from chatllm.engine.base import Engine, GenerationParams, GenerationStats, Message, Timings, Usage
+from chatllm.engine.base import Engine, FinishReason, GenerationParams, GenerationStats, Message, Timings, Usage
+from chatllm.jobs.grounding import GroundingFilter, grounded
+from chatllm.jobs.repetition import RepetitionGuard, guarded, repeats_in
+
+# When calls of one job end differently, the job's finish_reason is the one a
+# user most needs to hear about.
+_NOTABLE: tuple[FinishReason, ...] = ("stop", "length", "repetition", "interrupted")
 
 
 class Meter:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, repetition: str = "strict") -> None:
+        """`repetition` is the guard's mode for every call: "strict", "loops" or
+        "off" (see RepetitionGuard)."""
         self.engine = engine
+        self.repetition = repetition
         self.started = time.perf_counter()
         self.usage = Usage()
         self.first_piece_at: float | None = None
-        self.finish_reason = "stop"
+        self.finish_reason: FinishReason = "stop"
+        # How many calls ended for each reason, for notes such as "2 parts were cut".
+        self.finish_counts: dict[str, int] = {}
+        # The max_tokens of the latest call cut by it, for the note that says so.
+        self.length_limit: int | None = None
+        # Sentences left out because they stated numbers not in the facts.
+        self.ungrounded_sentences = 0
         self.calls = 0
         self._prefill_seconds = 0.0
         self._prefill_tokens = 0
         self._decode_seconds = 0.0
         self._decode_tokens = 0
 
-    def stream(self, messages: Sequence[Message], params: GenerationParams, *, visible: bool = True) -> Iterator[str]:
-        """The engine's stream, recorded. `visible=False` marks intermediate calls
-        (map steps) whose output the user does not see, for time to first token."""
+    def stream(self, messages: Sequence[Message], params: GenerationParams, *, visible: bool = True,
+               source: str = "", facts: str | None = None) -> Iterator[str]:
+        """The engine's stream, guarded and recorded. `visible=False` marks
+        intermediate calls (map steps) whose output the user does not see, for
+        time to first token. `source` is the text the reply renders (e.g. the
+        text being translated): what it repeats, the reply may repeat too.
+        `facts`, when given, is the text whose numbers the reply may state:
+        sentences stating others are left out (grounding.py)."""
         pieces = self.engine.stream(messages, params)
+        guard = None
+        if self.repetition != "off":
+            guard = RepetitionGuard(mode=self.repetition, allowed=repeats_in(source) if source else 1)
+        output = guarded(pieces, guard) if guard is not None else pieces
+        check = None
+        if facts is not None:
+            check = GroundingFilter(facts)
+            output = grounded(output, check)
         try:
-            for piece in pieces:
+            for piece in output:
                 if visible and self.first_piece_at is None and piece:
                     self.first_piece_at = time.perf_counter()
                 yield piece
         finally:
+            output.close()
             pieces.close()
-            self._add(self.engine.last_stats)
+            stats = self.engine.last_stats
+            if guard is not None and guard.tripped is not None:
+                stats.finish_reason = "repetition"
+            if stats.finish_reason == "length":
+                self.length_limit = params.max_tokens
+            if check is not None:
+                self.ungrounded_sentences += check.dropped
+            self._add(stats)
 
-    def complete(self, messages: Sequence[Message], params: GenerationParams) -> str:
-        return "".join(self.stream(messages, params, visible=False))
+    def complete(self, messages: Sequence[Message], params: GenerationParams, source: str = "",
+                 facts: str | None = None) -> str:
+        return "".join(self.stream(messages, params, visible=False, source=source, facts=facts))
 
     def _add(self, stats: GenerationStats) -> None:
         self.calls += 1
         self.usage.prompt_tokens += stats.usage.prompt_tokens
         self.usage.completion_tokens += stats.usage.completion_tokens
         self.usage.cached_prompt_tokens += stats.usage.cached_prompt_tokens
-        self.finish_reason = stats.finish_reason
+        reason = stats.finish_reason
+        self.finish_counts[reason] = self.finish_counts.get(reason, 0) + 1
+        if _NOTABLE.index(reason) >= _NOTABLE.index(self.finish_reason):
+            self.finish_reason = reason
         timings = stats.timings
         evaluated = stats.usage.prompt_tokens - stats.usage.cached_prompt_tokens
         if timings.prefill_tokens_per_s > 0:
@@ -53,6 +94,21 @@ class Meter:
         if timings.decode_tokens_per_s > 0:
             self._decode_tokens += decoded
             self._decode_seconds += decoded / timings.decode_tokens_per_s
+
+    def finish_note(self) -> str | None:
+        """A sentence for the user when a call did not end by itself: the guard
+        stopped a repeat, or a length limit cut the reply. None otherwise."""
+        parts = lambda reason: "" if self.calls == 1 else f" ({self.finish_counts[reason]} of {self.calls} parts)"  # noqa: E731
+        notes = []
+        if self.finish_counts.get("repetition"):
+            notes.append(f"Stopped: the model began repeating itself{parts('repetition')}; the repeat is not shown.")
+        elif self.finish_counts.get("length"):
+            limit = f" of {self.length_limit} tokens" if self.length_limit else ""
+            notes.append(f"Cut at the length limit{limit}{parts('length')}; --max-tokens N allows more.")
+        if self.ungrounded_sentences:
+            count = self.ungrounded_sentences
+            notes.append(f"Left out {count} sentence{'s' if count > 1 else ''} stating numbers that are not in the source.")
+        return " ".join(notes) or None
 
     def stats(self) -> GenerationStats:
         now = time.perf_counter()
@@ -67,4 +123,4 @@ class Meter:
             decode_tokens_per_s=round(self._decode_tokens / self._decode_seconds, 1) if self._decode_seconds else 0.0,
             total_s=round(now - begun, 3),
         )
-        return GenerationStats(usage=Usage(**vars(self.usage)), timings=timings, finish_reason=self.finish_reason)  # type: ignore[arg-type]
+        return GenerationStats(usage=Usage(**vars(self.usage)), timings=timings, finish_reason=self.finish_reason)

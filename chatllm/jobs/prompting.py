@@ -1,10 +1,11 @@
-"""Turning a template, its variables and the user's text into engine input."""
+"""Turning a template, its variables and the user's text into engine input, and
+the token budgets around it."""
 
 from __future__ import annotations
 
-from dataclasses import fields
-
-from chatllm.engine.base import GenerationParams, Message
+from chatllm.engine.base import Engine, GenerationParams, Message
+from chatllm.engine.base import generation_params as params_from
+from chatllm.errors import EngineError
 from chatllm.templates import Template
 
 
@@ -20,13 +21,15 @@ def task_messages(template: Template, values: dict[str, str], input_text: str, s
 
 def generation_params(template: Template, **overrides: object) -> GenerationParams:
     """The template's defaults overlaid with the options the user gave (None = not given)."""
-    known = {f.name for f in fields(GenerationParams)}
-    settings: dict[str, object] = {k: v for k, v in template.defaults.items() if k in known}
-    settings.update({k: v for k, v in overrides.items() if v is not None and k in known})
-    if "stop" in settings:
-        stop = settings["stop"]
-        settings["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)  # type: ignore[arg-type]
-    return GenerationParams(**settings)  # type: ignore[arg-type]
+    settings: dict[str, object] = dict(template.defaults)
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    return params_from(settings)
+
+
+def repetition_mode(template: Template, given: str | None = None) -> str:
+    """How the repetition guard works for this template: --repetition, else the
+    template's default, else "loops" (jobs/repetition.py)."""
+    return given or str(template.defaults.get("repetition", "loops"))
 
 
 def reply_reserve(params: GenerationParams, context_size: int) -> int:
@@ -34,3 +37,14 @@ def reply_reserve(params: GenerationParams, context_size: int) -> int:
     if params.max_tokens is not None:
         return min(params.max_tokens, context_size // 2)
     return max(128, min(1024, context_size // 4))
+
+
+def input_budget(engine: Engine, template: Template, values: dict[str, str], params: GenerationParams, system: str | None) -> int:
+    """Tokens of input that fit in one call beside the prompt and the reply."""
+    overhead = engine.count_prompt_tokens(task_messages(template, values, "", system))
+    budget = engine.context_size - overhead - reply_reserve(params, engine.context_size) - 8
+    if budget < 64:
+        raise EngineError(
+            f"the context ({engine.context_size} tokens) is too small for this template; use a larger --ctx"
+        )
+    return budget

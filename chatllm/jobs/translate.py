@@ -9,17 +9,31 @@ streaming. Blank lines between blocks are reproduced as they were.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 from chatllm.engine.base import GenerationParams
+from chatllm.errors import EngineError
 from chatllm.jobs.chunking import split_to_budget
 from chatllm.jobs.metering import Meter
-from chatllm.jobs.prompting import task_messages
-from chatllm.jobs.summarize import input_budget
+from chatllm.jobs.prompting import input_budget, task_messages
 from chatllm.templates import Template
 
 FENCE = re.compile(r"^(```|~~~)")
+# A chunk's translation may take this many times the chunk's tokens, plus a
+# little: measured on benchmarks/data/quality's references with SmolLM2's
+# English-first tokenizer, a translation took up to 2.0x its source's tokens
+# into French and 2.9x into Chinese. More than that is a model writing
+# something other than the translation (in practice, a loop).
+GROWTH = {"cjk": 3.5, "other": 2.5}
+GROWTH_SLACK = 16
+_CJK_TARGETS = ("chinese", "japanese", "korean", "中文", "日本語", "한국어")
+
+
+def translation_bound(source_tokens: int, target: str) -> int:
+    """The most tokens the translation of a chunk of `source_tokens` may take."""
+    growth = GROWTH["cjk"] if any(name in target.lower() for name in _CJK_TARGETS) else GROWTH["other"]
+    return int(growth * source_tokens) + GROWTH_SLACK
 
 
 @dataclass(frozen=True)
@@ -65,10 +79,15 @@ def translate(
     system: str | None = None,
 ) -> Iterator[str]:
     engine = meter.engine
-    # A translation is about as long as its source, so the input gets half of
-    # what is left after the prompt.
-    budget = max(32, input_budget(engine, template, values, params, system) // 2)
-    chunk_params = params if params.max_tokens else _with_limit(params, budget * 2)
+    target = values.get("to", "")
+    if params.max_tokens is not None:
+        budget = input_budget(engine, template, values, params, system)
+    else:  # a chunk and its translation's bound must fit in the context together
+        overhead = engine.count_prompt_tokens(task_messages(template, values, "", system)) + GROWTH_SLACK + 8
+        growth = translation_bound(1000, target) / 1000
+        budget = int((engine.context_size - overhead) / (1 + growth))
+        if budget < 32:
+            raise EngineError(f"the context ({engine.context_size} tokens) is too small to translate with; use a larger --ctx")
     for index, block in enumerate(split_blocks(text)):
         if index:
             yield "\n"  # the line break split_blocks cut at
@@ -80,15 +99,12 @@ def translate(
         for number, chunk in enumerate(split_to_budget(body, budget, engine.count_tokens)):
             if number:
                 yield "\n\n"
-            pieces = meter.stream(task_messages(template, values, chunk, system), chunk_params)
+            chunk_params = params
+            if params.max_tokens is None:
+                chunk_params = replace(params, max_tokens=translation_bound(engine.count_tokens(chunk), target))
+            pieces = meter.stream(task_messages(template, values, chunk, system), chunk_params, source=chunk)
             yield from _strip_surrounding_whitespace(pieces)
         yield block.text[len(block.text.rstrip("\n")) :]
-
-
-def _with_limit(params: GenerationParams, max_tokens: int) -> GenerationParams:
-    from dataclasses import replace
-
-    return replace(params, max_tokens=max_tokens)
 
 
 def _strip_surrounding_whitespace(pieces: Iterator[str]) -> Iterator[str]:

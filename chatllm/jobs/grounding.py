@@ -1,0 +1,110 @@
+"""Keeping numbers a reply states to the ones its source contains.
+
+A small model summarizing a text or answering from a knowledge file readily
+writes numbers that are in neither ("announced on Monday, with 12 new
+stations"): dates, prices, counts that look right and are not. A
+`GroundingFilter` reads the reply sentence by sentence, as it streams, and
+drops every sentence that states a number its source does not contain, so what
+the user reads is grounded in what the model was given. It cannot tell a right
+sentence from a wrong one without numbers; it only removes the kind of
+invention that can be checked.
+
+A number is kept when it occurs in the source as a number or inside one (a
+year inside a date); "1,200" and "1200" are the same number. A list item's own
+marker ("3.") is not a number the item states.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterator
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+# A sentence ends at . ! ? followed by a space, at CJK end punctuation, or at a line break.
+_SENTENCE_END = re.compile(r"[.!?][\"')\]»”’]*[ \t]+|[。！？；]|\n")
+_LIST_MARKER = re.compile(r"[ \t]*(?:[-*+•]|\d{1,3}[.)、])[ \t]+")
+_FENCE = re.compile(r"[ \t]*(```|~~~)")
+
+
+def normal_number(number: str) -> str:
+    """'1,200' and '1.200' (thousands) as '1200'; '4,70' and '4.70' as '4.7'."""
+    if re.fullmatch(r"\d{1,3}(?:[.,]\d{3})+", number):
+        return re.sub(r"[.,]", "", number)
+    number = number.replace(",", ".")
+    if "." in number:
+        number = number.rstrip("0").rstrip(".")
+    return number
+
+
+class GroundingFilter:
+    """Feed a reply's pieces; each `feed` returns the sentences that may be shown
+    now (whole sentences only: a sentence is held until it ends), `finish` the
+    rest. `dropped` counts the sentences left out."""
+
+    def __init__(self, source: str) -> None:
+        self._numbers = {normal_number(n) for n in _NUMBER.findall(source)}
+        self._digits = " " + " ".join(re.findall(r"\d+", source)) + " "
+        self._held = ""
+        self._at_line_start = True
+        self._in_code = False
+        self.dropped = 0
+        self.kept = 0
+
+    def grounded(self, sentence: str, at_line_start: bool = True) -> bool:
+        """Whether every number `sentence` states occurs in the source."""
+        text = sentence
+        if at_line_start:
+            marker = _LIST_MARKER.match(text)
+            if marker:
+                text = text[marker.end() :]
+        for number in _NUMBER.findall(text):
+            if normal_number(number) not in self._numbers and f" {normal_number(number)} " not in self._digits:
+                return False
+        return True
+
+    def feed(self, piece: str) -> str:
+        self._held += piece
+        shown = []
+        while True:
+            start = 0
+            if self._at_line_start:  # "1. " opens a list item; it ends no sentence
+                marker = _LIST_MARKER.match(self._held)
+                start = marker.end() if marker else 0
+            end = _SENTENCE_END.search(self._held, start)
+            if end is None:
+                break
+            sentence, self._held = self._held[: end.end()], self._held[end.end() :]
+            shown.append(self._judge(sentence))
+        return "".join(shown)
+
+    def finish(self) -> str:
+        sentence, self._held = self._held, ""
+        return self._judge(sentence) if sentence else ""
+
+    def _judge(self, sentence: str) -> str:
+        at_line_start = self._at_line_start
+        self._at_line_start = sentence.endswith("\n")
+        if at_line_start and _FENCE.match(sentence):
+            self._in_code = not self._in_code
+        if self._in_code or not sentence.strip() or self.grounded(sentence, at_line_start):
+            if sentence.strip():
+                self.kept += 1
+            return sentence
+        self.dropped += 1
+        # A dropped list item or line takes its line break with it; a dropped
+        # sentence inside a paragraph keeps the paragraph's line break.
+        return "" if at_line_start or not sentence.endswith("\n") else "\n"
+
+
+def grounded(pieces: Iterator[str], check: GroundingFilter) -> Iterator[str]:
+    """`pieces` with the sentences that state numbers not in the source left out."""
+    try:
+        for piece in pieces:
+            shown = check.feed(piece)
+            if shown:
+                yield shown
+        rest = check.finish()
+        if rest:
+            yield rest
+    finally:
+        pieces.close()

@@ -1,0 +1,108 @@
+"""Building a conversation's persona from a template: the system prompt, few-shot
+examples, greeting, and knowledge.
+
+Knowledge is the template's own files, or the user's (`--kb FILE` replaces the
+template's; `--kb +FILE` adds to them). A small model answers best from a
+little text that matters (see benchmarks/README.md, "Quality"), so only
+knowledge of at most WHOLE_KNOWLEDGE_TOKENS goes into the system prompt whole,
+where it is a fixed prefix the engine caches on disk. Larger knowledge is
+indexed, and each question carries only the passages most relevant to it,
+at most RETRIEVED_TOKENS of them, after the fixed (cacheable) system prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from chatllm.engine.base import Engine
+from chatllm.errors import InputError
+from chatllm.inputs import read_file
+from chatllm.jobs.chat import Persona, with_knowledge
+from chatllm.jobs.knowledge import KnowledgeBase
+from chatllm.templates import Template
+
+WHOLE_KNOWLEDGE_TOKENS = 300
+RETRIEVED_TOKENS = 300
+NOTHING_FOUND = "(nothing in the knowledge matches this question)"
+
+
+@dataclass(frozen=True)
+class KnowledgeChoice:
+    """The knowledge files a persona answers from, and whether they are the
+    template's own (its examples may then quote them)."""
+
+    files: tuple[Path, ...]
+    template_own: bool
+
+
+def choose_knowledge(template: Template, given: Sequence[Path | str] = ()) -> KnowledgeChoice:
+    """`--kb` values: FILE replaces the template's knowledge, +FILE adds to it
+    (a file whose name really starts with '+' is taken as it is when it exists).
+    Each file is read now, so an unusable one fails before a model loads."""
+    replacing, adding = [], []
+    for value in given:
+        text = str(value)
+        if text.startswith("+") and not Path(text).exists():
+            adding.append(Path(text[1:]))
+        else:
+            replacing.append(Path(text))
+    for path in (*replacing, *adding):
+        if not read_file(path).strip():
+            raise InputError(f"knowledge file '{path}' is empty")
+    if replacing:
+        return KnowledgeChoice((*replacing, *adding), template_own=False)
+    return KnowledgeChoice((*template.knowledge, *adding), template_own=True)
+
+
+def examples_text(template: Template, values: dict[str, str], template_knowledge: bool) -> str:
+    """The few-shot examples as text. Examples marked `uses_knowledge` quote the
+    template's own knowledge and are left out when the user's replaces it: a
+    demo fact in an example would contradict the user's."""
+    examples = [e for e in template.examples if template_knowledge or not e.uses_knowledge]
+    if not examples:
+        return ""
+    lines = ["Examples of good replies:"]
+    for example in examples:
+        lines += [f"Customer: {example.user}", f"You: {template.render_text(example.assistant, values)}", ""]
+    return "\n".join(lines).strip()
+
+
+def build_persona(
+    template: Template,
+    values: dict[str, str],
+    engine: Engine | None,
+    knowledge: KnowledgeChoice | None = None,
+    system_override: str | None = None,
+) -> Persona:
+    """A Persona for `template`. Without an engine (--dry-run) token counts are
+    estimated at four characters a token."""
+    count = engine.count_tokens if engine is not None else (lambda text: (len(text) + 3) // 4)
+    knowledge = knowledge or choose_knowledge(template)
+    base = KnowledgeBase.from_files(list(knowledge.files), count)
+    whole = base.full_text()
+    fits_whole = count(whole) <= WHOLE_KNOWLEDGE_TOKENS
+
+    if system_override is not None:
+        system = with_knowledge(system_override, whole if fits_whole else "")
+    else:
+        system = template.render_system(values, knowledge=whole if fits_whole else "")
+        examples = examples_text(template, values, knowledge.template_own)
+        if examples:
+            system = f"{system}\n\n{examples}"
+
+    def render_user(text: str) -> str:
+        context = ""
+        if base.passages and not fits_whole:
+            found = base.search(text, RETRIEVED_TOKENS, count)
+            context = "\n\n".join(p.render() for p in found) or NOTHING_FOUND
+        return template.render_prompt(values, text, context=context)
+
+    greeting = template.render_greeting(values) if template.greeting else ""
+    return Persona(
+        name=template.name, system=system, greeting=greeting, render_user=render_user,
+        knowledge=whole if fits_whole else "",
+        facts=whole if base.passages else None,
+        fallback=template.render_text(template.fallback, values) if template.fallback else "",
+    )
