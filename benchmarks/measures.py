@@ -232,7 +232,9 @@ def persona_pair(sandbox: Sandbox, ctx: int, max_tokens: int) -> dict:
     """A cold run (empty cache folder) then a warm run of the support persona with
     the big FAQ, each a new process."""
     cache = sandbox.fresh_cache()
-    args = ["chat", "--persona", "support", "--kb", str(BIG_FAQ), "--ctx", str(ctx), "--json",
+    # The demo knowledge and the big FAQ, all in the system prompt: the long fixed
+    # prefix whose saved state the second process restores.
+    args = ["chat", "--persona", "support", "--kb", f"+{BIG_FAQ}", "--knowledge", "whole", "--ctx", str(ctx), "--json",
             "--temperature", "0", "--max-tokens", str(max_tokens)]
     result = {}
     for label in ("cold", "warm"):
@@ -322,3 +324,35 @@ def model_memory_budget(model: Path, n_ctx: int) -> dict:
         "n_embd_k_gqa": key_length * n_head_kv, "n_embd_v_gqa": value_length * n_head_kv,
         "kv_bytes": kv_bytes, "budget_bytes": size + kv_bytes + 150 * 1024 * 1024,
     }
+
+
+# ---------------------------------------------------------------- output guards
+
+
+def output_guard_cost(count: TokenCounter) -> dict:
+    """Microseconds per generated token that the repetition guard and the
+    grounding filter (chatllm/jobs/repetition.py, grounding.py) add, measured
+    in this process on real token pieces: the summarization inputs of
+    benchmarks/data/quality, cut into the model's own tokens, fed one token at a
+    time as the decode loop yields them."""
+    import time
+
+    from chatllm.jobs.grounding import GroundingFilter, grounded
+    from chatllm.jobs.repetition import RepetitionGuard, guarded
+
+    folder = Path(__file__).resolve().parent / "data" / "quality" / "summarize"
+    llm = count._llm
+    pieces: list[str] = []
+    for path in sorted(folder.glob("*.md")):
+        tokens = llm.tokenize(path.read_text(encoding="utf-8").encode("utf-8"), add_bos=False, special=False)
+        pieces += [llm.detokenize([token]).decode("utf-8", "ignore") for token in tokens]
+    text = "".join(pieces)
+    best = float("inf")
+    for _ in range(5):
+        guard = RepetitionGuard(mode="loops")
+        started = time.perf_counter()
+        shown = "".join(grounded(guarded((piece for piece in pieces), guard), GroundingFilter(text)))
+        best = min(best, time.perf_counter() - started)
+    if guard.tripped or len(shown) < len(text) * 0.9:  # every piece must have gone through both
+        raise RuntimeError(f"the guard stopped the sample text ({guard.tripped}); the cost would be understated")
+    return {"tokens": len(pieces), "us_per_token": best / len(pieces) * 1e6}

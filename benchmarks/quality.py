@@ -67,10 +67,12 @@ class Record:
 class Chatllm:
     """chatllm's own commands, through the installed CLI, with --json."""
 
-    def __init__(self, model: str | None, extra: list[str], home: Path) -> None:
+    def __init__(self, model: str | None, extra: list[str], home: Path, templates: Path | None = None) -> None:
         self.model, self.extra, self.home = model, extra, home
         for name in ("config", "data", "cache"):
             (home / name).mkdir(parents=True, exist_ok=True)
+        if templates is not None:  # trial templates replace the built-in ones of the same name
+            shutil.copytree(templates, home / "config" / "chatllm" / "prompts", dirs_exist_ok=True)
 
     def _run(self, args: list[str], stdin: str = "") -> Reply:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHATLLM_")}
@@ -212,8 +214,9 @@ def run_translations(program, limit: int | None, log: Callable[[str], None]) -> 
             "to": pair["to"],
             "reference": pair["reference"],
             "ratio": round(measure.length(text) / max(measure.length(pair["reference"]), 1), 3),
+            "repeats": measure.repeated_span(text),
             # A source that repeats itself may be translated with its repeats.
-            "repeats": None if source_repeats else measure.repeated_span(text),
+            "repeats_judged": not source_repeats,
             "language_ok": bool(text.strip()) and measure.language_of(text) == pair["to"],
         }))
         log(f"translate {pair['id']}: ratio {records[-1].measures['ratio']} {reply.error}")
@@ -257,8 +260,8 @@ def figures(records: list[Record]) -> dict[str, str]:
         by_job.setdefault(record.job, []).append(record)
     for job, items in by_job.items():
         failed = [r for r in items if r.reply.error]
-        judged = [r for r in items if r.measures.get("repeats", "") is not None or job != "translate"]
-        rows[f"{job}: replies that repeat themselves (8 words / 16 CJK chars)"] = share(
+        judged = [r for r in items if r.measures.get("repeats_judged", True)]
+        rows[f"{job}: replies that repeat themselves (8 words / 16 CJK chars){' *' if len(judged) < len(items) else ''}"] = share(
             sum(1 for r in judged if r.measures.get("repeats")), len(judged))
         rows[f"{job}: failed (no reply)"] = share(len(failed), len(items))
         rows[f"{job}: median seconds"] = f"{measure.median([r.reply.seconds for r in items]):.1f}"
@@ -326,6 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-chatllm", action="store_true", help="run only the anchors")
     parser.add_argument("--chatllm-arg", action="append", default=[], help="extra argument for every chatllm command (repeatable)")
     parser.add_argument("--label", default="chatllm", help="column name for chatllm's results")
+    parser.add_argument("--templates", type=Path, help="a folder of trial templates that replace the built-in ones of the same name")
     parser.add_argument("--limit", type=int, help="only the first N items of each job")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--output", type=Path, default=RESULTS / "quality.json")
@@ -339,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     programs: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="chatllm-quality-") as home:
         if not args.no_chatllm:
-            programs[args.label] = Chatllm(args.model, args.chatllm_arg, Path(home))
+            programs[args.label] = Chatllm(args.model, args.chatllm_arg, Path(home), args.templates)
         gguf = Path(args.model) if args.model and args.model.endswith(".gguf") else None
         for anchor in args.anchor:
             if anchor == "llama-completion":

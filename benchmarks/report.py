@@ -40,6 +40,12 @@ def _one_shot_rows(r: dict) -> list[tuple[str, ...]]:
     if effective:
         rows.append(("1 decode incl. per-token Python", f"{effective:.1f} tok/s", f"tg128 @ d{prompt}: {one['bench_tg']:.1f} tok/s",
                      f"{effective / one['bench_tg']:.3f}", "(info)", "info"))
+    guards = one.get("guards")
+    if guards:
+        step_us = 1e6 / one["chatllm_decode"]
+        share = guards["us_per_token"] / step_us
+        rows.append(("1 repetition guard + grounding per token", f"{guards['us_per_token']:.1f} µs",
+                     f"decode step {step_us:.0f} µs", f"{share:.2%}", "< 1%", _verdict(share < 0.01)))
     paired = median(one["prefill_ratio_per_round"])
     rows.append(("1 prefill", f"{one['chatllm_prefill']:.1f} tok/s", f"pp{prompt}: {one['bench_pp']:.1f} tok/s",
                  f"{paired:.3f} paired ({one['chatllm_prefill'] / one['bench_pp']:.3f} of medians)", "≥ 0.95",

@@ -238,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                 m.log("  llama-completion not built (benchmarks/build_llama_bench.sh --force builds it): no CLI reference")
             samples = one_shot_rounds(sandbox, bench, path, prompt, args.runs, n_gen, args.noise, cli_reference)
             results["one_shot"] = {"samples": samples, "rounds": args.runs, **derive_one_shot(samples, prompt)}
+            results["one_shot"]["guards"] = m.output_guard_cost(count)
             results["memory"] = m.model_memory_budget(model, _default_ctx(model))
 
         if "startup" in wanted:

@@ -46,45 +46,46 @@ def user_templates_dir() -> Path:
     return config_dir() / "prompts"
 
 
+def _setting(default: Any, description: str, variable: str | None, kind: str = "text") -> Any:
+    """A setting: its default, what it means (for `chatllm config show` and
+    errors), the CHATLLM_* variable that overrides the file, and its kind (how
+    a value from YAML or the environment is converted, see `_convert`). A
+    mapping default is made fresh for each Settings."""
+    metadata = {"description": description, "variable": variable, "kind": kind}
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Everything a user can set in config.yaml. `None` means "chatllm decides"."""
+    """Everything a user can set in config.yaml: the one table of settings.
+    `None` means "chatllm decides"."""
 
-    default_model: str | None = None
-    ctx: int | None = None
-    gpu_layers: str | None = None
-    threads: int | None = None
-    flash_attn: bool | None = None
-    log: bool = True
-    theme: str = "monokai"
+    default_model: str | None = _setting(None, "model used when -m is not given", "CHATLLM_MODEL")
+    ctx: int | None = _setting(None, "context window in tokens", "CHATLLM_CTX", "count")
+    gpu_layers: str | None = _setting(None, "layers to offload to the GPU: a number, -1 for all, or auto",
+                                      "CHATLLM_GPU_LAYERS", "gpu_layers")
+    threads: int | None = _setting(None, "CPU threads for generation", "CHATLLM_THREADS", "count")
+    flash_attn: bool | None = _setting(None, "llama.cpp flash attention: on, off, or auto (llama.cpp decides)",
+                                       "CHATLLM_FLASH_ATTN", "on_off_auto")
+    log: bool = _setting(True, "save runs and chats to the history database", "CHATLLM_LOG", "bool")
+    hints: bool = _setting(True, "say (on stderr) when a job needs a bigger model than the one in use",
+                           "CHATLLM_HINTS", "bool")
+    theme: str = _setting("monokai", "code highlighting theme for Markdown output", "CHATLLM_THEME")
     # Per-command option defaults, e.g. {"translate": {"to": "fr"}}; the CLI
     # turns them into click's default_map (see chatllm/cli/command_defaults.py).
-    commands: dict[str, dict[str, Any]] = field(default_factory=dict)
+    commands: dict[str, dict[str, Any]] = _setting({}, "per-command option defaults, e.g. commands.translate.to",
+                                                   None, "commands")
 
 
 # What each setting means, for `chatllm config show` and error messages.
-DESCRIPTIONS = {
-    "default_model": "model used when -m is not given",
-    "ctx": "context window in tokens",
-    "gpu_layers": "layers to offload to the GPU: a number, -1 for all, or auto",
-    "threads": "CPU threads for generation",
-    "flash_attn": "llama.cpp flash attention: on, off, or auto (llama.cpp decides)",
-    "log": "save runs and chats to the history database",
-    "theme": "code highlighting theme for Markdown output",
-    "commands": "per-command option defaults, e.g. commands.translate.to",
-}
+DESCRIPTIONS = {f.name: f.metadata["description"] for f in fields(Settings)}
 
 # Environment variables that override the file: CHATLLM_MODEL=... and so on.
-ENVIRONMENT_KEYS = {
-    "CHATLLM_MODEL": "default_model",
-    "CHATLLM_CTX": "ctx",
-    "CHATLLM_GPU_LAYERS": "gpu_layers",
-    "CHATLLM_THREADS": "threads",
-    "CHATLLM_FLASH_ATTN": "flash_attn",
-    "CHATLLM_LOG": "log",
-    "CHATLLM_THEME": "theme",
-}
+ENVIRONMENT_KEYS = {f.metadata["variable"]: f.name for f in fields(Settings) if f.metadata["variable"]}
 
+_KINDS = {f.name: f.metadata["kind"] for f in fields(Settings)}
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -117,7 +118,8 @@ def _convert(key: str, value: Any) -> Any:
     """`value` (from YAML or an environment variable) as setting `key` holds it."""
     if value is None:  # `ctx:` with nothing after it means "not set"
         return getattr(Settings(), key)
-    if key in ("ctx", "threads"):
+    kind = _KINDS[key]
+    if kind == "count":
         # bool is an int in Python; `ctx: yes` is a mistake, not 1.
         if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
             raise _Invalid("a positive whole number")
@@ -128,21 +130,21 @@ def _convert(key: str, value: Any) -> Any:
         if number <= 0:
             raise _Invalid("a positive whole number")
         return number
-    if key == "log":
+    if kind == "bool":
         return parse_bool(value)
-    if key == "flash_attn":
+    if kind == "on_off_auto":
         if str(value).strip().lower() == "auto":
             return None
         try:
             return parse_bool(value)
         except _Invalid:
             raise _Invalid("on, off or auto") from None
-    if key == "gpu_layers":
+    if kind == "gpu_layers":
         text = str(value).strip().lower()
         if text == "auto" or not isinstance(value, bool) and text.removeprefix("-").isdigit() and int(text) >= -1:
             return text
         raise _Invalid("a number of layers (0 = CPU only, -1 = all) or auto")
-    if key == "commands":
+    if kind == "commands":
         if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, dict) for k, v in value.items()):
             raise _Invalid("a mapping of command names to option defaults, e.g. {translate: {to: fr}}")
         return value

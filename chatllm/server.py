@@ -29,6 +29,8 @@ from typing import Any, Callable, Iterator
 
 from chatllm.engine.base import Engine, GenerationStats, Message, generation_params
 from chatllm.errors import ChatLLMError
+from chatllm.jobs.chat import Persona
+from chatllm.jobs.grounding import GroundingFilter, grounded
 from chatllm.jobs.repetition import RepetitionGuard, guarded
 from chatllm.server_requests import RequestError, parse_chat_request
 from chatllm.templates import Template, load_template, template_names
@@ -50,6 +52,10 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     repetition: str = "loops"  # the repetition guard's mode (jobs/repetition.py)
+    # A persona's knowledge and the conversation: the numbers a reply may state
+    # (jobs/grounding.py), and what it says when nothing of its reply is left.
+    facts: str | None = None
+    fallback: str = ""
 
 
 # ---- the service: requests in, replies out; no HTTP here ------------------------
@@ -60,8 +66,11 @@ class ChatService:
     whole of `start`'s iterator: the engine serves one request at a time."""
 
     def __init__(self, engine: Engine, model_name: str, defaults: dict[str, Any] | None = None,
-                 aliases: tuple[str, ...] = (), templates: list[Template] | None = None) -> None:
+                 aliases: tuple[str, ...] = (), templates: list[Template] | None = None, tiny_model: bool = False) -> None:
+        """`tiny_model`: the model is too small to read long knowledge well
+        (persona knowledge is then searched; jobs/persona.py)."""
         self.engine = engine
+        self.tiny_model = tiny_model
         self.model_name = model_name
         self.defaults = {k: v for k, v in (defaults or {}).items() if v is not None}
         self.aliases = {model_name, engine.model_name, *aliases}
@@ -110,17 +119,25 @@ class ChatService:
         settings.update(self.defaults)
         settings.update(request.overrides)
         messages = request.messages
+        persona = None
         if template is not None:
-            messages = self._apply_template(template, request.variables, messages)
+            messages, persona = self._apply_template(template, request.variables, messages)
         repetition = request.repetition or str(settings.get("repetition", "loops"))
+        facts = None
+        if persona is not None and persona.facts is not None:
+            facts = "\n".join([persona.facts, *(m.content for m in messages if m.role == "user")])
         return ChatRequest(request.model, messages, generation_params(settings), request.stream, request.include_usage,
-                           repetition)
+                           repetition, facts, persona.fallback if persona is not None else "")
 
-    def _apply_template(self, template: Template, given: dict[str, str], messages: list[Message]) -> list[Message]:
+    def _apply_template(self, template: Template, given: dict[str, str],
+                        messages: list[Message]) -> tuple[list[Message], Persona | None]:
+        """The messages with the template applied, and the persona if it is one."""
+        persona = None
         try:
             values = template.resolve_variables(given)
             if template.kind == "persona":
-                system, render_user = self._persona(template, values)
+                persona = self._persona(template, values)
+                system, render_user = persona.system, persona.render_user
             else:
                 system = template.render_system(values)
                 render_user = lambda text: template.render_prompt(values, text)  # noqa: E731
@@ -135,18 +152,17 @@ class ChatService:
         own = [m.content for m in messages if m.role == "system"]
         rest = [m for m in messages if m.role != "system"]
         system = "\n\n".join(text for text in (system, *own) if text)
-        return ([Message("system", system)] if system else []) + rest
+        return ([Message("system", system)] if system else []) + rest, persona
 
-    def _persona(self, template: Template, values: dict[str, str]) -> tuple[str, Callable[[str], str]]:
+    def _persona(self, template: Template, values: dict[str, str]) -> Persona:
         # Indexing a persona's knowledge costs time, so each persona is built once
         # per set of variable values.
         from chatllm.jobs.persona import build_persona
 
         key = (template.name, tuple(sorted(values.items())))
         if key not in self._personas:
-            self._personas[key] = build_persona(template, values, self.engine)
-        persona = self._personas[key]
-        return persona.system, persona.render_user
+            self._personas[key] = build_persona(template, values, self.engine, tiny_model=self.tiny_model)
+        return self._personas[key]
 
     def start(self, request: ChatRequest) -> Iterator[str]:
         """The reply's pieces. Anything wrong with the prompt (too long for the
@@ -169,6 +185,8 @@ class ChatService:
                 engine.last_stats.finish_reason = "repetition"
 
             pieces = guarded(pieces, RepetitionGuard(mode=request.repetition), on_trip=tripped)
+        if request.facts is not None:
+            pieces = grounded(pieces, GroundingFilter(request.facts), request.fallback)
         try:
             first = next(pieces, None)
         except ChatLLMError as error:

@@ -134,3 +134,55 @@ def test_ctrl_c_exits_130_and_leaves_no_partial_files(embedded_model: Path, tmp_
     assert process.returncode == 130
     assert "Traceback" not in stderr.decode()
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- bounded, grounded, honest (issue 12)
+
+NEWS = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "quality" / "summarize" / "01-council-electric-buses.en.md"
+BUSES = ("The first 40 electric buses are expected on the road next spring.\n\n"
+         "The council rejected the delay by 31 votes to 18.\n")
+
+
+def test_a_translation_is_bounded_and_never_loops(embedded_model: Path) -> None:
+    """The issue's own example: it wrote 'Je suis déjà déjà …' for 2,998 tokens."""
+    result = run_chatllm("translate", "--to", "fr", "--json", "--temperature", "0", input=BUSES, env={"CHATLLM_HINTS": "1"})
+    payload = json_result(result)
+    from benchmarks.quality_metrics import repeated_span
+
+    assert repeated_span(payload["text"]) is None
+    assert payload["usage"]["completion_tokens"] < 200  # two paragraphs, each bounded by its source
+    assert payload["finish_reason"] in ("stop", "length", "repetition")
+    stderr = result.stderr.decode()
+    assert "tiny English-first model and cannot translate reliably" in stderr and "qwen2.5:1.5b" in stderr
+    assert "qwen2.5" not in payload["text"]
+
+
+def test_hints_can_be_turned_off(embedded_model: Path) -> None:
+    result = run_chatllm("translate", "--to", "fr", "--max-tokens", "8", input="Good morning.", env={"CHATLLM_HINTS": "0"})
+    assert "tiny English-first" not in result.stderr.decode()
+
+
+def test_a_summary_is_shorter_than_its_input_and_adds_no_number(embedded_model: Path) -> None:
+    from benchmarks.quality_metrics import length, new_numbers, repeated_span
+
+    source = NEWS.read_text(encoding="utf-8")
+    for seed in ("1", "2"):
+        payload = json_result(run_chatllm("summarize", str(NEWS), "--json", "--seed", seed, "--temperature", "0.7"))
+        text = payload["text"]
+        assert text.strip() and length(text) < length(source)
+        assert new_numbers(text, source) == [] and repeated_span(text) is None
+
+
+def test_the_support_persona_answers_from_the_users_knowledge_only(embedded_model: Path, tmp_path: Path) -> None:
+    faq = tmp_path / "faq.md"
+    faq.write_text("## Returns\nReturns are accepted within 45 days of delivery. Refunds take 10 working days.\n")
+    result = run_chatllm("chat", "-p", "support", "--kb", str(faq), "--json", "--temperature", "0",
+                         input="How long do I have to return an item?\nDo you ship to Mars?\n")
+    replies = [json.loads(line)["text"] for line in ok(result).strip().splitlines()]
+    assert len(replies) == 2
+    for reply in replies:
+        for demo_fact in ("30 days", "Maple", "4.90", "9.90"):
+            assert demo_fact not in reply
+        from benchmarks.quality_metrics import repeated_span
+
+        assert repeated_span(reply) is None

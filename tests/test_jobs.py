@@ -211,9 +211,9 @@ def test_small_knowledge_goes_whole_into_the_system_prompt(tmp_path: Path) -> No
     assert persona.render_user("hello") == "hello"
 
 
-def test_the_demo_knowledge_is_searched_per_question_after_a_fixed_system_prompt() -> None:
+def test_a_tiny_model_gets_the_knowledge_found_for_each_question_after_a_fixed_system_prompt() -> None:
     template = load_template("support")
-    persona = build_persona(template, template.resolve_variables({}), FakeEngine(context_size=8192))
+    persona = build_persona(template, template.resolve_variables({}), FakeEngine(context_size=8192), tiny_model=True)
     assert "KNOWLEDGE:" not in persona.system  # the system prompt stays one cacheable prefix
     assert "Returns and refunds" in persona.render_user("How long do refunds take?")
     assert "配送" in persona.render_user("配送需要几天？")
@@ -228,12 +228,22 @@ def test_large_knowledge_is_retrieved_per_question(tmp_path: Path) -> None:
     template = load_template("support")
     engine = FakeEngine(context_size=2048)
     persona = build_persona(template, template.resolve_variables({}), engine, choose_knowledge(template, [big]))
+    assert persona.retrieves
     assert "KNOWLEDGE:" not in persona.system
     message = persona.render_user("Do gift cards expire?")
     assert "Gift cards never expire" in message
-    assert engine.count_tokens(message) < 400  # a few passages, not a share of the context
+    assert engine.count_tokens(message) < 2048 * 0.35
     unknown = persona.render_user("zzzz qqqq")
     assert "nothing in the knowledge matches" in unknown
+
+
+def test_a_larger_model_reads_the_whole_knowledge_and_modes_override_the_choice() -> None:
+    template = load_template("support")
+    values = template.resolve_variables({})
+    engine = FakeEngine(context_size=8192)
+    assert "KNOWLEDGE:" in build_persona(template, values, engine).system
+    assert "KNOWLEDGE:" not in build_persona(template, values, engine, mode="search").system
+    assert "KNOWLEDGE:" in build_persona(template, values, engine, mode="whole", tiny_model=True).system
 
 
 def test_split_passages_keeps_headings() -> None:

@@ -108,10 +108,8 @@ def test_a_persona_as_model_brings_its_prompt_knowledge_and_defaults(served) -> 
     served.client.chat.completions.create(model="support", messages=HELLO)
     system, user = served.engine.calls[-1]
     assert system.role == "system" and "customer-service agent" in system.content
-    assert "Examples of good replies" in system.content
-    assert user.role == "user" and user.content.endswith("hello there") and "KNOWLEDGE for this question" in user.content
-    served.client.chat.completions.create(model="support", messages=[{"role": "user", "content": "How long do refunds take?"}])
-    assert "Returns and refunds" in served.engine.calls[-1][-1].content  # the passage found for the question
+    assert "KNOWLEDGE:" in system.content and "Examples of good replies" in system.content
+    assert user == Message("user", "hello there")
     params = served.engine.params[-1]
     assert (params.temperature, params.max_tokens, params.seed) == (0.3, 160, 11)  # template, template, serve option
 

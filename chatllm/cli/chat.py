@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,6 +11,12 @@ import typer
 
 from chatllm.cli import completion
 from chatllm.cli.options import RunOptions, generation_options
+
+
+class KnowledgeMode(str, Enum):
+    auto = "auto"
+    whole = "whole"
+    search = "search"
 
 
 def register(app: typer.Typer) -> None:
@@ -20,6 +27,7 @@ def register(app: typer.Typer) -> None:
         persona: Annotated[str, typer.Option("--persona", "-p", help="Persona template to talk to (e.g. support).", autocompletion=completion.persona_names)] = "chat",
         system: Annotated[Optional[str], typer.Option("--system", "-s", help="Replace the persona's system prompt.")] = None,
         kb: Annotated[Optional[list[str]], typer.Option("--kb", help="Knowledge file the persona answers from, instead of its own (repeatable); +FILE adds to its own.")] = None,
+        knowledge_mode: Annotated[KnowledgeMode, typer.Option("--knowledge", help="How the persona's knowledge reaches the model: whole (all of it, in the system prompt), search (the passages found for each message), or auto (by its size and the model's).")] = "auto",  # type: ignore[assignment]
         variable: Annotated[Optional[list[str]], typer.Option("--var", "-v", help="Persona variable as key=value (repeatable).")] = None,
         resume_last: Annotated[bool, typer.Option("--continue", "-c", help="Continue the last saved chat.")] = False,
         conversation: Annotated[Optional[int], typer.Option("--conversation", help="Continue the saved conversation with this ID (see `chatllm logs list`).", autocompletion=completion.conversation_ids)] = None,
@@ -30,6 +38,7 @@ def register(app: typer.Typer) -> None:
         from chatllm.cli.tasks import parse_variables
         from chatllm.jobs.chat import ChatSession
         from chatllm.jobs.prompting import generation_params, repetition_mode
+        from chatllm.jobs.model_fit import ModelFit, is_tiny
         from chatllm.jobs.persona import build_persona, choose_knowledge
         from chatllm.render import notice
         from chatllm.templates import load_template
@@ -41,9 +50,10 @@ def register(app: typer.Typer) -> None:
         template = load_template(persona)
         values = template.resolve_variables(parse_variables(variable))
         knowledge = choose_knowledge(template, kb or [])  # a bad --kb fails before the model loads
-        params = generation_params(template, temperature=options.temperature, max_tokens=options.max_tokens, seed=options.seed)
+        params = generation_params(template, **options.sampling())
         if options.dry_run:
-            persona_ = build_persona(template, values, None, knowledge, system)
+            persona_ = build_persona(template, values, None, knowledge, system, mode=KnowledgeMode(knowledge_mode).value,
+                                     tiny_model=is_tiny(running.local_model_path(options, config)))
             session = ChatSession(None, persona_, params)  # type: ignore[arg-type]  # messages() needs no engine
             session.restore(resumed.turns() if resumed else [])
             running.print_dry_run(session.messages(), params, template.name, options.model)
@@ -65,8 +75,14 @@ def register(app: typer.Typer) -> None:
 
                 importlib.import_module("prompt_toolkit")  # while the model loads: the two overlap
             engine = loading.engine()
-            session = ChatSession(engine, build_persona(template, values, engine, knowledge, system), params, on_notice=notice,
-                                  on_turn=recorder, repetition=repetition_mode(template, options.repetition))
+            fit = ModelFit(model.path, enabled=config.hints)
+            persona_ = build_persona(template, values, engine, knowledge, system, mode=KnowledgeMode(knowledge_mode).value,
+                                     tiny_model=is_tiny(model.path))
+            session = ChatSession(engine, persona_, params, on_notice=notice, on_turn=recorder,
+                                  repetition=repetition_mode(template, options.repetition), fit=fit)
+            hint = fit.for_knowledge(persona_.retrieves)
+            if hint:
+                notice(hint)
             if resumed is not None:
                 session.restore(resumed.turns())
                 count = len(session.turns)

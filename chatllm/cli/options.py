@@ -33,6 +33,13 @@ class RunOptions:
     pull: bool = False
     log: bool = True
     repetition: str | None = None
+    repeat_penalty: float | None = None
+    dry_multiplier: float | None = None
+
+    def sampling(self) -> dict[str, object]:
+        """The sampling settings given on the command line (None: not given)."""
+        return {"temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed,
+                "repeat_penalty": self.repeat_penalty, "dry_multiplier": self.dry_multiplier}
 
 
 class Repetition(str, Enum):
@@ -54,6 +61,8 @@ _SHARED: dict[str, tuple[Any, Any]] = {
     "ctx": (Annotated[Optional[int], typer.Option("--ctx", min=128, help="Context window in tokens (default: the model's, at most 4096).", rich_help_panel="Model")], None),
     "gpu_layers": (Annotated[Optional[str], typer.Option("--gpu-layers", callback=_gpu_layers, help="Layers to offload to the GPU: a number, -1 for all, or auto.", rich_help_panel="Model")], None),
     "repetition": (Annotated[Optional[Repetition], typer.Option("--repetition", help="Stop a reply that repeats itself: strict (any repeated sentence or 8-word span), loops (only loops: a refrain may come back), off. Default: the template's.", rich_help_panel="Generation", show_default=False)], None),
+    "repeat_penalty": (Annotated[Optional[float], typer.Option("--repeat-penalty", min=0.0, help="Penalty for tokens of the last 64 (1 = off), as llama.cpp's.", rich_help_panel="Generation", show_default=False)], None),
+    "dry_multiplier": (Annotated[Optional[float], typer.Option("--dry-multiplier", min=0.0, help="Strength of llama.cpp's DRY sampler against repeated sequences (0 = off).", rich_help_panel="Generation", show_default=False)], None),
     "seed": (Annotated[Optional[int], typer.Option("--seed", help="Random seed for reproducible sampling.", rich_help_panel="Generation")], None),
     "json": (Annotated[bool, typer.Option("--json", help="Print one JSON object with text, model, usage and timings.", rich_help_panel="Output")], False),
     "dry_run": (Annotated[bool, typer.Option("--dry-run", help="Print the rendered messages as JSON and exit without loading a model.", rich_help_panel="Output")], False),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from chatllm.cli.options import RunOptions
@@ -28,6 +29,18 @@ def engine_options(options: RunOptions, config: Settings) -> EngineOptions:
 
 def resolve(options: RunOptions, config: Settings) -> ResolvedModel:
     return resolve_model(options.model, default=config.default_model, allow_download=options.pull)
+
+
+def local_model_path(options: RunOptions, config: Settings) -> Path | None:
+    """The model file when the model is the embedded one or a local .gguf path,
+    found without any network or question (for --dry-run); else None."""
+    wanted = options.model or config.default_model
+    if wanted not in (None, "embedded") and not (wanted.endswith(".gguf") and Path(wanted).is_file()):
+        return None
+    try:
+        return resolve(options, config).path
+    except Exception:
+        return None
 
 
 def open_model(options: RunOptions, config: Settings) -> tuple[ResolvedModel, Engine]:

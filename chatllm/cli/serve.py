@@ -60,7 +60,10 @@ def register(app: typer.Typer) -> None:
             raise
         defaults = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed,
                     "repetition": repetition.value if repetition else None}
-        http.service = server.ChatService(engine, resolved.name, defaults, aliases=(resolved.reference,))
+        from chatllm.jobs.model_fit import is_tiny
+
+        http.service = server.ChatService(engine, resolved.name, defaults, aliases=(resolved.reference,),
+                                          tiny_model=is_tiny(resolved.path))
         names = ", ".join(name for name in http.service.model_ids() if name != resolved.name)
         sys.stderr.write(f"Serving {resolved.name} on {server.base_url(http)} (templates: {names})\n")
         sys.stderr.flush()

@@ -44,21 +44,29 @@ def _prepare_and_run(options: RunOptions, config, template_name: str, files: lis
     loads; then the job. `loading` is None for --dry-run."""
     from chatllm.cli import running
     from chatllm.inputs import read_input
+    from chatllm.languages import detect_language
+    from chatllm.jobs.model_fit import ModelFit
     from chatllm.jobs.prompting import generation_params, repetition_mode, task_messages
+    from chatllm.render import notice
     from chatllm.templates import load_template
 
     template = load_template(template_name)
     values = template.resolve_variables(given)
     source = read_input(files or [], required=template.input == "required")
+    detected = detect_language(source.text) if source.text.strip() else None
     if job_name == "summarize" and not given.get("lang"):
-        from chatllm.languages import detect_language
-
-        detected = detect_language(source.text)
         values["lang"] = detected.for_prompt() if detected else ""
-    params = generation_params(template, temperature=options.temperature, max_tokens=options.max_tokens, seed=options.seed)
+    if job_name == "translate" and not given.get("from") and detected:
+        values["from"] = detected.for_prompt()
+    params = generation_params(template, **options.sampling())
     if loading is None:
         running.print_dry_run(task_messages(template, values, source.text, system), params, template.name, options.model)
         return
+    fit = ModelFit(loading.model.path, enabled=config.hints)
+    hint = fit.for_translation() if job_name == "translate" else fit.for_language(
+        detected.tag if detected else None, detected.name if detected else "")
+    if hint:
+        notice(hint)
     with running.map_progress(enabled=job_name == "summarize") as progress:
         job = functools.partial(_job, job_name, template, values, source.text, params, system, progress)
         running.run_generation(options, config, template.name, job, loading.model, loading.engine(),

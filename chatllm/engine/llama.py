@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from chatllm.engine.chat_prompt import ChatPrompt
 
 DEFAULT_MAX_CONTEXT = 4096
-_PENALTY_LAST_N = 64  # llama.cpp's default window for repeat penalties
+# llama.cpp's default sequence breakers for DRY: a repeat does not reach across them.
+_DRY_BREAKERS = (b"\n", b":", b'"', b"*")
 _PIECE_BUFFER = 256
 
 # llama.cpp keeps the log callback as a raw C pointer: the ctypes object must live
@@ -333,15 +334,27 @@ class LlamaEngine:
                 stats.timings.ttft_s = stats.timings.total_s
 
     def _new_sampler(self, params: GenerationParams, prompt: list[int]) -> llama_cpp.llama_sampler_p:
+        """A native sampler chain in llama.cpp's own order (common/sampling.cpp):
+        penalties, DRY, then the truncating samplers, temperature and the draw."""
         chain_params = llama_cpp.llama_sampler_chain_default_params()
         chain_params.no_perf = True
         chain = llama_cpp.llama_sampler_chain_init(chain_params)
         add = lambda sampler: llama_cpp.llama_sampler_chain_add(chain, sampler)  # noqa: E731
-        if params.repeat_penalty != 1.0:
+        history = 0  # how many of the prompt's last tokens the penalties look back on
+        if params.repeat_penalty != 1.0 or params.frequency_penalty or params.presence_penalty:
+            last_n = self.context_size if params.repeat_last_n < 0 else params.repeat_last_n
             n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
-            add(llama_cpp.llama_sampler_init_penalties(n_vocab, _PENALTY_LAST_N, params.repeat_penalty, 0.0, 0.0))
-            for token in prompt[-_PENALTY_LAST_N:]:  # the penalty window starts in the prompt
-                llama_cpp.llama_sampler_accept(chain, token)
+            add(llama_cpp.llama_sampler_init_penalties(n_vocab, last_n, params.repeat_penalty, params.frequency_penalty,
+                                                       params.presence_penalty))
+            history = last_n
+        if params.dry_multiplier > 0:
+            breakers = (ctypes.c_char_p * len(_DRY_BREAKERS))(*_DRY_BREAKERS)
+            last_n = self.context_size if params.dry_penalty_last_n < 0 else params.dry_penalty_last_n
+            add(llama_cpp.llama_sampler_init_dry(self._vocab, params.dry_multiplier, params.dry_base,
+                                                 params.dry_allowed_length, last_n, breakers, len(_DRY_BREAKERS)))
+            history = max(history, last_n)
+        for token in prompt[-history:] if history else ():  # their window starts in the prompt
+            llama_cpp.llama_sampler_accept(chain, token)
         if params.temperature <= 0:
             add(llama_cpp.llama_sampler_init_greedy())
             return chain

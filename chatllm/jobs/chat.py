@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 from chatllm.engine.base import Engine, GenerationParams, GenerationStats, Message
 from chatllm.errors import EngineError, InputError
 from chatllm.jobs.metering import Meter
+from chatllm.jobs.model_fit import ModelFit
 from chatllm.jobs.prompting import reply_reserve
 
 INTERRUPTED_MARK = " [interrupted]"
@@ -48,6 +49,8 @@ class Persona:
     facts: str | None = None
     # Said instead when nothing of a reply could be kept.
     fallback: str = ""
+    # The knowledge is too long to give whole: each message carries passages found for it.
+    retrieves: bool = False
 
 
 def with_knowledge(system: str, knowledge: str) -> str:
@@ -65,9 +68,12 @@ class ChatSession:
         on_notice: Callable[[str], None] | None = None,
         on_turn: Callable[["ChatSession", Turn], None] | None = None,
         repetition: str = "loops",
+        fit: ModelFit | None = None,
     ) -> None:
         self.engine = engine
         self.repetition = repetition
+        # Says (through on_notice) when a message needs a bigger model.
+        self.fit = fit
         self.persona = persona
         self.system = persona.system
         self.params = params
@@ -86,6 +92,13 @@ class ChatSession:
         generated, marked as interrupted."""
         if not text.strip():
             raise InputError("empty message")
+        if self.fit is not None:
+            from chatllm.languages import detect_language
+
+            language = detect_language(text)
+            hint = self.fit.for_language(language.tag if language else None, language.name if language else "")
+            if hint:
+                self.on_notice(hint)
         turn = Turn(user=text, prompt=self.persona.render_user(text))
         return self._reply(turn, new=True)
 
@@ -153,15 +166,12 @@ class ChatSession:
         facts = None
         if self.persona.facts is not None:
             facts = "\n".join([self.persona.facts, *(m.content for m in messages if m.role == "user")])
-        pieces = meter.stream(messages, self.params, facts=facts)
+        pieces = meter.stream(messages, self.params, facts=facts, fallback=self.persona.fallback)
         stopped_early = False
         try:
             for piece in pieces:
                 turn.reply += piece
                 yield piece
-            if not turn.reply.strip() and meter.ungrounded_sentences and self.persona.fallback:
-                turn.reply = self.persona.fallback
-                yield turn.reply
         except BaseException:  # Ctrl-C, or the caller closed us: keep what we have
             stopped_early = True
             raise

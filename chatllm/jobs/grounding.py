@@ -10,7 +10,8 @@ sentence from a wrong one without numbers; it only removes the kind of
 invention that can be checked.
 
 A number is kept when it occurs in the source as a number or inside one (a
-year inside a date); "1,200" and "1200" are the same number. A list item's own
+year inside a date); "1,200" and "1200" are the same number; digits inside a
+word ("B2B", "mp3") are not a number. A list item's own
 marker ("3.") is not a number the item states.
 """
 
@@ -19,11 +20,13 @@ from __future__ import annotations
 import re
 from typing import Iterator
 
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+# A number stands on its own or follows a symbol ("£23.4"); digits inside a word
+# ("B2B", "mp3") are not a number the sentence states.
+# (A CJK character may touch a number: "收货后45天内".)
+_NUMBER = re.compile(r"(?<![0-9A-Za-z\u00c0-\u024f])\d+(?:[.,]\d+)*")
 # A sentence ends at . ! ? followed by a space, at CJK end punctuation, or at a line break.
 _SENTENCE_END = re.compile(r"[.!?][\"')\]»”’]*[ \t]+|[。！？；]|\n")
 _LIST_MARKER = re.compile(r"[ \t]*(?:[-*+•]|\d{1,3}[.)、])[ \t]+")
-_FENCE = re.compile(r"[ \t]*(```|~~~)")
 
 
 def normal_number(number: str) -> str:
@@ -46,7 +49,6 @@ class GroundingFilter:
         self._digits = " " + " ".join(re.findall(r"\d+", source)) + " "
         self._held = ""
         self._at_line_start = True
-        self._in_code = False
         self.dropped = 0
         self.kept = 0
 
@@ -84,9 +86,9 @@ class GroundingFilter:
     def _judge(self, sentence: str) -> str:
         at_line_start = self._at_line_start
         self._at_line_start = sentence.endswith("\n")
-        if at_line_start and _FENCE.match(sentence):
-            self._in_code = not self._in_code
-        if self._in_code or not sentence.strip() or self.grounded(sentence, at_line_start):
+        # Code is judged too: a summary or an answer has no business inventing
+        # numbers in a code block either.
+        if not sentence.strip() or self.grounded(sentence, at_line_start):
             if sentence.strip():
                 self.kept += 1
             return sentence
@@ -96,15 +98,21 @@ class GroundingFilter:
         return "" if at_line_start or not sentence.endswith("\n") else "\n"
 
 
-def grounded(pieces: Iterator[str], check: GroundingFilter) -> Iterator[str]:
-    """`pieces` with the sentences that state numbers not in the source left out."""
+def grounded(pieces: Iterator[str], check: GroundingFilter, fallback: str = "") -> Iterator[str]:
+    """`pieces` with the sentences that state numbers not in the source left out;
+    `fallback` instead when that leaves nothing at all."""
+    said = False
     try:
         for piece in pieces:
             shown = check.feed(piece)
             if shown:
+                said = said or bool(shown.strip())
                 yield shown
         rest = check.finish()
         if rest:
+            said = said or bool(rest.strip())
             yield rest
+        if not said and check.dropped and fallback:
+            yield fallback
     finally:
         pieces.close()

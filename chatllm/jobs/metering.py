@@ -39,14 +39,15 @@ class Meter:
         self._decode_tokens = 0
 
     def stream(self, messages: Sequence[Message], params: GenerationParams, *, visible: bool = True,
-               source: str = "", facts: str | None = None) -> Iterator[str]:
+               source: str = "", facts: str | None = None, fallback: str = "") -> Iterator[str]:
         """The engine's stream, guarded and recorded. `visible=False` marks
         intermediate calls (map steps) whose output the user does not see, for
         time to first token. `source` is the text the reply renders (e.g. the
         text being translated): what it repeats, the reply may repeat too.
         `facts`, when given, is the text whose numbers the reply may state:
-        sentences stating others are left out (grounding.py)."""
-        pieces = self.engine.stream(messages, params)
+        sentences stating others are left out (grounding.py), and `fallback` is
+        said instead when that leaves nothing."""
+        pieces = self._timed(self.engine.stream(messages, params), visible)
         guard = None
         if self.repetition != "off":
             guard = RepetitionGuard(mode=self.repetition, allowed=repeats_in(source) if source else 1)
@@ -54,12 +55,9 @@ class Meter:
         check = None
         if facts is not None:
             check = GroundingFilter(facts)
-            output = grounded(output, check)
+            output = grounded(output, check, fallback)
         try:
-            for piece in output:
-                if visible and self.first_piece_at is None and piece:
-                    self.first_piece_at = time.perf_counter()
-                yield piece
+            yield from output
         finally:
             output.close()
             pieces.close()
@@ -71,6 +69,18 @@ class Meter:
             if check is not None:
                 self.ungrounded_sentences += check.dropped
             self._add(stats)
+
+    def _timed(self, pieces: Iterator[str], visible: bool) -> Iterator[str]:
+        """`pieces`, noting when the first one came. Time to first token is the
+        model's: the guard and the grounding filter may show it a little later
+        (a sentence is shown once its numbers are checked)."""
+        try:
+            for piece in pieces:
+                if visible and self.first_piece_at is None and piece:
+                    self.first_piece_at = time.perf_counter()
+                yield piece
+        finally:
+            pieces.close()
 
     def complete(self, messages: Sequence[Message], params: GenerationParams, source: str = "",
                  facts: str | None = None) -> str:

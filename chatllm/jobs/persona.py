@@ -2,12 +2,15 @@
 examples, greeting, and knowledge.
 
 Knowledge is the template's own files, or the user's (`--kb FILE` replaces the
-template's; `--kb +FILE` adds to them). A small model answers best from a
-little text that matters (see benchmarks/README.md, "Quality"), so only
-knowledge of at most WHOLE_KNOWLEDGE_TOKENS goes into the system prompt whole,
-where it is a fixed prefix the engine caches on disk. Larger knowledge is
-indexed, and each question carries only the passages most relevant to it,
-at most RETRIEVED_TOKENS of them, after the fixed (cacheable) system prompt.
+template's; `--kb +FILE` adds to them). Knowledge that fits its share goes into
+the system prompt whole, where it is a fixed prefix the engine caches on disk.
+Larger knowledge is indexed, and each question carries only the passages most
+relevant to it, after the fixed (cacheable) system prompt.
+
+How much is "fits" depends on the model (`knowledge_sizes`): a tiny model
+answers best from a few hundred tokens that matter, not from a manual
+(measured: benchmarks/README.md, "Quality"); a larger one can read half its
+context. `mode` ("whole", "search") overrides the choice.
 """
 
 from __future__ import annotations
@@ -17,15 +20,25 @@ from pathlib import Path
 from typing import Sequence
 
 from chatllm.engine.base import Engine
-from chatllm.errors import InputError
+from chatllm.errors import InputError, UsageError
 from chatllm.inputs import read_file
 from chatllm.jobs.chat import Persona, with_knowledge
 from chatllm.jobs.knowledge import KnowledgeBase
 from chatllm.templates import Template
 
-WHOLE_KNOWLEDGE_TOKENS = 300
-RETRIEVED_TOKENS = 300
 NOTHING_FOUND = "(nothing in the knowledge matches this question)"
+
+
+@dataclass(frozen=True)
+class KnowledgeSizes:
+    whole_tokens: int  # knowledge up to this size goes into the system prompt whole
+    retrieved_tokens: int  # otherwise each question carries passages up to this size
+
+
+def knowledge_sizes(context_size: int, tiny_model: bool) -> KnowledgeSizes:
+    if tiny_model:  # SmolLM2-135M: 1 passage beat 2, 3 or the whole file (benchmarks/README.md)
+        return KnowledgeSizes(whole_tokens=300, retrieved_tokens=300)
+    return KnowledgeSizes(whole_tokens=context_size // 2, retrieved_tokens=min(context_size * 3 // 10, 1024))
 
 
 @dataclass(frozen=True)
@@ -75,14 +88,19 @@ def build_persona(
     engine: Engine | None,
     knowledge: KnowledgeChoice | None = None,
     system_override: str | None = None,
+    mode: str = "auto",
+    tiny_model: bool = False,
 ) -> Persona:
     """A Persona for `template`. Without an engine (--dry-run) token counts are
-    estimated at four characters a token."""
+    estimated at four characters a token. `mode` is "auto" (by the knowledge's
+    size and the model's, see `knowledge_sizes`), "whole" or "search"."""
     count = engine.count_tokens if engine is not None else (lambda text: (len(text) + 3) // 4)
+    context_size = engine.context_size if engine is not None else 4096
+    sizes = knowledge_sizes(context_size, tiny_model)
     knowledge = knowledge or choose_knowledge(template)
     base = KnowledgeBase.from_files(list(knowledge.files), count)
     whole = base.full_text()
-    fits_whole = count(whole) <= WHOLE_KNOWLEDGE_TOKENS
+    fits_whole = mode == "whole" or mode == "auto" and count(whole) <= sizes.whole_tokens
 
     if system_override is not None:
         system = with_knowledge(system_override, whole if fits_whole else "")
@@ -95,7 +113,7 @@ def build_persona(
     def render_user(text: str) -> str:
         context = ""
         if base.passages and not fits_whole:
-            found = base.search(text, RETRIEVED_TOKENS, count)
+            found = base.search(text, sizes.retrieved_tokens, count)
             context = "\n\n".join(p.render() for p in found) or NOTHING_FOUND
         return template.render_prompt(values, text, context=context)
 
@@ -105,4 +123,5 @@ def build_persona(
         knowledge=whole if fits_whole else "",
         facts=whole if base.passages else None,
         fallback=template.render_text(template.fallback, values) if template.fallback else "",
+        retrieves=bool(base.passages) and not fits_whole,
     )

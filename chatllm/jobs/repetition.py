@@ -2,28 +2,35 @@
 
 Small models fall into loops: the same words over and over ("déjà déjà déjà"),
 the same sentence opening with a new ending each time ("You can return an item
-within 2 days. You can return an item within 5 days."), or one character
-repeated to the token limit. A `RepetitionGuard` reads a reply as it streams,
-lets through what is safe, holds back text that may turn out to be the start of
-a loop, and when a loop is certain, says where the reply should end: the
-repeated tail is never shown.
+within 2 days. You can return an item within 5 days."), the same line of code,
+or one character repeated to the token limit. A `RepetitionGuard` reads a reply
+as it streams, lets through what is safe, holds back text that may turn out to
+be the start of a loop, and when a loop is certain, says where the reply should
+end: the repeated tail is never shown.
 
 The text is read as units: words (runs of letters and digits) and CJK
 characters, a CJK character counting as half a word (16 of them weigh as much
-as 8 words). Punctuation is not a unit. The rules, chosen from measurements on
-benchmarks/data/quality (see benchmarks/README.md, "Repetition"):
+as 8 words). Punctuation is not a unit, nor is a list item's or heading's
+numbering ("12."). The rules, chosen from measurements on
+benchmarks/data/quality (benchmarks/README.md, "Repetition"):
 
-1. span: a span of SPAN_UNITS (8) units occurs again. The reply ends where the
-   repeat began.
-2. opening: a sentence of prose opens with the same OPENING_UNITS (5) units as an
-   earlier sentence. The reply ends before that sentence.
-3. run: one character (not a space) repeated RUN_CHARS (16) times in a row. The
-   reply ends before the run.
+1. span: a span of SPAN_UNITS (8) units occurs again.
+2. opening: a sentence of prose opens with the same OPENING_UNITS (5) units as
+   an earlier one, or a line shorter than that is an earlier line again. List
+   items and headings get LIST_OPENING_UNITS (6) and may share an opening once
+   ("You can pay by card." / "You can pay by transfer.").
+3. run: one character (not a space) repeated RUN_CHARS (16) times in a row.
+4. line: code and tables are exempt from rules 1-3 (similar lines are normal
+   there); instead the same line as written (of at least 3 units) may not
+   come a CODE_LINE_REPEATS-th (5th) time, in strict mode a
+   STRICT_CODE_LINE_REPEATS-th (3rd) time, and a table row not twice.
 
-Fenced code and table rows are exempt from all three; list items and headings
-are exempt from rule 2 (list items that start alike are normal). `allowed`
-raises how many times a span or opening may occur: a translation of a text that
-itself repeats a sentence three times may repeat it three times.
+In "strict" mode (summaries, translations, answers) any repeat counts. In
+"loops" mode (chat) only a repeat of recent text counts: after LOOP_NOVELTY new
+units a repeat starts counting afresh, so a song's refrain or a restated
+sentence may come back, and a prose line may come back once more. `allowed` raises
+how many times anything may occur: a translation of a text that itself repeats
+a sentence three times may repeat it three times (`repeats_in`).
 """
 
 from __future__ import annotations
@@ -36,11 +43,16 @@ from typing import Callable, Iterator
 SPAN_UNITS = 8
 OPENING_UNITS = 5
 LIST_OPENING_UNITS = 6
-LOOP_NOVELTY = 12
 RUN_CHARS = 16
+CODE_LINE_REPEATS = 5
+STRICT_CODE_LINE_REPEATS = 3
+CODE_LINE_UNITS = 3
+LOOP_NOVELTY = 12
 # A span of this weight seen before makes what follows suspect: text from the
-# start of that span is held back until the repeat breaks off or trips rule 1.
+# start of its sentence is held back until the repeat breaks off or trips rule 1.
 SUSPECT_UNITS = 2
+# A line shorter than an opening counts as one for rule 2 from this weight on.
+SHORT_LINE_UNITS = 2
 # Characters at the end of the text not read yet: enough to tell "4.90" from the
 # end of a sentence and "12. item" from "12 items".
 _LOOKAHEAD = 4
@@ -57,45 +69,55 @@ _CJK_SENTENCE_END = "。！？；"
 _CLOSERS = "\"')]}»”’」』"
 _FENCE = re.compile(r"[ \t]*(```|~~~)")
 _TABLE = re.compile(r"[ \t]*\|")
-_HEADING = re.compile(r"[ \t]*#{1,6}(\s|$)")
+# A heading's marks and its own numbering ("## 3. Setup") are not its words.
+_HEADING = re.compile(r"[ \t]*#{1,6}(?:[ \t]+\d{1,3}[.)、])?(?:[ \t]+|$)")
 _LIST_ITEM = re.compile(r"[ \t]*([-*+•]|\d{1,3}[.)、]|[a-zA-Z][.)])[ \t]")
+
+Key = tuple[str, ...]
 
 
 class RepetitionGuard:
     """Feed a reply's pieces in order; each `feed` returns the text that may be
-    shown now. Once `tripped` names a rule ("span", "opening", "run"), the reply
-    should stop: later pieces are ignored. `finish` returns what is still held
-    when the reply ends normally."""
+    shown now. Once `tripped` names a rule ("span", "opening", "run", "line"),
+    the reply should stop: later pieces are ignored. `finish` returns what is
+    still held when the reply ends normally; `flush`, when it was interrupted."""
 
-    def __init__(self, mode: str = "strict", allowed: int = 1) -> None:
+    def __init__(self, mode: str = "strict", allowed: int = 1, span_units: float = SPAN_UNITS) -> None:
         if mode not in ("strict", "loops"):
             raise ValueError(f"unknown repetition mode {mode!r}")
         self.mode = mode
         self.allowed = max(1, allowed)
+        self.span_units = span_units
         self.tripped: str | None = None
         self._text = ""
         self._read = 0  # offset of the first character not read yet
         self._shown = 0  # offset of the first character not returned yet
+        self._cut = 0
+        self._item_start = 0  # offset of the item being read
         # Line state.
         self._line_start = 0
         self._line_kind: str | None = None  # prose, list, heading, table, code, fence
-        self._marker_end = 0  # where a list item's marker ("-", "12.") ends
+        self._marker_end = 0  # where a list item's or heading's marker ends
         self._in_code = False
-        # Sentence state (rule 2).
+        self._line_units: list[str] = []
+        # Sentence state (rule 2): its opening units so far.
         self._sentence_start: int | None = None
+        self._sentence_cut = 0  # where a reply cut before this sentence ends
         self._opening: list[str] = []
         self._opening_weight = 0.0
-        self._openings: dict[tuple[str, ...], tuple[int, int]] = {}  # key -> (count, novelty then)
-        self._opening_prefixes: set[tuple[str, ...]] = set()
-        self._sentence_cut = 0
         self._hold_opening: int | None = None
         self._end_pending = False
+        # Keys seen (count, novelty then), and the prefixes of those that may recur.
+        self._openings: dict[Key, tuple[int, int]] = {}
+        self._opening_prefixes: set[Key] = set()
+        self._code_lines: dict[Key, tuple[int, int]] = {}
+        self._last_allowed: set[str] = set()  # code lines that may not come back
         # Units (rule 1): the latest ones as (text, weight, offset).
         self._window: deque[tuple[str, float, int]] = deque(maxlen=int(SPAN_UNITS * 2) + 1)
-        self._spans: dict[tuple[str, ...], tuple[int, int]] = {}
-        self._suspects: set[tuple[str, ...]] = set()
-        # Units that began a span not seen before: how much new text there has been.
-        self._novel = 0
+        self._spans: dict[Key, tuple[int, int]] = {}
+        self._first_seen: dict[Key, int] = {}
+        self._suspects: set[Key] = set()
+        self._novel = 0  # units that began a span not seen before: how much new text there has been
         # Where the current repeat began, and the start of its sentence.
         self._run_start: int | None = None
         self._run_sentence: int | None = None
@@ -113,6 +135,16 @@ class RepetitionGuard:
         self._read_items(final=False)
         return self._release()
 
+    def finish(self) -> str:
+        """The rest of the reply once it has ended (nothing after a trip)."""
+        if self.tripped is None:
+            self._read_items(final=True)
+            if self.tripped is None:
+                self._end_line()
+        if self.tripped is None:
+            return self._release(end=len(self._text))
+        return self._release()
+
     def flush(self) -> str:
         """Everything not shown yet, unchecked (the reply was interrupted)."""
         if self.tripped is not None:
@@ -120,15 +152,6 @@ class RepetitionGuard:
         text, self._shown = self._text[self._shown :], len(self._text)
         self._read = len(self._text)
         return text
-
-    def finish(self) -> str:
-        """The rest of the reply once it has ended (nothing after a trip)."""
-        if self.tripped is None:
-            self._read_items(final=True)
-        if self.tripped is None:
-            self._hold_opening = self._run_sentence = None
-            return self._release(end=len(self._text))
-        return ""
 
     # ---- reading -------------------------------------------------------------
 
@@ -143,13 +166,15 @@ class RepetitionGuard:
             if kind == "word" and match.end() == len(text) and not final:
                 break  # the word may go on in the next piece
             if self._line_kind is None and kind not in ("space", "nl"):
-                self._classify_line(match.start())
+                self._classify_line()
+            self._item_start = match.start()
             getattr(self, f"_on_{kind}")(match)
             position = match.end()
         self._read = max(self._read, position)
 
-    def _classify_line(self, start: int) -> None:
+    def _classify_line(self) -> None:
         line = self._text[self._line_start :]
+        self._marker_end = self._line_start
         if _FENCE.match(line):
             self._line_kind = "fence"
             self._in_code = not self._in_code
@@ -157,24 +182,28 @@ class RepetitionGuard:
             self._line_kind = "code"
         elif _TABLE.match(line):
             self._line_kind = "table"
-        elif _HEADING.match(line):
+        elif heading := _HEADING.match(line):
             self._line_kind = "heading"
-        elif marker := _LIST_ITEM.match(line):
+            self._marker_end = self._line_start + heading.end()
+        elif item := _LIST_ITEM.match(line):
             self._line_kind = "list"
-            self._marker_end = self._line_start + marker.end()
+            self._marker_end = self._line_start + item.end()
         else:
             self._line_kind = "prose"
-        if self._line_kind in ("fence", "code", "table"):
+        if self._exempt:
             self._window.clear()  # spans do not reach across exempt text
 
     @property
     def _exempt(self) -> bool:
+        """Exempt from rules 1-3 (rule 4 watches these lines instead)."""
         return self._line_kind in ("fence", "code", "table")
 
     def _on_nl(self, match: re.Match[str]) -> None:
+        self._end_line()
         self._end_sentence()
         self._line_start = match.end()
         self._line_kind = None
+        self._line_units = []
         self._run_length = 0
 
     def _on_space(self, match: re.Match[str]) -> None:
@@ -184,6 +213,8 @@ class RepetitionGuard:
 
     def _on_mark(self, match: re.Match[str]) -> None:
         char = match.group()
+        if self._exempt:
+            self._hold_code_line(match.end())
         if char == self._run_char and self._run_length and match.start() == self._run_from + self._run_length:
             self._run_length += 1
         else:
@@ -209,11 +240,13 @@ class RepetitionGuard:
     def _on_unit(self, match: re.Match[str], weight: float) -> None:
         self._end_pending = False
         self._run_length = 0
-        if self._exempt:
-            return
         start, unit = match.start(), match.group().lower()
-        if self._line_kind == "list" and start < self._marker_end:
+        if start < self._marker_end:
             return  # "12." numbers the item: counting it would make every item new
+        self._line_units.append(unit)
+        if self._exempt:
+            self._hold_code_line(match.end())
+            return
         self._check_opening(unit, weight, start)
         if self.tripped is None:
             self._check_span(unit, weight, start)
@@ -224,32 +257,75 @@ class RepetitionGuard:
         self._hold_opening = None
         self._end_pending = False
 
+    def _end_line(self) -> None:
+        """Rule 2 for a line shorter than an opening, rule 4 for code lines."""
+        kind, units = self._line_kind, tuple(self._line_units)
+        if self._exempt:
+            self._check_code_line(units)
+        elif kind in ("prose", "list", "heading") and self._sentence_start is not None:
+            size = OPENING_UNITS if kind == "prose" else LIST_OPENING_UNITS
+            if SHORT_LINE_UNITS <= self._opening_weight < size:
+                self._check_opening_key(("line", *self._opening), kind)
+
     # ---- rule 2: openings ----------------------------------------------------
 
     def _check_opening(self, unit: str, weight: float, start: int) -> None:
         if self._sentence_start is None:
             self._sentence_start = start
-            # A list item or a line is cut whole, marker and indentation included.
-            at_line_start = not self._text[self._marker_end if self._line_kind == "list" else self._line_start : start].strip()
+            # A sentence that begins its line is cut whole, marker and indentation included.
+            at_line_start = not self._text[self._marker_end : start].strip()
             self._sentence_cut = self._line_start if at_line_start else start
-        size = LIST_OPENING_UNITS if self._line_kind == "list" else OPENING_UNITS
-        if self._line_kind not in ("prose", "list") or self._opening_weight >= size:
+        kind = self._line_kind
+        size = OPENING_UNITS if kind == "prose" else LIST_OPENING_UNITS
+        if kind not in ("prose", "list", "heading") or self._opening_weight >= size:
             return
         self._opening.append(unit)
         self._opening_weight += weight
-        key = (self._line_kind, *self._opening)
+        key = (kind, *self._opening)
         if self._opening_weight < size:
-            self._hold_opening = self._sentence_cut if key in self._opening_prefixes else None
+            # Held while it may still become a repeated opening or a repeated short line.
+            suspect = key in self._opening_prefixes or ("line", *self._opening) in self._opening_prefixes
+            self._hold_opening = self._sentence_cut if suspect else None
             return
         self._hold_opening = None
-        # Items of a list may share an opening once ("You can pay by card" /
-        # "You can pay by transfer"); a third is a loop. Where loops are all
-        # that is stopped, a line may come back once more (a song's repeated line).
-        allowed = self.allowed + (self._line_kind == "list") + (self.mode == "loops")
+        self._check_opening_key(key, kind)
+
+    def _check_opening_key(self, key: Key, kind: str | None) -> None:
+        # A list's items or headings may share an opening once; where only loops
+        # are stopped, any line may come back once more (a song's repeated line).
+        allowed = self.allowed + (kind != "prose") + (self.mode == "loops")
         if self._repeats(self._openings, key, allowed):
             self._trip("opening", self._sentence_cut)
             return
-        self._opening_prefixes.update(key[:size] for size in range(2, len(key)))
+        self._opening_prefixes.update(key[:size] for size in range(2, len(key) + 1))
+        self._opening_prefixes.update(("line", *key[1:size]) for size in range(2, len(key) + 1))
+
+    # ---- rule 4: lines of code and tables ------------------------------------
+
+    def _line_text(self, end: int | None = None) -> str:
+        """The current line up to the item being read (or `end`), spaces collapsed."""
+        return " ".join(self._text[self._line_start : self._item_start if end is None else end].split())
+
+    def _hold_code_line(self, unit_end: int) -> None:
+        """Hold a line that may become one repeat too many (see _check_code_line)."""
+        text = self._line_text(unit_end)
+        self._hold_opening = self._line_start if any(line.startswith(text) for line in self._last_allowed) else None
+
+    def _check_code_line(self, units: Key) -> None:
+        """Code lines are compared as written ("f(1)" and "f(-1)" differ); a
+        table's rows in strict mode may not repeat at all."""
+        self._hold_opening = None
+        if len(units) < CODE_LINE_UNITS:
+            return
+        line = self._line_text()
+        if self.mode == "strict":  # a summary or an answer has no business repeating a line of code
+            allowed = self.allowed * (1 if self._line_kind == "table" else STRICT_CODE_LINE_REPEATS - 1)
+        else:
+            allowed = self.allowed * (CODE_LINE_REPEATS - 1)
+        if self._repeats(self._code_lines, ("code", line), allowed):
+            self._trip("line", self._line_start)
+        elif self._code_lines[("code", line)][0] == allowed:  # one more trips: hold the next such line
+            self._last_allowed.add(line)
 
     # ---- rule 1: spans -------------------------------------------------------
 
@@ -269,16 +345,19 @@ class RepetitionGuard:
                 self._run_start = self._run_sentence = None
                 self._suspects.add(suspect)
                 self._novel += 1
-        span, span_start = _suffix(window, SPAN_UNITS)
-        if span is not None and self._repeats(self._spans, span, self.allowed):
-            if self._run_start is None or self._run_sentence is None:
-                self._trip("span", span_start)
-            elif self._run_sentence >= self._shown:
-                self._trip("span", self._run_sentence)
-            else:  # the sentence's start is out already: keep one round of the loop
-                self._trip("span", min(span_start, self._run_start))
+        span, span_start = _suffix(window, self.span_units)
+        if span is None:
+            return
+        first = self._first_seen.setdefault(span, span_start)
+        if self._repeats(self._spans, span, self.allowed):
+            repeat = min(span_start, self._run_start if self._run_start is not None else span_start)
+            sentence = self._run_sentence
+            if sentence is not None and first < sentence and sentence >= self._shown:
+                self._trip("span", sentence)  # end with the last whole sentence before the repeat
+            else:  # the loop is inside one sentence, or its start is out already: keep one round
+                self._trip("span", repeat)
 
-    def _repeats(self, seen: dict[tuple[str, ...], tuple[int, int]], key: tuple[str, ...], allowed: int) -> bool:
+    def _repeats(self, seen: dict[Key, tuple[int, int]], key: Key, allowed: int) -> bool:
         """Count one more occurrence of `key`; whether that is more than `allowed`.
         In "loops" mode an occurrence after LOOP_NOVELTY new units counts as a
         first one again: a refrain after a verse is not a loop."""
@@ -297,9 +376,8 @@ class RepetitionGuard:
 
     def _release(self, end: int | None = None) -> str:
         if self.tripped is not None:
-            end = self._cut
-            text = self._text[self._shown : end].rstrip()
-            self._shown = end
+            text = self._text[self._shown : self._cut].rstrip()
+            self._shown = max(self._shown, self._cut)
             return text
         if end is None:
             end = self._read
@@ -314,7 +392,7 @@ class RepetitionGuard:
         return text
 
 
-def _suffix(window: deque[tuple[str, float, int]], weight: float) -> tuple[tuple[str, ...] | None, int]:
+def _suffix(window: deque[tuple[str, float, int]], weight: float) -> tuple[Key | None, int]:
     """The shortest run of the latest units that weighs at least `weight`, as a
     key, and the offset where it starts; while the whole window is lighter, None
     and the offset of its first unit."""
@@ -355,15 +433,19 @@ def guarded(pieces: Iterator[str], guard: RepetitionGuard, on_trip: Callable[[st
         rest = guard.finish()
         if rest:
             yield rest
+        if guard.tripped is not None and on_trip is not None:  # tripped by the very end of the reply
+            on_trip(guard.tripped)
     finally:
         pieces.close()
 
 
 def repeats_in(text: str) -> int:
     """How many times `text` itself repeats its most repeated span or opening (at
-    least 1), by the guard's own rules: a reply rendering `text` (a translation,
-    a proofread copy) may repeat what it repeats."""
-    guard = RepetitionGuard(allowed=sys.maxsize)
+    least 1): a reply rendering `text` (a translation, a proofread copy) may
+    repeat what it repeats. Spans of half the guard's length are counted, as a
+    translation may take twice the words ("Step 2: check the cable" /
+    "Étape 2 : vérifiez le câble qui relie la box")."""
+    guard = RepetitionGuard(allowed=sys.maxsize, span_units=SPAN_UNITS / 2)
     guard.feed(text)
     guard.finish()
     counts = [count for count, _ in (*guard._spans.values(), *guard._openings.values())]

@@ -1,9 +1,10 @@
 """Translating text of any length while keeping its Markdown structure.
 
 The text is cut into blocks: fenced code blocks are kept verbatim and never sent
-to the model; everything else is grouped into chunks that fit the context
-(whole paragraphs and lists where possible) and translated chunk by chunk,
-streaming. Blank lines between blocks are reproduced as they were.
+to the model; everything else is translated paragraph by paragraph (a list or
+a heading is a paragraph too), streaming. Blank lines between blocks are
+reproduced as they were. Each paragraph's translation is bounded by a multiple
+of its own tokens (`translation_bound`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Iterator
 
 from chatllm.engine.base import GenerationParams
 from chatllm.errors import EngineError
-from chatllm.jobs.chunking import split_to_budget
+from chatllm.jobs.chunking import split_paragraphs, split_to_budget
 from chatllm.jobs.metering import Meter
 from chatllm.jobs.prompting import input_budget, task_messages
 from chatllm.templates import Template
@@ -96,14 +97,20 @@ def translate(
             yield block.text
             continue
         yield block.text[: len(block.text) - len(block.text.lstrip("\n"))]
-        for number, chunk in enumerate(split_to_budget(body, budget, engine.count_tokens)):
+        # Paragraph by paragraph: a small model translates a paragraph far better
+        # than a page (benchmarks/README.md, "Quality"); a paragraph too long for
+        # the context goes in parts, cut between sentences.
+        for number, paragraph in enumerate(split_paragraphs(body)):
             if number:
                 yield "\n\n"
-            chunk_params = params
-            if params.max_tokens is None:
-                chunk_params = replace(params, max_tokens=translation_bound(engine.count_tokens(chunk), target))
-            pieces = meter.stream(task_messages(template, values, chunk, system), chunk_params, source=chunk)
-            yield from _strip_surrounding_whitespace(pieces)
+            for part, chunk in enumerate(split_to_budget(paragraph, budget, engine.count_tokens)):
+                if part:
+                    yield " "
+                chunk_params = params
+                if params.max_tokens is None:
+                    chunk_params = replace(params, max_tokens=translation_bound(engine.count_tokens(chunk), target))
+                pieces = meter.stream(task_messages(template, values, chunk, system), chunk_params, source=chunk)
+                yield from _strip_surrounding_whitespace(pieces)
         yield block.text[len(block.text.rstrip("\n")) :]
 
 

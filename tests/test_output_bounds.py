@@ -1,0 +1,272 @@
+"""What keeps a reply bounded, grounded and honest on any model: the repetition
+guard, the length bounds, the grounding filter and the knowledge a persona is
+given. Unit tests on the fake engine and a scripted OpenAI-compatible server;
+the same on the embedded model is in test_e2e.py."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from chatllm.engine.base import EngineOptions, GenerationParams, Message
+from chatllm.engine.fake import FakeEngine
+from chatllm.engine.openai import OpenAIEngine
+from chatllm.errors import InputError
+from chatllm.jobs.chat import ChatSession
+from chatllm.jobs.grounding import GroundingFilter
+from chatllm.jobs.metering import Meter
+from chatllm.jobs.persona import build_persona, choose_knowledge
+from chatllm.jobs.repetition import RepetitionGuard, repeats_in
+from chatllm.jobs.summarize import summarize, summary_bound
+from chatllm.jobs.translate import translate, translation_bound
+from chatllm.models import resolve_model
+from chatllm.templates import load_template
+from tests.conftest import run_chatllm
+from tests.openai_servers import ScriptedServer, chunk
+
+GUARD_TEXTS = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "quality" / "guard"
+PARAMS = GenerationParams(temperature=0)
+
+
+def guard(text: str, mode: str = "strict", allowed: int = 1, step: int = 3) -> tuple[str, str | None]:
+    """`text` streamed through a guard in pieces of `step` characters: what is
+    shown, and the rule that stopped it (None: it ran to the end)."""
+    check = RepetitionGuard(mode=mode, allowed=allowed)
+    shown = []
+    for start in range(0, len(text), step):
+        shown.append(check.feed(text[start : start + step]))
+        if check.tripped:
+            break
+    shown.append(check.finish())
+    return "".join(shown), check.tripped
+
+
+# ---------------------------------------------------------------- the repetition guard
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 7, 50])
+@pytest.mark.parametrize("text, kept, rule", [
+    ("Je suis déjà " + "déjà " * 60, "Je suis déjà", "span"),
+    ("You can return an item within 45 days of delivery. You can return an item within 2 business days. "
+     "You can return an item within 5 business days.", "You can return an item within 45 days of delivery.", "opening"),
+    ("1. You can order a bike from Klarna.\n" + "".join(f"{n}. You can order a bike from Klarna.\n" for n in range(2, 30)),
+     "1. You can order a bike from Klarna.", "span"),
+    ("La question est question de\nLa question est question de\nLa question est question de\n",
+     "La question est question de", "opening"),
+    ("Total: " + "＆" * 40, "Total:", "run"),
+    ("我们的退货政策是收货后四十五天内可以退货。我们的退货政策是收货后四十五天内可以退货。我们的退货政策是收货后",
+     "我们的退货政策是收货后四十五天内可以退货。", "opening"),
+])
+def test_a_loop_is_stopped_and_its_repeat_not_shown(text: str, kept: str, rule: str, step: int) -> None:
+    shown, tripped = guard(text, step=step)
+    assert tripped == rule
+    assert shown.strip() == kept
+
+
+@pytest.mark.parametrize("path", sorted(GUARD_TEXTS.glob("[0-9]*.md")), ids=lambda p: p.stem)
+def test_replies_with_legitimate_repeated_structure_pass_whole(path: Path) -> None:
+    """Lists whose items start alike, tables, code, refrains, restated sentences:
+    in "loops" mode (chat and other templates) none is cut."""
+    text = path.read_text(encoding="utf-8")
+    for step in (1, 3, 7):
+        assert guard(text, mode="loops", step=step) == (text, None)
+
+
+@pytest.mark.parametrize("name", ["01-checklist-check-that", "02-steps-open", "03-table-plan-comparison",
+                                  "04-code-asserts", "10-zh-checklist", "12-sql-inserts", "14-timetable"])
+def test_strict_mode_leaves_lists_tables_and_code_alone(name: str) -> None:
+    text = (GUARD_TEXTS / f"{name}.md").read_text(encoding="utf-8")
+    assert guard(text, mode="strict") == (text, None)
+
+
+def test_a_looping_line_of_code_or_table_row_is_stopped() -> None:
+    code = "Use this:\n```\n" + '    "--output.flush-interval=3s",\n' * 20 + "```\n"
+    shown, tripped = guard(code, mode="loops")
+    assert tripped == "line" and shown.count("flush-interval") == 4
+    shown, tripped = guard(code, mode="strict")
+    assert tripped == "line" and shown.count("flush-interval") == 2
+    table = "| a | b |\n|---|---|\n| 当前的新功能 | 当前的新功能不支持 |\n| 当前的新功能 | 当前的新功能不支持 |\n"
+    shown, tripped = guard(table, mode="strict")
+    assert tripped == "line" and shown.count("当前的新功能不支持") == 1
+
+
+def test_a_translation_may_repeat_what_its_source_repeats() -> None:
+    source = "Step 1: check the cable. Step 2: check the cable. Step 3: check the cable."
+    reply = "Étape 1 : vérifiez le câble qui relie la box. Étape 2 : vérifiez le câble qui relie la box. Étape 3 : vérifiez le câble qui relie la box."
+    assert repeats_in(source) == 2  # "check the cable step" comes back twice
+    assert guard(reply, allowed=repeats_in(source)) == (reply, None)
+    assert guard(reply)[1] is not None  # without the source's allowance it is a loop
+
+
+def test_the_meter_reports_repetition_and_stops_the_engine() -> None:
+    engine = FakeEngine(reply=lambda messages: "The plan is good. " + "The plan will also include a new plan to build roads. " * 50)
+    meter = Meter(engine, repetition="strict")
+    text = "".join(meter.stream([Message("user", "go")], PARAMS))
+    assert text.strip() == "The plan is good. The plan will also include a new plan to build roads."
+    assert meter.stats().finish_reason == "repetition"
+    assert engine.last_stats.usage.completion_tokens < 60  # generation stopped, not just the display
+    assert "repeating itself" in meter.finish_note()
+
+
+def test_repetition_off_lets_everything_through() -> None:
+    reply = "again " * 40
+    meter = Meter(FakeEngine(reply=lambda messages: reply.strip()), repetition="off")
+    assert "".join(meter.stream([Message("user", "go")], PARAMS)) == reply.strip()
+    assert meter.stats().finish_reason == "stop"
+
+
+def test_the_guard_stops_a_remote_server_and_hangs_up() -> None:
+    hung_up = threading.Event()
+
+    def endless(handler, body):
+        handler.start_stream()
+        try:
+            handler.send_lines(chunk("Je suis "), "")
+            for _ in range(100_000):
+                handler.send_lines(chunk("déjà "), "")
+        except OSError:
+            hung_up.set()
+
+    with ScriptedServer() as server:
+        server.route("POST", "/v1/chat/completions", endless)
+        engine = OpenAIEngine(resolve_model(f"openai:stub@{server.url}"), EngineOptions())
+        meter = Meter(engine, repetition="strict")
+        text = "".join(meter.stream([Message("user", "Translate")], PARAMS))
+        assert text.strip() == "Je suis déjà"
+        assert meter.stats().finish_reason == "repetition"
+        assert hung_up.wait(20), "the server kept streaming after the guard stopped the reply"
+        engine.close()
+
+
+# ---------------------------------------------------------------- length bounds
+
+
+def test_summary_bounds_follow_the_input_with_floors_and_ceilings() -> None:
+    assert summary_bound("medium", 1000) == 256  # 30%, under the ceiling
+    assert summary_bound("medium", 400) == 120
+    assert summary_bound("short", 400) == 60
+    assert summary_bound("long", 400) == 200
+    assert summary_bound("medium", 100) == 64  # the floor
+    assert summary_bound("medium", 40) == 30  # never three quarters of a tiny input
+    assert summary_bound("long", 100_000) == 512
+
+
+def test_a_summary_is_bounded_unless_max_tokens_is_given() -> None:
+    template = load_template("summarize")
+    values = template.resolve_variables({})
+    text = "Word " * 400
+    engine = FakeEngine(context_size=4096, reply=lambda messages: " ".join(f"w{n}" for n in range(1000)))  # no numbers
+    meter = Meter(engine)
+    assert len("".join(summarize(meter, template, values, text, PARAMS)).split()) == summary_bound("medium", engine.count_tokens(text))
+    assert meter.stats().finish_reason == "length" and "length limit" in meter.finish_note()
+    meter = Meter(engine)
+    assert len("".join(summarize(meter, template, values, text, GenerationParams(temperature=0, max_tokens=500))).split()) == 500
+
+
+def test_a_translation_chunk_is_bounded_by_its_source() -> None:
+    template = load_template("translate")
+    values = template.resolve_variables({"to": "French"})
+    engine = FakeEngine(context_size=4096, reply=lambda messages: " ".join(f"mot{n}" for n in range(5000)))
+    source = "The first forty electric buses arrive next spring."
+    words = "".join(translate(Meter(engine), template, values, source, PARAMS)).split()
+    assert len(words) == translation_bound(engine.count_tokens(source), "French")
+    assert translation_bound(100, "Chinese (中文)") > translation_bound(100, "French")
+
+
+# ---------------------------------------------------------------- grounding
+
+
+def test_sentences_stating_numbers_not_in_the_source_are_left_out() -> None:
+    source = "The council rejected the delay by 31 votes to 18. The depot upgrade costs £23.4 million; 1,200 people signed."
+    reply = ("The council voted 31 to 18. It was announced on Monday with 12 new stations. "
+             "The upgrade costs 23.4 million and 1200 people signed.\n1. A list item with 7 things\n2. An item\nDone.")
+    for step in (1, 4, 100):
+        check = GroundingFilter(source)
+        shown = "".join(check.feed(reply[i : i + step]) for i in range(0, len(reply), step)) + check.finish()
+        assert shown == "The council voted 31 to 18. The upgrade costs 23.4 million and 1200 people signed.\n2. An item\nDone."
+        assert check.dropped == 2
+
+
+def test_a_persona_whose_whole_reply_is_ungrounded_says_its_fallback(tmp_path: Path) -> None:
+    faq = tmp_path / "faq.md"
+    faq.write_text("## Returns\nReturns are accepted within 45 days of delivery.\n")
+    template = load_template("support")
+    values = template.resolve_variables({})
+    engine = FakeEngine(reply=lambda messages: "You can return it within 30 days.")
+    persona = build_persona(template, values, engine, choose_knowledge(template, [faq]))
+    session = ChatSession(engine, persona, PARAMS)
+    reply = "".join(session.send("How long do I have to return a bike?"))
+    assert "30 days" not in reply and "hand this over to a human colleague" in reply
+    assert "Left out 1 sentence" in session.last_note
+
+
+# ---------------------------------------------------------------- a persona's knowledge
+
+
+def test_kb_replaces_the_demo_knowledge_and_its_examples(tmp_path: Path) -> None:
+    faq = tmp_path / "faq.md"
+    faq.write_text("## Returns\nReturns are accepted within 45 days of delivery.\n")
+    template = load_template("support")
+    values = template.resolve_variables({})
+    demo = build_persona(template, values, FakeEngine(context_size=8192), tiny_model=True)
+    assert "30 days" in demo.system  # the demo's own example quotes the demo's knowledge
+    mine = build_persona(template, values, FakeEngine(context_size=8192), choose_knowledge(template, [faq]), tiny_model=True)
+    everything = mine.system + mine.greeting + mine.render_user("How long do refunds take?")
+    assert "45 days" in everything
+    for demo_fact in ("30 days", "Maple", "maplemoss", "4.90", "退货"):
+        assert demo_fact not in everything
+    added = build_persona(template, values, FakeEngine(context_size=8192), choose_knowledge(template, [f"+{faq}"]),
+                          tiny_model=True)
+    assert "within 45 days" in added.render_user("Returns within 45 days?") or "45 days" in added.facts
+    assert "Returns and refunds" in added.render_user("How long do refunds take?")
+
+
+def test_company_and_tone_still_work_with_the_users_knowledge(tmp_path: Path) -> None:
+    faq = tmp_path / "faq.md"
+    faq.write_text("## Hours\nWe open at 9:00.\n")
+    template = load_template("support")
+    values = template.resolve_variables({"company": "Acme", "tone": "formal"})
+    persona = build_persona(template, values, FakeEngine(context_size=8192), choose_knowledge(template, [faq]))
+    assert "of Acme" in persona.system and "formal" in persona.system and "Acme" in persona.greeting
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "is empty"),
+    (b"   \n\n", "is empty"),
+    (b"\x00\x01binary", "looks like a binary file"),
+    (b"caf\xe9", "is not UTF-8 text"),
+])
+def test_unusable_knowledge_files_are_clear_errors(tmp_path: Path, content: bytes, message: str) -> None:
+    bad = tmp_path / "kb.md"
+    bad.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        choose_knowledge(load_template("support"), [bad])
+    with pytest.raises(InputError, match="is a directory"):
+        choose_knowledge(load_template("support"), [tmp_path])
+
+
+def test_the_cli_refuses_bad_knowledge_and_an_unknown_length(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.md"
+    empty.write_text("")
+    for args in (["--kb", str(empty)], ["--kb", str(tmp_path)], ["--kb", f"+{tmp_path / 'missing.md'}"]):
+        result = run_chatllm("chat", "-p", "support", *args, "--dry-run", input="hi\n")
+        errors = result.stderr.decode().strip().splitlines()
+        assert result.returncode == 1 and len(errors) == 1 and errors[0].startswith("Error: ") and not result.stdout
+    result = run_chatllm("summarize", "--length", "huge", "--dry-run", input="Some text to summarize.")
+    assert result.returncode == 2 and "huge" in result.stderr.decode() and not result.stdout
+
+
+def test_the_dry_run_shows_the_users_knowledge_only(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from chatllm.cli.app import app
+
+    faq = tmp_path / "faq.md"
+    faq.write_text("## Returns\nReturns are accepted within 45 days of delivery.\n")
+    result = CliRunner().invoke(app, ["chat", "-p", "support", "--kb", str(faq), "--dry-run"])
+    assert result.exit_code == 0, result.stderr
+    messages = json.loads(result.stdout)["messages"]
+    assert "45 days" in messages[0]["content"] and "30 days" not in result.stdout
