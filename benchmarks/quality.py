@@ -116,7 +116,7 @@ class LlamaCompletion:
             handle.write(prompt)
         argv = [self.binary, "-m", str(self.model), "-f", handle.name, "-n", str(ANCHOR_MAX_TOKENS),
                 "-c", str(ANCHOR_CONTEXT), "-t", str(self.threads), "-cnv", "-st", "--no-display-prompt",
-                "--no-warmup", "-no-show-timings", "--seed", "42"]
+                "--no-warmup", "--seed", "42"]
         started = time.perf_counter()
         try:
             done = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, timeout=1800)

@@ -24,7 +24,7 @@ KNOWLEDGE_VARIABLE = "knowledge"
 CONTEXT_VARIABLE = "context"
 TOP_LEVEL_KEYS = {
     "name", "description", "kind", "input", "variables", "system", "prompt",
-    "defaults", "greeting", "examples", "knowledge", "fallback",
+    "defaults", "greeting", "examples", "knowledge", "fallback", "labels", "schema",
 }
 VARIABLE_KEYS = {"description", "default", "choices", "required"}
 # Generation defaults: every sampling setting, and how the repetition guard
@@ -67,6 +67,10 @@ class Template:
     fallback: str = ""
     examples: tuple[Example, ...] = ()
     knowledge: tuple[Path, ...] = ()
+    # Structured output: the labels of a classifier (`chatllm classify -t NAME`),
+    # or the JSON Schema every reply must match (a reusable extractor).
+    labels: tuple[str, ...] = ()
+    schema: dict[str, Any] | None = None
 
     def variable(self, name: str) -> Variable | None:
         return next((v for v in self.variables if v.name == name), None)
@@ -265,6 +269,8 @@ class _TemplateParser:
             fallback=self.text("fallback", ""),
             examples=self.examples(),
             knowledge=self.knowledge(),
+            labels=self.labels(),
+            schema=self.schema(),
         )
 
     def variables(self) -> tuple[Variable, ...]:
@@ -321,6 +327,31 @@ class _TemplateParser:
             result.append(Example(user=str(item["user"]), assistant=str(item["assistant"]),
                                   uses_knowledge=bool(item.get("uses_knowledge", False))))
         return tuple(result)
+
+    def labels(self) -> tuple[str, ...]:
+        raw = self.document.get("labels")
+        if raw is None:
+            return ()
+        if not isinstance(raw, list) or not raw or not all(isinstance(label, str) and label.strip() for label in raw):
+            raise self.fail("'labels' must be a list of label texts", "labels")
+        if len({label.casefold() for label in raw}) != len(raw):
+            raise self.fail("'labels' has a label twice", "labels")
+        return tuple(label.strip() for label in raw)
+
+    def schema(self) -> dict[str, Any] | None:
+        """A JSON Schema mapping, or the short field syntax as text."""
+        from chatllm.errors import UsageError
+        from chatllm.jobs.schemas import check_schema, short_schema
+
+        raw = self.document.get("schema")
+        if raw is None:
+            return None
+        try:
+            schema = short_schema(raw) if isinstance(raw, str) else raw
+            check_schema(schema, "'schema'")
+        except UsageError as error:
+            raise self.fail(str(error), "schema") from None
+        return schema
 
     def knowledge(self) -> tuple[Path, ...]:
         raw = self.document.get("knowledge") or []

@@ -147,7 +147,7 @@ def test_per_command_defaults_apply_and_the_command_line_wins() -> None:
     assert "German" in dry_run("translate", "--to", "de")["messages"][0]["content"]
     summary = dry_run("summarize")
     assert summary["params"]["max_tokens"] == 99
-    assert "one or two sentences" in summary["messages"][-1]["content"]  # --length short
+    assert "in at most 71 words" in summary["messages"][-1]["content"]  # 99 tokens (max-tokens wins over --length short)
     assert dry_run("summarize", "--max-tokens", "7")["params"]["max_tokens"] == 7
 
 

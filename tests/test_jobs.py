@@ -25,6 +25,11 @@ def count(text: str) -> int:
     return (len(text) + 3) // 4
 
 
+def the_text(messages) -> str:
+    """The text a translation prompt carries (after its one-line instruction)."""
+    return messages[-1].content.split("\n\n", 1)[1]
+
+
 def long_text(paragraphs: int = 60) -> str:
     return "\n\n".join(
         f"Paragraph {n} talks about topic {n}. " + "It has several sentences of detail. " * 8 for n in range(paragraphs)
@@ -94,7 +99,7 @@ MARKDOWN = "# Title\n\nFirst paragraph.\n\n```python\nprint('keep me')\n```\n\n-
 
 
 def test_code_blocks_are_kept_and_never_sent() -> None:
-    engine = FakeEngine(reply=lambda messages: messages[-1].content.upper())
+    engine = FakeEngine(reply=lambda messages: the_text(messages).upper())
     template = load_template("translate")
     values = template.resolve_variables({"to": "French"})
     output = "".join(translate(Meter(engine), template, values, MARKDOWN, PARAMS))
@@ -111,7 +116,7 @@ def test_blocks_cover_the_whole_text() -> None:
 
 
 def test_long_translation_goes_chunk_by_chunk() -> None:
-    engine = FakeEngine(context_size=1024, reply=lambda messages: messages[-1].content)
+    engine = FakeEngine(context_size=1024, reply=the_text)
     template = load_template("translate")
     values = template.resolve_variables({"to": "German"})
     text = long_text(40)

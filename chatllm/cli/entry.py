@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 # Commands that load a model; for any other, nothing extra is even imported.
-GENERATING_COMMANDS = frozenset({"summarize", "translate", "run", "chat"})
+GENERATING_COMMANDS = frozenset({"summarize", "translate", "run", "chat", "classify", "extract"})
 
 
 def main() -> None:

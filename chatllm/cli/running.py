@@ -153,11 +153,11 @@ def run_generation(
     if options.json:
         sys.stdout.write(result_json(text, model.name, template_name, stats) + "\n")
     if options.log and config.log:
-        _record(model, template_name, record or {}, text, stats)
+        record_run(model, template_name, record or {}, text, stats)
     return text
 
 
-def _record(model: ResolvedModel, template_name: str, record: dict, text: str, stats) -> None:
+def record_run(model: ResolvedModel, template_name: str, record: dict, text: str, stats) -> None:
     """Save a one-shot run to history (`record` holds prompt, variables, params)."""
     from chatllm.history import record_run
 

@@ -59,6 +59,13 @@ def _prepare_and_run(options: RunOptions, config, template_name: str, files: lis
     if job_name == "translate" and not given.get("from") and detected:
         values["from"] = detected.for_prompt()
     params = generation_params(template, **options.sampling())
+    if job_name == "summarize" and template.variable("words"):
+        # What the summary's prompt asks for; the job sets it again from the
+        # model's own token count (this estimate is for --dry-run).
+        from chatllm.jobs.summarize import TOKENS_PER_WORD, summary_bound
+
+        bound = params.max_tokens or summary_bound(values.get("length", "medium"), (len(source.text) + 3) // 4)
+        values["words"] = str(max(5, round(bound / TOKENS_PER_WORD)))
     if loading is None:
         running.print_dry_run(task_messages(template, values, source.text, system), params, template.name, options.model)
         return

@@ -49,6 +49,10 @@ class GenerationParams:
     dry_allowed_length: int = _sampling(2, 1, None, whole=True)
     dry_penalty_last_n: int = _sampling(-1, -1, None, whole=True)
     stop: tuple[str, ...] = ()
+    # Output constrained by construction: a JSON Schema (as JSON text), or a raw
+    # GBNF grammar (llama.cpp only). See engine/grammar.py.
+    json_schema: str | None = None
+    grammar: str | None = None
 
 
 @dataclass(frozen=True)

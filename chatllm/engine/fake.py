@@ -78,6 +78,14 @@ class FakeEngine:
         finally:
             stats.timings.total_s = time.perf_counter() - started
 
+    def score(self, messages: Sequence[Message], continuations: Sequence[str]) -> list[float]:
+        """0 for a continuation the last user message contains, less the longer
+        it is otherwise: deterministic, so classification can be tested."""
+        last_user = next((m.content for m in reversed(messages) if m.role == "user"), "").casefold()
+        self.calls.append(list(messages))
+        self.last_stats = GenerationStats(usage=Usage(prompt_tokens=self.count_prompt_tokens(messages)))
+        return [0.0 if c.casefold() in last_user else -1.0 - len(c) / 100 for c in continuations]
+
     def _common_prefix_tokens(self, messages: list[Message]) -> int:
         shared = 0
         for old, new in zip(self._previous_prompt, messages):

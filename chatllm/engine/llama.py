@@ -30,6 +30,7 @@ llama_cpp = llama_bindings()  # the ctypes bindings alone: see bindings.py
 from llama_cpp._utils import suppress_stdout_stderr  # noqa: E402
 
 from chatllm.engine.base import EngineOptions, GenerationParams, GenerationStats, Message, Timings
+from chatllm.engine.grammar import GRAMMAR_FIRST, ConstrainedSampler, grammar_text
 from chatllm.errors import EngineError, ModelError, UsageError
 from chatllm.models import ResolvedModel
 
@@ -306,6 +307,13 @@ class LlamaEngine:
         started = max(started, self.ready_at or started)
         stats.timings.load_s = self.load_s
         sampler = self._new_sampler(params, prompt)
+        constrained = None
+        gbnf = grammar_text(params.grammar, params.json_schema) if params.grammar or params.json_schema else None
+        if gbnf is not None:
+            if GRAMMAR_FIRST:
+                constrained = _GrammarFirst(self._vocab, self._context, sampler, gbnf)
+            else:
+                constrained = ConstrainedSampler(self._vocab, self._context, sampler, gbnf)
         first_piece = True
         try:
             cached, evaluated, prefill_s = self._evaluate_prompt(messages, prompt)
@@ -314,7 +322,11 @@ class LlamaEngine:
             # that is no prefill worth a rate.
             if evaluated > 1 or (evaluated == 1 and cached == 0):
                 stats.timings.prefill_tokens_per_s = evaluated / prefill_s if prefill_s > 0 else 0.0
-            pieces = self._generate(sampler, params, stats)
+            if constrained is not None:
+                draw = constrained.sample
+            else:
+                draw = functools.partial(llama_cpp.llama_sampler_sample, sampler, self._context, -1)
+            pieces = self._generate(draw, params, stats)
             try:
                 for piece in pieces:
                     if first_piece:
@@ -327,6 +339,8 @@ class LlamaEngine:
             stats.finish_reason = "interrupted"
             raise
         finally:
+            if constrained is not None:
+                constrained.close()
             llama_cpp.llama_sampler_free(sampler)
             self._repair_kv()
             stats.timings.total_s = time.perf_counter() - started
@@ -411,12 +425,12 @@ class LlamaEngine:
             self._kv_tokens += chunk
         return seconds
 
-    def _generate(self, sampler: llama_cpp.llama_sampler_p, params: GenerationParams, stats: GenerationStats) -> Iterator[str]:
+    def _generate(self, draw: Callable[[], int], params: GenerationParams, stats: GenerationStats) -> Iterator[str]:
         """The decode loop. Everything between two `llama_decode` calls is kept to
         a few C calls and a UTF-8 decoder step."""
         context, vocab, piece, kv = self._context, self._vocab, self._piece, self._kv_tokens
         one_token, one_batch = self._one_token, self._one_batch
-        decode, sample, is_eog, to_piece = llama_cpp.llama_decode, llama_cpp.llama_sampler_sample, llama_cpp.llama_vocab_is_eog, llama_cpp.llama_token_to_piece
+        decode, is_eog, to_piece = llama_cpp.llama_decode, llama_cpp.llama_vocab_is_eog, llama_cpp.llama_token_to_piece
         clock = time.perf_counter
         utf8 = codecs.getincrementaldecoder("utf-8")("replace")
         stops, limit, usage = tuple(s for s in params.stop if s), params.max_tokens, stats.usage
@@ -425,7 +439,7 @@ class LlamaEngine:
         if limit is not None and limit <= 0:
             stats.finish_reason = "length"
             return
-        token = sample(sampler, context, -1)
+        token = draw()
         try:
             while not is_eog(vocab, token):
                 usage.completion_tokens += 1
@@ -448,7 +462,7 @@ class LlamaEngine:
                 if result != 0:
                     raise EngineError(f"llama.cpp failed to generate (llama_decode returned {result})")
                 kv.append(token)
-                token = sample(sampler, context, -1)
+                token = draw()
                 decode_s += clock() - began
                 steps += 1
             # Held text that only looked like the start of a stop string is part of
@@ -459,6 +473,53 @@ class LlamaEngine:
             stats.finish_reason = finish
         finally:
             stats.timings.decode_tokens_per_s = steps / decode_s if steps and decode_s > 0 else 0.0
+
+    # ---- scoring -------------------------------------------------------------
+
+    def score(self, messages: Sequence[Message], continuations: Sequence[str]) -> list[float]:
+        """The log-probability of each continuation as the whole reply to
+        `messages` (its tokens, then the end of the turn), by the model's own
+        logits. The prompt is evaluated once (and reuses the KV cache like any
+        reply); each continuation costs its own few tokens."""
+        import numpy  # only here: scoring is for classify, and numpy is ~50 ms to import
+
+        self._require_model()
+        prompt = self.prompt_tokens(messages)
+        if len(prompt) + max((self.count_tokens(c) for c in continuations), default=0) + 2 >= self.context_size:
+            raise EngineError(f"the prompt and its labels do not fit in the {self.context_size}-token context; shorten the input or raise --ctx")
+        self._wait_for_context()
+        n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        end = llama_cpp.llama_vocab_eot(self._vocab)
+        if end < 0:
+            end = llama_cpp.llama_vocab_eos(self._vocab)
+
+        def log_softmax() -> numpy.ndarray:
+            logits = numpy.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._context, -1), shape=(n_vocab,))
+            shifted = logits - logits.max()
+            return shifted - numpy.log(numpy.exp(shifted).sum())
+
+        stats = GenerationStats(timings=Timings(load_s=self.load_s))
+        self.last_stats = stats
+        started = time.perf_counter()
+        try:
+            cached, evaluated, prefill_s = self._evaluate_prompt(messages, prompt)
+            stats.usage.prompt_tokens, stats.usage.cached_prompt_tokens = len(prompt), cached
+            if evaluated > 1 and prefill_s > 0:
+                stats.timings.prefill_tokens_per_s = evaluated / prefill_s
+            first = log_softmax()
+            scores = []
+            for text in continuations:
+                tokens = [*self._prompt.tokenize(text, special=False), end]
+                total = float(first[tokens[0]])
+                for previous, token in zip(tokens, tokens[1:]):
+                    self._decode_prompt([previous])
+                    total += float(log_softmax()[token])
+                self._truncate_kv(len(prompt))
+                scores.append(total)
+            return scores
+        finally:
+            self._repair_kv()
+            stats.timings.total_s = stats.timings.ttft_s = time.perf_counter() - started
 
     # ---- KV bookkeeping ------------------------------------------------------
 
@@ -500,6 +561,28 @@ class LlamaEngine:
             self.close()
         except Exception:  # interpreter shutdown may have torn llama_cpp down already
             pass
+
+
+class _GrammarFirst:
+    """The grammar as the first sampler of the chain: every token is checked
+    against the whole vocabulary (kept to measure ConstrainedSampler against)."""
+
+    def __init__(self, vocab, context, chain, gbnf: str) -> None:
+        self._context = context
+        grammar = llama_cpp.llama_sampler_init_grammar(vocab, gbnf.encode("utf-8"), b"root")
+        if not grammar:
+            raise UsageError("the grammar does not parse (llama.cpp rejected it; --verbose shows where)")
+        # A chain of the grammar then the reply's own chain (which the outer chain frees).
+        self._chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        llama_cpp.llama_sampler_chain_add(self._chain, grammar)
+        llama_cpp.llama_sampler_chain_add(self._chain, llama_cpp.llama_sampler_clone(chain))
+        self.resampled = 0
+
+    def sample(self) -> int:
+        return llama_cpp.llama_sampler_sample(self._chain, self._context, -1)
+
+    def close(self) -> None:
+        llama_cpp.llama_sampler_free(self._chain)
 
 
 def _split_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, str, bool]:

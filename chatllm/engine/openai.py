@@ -31,6 +31,7 @@ token; `CHATLLM_REMOTE_TIMEOUT` is how many seconds the server may stay silent
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import replace
@@ -262,6 +263,11 @@ class OpenAIEngine:
                 body[setting.name] = value
         if params.stop:
             body["stop"] = list(params.stop)
+        if params.json_schema:  # OpenAI's structured outputs; llama-server and vLLM take it too
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "reply", "schema": json.loads(params.json_schema), "strict": True}}
+        if params.grammar:  # llama-server's own field for a raw GBNF grammar
+            body["grammar"] = params.grammar
         return body
 
     def _open_stream(self, messages: Sequence[Message], params: GenerationParams) -> httpx.Response:

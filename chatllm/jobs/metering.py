@@ -39,18 +39,22 @@ class Meter:
         self._decode_tokens = 0
 
     def stream(self, messages: Sequence[Message], params: GenerationParams, *, visible: bool = True,
-               source: str = "", facts: str | None = None, fallback: str = "") -> Iterator[str]:
+               source: str = "", facts: str | None = None, fallback: str = "",
+               repetition: str | None = None) -> Iterator[str]:
         """The engine's stream, guarded and recorded. `visible=False` marks
         intermediate calls (map steps) whose output the user does not see, for
         time to first token. `source` is the text the reply renders (e.g. the
         text being translated): what it repeats, the reply may repeat too.
         `facts`, when given, is the text whose numbers the reply may state:
         sentences stating others are left out (grounding.py), and `fallback` is
-        said instead when that leaves nothing."""
+        said instead when that leaves nothing. `repetition` overrides the
+        guard's mode for this call (structured output is constrained by its
+        schema, and a guard cutting it would break the JSON)."""
         pieces = self._timed(self.engine.stream(messages, params), visible)
         guard = None
-        if self.repetition != "off":
-            guard = RepetitionGuard(mode=self.repetition, allowed=repeats_in(source) if source else 1)
+        mode = repetition or self.repetition
+        if mode != "off":
+            guard = RepetitionGuard(mode=mode, allowed=repeats_in(source) if source else 1)
         output = guarded(pieces, guard) if guard is not None else pieces
         check = None
         if facts is not None:
@@ -83,8 +87,15 @@ class Meter:
             pieces.close()
 
     def complete(self, messages: Sequence[Message], params: GenerationParams, source: str = "",
-                 facts: str | None = None) -> str:
-        return "".join(self.stream(messages, params, visible=False, source=source, facts=facts))
+                 facts: str | None = None, repetition: str | None = None) -> str:
+        return "".join(self.stream(messages, params, visible=False, source=source, facts=facts, repetition=repetition))
+
+    def score(self, messages: Sequence[Message], continuations: Sequence[str]) -> list[float]:
+        """The engine's log-probabilities of `continuations` as the reply (only
+        engines that have `score`), recorded like a call."""
+        scores = self.engine.score(messages, continuations)  # type: ignore[attr-defined]
+        self._add(self.engine.last_stats)
+        return scores
 
     def _add(self, stats: GenerationStats) -> None:
         self.calls += 1

@@ -1,0 +1,140 @@
+"""Grammar-constrained sampling on llama.cpp: output valid by construction.
+
+A JSON Schema becomes a GBNF grammar with llama-cpp-python's own converter
+(`llama_cpp.llama_grammar.json_schema_to_gbnf`, loaded without the package's
+heavy __init__); a raw GBNF grammar is used as it is. llama.cpp's grammar
+sampler then decides which tokens may come next.
+
+Grammar sampling over the whole vocabulary is slow (llama.cpp #3980, #7554),
+so `ConstrainedSampler` does what llama.cpp's own `common_sampler_sample`
+does: it samples as usual, checks only the chosen token against the grammar,
+and only when the grammar rejects it samples again from all candidates with
+the grammar applied first, before any truncating sampler (top-k, top-p, min-p
+on a set the grammar then empties would abort the process: llama.cpp #18173).
+Measured on the embedded model (benchmarks/README.md, "Structured output"),
+this keeps decode speed; the grammar-first chain is kept as `GRAMMAR_FIRST`
+for the comparison.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib
+import json
+import math
+import re
+
+from chatllm.engine.bindings import llama_bindings, prepare_package
+from chatllm.errors import UsageError
+
+llama_cpp = llama_bindings()
+
+# The alternative measured against the lazy check: the grammar as the first
+# sampler of the chain (every token checks the whole vocabulary).
+GRAMMAR_FIRST = False
+PREFILTER = 64
+
+
+@functools.lru_cache(maxsize=32)
+def schema_to_gbnf(schema_text: str) -> str:
+    """GBNF for a JSON Schema (given as JSON text). Raises UsageError naming what
+    the converter cannot express."""
+    prepare_package()
+    converter = importlib.import_module("llama_cpp.llama_grammar")
+    try:
+        gbnf = converter.json_schema_to_gbnf(schema_text)
+    except (ValueError, KeyError, TypeError, NotImplementedError, AssertionError, RecursionError) as error:
+        detail = str(error) or type(error).__name__
+        raise UsageError(f"the schema cannot be turned into a grammar: {detail}") from None
+    # The converter allows one space between tokens; models like to write JSON
+    # indented, and each token the grammar rejects costs a second sampling.
+    # llama.cpp's own converter now allows a line break and a bounded indent.
+    return re.sub(r'(?m)^space ::= .*$', lambda _: 'space ::= | " " | "\\n" [ \\t]{0,20}', gbnf)
+
+
+def grammar_text(grammar: str | None, json_schema: str | None) -> str | None:
+    """The GBNF to constrain a reply with: the raw grammar, or the schema's."""
+    if grammar:
+        return grammar
+    if json_schema:
+        return schema_to_gbnf(json_schema)
+    return None
+
+
+def json_schema_text(schema: dict) -> str:
+    """A schema as the canonical text GenerationParams carries (hashable, cacheable)."""
+    return json.dumps(schema, ensure_ascii=False)  # key order kept: the model fills fields in that order
+
+
+class ConstrainedSampler:
+    """Samples from `chain` (which must not contain the grammar) so that every
+    token is one the grammar allows, and advances the grammar. One per reply."""
+
+    def __init__(self, vocab, context, chain, gbnf: str) -> None:
+        self._context, self._chain = context, chain
+        self._grammar = llama_cpp.llama_sampler_init_grammar(vocab, gbnf.encode("utf-8"), b"root")
+        if not self._grammar:
+            raise UsageError("the grammar does not parse (llama.cpp rejected it; --verbose shows where)")
+        # One candidate, for checking the token the chain chose.
+        self._one = (llama_cpp.llama_token_data * 1)()
+        self._one_array = llama_cpp.llama_token_data_array(self._one, 1, -1, False)
+        # Every candidate, for sampling again under the grammar: ids, logits and
+        # p are filled by strided copies (no Python loop over the vocabulary).
+        self._n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        self._all = (llama_cpp.llama_token_data * self._n_vocab)()
+        self._all_array = llama_cpp.llama_token_data_array(self._all, self._n_vocab, -1, False)
+        self._ids = (ctypes.c_int32 * self._n_vocab)(*range(self._n_vocab))
+        self._zeros = (ctypes.c_float * self._n_vocab)()
+        # The grammar is checked on the PREFILTER best candidates first; the whole
+        # vocabulary only when it allows none of them.
+        self._prefilter = llama_cpp.llama_sampler_init_top_k(PREFILTER)
+        self.resampled = 0  # how often the chain's choice was rejected
+
+    def sample(self) -> int:
+        token = llama_cpp.llama_sampler_sample(self._chain, self._context, -1)
+        one = self._one[0]
+        one.id, one.logit, one.p = token, 1.0, 0.0
+        self._one_array.size, self._one_array.selected, self._one_array.sorted = 1, -1, False
+        llama_cpp.llama_sampler_apply(self._grammar, ctypes.byref(self._one_array))
+        if not math.isinf(one.logit):
+            llama_cpp.llama_sampler_accept(self._grammar, token)
+            return token
+        self.resampled += 1
+        return self._sample_under_grammar()
+
+    def _sample_under_grammar(self) -> int:
+        """The chain's choice among the tokens the grammar allows. (The chain
+        has already counted the rejected token in its penalty history.)"""
+        raw = memoryview(self._all).cast("B")
+        ints, floats = raw.cast("i"), raw.cast("f")
+        logits = llama_cpp.llama_get_logits_ith(self._context, -1)
+        ints[0::3] = memoryview(self._ids).cast("B").cast("i")
+        floats[1::3] = memoryview(ctypes.cast(logits, ctypes.POINTER(ctypes.c_float * self._n_vocab)).contents).cast("B").cast("f")
+        floats[2::3] = memoryview(self._zeros).cast("B").cast("f")
+        array = self._all_array
+        array.data = ctypes.cast(self._all, ctypes.POINTER(llama_cpp.llama_token_data))
+        array.size, array.selected, array.sorted = self._n_vocab, -1, False
+        llama_cpp.llama_sampler_apply(self._prefilter, ctypes.byref(array))  # sorts the best to the front
+        llama_cpp.llama_sampler_apply(self._grammar, ctypes.byref(array))
+        # The grammar leaves the order but not the ranking: the chain must sort
+        # again, or a top-k could keep only tokens the grammar refused.
+        array.sorted = False
+        if all(math.isinf(array.data[i].logit) for i in range(array.size)):
+            # None of the best is allowed: all candidates, the grammar first (it
+            # must never see a set it rejects entirely, llama.cpp #18173).
+            floats[1::3] = memoryview(ctypes.cast(logits, ctypes.POINTER(ctypes.c_float * self._n_vocab)).contents).cast("B").cast("f")
+            ints[0::3] = memoryview(self._ids).cast("B").cast("i")
+            array.size, array.selected, array.sorted = self._n_vocab, -1, False
+            llama_cpp.llama_sampler_apply(self._grammar, ctypes.byref(array))
+            array.sorted = False
+        llama_cpp.llama_sampler_apply(self._chain, ctypes.byref(array))
+        token = array.data[array.selected].id
+        llama_cpp.llama_sampler_accept(self._grammar, token)
+        return token
+
+    def close(self) -> None:
+        if self._grammar:
+            llama_cpp.llama_sampler_free(self._grammar)
+            llama_cpp.llama_sampler_free(self._prefilter)
+            self._grammar = None

@@ -1,0 +1,130 @@
+"""Classifying short texts into a fixed set of labels.
+
+Each item is one user turn after a fixed instruction naming the labels, so the
+engine reuses the instruction's evaluated prefix from item to item (and from
+run to run, through the prefix-state cache): an item costs its own tokens only.
+
+On a local model the label is chosen by the model's own log-probabilities:
+every label is scored as the whole reply (engine `score`), so the answer is
+always exactly one of the labels, and the probabilities are the softmax of
+those scores. The scores are calibrated against a content-free input
+(Zhao et al., "Calibrate Before Use", 2021): a small model's preference for
+some label whatever the text says is measured once per label set and taken
+out, which measurably helps (benchmarks/README.md, "Structured output").
+Where the engine cannot score (a remote server), the reply is constrained to
+the labels by a JSON Schema enum instead, and no probabilities are reported.
+`multi` lets an item take several labels: generated under a schema whose
+items are the labels, on every backend.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from typing import Iterator, Sequence
+
+from chatllm.engine.base import GenerationParams, Message
+from chatllm.engine.grammar import json_schema_text
+from chatllm.errors import EngineError, UsageError
+from chatllm.jobs.metering import Meter
+
+CONTENT_FREE = "N/A"
+DEFAULT_INSTRUCTION = "Classify the text into exactly one of these labels: {labels}. Reply with the label only."
+MULTI_INSTRUCTION = "Classify the text with every label that applies, from: {labels}. Reply with a JSON list of labels."
+
+
+@dataclass(frozen=True)
+class Classification:
+    text: str  # the item
+    labels: tuple[str, ...]  # the chosen label, or several with multi
+    probabilities: dict[str, float] | None = None  # by the model's scores, when it has them
+
+    def as_json(self) -> dict:
+        return {"input": self.text, "label": self.labels[0] if len(self.labels) == 1 else None,
+                "labels": list(self.labels), "probabilities": self.probabilities}
+
+
+def parse_labels(text: str | None = None, lines: Sequence[str] = ()) -> tuple[str, ...]:
+    """Labels from `--labels a,b,c` or the lines of a labels file. Raises
+    UsageError for an empty set or a label given twice."""
+    raw = [p.strip() for p in text.split(",")] if text is not None else [line.strip() for line in lines]
+    labels = tuple(label for label in raw if label)
+    if not labels:
+        raise UsageError("no labels: give --labels a,b,c, a --labels-file with one label per line, or a template with labels")
+    seen: set[str] = set()
+    for label in labels:
+        if label.casefold() in seen:
+            raise UsageError(f"the label '{label}' is given twice")
+        seen.add(label.casefold())
+    return labels
+
+
+def labels_schema(labels: Sequence[str], multi: bool) -> dict:
+    if multi:
+        return {"type": "array", "items": {"enum": list(labels)}, "uniqueItems": True, "minItems": 1}
+    return {"enum": list(labels)}
+
+
+@dataclass
+class Classifier:
+    meter: Meter
+    labels: tuple[str, ...]
+    params: GenerationParams
+    instruction: str = ""  # the system prompt; default: one naming the labels
+    multi: bool = False
+    calibrate: bool = True
+    _calibration: list[float] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        template = MULTI_INSTRUCTION if self.multi else DEFAULT_INSTRUCTION
+        self.instruction = self.instruction or template.format(labels=", ".join(self.labels))
+        engine = self.meter.engine
+        needed = engine.count_prompt_tokens(self._messages("")) + sum(engine.count_tokens(label) + 2 for label in self.labels)
+        if needed >= engine.context_size:
+            raise UsageError(f"the labels and the instruction take about {needed} tokens, more than the "
+                             f"{engine.context_size}-token context; use fewer labels or a larger --ctx")
+
+    def _messages(self, text: str) -> list[Message]:
+        return [Message("system", self.instruction), Message("user", text)]
+
+    def classify(self, items: Sequence[str]) -> Iterator[Classification]:
+        for item in items:
+            yield self.classify_one(item)
+
+    def classify_one(self, text: str) -> Classification:
+        engine = self.meter.engine
+        if not self.multi and hasattr(engine, "score"):
+            return self._by_scores(text)
+        return self._by_schema(text)
+
+    def _scores(self, text: str) -> list[float]:
+        scores = self.meter.score(self._messages(text), self.labels)
+        if not self.calibrate:
+            return scores
+        if self._calibration is None:
+            self._calibration = self.meter.score(self._messages(CONTENT_FREE), self.labels)
+        return [s - c for s, c in zip(scores, self._calibration)]
+
+    def _by_scores(self, text: str) -> Classification:
+        scores = self._scores(text)
+        top = max(scores)
+        weights = [math.exp(s - top) for s in scores]
+        total = sum(weights)
+        probabilities = {label: round(w / total, 4) for label, w in zip(self.labels, weights)}
+        best = self.labels[scores.index(top)]
+        return Classification(text, (best,), probabilities)
+
+    def _by_schema(self, text: str) -> Classification:
+        schema = labels_schema(self.labels, self.multi)
+        params = replace(self.params, json_schema=json_schema_text(schema), grammar=None,
+                         max_tokens=self.params.max_tokens or 16 + 8 * len(self.labels))
+        reply = self.meter.complete(self._messages(text), params, repetition="off").strip()
+        try:
+            answer = json.loads(reply)
+        except json.JSONDecodeError:
+            raise EngineError(f"the model's answer is not one of the labels: {reply[:80]!r}") from None
+        chosen = tuple(answer) if isinstance(answer, list) else (answer,)
+        if not chosen or any(label not in self.labels for label in chosen):
+            raise EngineError(f"the model's answer is not one of the labels: {reply[:80]!r}")
+        return Classification(text, chosen)

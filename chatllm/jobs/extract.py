@@ -1,0 +1,77 @@
+"""Pulling fields out of text as JSON that matches a schema.
+
+The reply is constrained by the schema on every backend (a llama.cpp grammar
+locally, `response_format` on an OpenAI-compatible server), then validated
+against it with jsonschema: a server that ignored the schema, or a schema
+feature a grammar cannot enforce (a `pattern`, a `minimum`), is a clear error
+naming the field, never a silently wrong document.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+from chatllm.engine.base import GenerationParams, Message
+from chatllm.engine.grammar import json_schema_text
+from chatllm.errors import EngineError
+from chatllm.jobs.metering import Meter
+from chatllm.jobs.schemas import SchemaMismatch, validated
+
+# A JSON document is never worth more: a reply cut at this bound is an error.
+DEFAULT_MAX_TOKENS = 1024
+DEFAULT_INSTRUCTION = (
+    "Extract the information from the user's text as JSON with these fields:\n{fields}\n"
+    "Use only what the text says."
+)
+
+
+def describe_fields(schema: dict[str, Any]) -> str:
+    """A line per top-level property ("- age (integer): their age"), or the
+    schema itself when it is not an object of properties."""
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(properties, dict) or not properties:
+        return json.dumps(schema, ensure_ascii=False)
+    lines = []
+    for name, spec in properties.items():
+        spec = spec if isinstance(spec, dict) else {}
+        kind = spec.get("type", "value")
+        if kind == "array":
+            kind = f"list of {spec.get('items', {}).get('type', 'value')}"
+        description = f": {spec['description']}" if spec.get("description") else ""
+        lines.append(f"- {name} ({kind}){description}")
+    return "\n".join(lines)
+
+
+def structured_params(params: GenerationParams, schema: dict[str, Any]) -> GenerationParams:
+    return replace(params, json_schema=json_schema_text(schema), grammar=None,
+                   max_tokens=params.max_tokens or DEFAULT_MAX_TOKENS)
+
+
+def extract(meter: Meter, schema: dict[str, Any], text: str, params: GenerationParams,
+            system: str | None = None) -> Any:
+    """The document extracted from `text`, valid against `schema`."""
+    messages = [Message("system", system or DEFAULT_INSTRUCTION.format(fields=describe_fields(schema))),
+                Message("user", text)]
+    return complete_json(meter, messages, schema, params)
+
+
+def complete_json(meter: Meter, messages: list[Message], schema: dict[str, Any], params: GenerationParams) -> Any:
+    """The reply to `messages` under `schema`, parsed and validated."""
+    constrained = structured_params(params, schema)
+    reply = meter.complete(messages, constrained, repetition="off")  # the schema bounds its form
+    if meter.engine.last_stats.finish_reason == "length":
+        raise EngineError(f"the reply reached its limit of {constrained.max_tokens} tokens before its JSON was "
+                          "complete; raise --max-tokens")
+    return check_reply(reply, schema, meter)
+
+
+def check_reply(reply: str, schema: dict[str, Any], meter: Meter) -> Any:
+    server = getattr(meter.engine, "base_url", None)
+    try:
+        return validated(reply, schema, f"the server at {server}'s reply" if server else "the reply")
+    except SchemaMismatch as error:
+        if server:
+            raise SchemaMismatch(f"{error} (the server may have ignored response_format)") from None
+        raise
