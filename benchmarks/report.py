@@ -46,6 +46,11 @@ def _one_shot_rows(r: dict) -> list[tuple[str, ...]]:
         share = guards["us_per_token"] / step_us
         rows.append(("1 repetition guard + grounding per token", f"{guards['us_per_token']:.1f} µs",
                      f"decode step {step_us:.0f} µs", f"{share:.2%}", "< 1%", _verdict(share < 0.01)))
+    constrained = one.get("constrained")
+    if constrained:
+        rows.append(("1 constrained decode (JSON schema)", f"{constrained['constrained_tokens_per_s']:.1f} tok/s",
+                     f"unconstrained, same prompt: {constrained['free_tokens_per_s']:.1f} tok/s",
+                     f"{constrained['ratio_median']:.3f} paired", "≥ 0.90", _verdict(constrained["ratio_median"] >= 0.90)))
     paired = median(one["prefill_ratio_per_round"])
     rows.append(("1 prefill", f"{one['chatllm_prefill']:.1f} tok/s", f"pp{prompt}: {one['bench_pp']:.1f} tok/s",
                  f"{paired:.3f} paired ({one['chatllm_prefill'] / one['bench_pp']:.3f} of medians)", "≥ 0.95",

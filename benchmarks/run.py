@@ -239,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
             samples = one_shot_rounds(sandbox, bench, path, prompt, args.runs, n_gen, args.noise, cli_reference)
             results["one_shot"] = {"samples": samples, "rounds": args.runs, **derive_one_shot(samples, prompt)}
             results["one_shot"]["guards"] = m.output_guard_cost(count)
+            from structured import constrained_speed
+
+            m.log("1. constrained decode (a JSON schema) vs the same reply unconstrained ...")
+            results["one_shot"]["constrained"] = constrained_speed(model, rounds=3 if args.quick else 7, threads=threads)
             results["memory"] = m.model_memory_budget(model, _default_ctx(model))
 
         if "startup" in wanted:

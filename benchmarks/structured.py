@@ -145,13 +145,13 @@ def classify_accuracy(model: Path | None) -> dict:
 # ---------------------------------------------------------------- 3. speed
 
 
-def constrained_speed(model: Path | None, rounds: int = 5) -> dict:
+def constrained_speed(model: Path | None, rounds: int = 5, threads: int | None = None) -> dict:
     """Decode rate of the same prompt and seed with and without a schema, one
     after the other in each round; tokens/s as the engine measures decode."""
     from chatllm.engine.base import GenerationParams, Message
     from chatllm.engine.grammar import json_schema_text
 
-    engine = load_engine(model)
+    engine = load_engine(model, threads)
     schema = {"type": "object", "properties": {"people": {"type": "array", "items": {
         "type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"},
                                          "city": {"type": "string"}, "job": {"type": "string"}},

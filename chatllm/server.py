@@ -123,10 +123,23 @@ class ChatService:
         if template is not None:
             messages, persona = self._apply_template(template, request.variables, messages)
         repetition = request.repetition or str(settings.get("repetition", "loops"))
+        params = generation_params(settings)
+        schema = request.schema if request.schema is not None else (template.schema if template is not None else None)
+        if schema is not None:
+            from dataclasses import replace
+
+            from chatllm.engine.grammar import json_schema_text, schema_to_gbnf
+
+            try:
+                schema_to_gbnf(json_schema_text(schema))  # a schema no grammar can express is the client's error
+            except ChatLLMError as error:
+                raise RequestError(400, str(error), code="invalid_value") from None
+            params = replace(params, json_schema=json_schema_text(schema), max_tokens=params.max_tokens or 1024)
+            repetition = "off"  # the schema bounds the reply's form; a guard cutting it would break the JSON
         facts = None
-        if persona is not None and persona.facts is not None:
+        if persona is not None and persona.facts is not None and schema is None:
             facts = "\n".join([persona.facts, *(m.content for m in messages if m.role == "user")])
-        return ChatRequest(request.model, messages, generation_params(settings), request.stream, request.include_usage,
+        return ChatRequest(request.model, messages, params, request.stream, request.include_usage,
                            repetition, facts, persona.fallback if persona is not None else "")
 
     def _apply_template(self, template: Template, given: dict[str, str],

@@ -45,6 +45,8 @@ class ParsedRequest:
     stream: bool = False
     include_usage: bool = False
     repetition: str | None = None  # chatllm's own field: strict, loops or off
+    # OpenAI's response_format: the JSON Schema a reply must match (None: free text).
+    schema: dict[str, Any] | None = None
 
 
 def parse_chat_request(body: Any, default_model: str) -> ParsedRequest:
@@ -70,6 +72,7 @@ def parse_chat_request(body: Any, default_model: str) -> ParsedRequest:
         stream=stream,
         include_usage=bool(stream and options.get("include_usage")),
         repetition=_repetition(body.get("repetition")),
+        schema=_response_format(body.get("response_format")),
     )
 
 
@@ -126,6 +129,32 @@ def _sampling(body: dict[str, Any]) -> dict[str, Any]:
             raise RequestError(400, "'stop' must be a string or a list of strings", code="invalid_value")
         settings["stop"] = tuple(s for s in stop if s)
     return settings
+
+
+def _response_format(value: Any) -> dict[str, Any] | None:
+    """OpenAI's `response_format`: text, json_object (any JSON object) or
+    json_schema ({"json_schema": {"schema": ...}}), as llama-server takes them."""
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise RequestError(400, "'response_format.json_schema.schema' must be a JSON Schema object", code="invalid_value")
+        from chatllm.errors import UsageError
+        from chatllm.jobs.schemas import check_schema
+
+        try:
+            check_schema(schema, "'response_format.json_schema.schema'")
+        except UsageError as error:
+            raise RequestError(400, str(error), code="invalid_value") from None
+        return schema
+    raise RequestError(400, "'response_format.type' must be \"text\", \"json_object\" or \"json_schema\"", code="invalid_value")
 
 
 def _repetition(value: Any) -> str | None:

@@ -29,6 +29,7 @@ def register(app: typer.Typer) -> None:
         kb: Annotated[Optional[list[str]], typer.Option("--kb", help="Knowledge file the persona answers from, instead of its own (repeatable); +FILE adds to its own.")] = None,
         knowledge_mode: Annotated[KnowledgeMode, typer.Option("--knowledge", help="How the persona's knowledge reaches the model: whole (all of it, in the system prompt), search (the passages found for each message), or auto (by its size and the model's).")] = "auto",  # type: ignore[assignment]
         variable: Annotated[Optional[list[str]], typer.Option("--var", "-v", help="Persona variable as key=value (repeatable).")] = None,
+        schema: Annotated[Optional[str], typer.Option("--schema", help="Every reply is JSON matching this schema: a JSON Schema file, inline JSON, or fields such as 'name, age int'.", rich_help_panel="Output")] = None,
         resume_last: Annotated[bool, typer.Option("--continue", "-c", help="Continue the last saved chat.")] = False,
         conversation: Annotated[Optional[int], typer.Option("--conversation", help="Continue the saved conversation with this ID (see `chatllm logs list`).", autocompletion=completion.conversation_ids)] = None,
         click_context: typer.Context = None,  # type: ignore[assignment]  # typer passes it: tells a given --persona from the default
@@ -51,12 +52,23 @@ def register(app: typer.Typer) -> None:
         values = template.resolve_variables(parse_variables(variable))
         knowledge = choose_knowledge(template, kb or [])  # a bad --kb fails before the model loads
         params = generation_params(template, **options.sampling())
+        from chatllm.cli.tasks import structure_for
+
+        structure = structure_for(options, schema, template.schema)
+        repetition = repetition_mode(template, options.repetition)
+        if structure is not None:  # each reply is constrained by the schema; a guard cutting it would break the JSON
+            from dataclasses import replace
+
+            from chatllm.engine.grammar import json_schema_text
+
+            params = replace(params, json_schema=json_schema_text(structure))
+            repetition = "off"
         if options.dry_run:
             persona_ = build_persona(template, values, None, knowledge, system, mode=KnowledgeMode(knowledge_mode).value,
                                      tiny_model=is_tiny(running.local_model_path(options, config)))
             session = ChatSession(None, persona_, params)  # type: ignore[arg-type]  # messages() needs no engine
             session.restore(resumed.turns() if resumed else [])
-            running.print_dry_run(session.messages(), params, template.name, options.model)
+            running.print_dry_run(session.messages(), params, template.name, options.model, schema=structure)
             return
         with running.loading_model(options, config) as loading:
             model = loading.model
@@ -79,7 +91,7 @@ def register(app: typer.Typer) -> None:
             persona_ = build_persona(template, values, engine, knowledge, system, mode=KnowledgeMode(knowledge_mode).value,
                                      tiny_model=is_tiny(model.path))
             session = ChatSession(engine, persona_, params, on_notice=notice, on_turn=recorder,
-                                  repetition=repetition_mode(template, options.repetition), fit=fit)
+                                  repetition=repetition, fit=fit)
             hint = fit.for_knowledge(persona_.retrieves)
             if hint:
                 notice(hint)

@@ -85,13 +85,21 @@ def loading_model(options: RunOptions, config: Settings) -> Iterator[ModelLoadin
             future.result().close()
 
 
-def print_dry_run(messages: Sequence[Message], params: GenerationParams, template: str, model: str | None) -> None:
+def print_dry_run(messages: Sequence[Message], params: GenerationParams, template: str, model: str | None,
+                  schema: dict | None = None) -> None:
+    """The messages and settings a command would send, as JSON; with a schema,
+    the schema and the GBNF grammar llama.cpp would be constrained by."""
     payload = {
         "model": model,
         "template": template,
         "messages": [{"role": m.role, "content": m.content} for m in messages],
         "params": {k: v for k, v in vars(params).items() if v not in (None, ())},
     }
+    if schema is not None:
+        from chatllm.engine.grammar import json_schema_text, schema_to_gbnf
+
+        payload["schema"] = schema
+        payload["grammar"] = schema_to_gbnf(json_schema_text(schema))
     sys.stdout.write(json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
 
 

@@ -34,16 +34,9 @@ def _items(files: list[Path] | None, whole: bool) -> list[str]:
 
 def _dry_run(options: RunOptions, template_name: str, messages, params, schema) -> None:
     """--dry-run: the messages, and the schema and grammar that would constrain the reply."""
-    from chatllm.engine.grammar import json_schema_text, schema_to_gbnf
+    from chatllm.cli.running import print_dry_run
 
-    payload = {
-        "model": options.model, "template": template_name,
-        "messages": [{"role": m.role, "content": m.content} for m in messages],
-        "params": {k: v for k, v in vars(params).items() if v not in (None, ()) and k not in ("json_schema", "grammar")},
-        "schema": schema,
-        "grammar": schema_to_gbnf(json_schema_text(schema)),
-    }
-    sys.stdout.write(json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
+    print_dry_run(messages, params, template_name, options.model, schema=schema)
 
 
 def register(app: typer.Typer) -> None:
@@ -133,15 +126,13 @@ def register(app: typer.Typer) -> None:
         from chatllm.cli import running
         from chatllm.errors import UsageError
         from chatllm.jobs.extract import DEFAULT_INSTRUCTION, describe_fields, extract as run_extract
-        from chatllm.jobs.schemas import parse_schema
         from chatllm.templates import load_template
 
         chosen = load_template(template) if template else None
-        if schema is not None:
-            the_schema = parse_schema(schema)
-        elif chosen is not None and chosen.schema is not None:
-            the_schema = chosen.schema
-        else:
+        from chatllm.cli.tasks import structure_for
+
+        the_schema = structure_for(options, schema, chosen.schema if chosen is not None else None)
+        if the_schema is None:
             raise UsageError("give --schema (a JSON Schema file, inline JSON, or fields such as 'name, age int'), or a template with a schema")
         instruction = system or (chosen.render_system({}) if chosen is not None and chosen.system.strip() else None)
         items = _items(files, whole=not jsonl)

@@ -14,6 +14,7 @@ from chatllm.cli.options import RunOptions, generation_options
 
 FilesArgument = Annotated[Optional[list[Path]], typer.Argument(help="Files to read ('-' for stdin); stdin when none.", show_default=False)]
 SystemOption = Annotated[Optional[str], typer.Option("--system", "-s", help="Replace the template's system prompt.")]
+SchemaOption = Annotated[Optional[str], typer.Option("--schema", help="The reply is JSON matching this schema: a JSON Schema file, inline JSON, or fields such as 'name, age int'.", rich_help_panel="Output")]
 
 
 class Length(str, Enum):
@@ -27,19 +28,20 @@ class Format(str, Enum):
     bullets = "bullets"
 
 
-def _run_task(options: RunOptions, template_name: str, files: list[Path] | None, given: dict[str, str], system: str | None, job_name: str) -> None:
+def _run_task(options: RunOptions, template_name: str, files: list[Path] | None, given: dict[str, str], system: str | None,
+              job_name: str, schema: str | None = None) -> None:
     from chatllm.cli import running
 
     config = running.settings()
     if options.dry_run:
-        _prepare_and_run(options, config, template_name, files, given, system, job_name, loading=None)
+        _prepare_and_run(options, config, template_name, files, given, system, job_name, loading=None, schema=schema)
         return
     with running.loading_model(options, config) as loading:
-        _prepare_and_run(options, config, template_name, files, given, system, job_name, loading)
+        _prepare_and_run(options, config, template_name, files, given, system, job_name, loading, schema=schema)
 
 
 def _prepare_and_run(options: RunOptions, config, template_name: str, files: list[Path] | None, given: dict[str, str],
-                     system: str | None, job_name: str, loading) -> None:
+                     system: str | None, job_name: str, loading, schema: str | None = None) -> None:
     """Everything before the first token that needs no model, done while the model
     loads; then the job. `loading` is None for --dry-run."""
     from chatllm.cli import running
@@ -52,6 +54,7 @@ def _prepare_and_run(options: RunOptions, config, template_name: str, files: lis
 
     template = load_template(template_name)
     values = template.resolve_variables(given)
+    structure = structure_for(options, schema, template.schema)
     source = read_input(files or [], required=template.input == "required")
     detected = detect_language(source.text) if source.text.strip() else None
     if job_name == "summarize" and not given.get("lang"):
@@ -67,7 +70,8 @@ def _prepare_and_run(options: RunOptions, config, template_name: str, files: lis
         bound = params.max_tokens or summary_bound(values.get("length", "medium"), (len(source.text) + 3) // 4)
         values["words"] = str(max(5, round(bound / TOKENS_PER_WORD)))
     if loading is None:
-        running.print_dry_run(task_messages(template, values, source.text, system), params, template.name, options.model)
+        running.print_dry_run(task_messages(template, values, source.text, system), params, template.name, options.model,
+                              schema=structure)
         return
     fit = ModelFit(loading.model.path, enabled=config.hints)
     hint = fit.for_translation() if job_name == "translate" else fit.for_language(
@@ -75,13 +79,27 @@ def _prepare_and_run(options: RunOptions, config, template_name: str, files: lis
     if hint:
         notice(hint)
     with running.map_progress(enabled=job_name == "summarize") as progress:
-        job = functools.partial(_job, job_name, template, values, source.text, params, system, progress)
+        job = functools.partial(_job, job_name, template, values, source.text, params, system, progress, structure)
         running.run_generation(options, config, template.name, job, loading.model, loading.engine(),
                                record={"prompt": source.text, "variables": values, "params": params},
                                repetition=repetition_mode(template, options.repetition))
 
 
-def _job(job_name: str, template, values, text: str, params, system, progress, meter) -> Iterator[str]:
+def structure_for(options: RunOptions, given: str | None, declared: dict | None) -> dict | None:
+    """The schema a reply must match: --schema, else the template's, else None.
+    Checked now (and turned into a grammar, for a local model), before any
+    model loads."""
+    from chatllm.jobs.schemas import parse_schema
+
+    schema = parse_schema(given) if given is not None else declared
+    if schema is not None and not (options.model or "").startswith("openai:"):
+        from chatllm.engine.grammar import json_schema_text, schema_to_gbnf
+
+        schema_to_gbnf(json_schema_text(schema))
+    return schema
+
+
+def _job(job_name: str, template, values, text: str, params, system, progress, structure, meter) -> Iterator[str]:
     """The text pieces of one task: summarize and translate split long input
     themselves; any other template must fit the context in one call."""
     if job_name == "summarize":
@@ -103,7 +121,17 @@ def _job(job_name: str, template, values, text: str, params, system, progress, m
             f"the input is {used} tokens but template '{template.name}' can take {budget} with this context; "
             "use a larger --ctx (summarize and translate split long input themselves)"
         )
+    if structure is not None:
+        return _json_reply(meter, task_messages(template, values, text, system), structure, params)
     return meter.stream(task_messages(template, values, text, system), params, source=text)
+
+
+def _json_reply(meter, messages, schema: dict, params) -> Iterator[str]:
+    import json
+
+    from chatllm.jobs.extract import complete_json
+
+    yield json.dumps(complete_json(meter, messages, schema, params), ensure_ascii=False, indent=2)
 
 
 def parse_variables(pairs: list[str] | None) -> dict[str, str]:
@@ -162,6 +190,7 @@ def register(app: typer.Typer) -> None:
         files: FilesArgument = None,
         variable: Annotated[Optional[list[str]], typer.Option("--var", "-v", help="Template variable as key=value (repeatable).")] = None,
         system: SystemOption = None,
+        schema: SchemaOption = None,
     ) -> None:
         """Run any task template on files or stdin."""
         from chatllm.errors import TemplateError
@@ -169,4 +198,4 @@ def register(app: typer.Typer) -> None:
 
         if load_template(template).kind == "persona":
             raise TemplateError(f"'{template}' is a persona; talk to it with `chatllm chat --persona {template}`")
-        _run_task(options, template, files, parse_variables(variable), system, "run")
+        _run_task(options, template, files, parse_variables(variable), system, "run", schema=schema)

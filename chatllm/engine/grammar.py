@@ -36,14 +36,56 @@ GRAMMAR_FIRST = False
 PREFILTER = 64
 
 
+# Keywords the converter cannot express as a grammar (it would silently drop
+# them or fail with a vague message): refused up front, by name.
+UNSUPPORTED_KEYWORDS = ("not", "if", "then", "else", "dependentSchemas", "dependentRequired", "patternProperties",
+                        "propertyNames", "contains", "unevaluatedProperties", "unevaluatedItems", "multipleOf")
+
+
+def _unsupported(schema: object, where: str = "") -> tuple[str, str] | None:
+    """The first keyword of `schema` a grammar cannot express, and where it is."""
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key in UNSUPPORTED_KEYWORDS and where.rsplit("/", 1)[-1] not in ("properties", "$defs", "definitions"):
+                return key, where or "/"
+            found = _unsupported(value, f"{where}/{key}")
+            if found:
+                return found
+    elif isinstance(schema, list):
+        for index, value in enumerate(schema):
+            found = _unsupported(value, f"{where}/{index}")
+            if found:
+                return found
+    return None
+
+
+# Bounds the grammar adds where a schema has none, so that every reply ends,
+# even at a high temperature (a string that never closes would run to the token
+# limit and leave invalid JSON). Validation still uses the schema as given. They
+# are written with GBNF's {m,n} (the converter's own maxLength expansion nests
+# one optional per character).
+DEFAULT_MAX_LENGTH = 400
+DEFAULT_MAX_ITEMS = 50
+
+
+def _bounded(gbnf: str) -> str:
+    gbnf = re.sub(r"\bchar\*", f"char{{0,{DEFAULT_MAX_LENGTH}}}", gbnf)
+    return re.sub(r'\("," space ([\w-]+)\)\*', rf'("," space \1){{0,{DEFAULT_MAX_ITEMS - 1}}}', gbnf)
+
+
 @functools.lru_cache(maxsize=32)
 def schema_to_gbnf(schema_text: str) -> str:
-    """GBNF for a JSON Schema (given as JSON text). Raises UsageError naming what
-    the converter cannot express."""
+    """GBNF for a JSON Schema (given as JSON text), with bounds that make every
+    reply end (`_bounded`). Raises UsageError naming what the converter cannot
+    express."""
+    found = _unsupported(json.loads(schema_text))
+    if found:
+        raise UsageError(f"the schema uses '{found[0]}' (at {found[1]}), which cannot be turned into a grammar; "
+                         "remove it (the reply is still validated against the whole schema)")
     prepare_package()
     converter = importlib.import_module("llama_cpp.llama_grammar")
     try:
-        gbnf = converter.json_schema_to_gbnf(schema_text)
+        gbnf = _bounded(converter.json_schema_to_gbnf(schema_text))
     except (ValueError, KeyError, TypeError, NotImplementedError, AssertionError, RecursionError) as error:
         detail = str(error) or type(error).__name__
         raise UsageError(f"the schema cannot be turned into a grammar: {detail}") from None

@@ -105,6 +105,7 @@ class OpenAIEngine:
         )
         self._seed = options.seed
         self._send_stream_options = True
+        self._response_format = "json_schema"  # how this server takes a schema (see _body)
         self._tokenizer: str | None = None  # URL of the server's tokenizer, "" for none
         self._token_counts: dict[str, int] = {}
         self.last_stats = GenerationStats()
@@ -263,9 +264,11 @@ class OpenAIEngine:
                 body[setting.name] = value
         if params.stop:
             body["stop"] = list(params.stop)
-        if params.json_schema:  # OpenAI's structured outputs; llama-server and vLLM take it too
+        if params.json_schema and self._response_format == "json_schema":  # OpenAI's; llama-server and vLLM take it too
             body["response_format"] = {"type": "json_schema",
                                        "json_schema": {"name": "reply", "schema": json.loads(params.json_schema), "strict": True}}
+        elif params.json_schema and self._response_format == "json_object":  # llama-cpp-python's server
+            body["response_format"] = {"type": "json_object", "schema": json.loads(params.json_schema)}
         if params.grammar:  # llama-server's own field for a raw GBNF grammar
             body["grammar"] = params.grammar
         return body
@@ -292,6 +295,11 @@ class OpenAIEngine:
                 response.close()
             if self._send_stream_options and response.status_code in (400, 422) and "stream_options" in response.text:
                 self._send_stream_options = False
+                continue
+            if "response_format" in body and response.status_code in (400, 422, 500) and "response_format" in response.text:
+                # Each server has its own form: OpenAI's json_schema, llama-cpp-python's
+                # json_object with a schema; with neither, the reply is still validated.
+                self._response_format = "json_object" if self._response_format == "json_schema" else "none"
                 continue
             raise self._status_error(response)
 

@@ -19,8 +19,9 @@ from chatllm.errors import EngineError
 from chatllm.jobs.metering import Meter
 from chatllm.jobs.schemas import SchemaMismatch, validated
 
-# A JSON document is never worth more: a reply cut at this bound is an error.
-DEFAULT_MAX_TOKENS = 1024
+# A reply cut at this bound is an error. The grammar bounds strings and lists
+# (engine/grammar.py), so only a very wide schema comes near it.
+DEFAULT_MAX_TOKENS = 2048
 DEFAULT_INSTRUCTION = (
     "Extract the information from the user's text as JSON with these fields:\n{fields}\n"
     "Use only what the text says."
