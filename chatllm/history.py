@@ -51,6 +51,7 @@ class StoredMessage:
     usage: dict[str, Any] | None = None
     timings: dict[str, Any] | None = None
     created: str = ""
+    reasoning: str | None = None  # a reasoning model's thinking, never part of `content`
 
 
 @dataclass(frozen=True)
@@ -209,10 +210,10 @@ class HistoryStore:
             self._require(connection, conversation_id)
             now = _now()
             connection.execute(
-                "UPDATE messages SET content = ?, interrupted = ?, finish_reason = ?, usage = ?, timings = ?, created = ?"
-                " WHERE conversation_id = ? AND idx = (SELECT MAX(idx) FROM messages WHERE conversation_id = ? AND role = 'assistant')",
+                "UPDATE messages SET content = ?, interrupted = ?, finish_reason = ?, usage = ?, timings = ?, created = ?,"
+                " reasoning = ? WHERE conversation_id = ? AND idx = (SELECT MAX(idx) FROM messages WHERE conversation_id = ? AND role = 'assistant')",
                 (message.content, int(message.interrupted), message.finish_reason, _json(message.usage), _json(message.timings), now,
-                 conversation_id, conversation_id),
+                 message.reasoning, conversation_id, conversation_id),
             )
             self._touch(connection, conversation_id, now, None, system)
 
@@ -238,7 +239,8 @@ class HistoryStore:
                 messages=tuple(
                     StoredMessage(index=m["idx"], role=m["role"], content=m["content"], prompt=m["prompt"],
                                   interrupted=bool(m["interrupted"]), finish_reason=m["finish_reason"],
-                                  usage=_unjson(m["usage"]), timings=_unjson(m["timings"]), created=m["created"])
+                                  usage=_unjson(m["usage"]), timings=_unjson(m["timings"]), created=m["created"],
+                                  reasoning=m["reasoning"])
                     for m in messages
                 ),
             )
@@ -291,10 +293,10 @@ class HistoryStore:
         start = connection.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM messages WHERE conversation_id = ?", (conversation_id,)).fetchone()[0]
         for offset, message in enumerate(messages):
             connection.execute(
-                "INSERT INTO messages (conversation_id, idx, role, content, prompt, interrupted, finish_reason, usage, timings, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages (conversation_id, idx, role, content, prompt, interrupted, finish_reason, usage, timings,"
+                " created, reasoning) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (conversation_id, start + offset, message.role, message.content, message.prompt, int(message.interrupted),
-                 message.finish_reason, _json(message.usage), _json(message.timings), now),
+                 message.finish_reason, _json(message.usage), _json(message.timings), now, message.reasoning),
             )
 
     def _touch(self, connection: sqlite3.Connection, conversation_id: int, now: str, title: str | None, system: str | None) -> None:
@@ -309,12 +311,13 @@ class HistoryStore:
 
 
 def record_run(*, model: str, template: str, output: str, stats: Any = None, prompt: str = "",
-               variables: Mapping[str, Any] | None = None, params: Any = None, store: HistoryStore | None = None) -> int:
+               variables: Mapping[str, Any] | None = None, params: Any = None, store: HistoryStore | None = None,
+               reasoning: str | None = None) -> int:
     """Save a one-shot run (the input and the output) as a conversation of one
     exchange; returns its ID."""
     return (store or HistoryStore()).create_conversation(
         kind="run", model=model, template=template, title=title_of(prompt) or template, params=params, variables=variables,
-        messages=[StoredMessage(0, "user", prompt), _reply_message(output, False, stats)],
+        messages=[StoredMessage(0, "user", prompt), _reply_message(output, False, stats, reasoning)],
     )
 
 
@@ -354,7 +357,7 @@ class ConversationRecorder:
         self._last_turn: Turn | None = None
 
     def __call__(self, session: "ChatSession", turn: "Turn") -> None:
-        reply = _reply_message(turn.reply, turn.interrupted, session.last_stats)
+        reply = _reply_message(turn.reply, turn.interrupted, session.last_stats, turn.reasoning)
         if turn is self._last_turn and self.conversation_id is not None:
             self.store.replace_last_reply(self.conversation_id, reply, system=session.system)
             return
@@ -377,12 +380,14 @@ def title_of(text: str, limit: int = 60) -> str:
     return words if len(words) <= limit else words[: limit - 1].rsplit(" ", 1)[0] + "…"
 
 
-def _reply_message(text: str, interrupted: bool, stats: Any) -> StoredMessage:
-    usage = asdict(stats.usage) if stats is not None else None
+def _reply_message(text: str, interrupted: bool, stats: Any, reasoning: str | None = None) -> StoredMessage:
+    from chatllm.engine.base import usage_json
+
+    usage = usage_json(stats.usage) if stats is not None else None
     timings = asdict(stats.timings) if stats is not None else None
     finish = getattr(stats, "finish_reason", None)
     return StoredMessage(1, "assistant", text, interrupted=interrupted or finish == "interrupted",
-                         finish_reason=finish, usage=usage, timings=timings)
+                         finish_reason=finish, usage=usage, timings=timings, reasoning=reasoning or None)
 
 
 def _now() -> str:

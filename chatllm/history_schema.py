@@ -42,6 +42,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE conversations ADD COLUMN kind TEXT NOT NULL DEFAULT 'chat'",
         "CREATE INDEX conversations_by_kind_and_update ON conversations(kind, updated)",
     ),
+    (  # 3: a reasoning model's thinking, kept apart from its reply's content
+        "ALTER TABLE messages ADD COLUMN reasoning TEXT",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -157,21 +157,21 @@ def write_all(pieces: Iterable[str], sink: Sink) -> str:
     return "".join(text)
 
 
-def result_json(text: str, model: str, template: str, stats: GenerationStats) -> str:
-    """The --json object; field names follow OpenAI's API and DESIGN.md."""
-    usage = stats.usage
+def result_json(text: str, model: str, template: str, stats: GenerationStats, reasoning: str = "") -> str:
+    """The --json object; field names follow OpenAI's API and DESIGN.md. A
+    reasoning model's thinking is in `reasoning`, never in `text`."""
+    from chatllm.engine.base import usage_json
+
     timings = stats.timings
+    extra = {"reasoning": reasoning} if reasoning else {}
     return json.dumps(
         {
             "text": text,
+            **extra,
             "model": model,
             "template": template,
             "finish_reason": stats.finish_reason,
-            "usage": {
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "cached_prompt_tokens": usage.cached_prompt_tokens,
-            },
+            "usage": usage_json(stats.usage),
             "timings": {
                 "load_s": round(timings.load_s, 3),
                 "ttft_s": round(timings.ttft_s, 3),
@@ -193,6 +193,7 @@ def stats_lines(stats: GenerationStats) -> list[str]:
         f"prompt tokens reused from cache: {usage.cached_prompt_tokens} of {usage.prompt_tokens}",
         f"prefill: {timings.prefill_tokens_per_s:.1f} tok/s",
         f"completion tokens: {usage.completion_tokens}",
+        *([f"reasoning tokens: {usage.reasoning_tokens} of {usage.completion_tokens}"] if usage.reasoning_tokens else []),
         f"decode: {timings.decode_tokens_per_s:.1f} tok/s",
         f"time to first token: {timings.ttft_s:.2f} s",
         f"total: {timings.total_s:.2f} s",
@@ -203,6 +204,40 @@ def print_stats(stats: GenerationStats, stream: IO[str] | None = None) -> None:
     stream = stream or sys.stderr
     stream.write("\n".join(stats_lines(stats)) + "\n")
     stream.flush()
+
+
+class ReasoningDisplay:
+    """A reasoning model's thinking on stderr: the thinking itself with
+    --show-reasoning (dim on a terminal), else on a terminal one dim live line
+    counting it ("thinking… 120 tokens"), and in a pipe nothing at all. Stdout
+    only ever carries the answer."""
+
+    def __init__(self, show: bool, stream: IO[str] | None = None) -> None:
+        self.show = show
+        self.stream = stream or sys.stderr
+        self.terminal = self.stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+        self.pieces = 0
+        self._open = False
+
+    def piece(self, text: str) -> None:
+        self.pieces += 1
+        if self.show:
+            self.stream.write(f"\x1b[2m{text}\x1b[0m" if self.terminal else text)
+            self._open = True
+        elif self.terminal:
+            self.stream.write(f"\r\x1b[2mthinking… {self.pieces} tokens\x1b[0m\x1b[K")
+            self._open = True
+        else:
+            return
+        self.stream.flush()
+
+    def done(self) -> None:
+        """The answer begins (or the reply ended): close what the thinking left open."""
+        if not self._open:
+            return
+        self.stream.write("\n" if self.show else "\r\x1b[K")
+        self.stream.flush()
+        self._open = False
 
 
 def notice(message: str) -> None:

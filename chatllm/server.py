@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 
 from chatllm.engine.base import Engine, GenerationStats, Message, generation_params
 from chatllm.errors import ChatLLMError
+from chatllm.engine.reasoning import Reasoning
 from chatllm.jobs.chat import Persona
 from chatllm.jobs.grounding import GroundingFilter, grounded
 from chatllm.jobs.repetition import RepetitionGuard, guarded
@@ -191,7 +192,10 @@ class ChatService:
                 code="context_length_exceeded",
             )
         engine = self.engine
-        pieces = engine.stream(request.messages, request.params)
+        # A reasoning model's thinking bypasses the guards: only the answer is
+        # guarded and grounded; thinking goes out as reasoning_content.
+        thoughts: list[str] = []
+        pieces = _answers(engine.stream(request.messages, request.params), thoughts)
         if request.repetition != "off":
 
             def tripped(rule: str) -> None:
@@ -200,6 +204,7 @@ class ChatService:
             pieces = guarded(pieces, RepetitionGuard(mode=request.repetition), on_trip=tripped)
         if request.facts is not None:
             pieces = grounded(pieces, GroundingFilter(request.facts), request.fallback)
+        pieces = _with_thoughts(pieces, thoughts)
         try:
             first = next(pieces, None)
         except ChatLLMError as error:
@@ -216,6 +221,32 @@ def load_templates() -> list[Template]:
         except ChatLLMError as error:
             sys.stderr.write(f"Warning: not serving template '{name}': {error}\n")
     return found
+
+
+def _answers(pieces: Iterator[str], thoughts: list[str]) -> Iterator[str]:
+    """The answer's pieces; `Reasoning` pieces are put in `thoughts` instead."""
+    try:
+        for piece in pieces:
+            if isinstance(piece, Reasoning):
+                thoughts.append(piece)
+            else:
+                yield piece
+    finally:
+        pieces.close()
+
+
+def _with_thoughts(answer: Iterator[str], thoughts: list[str]) -> Iterator[str]:
+    """The answer's pieces with the thinking put aside meanwhile yielded first,
+    as `Reasoning`: thinking streams as it comes, before the answer it precedes."""
+    try:
+        for piece in answer:
+            while thoughts:
+                yield Reasoning(thoughts.pop(0))
+            yield piece
+        while thoughts:
+            yield Reasoning(thoughts.pop(0))
+    finally:
+        answer.close()
 
 
 def _chain(first: str | None, rest: Iterator[str], stopping: threading.Event) -> Iterator[str]:
@@ -240,6 +271,7 @@ def usage_json(stats: GenerationStats) -> dict[str, Any]:
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
         "prompt_tokens_details": {"cached_tokens": usage.cached_prompt_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
     }
 
 
@@ -261,10 +293,12 @@ def _finish(stats: GenerationStats) -> str:
     return stats.finish_reason if stats.finish_reason in ("length", "repetition") else "stop"
 
 
-def completion_json(reply_id: str, created: int, model: str, text: str, stats: GenerationStats) -> dict[str, Any]:
+def completion_json(reply_id: str, created: int, model: str, text: str, stats: GenerationStats,
+                    reasoning: str = "") -> dict[str, Any]:
     return {
         "id": reply_id, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
+                                             **({"reasoning_content": reasoning} if reasoning else {})}, "logprobs": None,
                      "finish_reason": _finish(stats)}],
         "usage": usage_json(stats), "timings": timings_json(stats),
     }
@@ -340,10 +374,13 @@ class _Handler(BaseHTTPRequestHandler):
             pieces = service.start(request)
             try:
                 if not request.stream:
-                    text = "".join(pieces)
+                    parts = list(pieces)
+                    text = "".join(p for p in parts if not isinstance(p, Reasoning))
+                    thinking = "".join(p for p in parts if isinstance(p, Reasoning))
                     if service.stopping.is_set():
                         raise RequestError(503, "the server is shutting down; this reply was cut short", kind="server_error")
-                    self._send_json(200, completion_json(reply_id, created, request.model, text, service.engine.last_stats))
+                    self._send_json(200, completion_json(reply_id, created, request.model, text, service.engine.last_stats,
+                                                         thinking))
                     return
                 self._stream(pieces, request, reply_id, created)
             finally:
@@ -367,7 +404,8 @@ class _Handler(BaseHTTPRequestHandler):
         send({**chunk_json(reply_id, created, request.model, {"role": "assistant", "content": ""}), **extra})
         try:
             for piece in pieces:
-                send({**chunk_json(reply_id, created, request.model, {"content": piece}), **extra})
+                field = "reasoning_content" if isinstance(piece, Reasoning) else "content"
+                send({**chunk_json(reply_id, created, request.model, {field: str(piece)}), **extra})
         except ChatLLMError as error:  # headers are gone: report it the way llama-server does
             send({"error": {"message": str(error), "type": "server_error"}})
             return

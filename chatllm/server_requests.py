@@ -121,6 +121,9 @@ def _sampling(body: dict[str, Any]) -> dict[str, Any]:
             bounds = f"at least {low}" if high is None else f"between {low} and {high}"
             raise RequestError(400, f"'{name}' must be {bounds}, not {value}", code="invalid_value")
         settings[name] = value
+    kwargs = body.get("chat_template_kwargs")
+    if isinstance(kwargs, dict) and isinstance(kwargs.get("enable_thinking"), bool):
+        settings["think"] = kwargs["enable_thinking"]  # as llama-server and vLLM take it
     stop = body.get("stop")
     if stop is not None:
         if isinstance(stop, str):

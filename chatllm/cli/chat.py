@@ -95,6 +95,7 @@ def register(app: typer.Typer) -> None:
             hint = fit.for_knowledge(persona_.retrieves)
             if hint:
                 notice(hint)
+            running.note_thinking_switch(options, engine)
             if resumed is not None:
                 session.restore(resumed.turns())
                 count = len(session.turns)
@@ -132,21 +133,27 @@ def _given(ctx, name: str) -> bool:
 def _chat_lines(session, options: RunOptions, config, model) -> None:
     """Each stdin line is a user turn; replies go to stdout as plain text, a blank
     line between them, so scripts can drive a conversation."""
-    from chatllm.render import PlainSink, notice, print_stats, result_json, write_all
+    from chatllm.cli.running import _after_thinking
+    from chatllm.render import PlainSink, ReasoningDisplay, notice, print_stats, result_json, write_all
 
     replies = 0
     for line in sys.stdin:
         text = line.rstrip("\n")
         if not text.strip():
             continue
+        thinking = ReasoningDisplay(options.show_reasoning)
+        session.on_reasoning = thinking.piece
         if options.json:
             reply = "".join(session.send(text))
-            sys.stdout.write(result_json(reply, model.name, session.persona.name, session.last_stats) + "\n")
+            thinking.done()
+            reasoning = session.turns[-1].reasoning if session.turns else ""
+            sys.stdout.write(result_json(reply, model.name, session.persona.name, session.last_stats, reasoning) + "\n")
             sys.stdout.flush()
         else:
             if replies:
                 sys.stdout.write("\n")  # a blank line tells replies apart
-            write_all(session.send(text), PlainSink(sys.stdout))
+            write_all(_after_thinking(session.send(text), thinking), PlainSink(sys.stdout))
+            thinking.done()
         if session.last_note:
             notice(session.last_note)
         replies += 1

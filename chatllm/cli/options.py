@@ -35,11 +35,15 @@ class RunOptions:
     repetition: str | None = None
     repeat_penalty: float | None = None
     dry_multiplier: float | None = None
+    think: bool | None = None
+    reasoning_budget: int | None = None
+    show_reasoning: bool = False
 
     def sampling(self) -> dict[str, object]:
         """The sampling settings given on the command line (None: not given)."""
         return {"temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed,
-                "repeat_penalty": self.repeat_penalty, "dry_multiplier": self.dry_multiplier}
+                "repeat_penalty": self.repeat_penalty, "dry_multiplier": self.dry_multiplier,
+                "think": self.think, "reasoning_budget": self.reasoning_budget}
 
 
 class Repetition(str, Enum):
@@ -63,6 +67,9 @@ _SHARED: dict[str, tuple[Any, Any]] = {
     "repetition": (Annotated[Optional[Repetition], typer.Option("--repetition", help="Stop a reply that repeats itself: strict (any repeated sentence or 8-word span), loops (only loops: a refrain may come back), off. Default: the template's.", rich_help_panel="Generation", show_default=False)], None),
     "repeat_penalty": (Annotated[Optional[float], typer.Option("--repeat-penalty", min=0.0, help="Penalty for tokens of the last 64 (1 = off), as llama.cpp's.", rich_help_panel="Generation", show_default=False)], None),
     "dry_multiplier": (Annotated[Optional[float], typer.Option("--dry-multiplier", min=0.0, help="Strength of llama.cpp's DRY sampler against repeated sequences (0 = off).", rich_help_panel="Generation", show_default=False)], None),
+    "think": (Annotated[Optional[bool], typer.Option("--think/--no-think", help="Let a reasoning model think first, or not (templates with a thinking switch, such as Qwen3's; servers get chat_template_kwargs). Default: the model's.", rich_help_panel="Reasoning", show_default=False)], None),
+    "reasoning_budget": (Annotated[Optional[int], typer.Option("--reasoning-budget", min=0, help="Most tokens a reasoning model may think before its thinking is ended (local models).", rich_help_panel="Reasoning", show_default=False)], None),
+    "show_reasoning": (Annotated[bool, typer.Option("--show-reasoning", help="Print a reasoning model's thinking (dim on a terminal; on stderr, so stdout stays the answer).", rich_help_panel="Reasoning")], False),
     "seed": (Annotated[Optional[int], typer.Option("--seed", help="Random seed for reproducible sampling.", rich_help_panel="Generation")], None),
     "json": (Annotated[bool, typer.Option("--json", help="Print one JSON object with text, model, usage and timings.", rich_help_panel="Output")], False),
     "dry_run": (Annotated[bool, typer.Option("--dry-run", help="Print the rendered messages as JSON and exit without loading a model.", rich_help_panel="Output")], False),

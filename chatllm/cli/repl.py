@@ -102,11 +102,16 @@ class Repl:
         sink = None
         pieces: Iterator[str] | None = None
         interrupted = False
+        from chatllm.render import ReasoningDisplay
+
+        thinking = ReasoningDisplay(self.options.show_reasoning)
+        self.session.on_reasoning = thinking.piece
         with _typing_hidden(self.on_terminal):
             try:
                 pieces = start()
                 with self._waiting():
                     first = next(pieces, None)
+                thinking.done()
                 if first is not None:
                     sink = self._open_sink()
                     sink.write(first)
@@ -118,6 +123,7 @@ class Repl:
                 self.error(str(error))
             finally:
                 with _sigint_ignored():  # a second Ctrl-C must not cut the clean-up short
+                    thinking.done()
                     if pieces is not None:
                         pieces.close()  # an unfinished turn is kept, marked as interrupted
                     if sink is not None:

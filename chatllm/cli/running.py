@@ -14,7 +14,7 @@ from chatllm.config import Settings, load_settings
 from chatllm.engine.base import Engine, EngineOptions, GenerationParams, Message
 from chatllm.jobs.metering import Meter
 from chatllm.models import ResolvedModel, resolve_model
-from chatllm.render import CollectingSink, notice, open_sink, print_stats, result_json, write_all
+from chatllm.render import CollectingSink, ReasoningDisplay, notice, open_sink, print_stats, result_json, write_all
 
 
 def settings() -> Settings:
@@ -147,11 +147,14 @@ def run_generation(
 ) -> str:
     """Run `job`, show its text the way the options ask, print stats, save the run.
     `repetition` is the guard's mode (jobs/repetition.py)."""
-    meter = Meter(engine, repetition=repetition)
+    thinking = ReasoningDisplay(options.show_reasoning)
+    meter = Meter(engine, repetition=repetition, on_reasoning=thinking.piece)
+    note_thinking_switch(options, engine)
     sink = CollectingSink() if options.json else open_sink(theme=config.theme)
     try:
-        text = write_all(job(meter), sink)
+        text = write_all(_after_thinking(job(meter), thinking), sink)
     finally:
+        thinking.done()
         stats = meter.stats()
         note = meter.finish_note()
         if note:
@@ -159,10 +162,24 @@ def run_generation(
         if options.stats:
             print_stats(stats)
     if options.json:
-        sys.stdout.write(result_json(text, model.name, template_name, stats) + "\n")
+        sys.stdout.write(result_json(text, model.name, template_name, stats, meter.reasoning) + "\n")
     if options.log and config.log:
-        record_run(model, template_name, record or {}, text, stats)
+        record_run(model, template_name, {**(record or {}), "reasoning": meter.reasoning}, text, stats)
     return text
+
+
+def _after_thinking(pieces: Iterator[str], thinking: "ReasoningDisplay") -> Iterator[str]:
+    """`pieces`, closing the thinking's display when the answer begins."""
+    for piece in pieces:
+        thinking.done()
+        yield piece
+
+
+def note_thinking_switch(options: RunOptions, engine: Engine) -> None:
+    """--think/--no-think on a model whose chat template cannot switch thinking:
+    a dim note, not an error (the option does nothing there)."""
+    if options.think is not None and getattr(engine, "thinking_switch", True) is False:
+        notice(f"{engine.model_name}'s chat template has no thinking switch: --{'' if options.think else 'no-'}think changes nothing.")
 
 
 def record_run(model: ResolvedModel, template_name: str, record: dict, text: str, stats) -> None:

@@ -20,6 +20,8 @@ TemperatureOption = _SHARED["temperature"][0]
 MaxTokensOption = _SHARED["max_tokens"][0]
 SeedOption = _SHARED["seed"][0]
 RepetitionOption = _SHARED["repetition"][0]
+ThinkOption = _SHARED["think"][0]
+ReasoningBudgetOption = _SHARED["reasoning_budget"][0]
 
 
 def register(app: typer.Typer) -> None:
@@ -36,6 +38,8 @@ def register(app: typer.Typer) -> None:
         max_tokens: MaxTokensOption = None,
         seed: SeedOption = None,
         repetition: RepetitionOption = None,
+        think: ThinkOption = None,
+        reasoning_budget: ReasoningBudgetOption = None,
     ) -> None:
         """Serve the model over an OpenAI-compatible API (/v1/chat/completions, /v1/models).
 
@@ -59,7 +63,8 @@ def register(app: typer.Typer) -> None:
             http.server_close()
             raise
         defaults = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed,
-                    "repetition": repetition.value if repetition else None}
+                    "repetition": repetition.value if repetition else None, "think": think,
+                    "reasoning_budget": reasoning_budget}
         from chatllm.jobs.model_fit import is_tiny
 
         http.service = server.ChatService(engine, resolved.name, defaults, aliases=(resolved.reference,),

@@ -53,6 +53,10 @@ class GenerationParams:
     # GBNF grammar (llama.cpp only). See engine/grammar.py.
     json_schema: str | None = None
     grammar: str | None = None
+    # Reasoning models: think or not (None: the template's default), and at most
+    # this many thinking tokens before the end of the thinking is forced (llama.cpp).
+    think: bool | None = None
+    reasoning_budget: int | None = None
 
 
 @dataclass(frozen=True)
@@ -103,8 +107,19 @@ class EngineOptions:
 @dataclass
 class Usage:
     prompt_tokens: int = 0
-    completion_tokens: int = 0
+    completion_tokens: int = 0  # every generated token, thinking included (as OpenAI counts)
     cached_prompt_tokens: int = 0
+    reasoning_tokens: int = 0  # of completion_tokens, those of a reasoning model's thinking
+
+
+def usage_json(usage: Usage) -> dict[str, int]:
+    """Usage as --json, history and serve report it: OpenAI's names, and
+    reasoning_tokens only for a model that thought."""
+    data = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "cached_prompt_tokens": usage.cached_prompt_tokens}
+    if usage.reasoning_tokens:
+        data["reasoning_tokens"] = usage.reasoning_tokens
+    return data
 
 
 @dataclass
@@ -125,6 +140,8 @@ class GenerationStats:
     usage: Usage = field(default_factory=Usage)
     timings: Timings = field(default_factory=Timings)
     finish_reason: FinishReason = "stop"
+    # A reasoning model's reply ended still thinking, with no answer.
+    thinking_unclosed: bool = False
 
 
 @runtime_checkable

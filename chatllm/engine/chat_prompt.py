@@ -15,6 +15,7 @@ from typing import Sequence
 from chatllm.engine.base import Message
 from chatllm.engine.bindings import llama_bindings
 from chatllm.engine.chat_template import ChatTemplate
+from chatllm.engine.reasoning import prompt_opens_thinking, template_has_thinking_switch
 from chatllm.engine.state_cache import MIN_PREFIX_TOKENS
 from chatllm.errors import EngineError
 
@@ -36,6 +37,10 @@ class ChatPrompt:
         self.model_name = model_name
         raw = llama_cpp.llama_model_chat_template(self._model, None)
         template = raw.decode("utf-8", errors="replace") if raw else CHATML_TEMPLATE
+        # Reasoning: whether the template can think at all, and can switch it.
+        self.thinking_switch = template_has_thinking_switch(template)
+        self.may_think = self.thinking_switch or "<think>" in template
+        self.opens_thinking = False  # the last prompt ended inside an opened <think>
         self._bos = llama_cpp.llama_vocab_bos(self._vocab)
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab)) and self._bos >= 0
         eos = self._token_text(llama_cpp.llama_vocab_eos(self._vocab))
@@ -45,7 +50,7 @@ class ChatPrompt:
         nonce = secrets.token_hex(6)
         self._placeholder = "\ue000" + nonce + "{}\ue001"
         self._placeholder_split = re.compile("\ue000" + nonce + r"(\d+)\ue001")
-        self._rendered: tuple[tuple[Message, ...], list[int]] | None = None
+        self._rendered: tuple[tuple[tuple[Message, ...], bool | None], list[int], bool] | None = None
 
     def _token_text(self, token: int) -> str:
         text = llama_cpp.llama_vocab_get_text(self._vocab, token) if token >= 0 else None
@@ -70,25 +75,30 @@ class ChatPrompt:
         """Exactly the number of tokens `stream(messages, ...)` evaluates as its prompt."""
         return len(self.prompt_tokens(messages))
 
-    def prompt_tokens(self, messages: Sequence[Message]) -> list[int]:
+    def prompt_tokens(self, messages: Sequence[Message], think: bool | None = None) -> list[int]:
         """The templated prompt, ending with the opening of the assistant's turn.
         Template text is tokenized with special tokens parsed; message contents
-        never are."""
-        key = tuple(messages)
+        never are. `think` is passed to templates with a thinking switch
+        (`enable_thinking`); None leaves the template's default."""
+        key = (tuple(messages), think)
         if self._rendered is not None and self._rendered[0] == key:
+            self.opens_thinking = self._rendered[2]
             return list(self._rendered[1])
-        tokens = self._render(key, add_generation_prompt=True)
-        self._rendered = (key, tokens)
+        tokens = self._render(key[0], add_generation_prompt=True, think=think)
+        self._rendered = (key, tokens, self.opens_thinking)
         return list(tokens)
 
-    def _render(self, messages: Sequence[Message], add_generation_prompt: bool) -> list[int]:
+    def _render(self, messages: Sequence[Message], add_generation_prompt: bool, think: bool | None = None) -> list[int]:
         render = self._template.render
+        extra = {"enable_thinking": think} if think is not None and self.thinking_switch else {}
         try:
             scaffold = render([{"role": m.role, "content": self._placeholder.format(i)} for i, m in enumerate(messages)],
-                              add_generation_prompt)
-            real = render([{"role": m.role, "content": m.content} for m in messages], add_generation_prompt)
+                              add_generation_prompt, **extra)
+            real = render([{"role": m.role, "content": m.content} for m in messages], add_generation_prompt, **extra)
         except Exception as error:  # a template may reject a conversation (e.g. roles must alternate)
             raise EngineError(f"the chat template of '{self.model_name}' rejected these messages: {error}") from None
+        if add_generation_prompt:
+            self.opens_thinking = self.may_think and prompt_opens_thinking(real)
         parts = self._placeholder_split.split(scaffold)
         contents = [m.content for m in messages]
         # Templates that transform contents (usually `| trim`) still get the

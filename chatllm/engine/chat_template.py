@@ -57,11 +57,12 @@ class ChatTemplate:
         self._bos_token = bos_token
         self._eos_token = eos_token
 
-    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool, **extra: Any) -> str:
         """The prompt text; raises what the template raises (ValueError from its
-        raise_exception, e.g. when roles do not alternate)."""
+        raise_exception, e.g. when roles do not alternate). `extra` are template
+        variables such as Qwen3's `enable_thinking`."""
         return self._template.render(
             messages=messages, bos_token=self._bos_token, eos_token=self._eos_token,
             add_generation_prompt=add_generation_prompt, raise_exception=_raise_exception,
-            strftime_now=_strftime_now, functions=None, function_call=None, tools=None, tool_choice=None,
+            strftime_now=_strftime_now, functions=None, function_call=None, tools=None, tool_choice=None, **extra,
         )

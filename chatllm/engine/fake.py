@@ -43,6 +43,13 @@ class FakeEngine:
         return sum(self.count_tokens(m.content) + 4 for m in messages) + 3
 
     def stream(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]:
+        """The reply in word pieces; inline <think> tags become Reasoning pieces,
+        as on the real backends (engine/reasoning.py)."""
+        from chatllm.engine.reasoning import split_reasoning
+
+        return split_reasoning(self._words(messages, params), thinking=False, stats=lambda: self.last_stats)
+
+    def _words(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]:
         messages = list(messages)
         prompt_tokens = self.count_prompt_tokens(messages)
         if prompt_tokens >= self.context_size:

@@ -64,8 +64,8 @@ def _unsupported(schema: object, where: str = "") -> tuple[str, str] | None:
 # limit and leave invalid JSON). Validation still uses the schema as given. They
 # are written with GBNF's {m,n} (the converter's own maxLength expansion nests
 # one optional per character).
-DEFAULT_MAX_LENGTH = 400
-DEFAULT_MAX_ITEMS = 50
+DEFAULT_MAX_LENGTH = 160
+DEFAULT_MAX_ITEMS = 10
 
 
 def _bounded(gbnf: str) -> str:

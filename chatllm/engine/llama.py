@@ -31,6 +31,7 @@ from llama_cpp._utils import suppress_stdout_stderr  # noqa: E402
 
 from chatllm.engine.base import EngineOptions, GenerationParams, GenerationStats, Message, Timings
 from chatllm.engine.grammar import GRAMMAR_FIRST, ConstrainedSampler, grammar_text
+from chatllm.engine.reasoning import ThinkSplitter
 from chatllm.errors import EngineError, ModelError, UsageError
 from chatllm.models import ResolvedModel
 
@@ -283,10 +284,16 @@ class LlamaEngine:
         self._require_model()
         return len(self._prompt.prompt_tokens(messages))
 
-    def prompt_tokens(self, messages: Sequence[Message]) -> list[int]:
+    def prompt_tokens(self, messages: Sequence[Message], think: bool | None = None) -> list[int]:
         """The templated prompt, ending with the opening of the assistant's turn."""
         self._require_model()
-        return self._prompt.prompt_tokens(messages)
+        return self._prompt.prompt_tokens(messages, think)
+
+    @property
+    def thinking_switch(self) -> bool:
+        """Whether the model's chat template can turn thinking on and off."""
+        self._require_model()
+        return self._prompt.thinking_switch
 
     # ---- generation ----------------------------------------------------------
 
@@ -297,8 +304,14 @@ class LlamaEngine:
         stats = GenerationStats(timings=Timings(load_s=self.load_s))
         self.last_stats = stats
         started = time.perf_counter()
-        prompt = self.prompt_tokens(messages)
+        prompt = self._prompt.prompt_tokens(messages, params.think)
         stats.usage.prompt_tokens = len(prompt)
+        # A reasoning model's thinking comes out as Reasoning pieces; a reply
+        # under a JSON Schema is all answer (the schema decides what it is).
+        thinking = None
+        if self._prompt.may_think and not params.json_schema:
+            thinking = _Thinking(ThinkSplitter(self._prompt.opens_thinking), params.reasoning_budget, stats,
+                                 self._prompt.tokenize(_FORCED_CLOSE, special=True))
         if not prompt:
             raise EngineError(f"the chat template of '{self.model_name}' produced an empty prompt")
         if len(prompt) >= self.context_size:
@@ -326,7 +339,7 @@ class LlamaEngine:
                 draw = constrained.sample
             else:
                 draw = functools.partial(llama_cpp.llama_sampler_sample, sampler, self._context, -1)
-            pieces = self._generate(draw, params, stats)
+            pieces = self._generate(draw, params, stats, thinking)
             try:
                 for piece in pieces:
                     if first_piece:
@@ -425,9 +438,11 @@ class LlamaEngine:
             self._kv_tokens += chunk
         return seconds
 
-    def _generate(self, draw: Callable[[], int], params: GenerationParams, stats: GenerationStats) -> Iterator[str]:
+    def _generate(self, draw: Callable[[], int], params: GenerationParams, stats: GenerationStats,
+                  thinking: _Thinking | None = None) -> Iterator[str]:
         """The decode loop. Everything between two `llama_decode` calls is kept to
-        a few C calls and a UTF-8 decoder step."""
+        a few C calls and a UTF-8 decoder step (and, for a model that thinks,
+        splitting its thinking from its answer)."""
         context, vocab, piece, kv = self._context, self._vocab, self._piece, self._kv_tokens
         one_token, one_batch = self._one_token, self._one_batch
         decode, is_eog, to_piece = llama_cpp.llama_decode, llama_cpp.llama_vocab_is_eog, llama_cpp.llama_token_to_piece
@@ -447,7 +462,9 @@ class LlamaEngine:
                 text = utf8.decode(piece.raw[:length]) if length > 0 else ""
                 if stops:
                     text, held, hit = _split_at_stop(held + text, stops)
-                if text:
+                if thinking is not None:
+                    yield from thinking.feed(text)
+                elif text:
                     yield text
                 if hit:
                     break
@@ -462,6 +479,17 @@ class LlamaEngine:
                 if result != 0:
                     raise EngineError(f"llama.cpp failed to generate (llama_decode returned {result})")
                 kv.append(token)
+                if thinking is not None and thinking.over_budget():
+                    # End the thinking as llama-server's --reasoning-budget does:
+                    # the closing tag, as if the model had written it.
+                    for forced in thinking.close_tokens:
+                        one_token[0] = forced
+                        if decode(context, one_batch) != 0:
+                            raise EngineError("llama.cpp failed to generate (llama_decode returned an error)")
+                        kv.append(forced)
+                        usage.completion_tokens += 1
+                        length = to_piece(vocab, forced, piece, _PIECE_BUFFER, 0, True)
+                        yield from thinking.feed(utf8.decode(piece.raw[:length]) if length > 0 else "", forced=True)
                 token = draw()
                 decode_s += clock() - began
                 steps += 1
@@ -469,7 +497,9 @@ class LlamaEngine:
             # the reply after all. Bytes of a character cut off by the token limit
             # are dropped rather than shown as U+FFFD.
             if held and not hit:
-                yield held
+                yield from thinking.feed(held) if thinking is not None else (held,)
+            if thinking is not None:
+                yield from thinking.finish()
             stats.finish_reason = finish
         finally:
             stats.timings.decode_tokens_per_s = steps / decode_s if steps and decode_s > 0 else 0.0
@@ -484,7 +514,10 @@ class LlamaEngine:
         import numpy  # only here: scoring is for classify, and numpy is ~50 ms to import
 
         self._require_model()
-        prompt = self.prompt_tokens(messages)
+        prompt = self._prompt.prompt_tokens(messages, think=False)  # a label needs no deliberation
+        # A template that opens <think> anyway: each continuation first closes it
+        # (the same tokens for every label, so the ranking is the labels' own).
+        opening = self._prompt.tokenize(_FORCED_CLOSE.lstrip("\n"), special=True) if self._prompt.opens_thinking else []
         if len(prompt) + max((self.count_tokens(c) for c in continuations), default=0) + 2 >= self.context_size:
             raise EngineError(f"the prompt and its labels do not fit in the {self.context_size}-token context; shorten the input or raise --ctx")
         self._wait_for_context()
@@ -509,7 +542,7 @@ class LlamaEngine:
             first = log_softmax()
             scores = []
             for text in continuations:
-                tokens = [*self._prompt.tokenize(text, special=False), end]
+                tokens = [*opening, *self._prompt.tokenize(text, special=False), end]
                 total = float(first[tokens[0]])
                 for previous, token in zip(tokens, tokens[1:]):
                     self._decode_prompt([previous])
@@ -561,6 +594,37 @@ class LlamaEngine:
             self.close()
         except Exception:  # interpreter shutdown may have torn llama_cpp down already
             pass
+
+
+# What ends a reasoning model's thinking when its budget is spent.
+_FORCED_CLOSE = "\n</think>\n\n"
+
+
+class _Thinking:
+    """The thinking state of one reply: the splitter, the tokens spent thinking
+    (`usage.reasoning_tokens`) and the budget."""
+
+    def __init__(self, splitter: ThinkSplitter, budget: int | None, stats: GenerationStats, close_tokens: list[int]) -> None:
+        self.splitter, self.budget, self.stats, self.close_tokens = splitter, budget, stats, close_tokens
+        self.forced = False
+
+    def feed(self, text: str, forced: bool = False) -> list[str]:
+        if self.splitter.thinking and not forced:
+            self.stats.usage.reasoning_tokens += 1
+        return self.splitter.feed(text) if text else []
+
+    def over_budget(self) -> bool:
+        if self.budget is None or self.forced or not self.splitter.thinking:
+            return False
+        if self.stats.usage.reasoning_tokens >= self.budget:
+            self.forced = True
+            return True
+        return False
+
+    def finish(self) -> list[str]:
+        pieces = self.splitter.finish()
+        self.stats.thinking_unclosed = self.splitter.unclosed
+        return pieces
 
 
 class _GrammarFirst:

@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from chatllm.engine.base import EngineOptions, GenerationParams, GenerationStats, Message, Timings, sampling_settings
+from chatllm.engine.reasoning import Reasoning, ThinkSplitter, may_think
 from chatllm.engine.openai_stream import ReplyReader, error_message, one_line, parse_event, sse_events
 from chatllm.errors import EngineError
 from chatllm.models import ResolvedModel
@@ -271,6 +272,8 @@ class OpenAIEngine:
             body["response_format"] = {"type": "json_object", "schema": json.loads(params.json_schema)}
         if params.grammar:  # llama-server's own field for a raw GBNF grammar
             body["grammar"] = params.grammar
+        if params.think is not None:  # Qwen3-style templates on llama-server and vLLM read this
+            body["chat_template_kwargs"] = {"enable_thinking": params.think}
         return body
 
     def _open_stream(self, messages: Sequence[Message], params: GenerationParams) -> httpx.Response:
@@ -304,8 +307,31 @@ class OpenAIEngine:
             raise self._status_error(response)
 
     def stream(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]:
-        """Yield the reply's text as the server streams it. Raises EngineError (on
-        the first `next`) if the server cannot be reached or refuses the request."""
+        """Yield the reply's text as the server streams it: the answer as `str`,
+        thinking as `Reasoning` pieces (sent apart, or inline `<think>` tags).
+        Raises EngineError (on the first `next`) if the server cannot be
+        reached or refuses the request."""
+        pieces = self._stream(messages, params)
+        if params.json_schema:
+            return pieces
+        # A reasoning model's template may open <think> on the server: then the
+        # start of its reply is held until a tag says which it is.
+        splitter = ThinkSplitter(None if may_think(self.model_name) and params.think is not False else False)
+        return self._split(pieces, splitter)
+
+    def _split(self, pieces: Iterator[str], splitter: ThinkSplitter) -> Iterator[str]:
+        try:
+            for piece in pieces:
+                if isinstance(piece, Reasoning):
+                    yield piece
+                else:
+                    yield from splitter.feed(piece)
+            yield from splitter.finish()
+            self.last_stats.thinking_unclosed = splitter.unclosed
+        finally:
+            pieces.close()
+
+    def _stream(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]:
         stats = GenerationStats(timings=Timings(load_s=self.load_s))
         self.last_stats = stats
         reader = ReplyReader(stats)
@@ -315,6 +341,9 @@ class OpenAIEngine:
             try:
                 for event in self._events(response):
                     text = reader.text_of(event)
+                    if reader.reasoning:
+                        yield Reasoning(reader.reasoning)
+                        reader.reasoning = ""
                     if text:
                         yield text
             finally:

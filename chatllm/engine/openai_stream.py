@@ -91,9 +91,13 @@ class ReplyReader:
         self.chunks = 0  # content chunks: one token each on llama.cpp-based servers
         self.usage_seen = False
         self.server_timings: dict[str, Any] = {}
+        self.reasoning = ""  # thinking the server sent apart, not yet passed on
+        self.reasoning_chunks = 0
 
     def text_of(self, event: dict[str, Any]) -> str:
-        """The content `event` adds to the reply ("" for none)."""
+        """The content `event` adds to the reply ("" for none); thinking a server
+        sends apart (`reasoning_content`, or vLLM's `reasoning`) comes back as a
+        `Reasoning` piece before it."""
         if isinstance(event.get("usage"), dict):
             self.usage_seen = self._read_usage(event["usage"]) or self.usage_seen
         if isinstance(event.get("timings"), dict):
@@ -107,7 +111,14 @@ class ReplyReader:
                 self.stats.finish_reason = "length" if reason == "length" else "stop"
             # `delta` in a stream; `message` when a server answers with one completion.
             delta = choice.get("delta") or choice.get("message") or {}
-            content = delta.get("content") if isinstance(delta, dict) else None
+            if not isinstance(delta, dict):
+                continue
+            for field in ("reasoning_content", "reasoning"):
+                thought = delta.get(field)
+                if isinstance(thought, str) and thought:
+                    self.reasoning += thought
+                    self.reasoning_chunks += 1
+            content = delta.get("content")
             if isinstance(content, str):
                 text += content
         if text:
@@ -122,6 +133,10 @@ class ReplyReader:
             return False
         self.stats.usage.prompt_tokens = prompt
         self.stats.usage.completion_tokens = completion
+        completion_details = usage.get("completion_tokens_details")
+        thinking = completion_details.get("reasoning_tokens") if isinstance(completion_details, dict) else None
+        if isinstance(thinking, int):
+            self.stats.usage.reasoning_tokens = thinking
         details = usage.get("prompt_tokens_details")
         cached = details.get("cached_tokens") if isinstance(details, dict) else None
         if isinstance(cached, int):
@@ -136,7 +151,9 @@ class ReplyReader:
         timings.ttft_s = (self.first_at - self.started) if self.first_at else timings.total_s
         if not self.usage_seen:
             usage.prompt_tokens = estimated_prompt_tokens
-            usage.completion_tokens = self.chunks
+            usage.completion_tokens = self.chunks + self.reasoning_chunks
+        if not usage.reasoning_tokens and self.reasoning_chunks:
+            usage.reasoning_tokens = self.reasoning_chunks
         server = self.server_timings
         if isinstance(server.get("cache_n"), int) and not usage.cached_prompt_tokens:
             usage.cached_prompt_tokens = server["cache_n"]

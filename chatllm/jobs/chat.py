@@ -29,6 +29,7 @@ class Turn:
     prompt: str  # the user message as sent to the model (with retrieved knowledge)
     reply: str = ""
     interrupted: bool = False
+    reasoning: str = ""  # a reasoning model's thinking: never sent back to it, never in the reply
 
 
 @dataclass
@@ -81,6 +82,8 @@ class ChatSession:
         self.first_in_context = 0  # turns before this index were dropped from the prompt
         self.on_notice = on_notice or (lambda message: None)
         self.on_turn = on_turn
+        # Receives a reasoning model's thinking as it comes (the renderer's choice to show it).
+        self.on_reasoning: Callable[[str], None] | None = None
         self.last_stats = GenerationStats()
         # Why the last reply stopped when it did not end by itself (Meter.finish_note).
         self.last_note: str | None = None
@@ -162,7 +165,7 @@ class ChatSession:
         except EngineError:
             self.turns.remove(turn)
             raise
-        meter = Meter(self.engine, repetition=self.repetition)
+        meter = Meter(self.engine, repetition=self.repetition, on_reasoning=self.on_reasoning)
         facts = None
         if self.persona.facts is not None:
             facts = "\n".join([self.persona.facts, *(m.content for m in messages if m.role == "user")])
@@ -179,6 +182,7 @@ class ChatSession:
             pieces.close()
             self.last_stats = meter.stats()
             self.last_note = meter.finish_note()
+            turn.reasoning = meter.reasoning
             turn.interrupted = stopped_early or self.last_stats.finish_reason == "interrupted"
             if turn.interrupted and not turn.reply:
                 # Nothing was said: keeping the turn would put two user messages

@@ -117,7 +117,7 @@ class Classifier:
 
     def _by_schema(self, text: str) -> Classification:
         schema = labels_schema(self.labels, self.multi)
-        params = replace(self.params, json_schema=json_schema_text(schema), grammar=None,
+        params = replace(self.params, json_schema=json_schema_text(schema), grammar=None, think=False,
                          max_tokens=self.params.max_tokens or 16 + 8 * len(self.labels))
         reply = self.meter.complete(self._messages(text), params, repetition="off").strip()
         try:

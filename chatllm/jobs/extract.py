@@ -19,9 +19,6 @@ from chatllm.errors import EngineError
 from chatllm.jobs.metering import Meter
 from chatllm.jobs.schemas import SchemaMismatch, validated
 
-# A reply cut at this bound is an error. The grammar bounds strings and lists
-# (engine/grammar.py), so only a very wide schema comes near it.
-DEFAULT_MAX_TOKENS = 2048
 DEFAULT_INSTRUCTION = (
     "Extract the information from the user's text as JSON with these fields:\n{fields}\n"
     "Use only what the text says."
@@ -45,9 +42,13 @@ def describe_fields(schema: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def structured_params(params: GenerationParams, schema: dict[str, Any]) -> GenerationParams:
-    return replace(params, json_schema=json_schema_text(schema), grammar=None,
-                   max_tokens=params.max_tokens or DEFAULT_MAX_TOKENS)
+def structured_params(params: GenerationParams, schema: dict[str, Any], room: int) -> GenerationParams:
+    """Constrained by `schema`, thinking off (a grammar cannot start after it on
+    every backend, and a label or a field needs no deliberation), and bounded by
+    --max-tokens or else by the `room` left in the context: the grammar bounds
+    strings and lists (engine/grammar.py), so a reply ends well before."""
+    return replace(params, json_schema=json_schema_text(schema), grammar=None, think=False,
+                   max_tokens=params.max_tokens or max(room, 16))
 
 
 def extract(meter: Meter, schema: dict[str, Any], text: str, params: GenerationParams,
@@ -60,7 +61,8 @@ def extract(meter: Meter, schema: dict[str, Any], text: str, params: GenerationP
 
 def complete_json(meter: Meter, messages: list[Message], schema: dict[str, Any], params: GenerationParams) -> Any:
     """The reply to `messages` under `schema`, parsed and validated."""
-    constrained = structured_params(params, schema)
+    engine = meter.engine
+    constrained = structured_params(params, schema, engine.context_size - engine.count_prompt_tokens(messages) - 8)
     reply = meter.complete(messages, constrained, repetition="off")  # the schema bounds its form
     if meter.engine.last_stats.finish_reason == "length":
         raise EngineError(f"the reply reached its limit of {constrained.max_tokens} tokens before its JSON was "

@@ -5,9 +5,10 @@ every call through the repetition guard (repetition.py)."""
 from __future__ import annotations
 
 import time
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from chatllm.engine.base import Engine, FinishReason, GenerationParams, GenerationStats, Message, Timings, Usage
+from chatllm.engine.reasoning import Reasoning
 from chatllm.jobs.grounding import GroundingFilter, grounded
 from chatllm.jobs.repetition import RepetitionGuard, guarded, repeats_in
 
@@ -17,10 +18,17 @@ _NOTABLE: tuple[FinishReason, ...] = ("stop", "length", "repetition", "interrupt
 
 
 class Meter:
-    def __init__(self, engine: Engine, repetition: str = "strict") -> None:
+    def __init__(self, engine: Engine, repetition: str = "strict",
+                 on_reasoning: Callable[[str], None] | None = None) -> None:
         """`repetition` is the guard's mode for every call: "strict", "loops" or
-        "off" (see RepetitionGuard)."""
+        "off" (see RepetitionGuard). A reasoning model's thinking never joins the
+        reply: it is kept in `reasoning` (per call: `last_reasoning`) and passed
+        to `on_reasoning` as it comes, for the renderer to show or hide."""
         self.engine = engine
+        self.on_reasoning = on_reasoning
+        self.reasoning = ""
+        self.last_reasoning = ""
+        self.unclosed_thinking = False
         self.repetition = repetition
         self.started = time.perf_counter()
         self.usage = Usage()
@@ -50,7 +58,8 @@ class Meter:
         said instead when that leaves nothing. `repetition` overrides the
         guard's mode for this call (structured output is constrained by its
         schema, and a guard cutting it would break the JSON)."""
-        pieces = self._timed(self.engine.stream(messages, params), visible)
+        self.last_reasoning = ""
+        pieces = self._answer_only(self._timed(self.engine.stream(messages, params), visible))
         guard = None
         mode = repetition or self.repetition
         if mode != "off":
@@ -73,6 +82,27 @@ class Meter:
             if check is not None:
                 self.ungrounded_sentences += check.dropped
             self._add(stats)
+
+    def _answer_only(self, pieces: Iterator[str]) -> Iterator[str]:
+        """The answer's pieces; thinking goes to `reasoning` and `on_reasoning`.
+        A reply that never closed its thinking and said nothing else is not
+        lost: its thinking is the reply, and a note says why."""
+        answered = False
+        try:
+            for piece in pieces:
+                if isinstance(piece, Reasoning):
+                    self.last_reasoning += piece
+                    self.reasoning += piece
+                    if self.on_reasoning is not None:
+                        self.on_reasoning(piece)
+                    continue
+                answered = answered or bool(piece.strip())
+                yield piece
+            if not answered and self.last_reasoning.strip() and self.engine.last_stats.thinking_unclosed:
+                self.unclosed_thinking = True
+                yield self.last_reasoning.strip()
+        finally:
+            pieces.close()
 
     def _timed(self, pieces: Iterator[str], visible: bool) -> Iterator[str]:
         """`pieces`, noting when the first one came. Time to first token is the
@@ -102,6 +132,7 @@ class Meter:
         self.usage.prompt_tokens += stats.usage.prompt_tokens
         self.usage.completion_tokens += stats.usage.completion_tokens
         self.usage.cached_prompt_tokens += stats.usage.cached_prompt_tokens
+        self.usage.reasoning_tokens += stats.usage.reasoning_tokens
         reason = stats.finish_reason
         self.finish_counts[reason] = self.finish_counts.get(reason, 0) + 1
         if _NOTABLE.index(reason) >= _NOTABLE.index(self.finish_reason):
@@ -126,6 +157,8 @@ class Meter:
         elif self.finish_counts.get("length"):
             limit = f" of {self.length_limit} tokens" if self.length_limit else ""
             notes.append(f"Cut at the length limit{limit}{parts('length')}; --max-tokens N allows more.")
+        if self.unclosed_thinking:
+            notes.append("The model never finished thinking; its thinking is shown as the reply.")
         if self.ungrounded_sentences:
             count = self.ungrounded_sentences
             notes.append(f"Left out {count} sentence{'s' if count > 1 else ''} stating numbers that are not in the source.")
