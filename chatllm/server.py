@@ -17,6 +17,7 @@ on one lock and an async framework would buy nothing.
 
 from __future__ import annotations
 
+import hmac
 import json
 import signal
 import sys
@@ -67,10 +68,13 @@ class ChatService:
     whole of `start`'s iterator: the engine serves one request at a time."""
 
     def __init__(self, engine: Engine, model_name: str, defaults: dict[str, Any] | None = None,
-                 aliases: tuple[str, ...] = (), templates: list[Template] | None = None, tiny_model: bool = False) -> None:
+                 aliases: tuple[str, ...] = (), templates: list[Template] | None = None, tiny_model: bool = False,
+                 api_key: str | None = None) -> None:
         """`tiny_model`: the model is too small to read long knowledge well
-        (persona knowledge is then searched; jobs/persona.py)."""
+        (persona knowledge is then searched; jobs/persona.py). `api_key`: the
+        key every request but /health must carry."""
         self.engine = engine
+        self.api_key = api_key or None
         self.tiny_model = tiny_model
         self.model_name = model_name
         self.defaults = {k: v for k, v in (defaults or {}).items() if v is not None}
@@ -319,9 +323,26 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "chatllm"
     server: "ChatHTTPServer"
 
+    def _authorized(self, path: str) -> bool:
+        """Every endpoint but /health needs `Authorization: Bearer KEY` when the
+        server has a key (compared in constant time; the key is never logged).
+        Answers 401 itself when it is missing or wrong."""
+        key = self.server.service.api_key
+        if key is None or path == "/health":
+            return True
+        given = self.headers.get("Authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode()):
+            return True
+        self._send_error(RequestError(401, "a valid API key is needed: send 'Authorization: Bearer KEY'",
+                                      kind="authentication_error", code="invalid_api_key"))
+        return False
+
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         path = self.path.split("?", 1)[0].rstrip("/")
         service = self.server.service
+        if not self._authorized(path):
+            return
         if path == "/v1/models":
             self._send_json(200, service.models())
         elif path.startswith("/v1/models/"):
@@ -337,6 +358,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         path = self.path.split("?", 1)[0].rstrip("/")
+        if not self._authorized(path):
+            self.close_connection = True  # the body was not read
+            return
         try:
             body = self._read_json()
             if path != "/v1/chat/completions":
@@ -436,6 +460,18 @@ class _Handler(BaseHTTPRequestHandler):
 class ChatHTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # a client that never hangs up does not keep chatllm alive
     service: ChatService
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only listens on this machine."""
+    import ipaddress
+
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def bind(host: str, port: int) -> ChatHTTPServer:

@@ -89,7 +89,7 @@ def test_set_types_command_options_as_the_option_takes_them() -> None:
         (["gpu_layers", "many"], "'gpu_layers' must be a number of layers"),
         (["colour", "red"], "unknown setting 'colour'"),
         (["commands.nosuch.x", "1"], "unknown command 'nosuch'"),
-        (["commands.translate.tone", "1"], "'translate' has no option 'tone' (options: ctx, dry-multiplier, dry-run, from,"),
+        (["commands.translate.tone", "1"], "'translate' has no option 'tone' (options: chat-template, ctx, dry-multiplier, dry-run,"),
         (["commands.summarize.length", "huge"], "commands.summarize.length: 'huge' is not one of 'short', 'medium', 'long'"),
         (["commands.summarize.max-tokens", "0"], "commands.summarize.max-tokens:"),
     ],

@@ -121,3 +121,13 @@ def test_errors_are_one_line() -> None:
     assert result.returncode == 1
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: cannot read the history database ") and "file is not a database" in lines[0]
+
+
+def test_list_in_a_pipe_prints_every_column_whole(fake_engine) -> None:
+    title = "Zorbla " + "with many more words than any terminal column would ever hold " * 2
+    invoke("chat", input=title + "\n")
+    line = invoke("logs", "list").stdout.splitlines()[1]  # CliRunner's stdout is a pipe
+    from chatllm.history import title_of
+
+    assert line.endswith(title_of(title)) and len(line) > 80  # the stored title (its first 60 characters), whole
+    assert line.split()[1].count("-") == 2 and ":" in line.split()[2]  # the date and the time, whole

@@ -270,3 +270,14 @@ def test_the_dry_run_shows_the_users_knowledge_only(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     messages = json.loads(result.stdout)["messages"]
     assert "45 days" in messages[0]["content"] and "30 days" not in result.stdout
+
+
+def test_a_loop_from_paragraph_to_paragraph_of_a_translation_is_stopped() -> None:
+    template = load_template("translate")
+    values = template.resolve_variables({"to": "French"})
+    engine = FakeEngine(reply=lambda messages: "La question est question de la ville et de la mer.")
+    meter = Meter(engine, repetition="strict")
+    source = "First paragraph about the city.\n\nSecond paragraph about the sea.\n\nThird one about roads."
+    output = "".join(translate(meter, template, values, source, PARAMS))
+    assert output.count("La question est question") == 1
+    assert meter.stats().finish_reason == "repetition"

@@ -202,3 +202,33 @@ def llama_server(embedded_model, tmp_path_factory):
     from tests.test_engine_openai import llama_server as make
 
     yield from make.__wrapped__(embedded_model, tmp_path_factory)
+
+
+# ---------------------------------------------------------------- a model without a chat template (issue 15)
+
+
+@pytest.fixture(scope="module")
+def base_gguf(embedded_model: Path, tmp_path_factory) -> Path:
+    """The embedded model without its chat template, as a base model comes."""
+    target = tmp_path_factory.mktemp("base") / "SmolLM2-base.gguf"
+    subprocess.run([sys.executable, "-m", "gguf.scripts.gguf_new_metadata", str(embedded_model), str(target),
+                    "--remove-metadata", "tokenizer.chat_template", "--force"], check=True, capture_output=True)
+    return target
+
+
+@pytest.mark.slow
+def test_a_model_without_a_chat_template_is_named_and_chat_template_chooses(base_gguf: Path, tmp_path: Path) -> None:
+    result = run_chatllm("chat", "-m", str(base_gguf), "--max-tokens", "4", input="hi\n")
+    assert result.returncode == 0 and "has no chat template" in result.stderr.decode()
+    assert result.stderr.decode().count("has no chat template") == 1
+    result = run_chatllm("chat", "-m", str(base_gguf), "--chat-template", "plain", "--max-tokens", "4", input="hi\n")
+    assert result.returncode == 0 and "has no chat template" not in result.stderr.decode()
+    template = tmp_path / "mine.jinja"
+    template.write_text("{% for m in messages %}{{ m['content'] }}\n{% endfor %}Answer:")
+    result = run_chatllm("chat", "-m", str(base_gguf), "--chat-template", str(template), "--max-tokens", "4", input="hi\n")
+    assert result.returncode == 0, result.stderr.decode()
+
+
+def test_chat_template_must_be_a_name_or_a_file() -> None:
+    result = run_chatllm("chat", "--chat-template", "nosuch", "--dry-run", input="hi\n")
+    assert result.returncode == 2 and "neither a file nor a built-in template" in result.stderr.decode()

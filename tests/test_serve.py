@@ -273,3 +273,38 @@ def test_a_taken_port_is_an_error() -> None:
         result = run_chatllm("serve", "--port", str(port), "-m", "embedded", timeout=60)
     assert result.returncode == 1
     assert result.stderr.decode().startswith(f"Error: cannot listen on 127.0.0.1:{port}: ")
+
+
+def test_an_api_key_guards_every_endpoint_but_health() -> None:
+    engine = RecordingEngine()
+    http = server.bind("127.0.0.1", 0)
+    http.service = server.ChatService(engine, "fake.gguf", aliases=("fake",), api_key="s3cret")
+    thread = threading.Thread(target=http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    url = server.base_url(http)
+    try:
+        assert httpx.get(url.removesuffix("/v1") + "/health").status_code == 200
+        assert httpx.get(f"{url}/models").status_code == 401
+        assert httpx.get(f"{url}/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        response = httpx.post(f"{url}/chat/completions", json={"model": "fake", "messages": HELLO})
+        assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=url, api_key="wrong", max_retries=0).models.list()
+        client = openai.OpenAI(base_url=url, api_key="s3cret", max_retries=0)
+        assert client.chat.completions.create(model="fake", messages=HELLO).choices[0].message.content == "Echo: hello there"
+        # chatllm's own remote backend sends CHATLLM_API_KEY
+        os.environ["CHATLLM_API_KEY"] = "s3cret"
+        try:
+            remote = OpenAIEngine(resolve_model(f"openai:fake@{url}"), EngineOptions())
+            assert "".join(remote.stream([Message("user", "hi")], GenerationParams())) == "Echo: hi"
+            remote.close()
+        finally:
+            del os.environ["CHATLLM_API_KEY"]
+    finally:
+        http.shutdown()
+        http.server_close()
+
+
+def test_loopback_addresses() -> None:
+    assert server.is_loopback("127.0.0.1") and server.is_loopback("::1") and server.is_loopback("localhost")
+    assert not server.is_loopback("0.0.0.0") and not server.is_loopback("192.168.1.10")

@@ -87,6 +87,7 @@ def register(app: typer.Typer) -> None:
 
                 importlib.import_module("prompt_toolkit")  # while the model loads: the two overlap
             engine = loading.engine()
+            running.prepare_engine(options, engine)
             fit = ModelFit(model.path, enabled=config.hints)
             persona_ = build_persona(template, values, engine, knowledge, system, mode=KnowledgeMode(knowledge_mode).value,
                                      tiny_model=is_tiny(model.path))
@@ -95,7 +96,6 @@ def register(app: typer.Typer) -> None:
             hint = fit.for_knowledge(persona_.retrieves)
             if hint:
                 notice(hint)
-            running.note_thinking_switch(options, engine)
             if resumed is not None:
                 session.restore(resumed.turns())
                 count = len(session.turns)

@@ -40,16 +40,12 @@ def register(app: typer.Typer) -> None:
         if not rows:
             typer.echo("No saved conversations match." if search else "No saved conversations yet.", err=True)
             return
-        from rich.console import Console
-        from rich.table import Table
+        from chatllm.cli.tables import print_table
 
-        table = Table(box=None, pad_edge=False)
-        for column in ("id", "when", "template", "model", "first words"):
-            # One line per conversation, however narrow the terminal.
-            table.add_column(column, no_wrap=True, overflow="ellipsis", ratio=1 if column == "first words" else None)
-        for row in rows:
-            table.add_row(str(row.id), local_time(row.updated), row.template or "", row.model or "", row.title)
-        Console(soft_wrap=False).print(table)
+        # One line per conversation: cut to the terminal's width on a terminal,
+        # whole in a pipe (so `chatllm logs list | grep` finds everything).
+        print_table(("id", "when", "template", "model", "first words"),
+                    [(str(row.id), local_time(row.updated), row.template or "", row.model or "", row.title) for row in rows])
 
     @logs.command("show")
     def show(conversation_id: IdArgument) -> None:

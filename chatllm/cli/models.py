@@ -124,9 +124,9 @@ def register(app: typer.Typer) -> None:
 def _print_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     """Columns aligned with spaces on stdout: the same on a terminal and in a
     pipe (never wrapped or cut), so `awk '{print $1}'` works."""
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows)]
-    for row in (headers, *rows):
-        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    from chatllm.cli.tables import print_table
+
+    print_table(headers, rows, fit_terminal=False)
 
 
 def _can_ask() -> bool:

@@ -38,6 +38,7 @@ class RunOptions:
     think: bool | None = None
     reasoning_budget: int | None = None
     show_reasoning: bool = False
+    chat_template: str | None = None
 
     def sampling(self) -> dict[str, object]:
         """The sampling settings given on the command line (None: not given)."""
@@ -52,6 +53,21 @@ class Repetition(str, Enum):
     off = "off"
 
 
+def _chat_template(value: str | None) -> str | None:
+    """A built-in template's name or a readable file (checked before any model loads)."""
+    if value is None:
+        return None
+    from chatllm.engine.chat_templates import BUILTIN_NAMES
+
+    if value in BUILTIN_NAMES:
+        return value
+    from pathlib import Path
+
+    if not Path(value).expanduser().is_file():
+        raise typer.BadParameter(f"'{value}' is neither a file nor a built-in template ({', '.join(BUILTIN_NAMES)})")
+    return value
+
+
 def _gpu_layers(value: str | None) -> str | None:
     if value is None or value == "auto" or (value.lstrip("-").isdigit() and int(value) >= -1):
         return value
@@ -62,6 +78,7 @@ _SHARED: dict[str, tuple[Any, Any]] = {
     "model": (Annotated[Optional[str], typer.Option("--model", "-m", help="Model: path to a .gguf, 'embedded', an alias, hf:org/repo[:QUANT], or openai:MODEL@URL.", autocompletion=completion.model_references, rich_help_panel="Model")], None),
     "temperature": (Annotated[Optional[float], typer.Option("--temperature", min=0.0, max=2.0, help="Sampling temperature (0 = deterministic).", rich_help_panel="Generation")], None),
     "max_tokens": (Annotated[Optional[int], typer.Option("--max-tokens", min=1, help="Most tokens to generate per reply.", rich_help_panel="Generation")], None),
+    "chat_template": (Annotated[Optional[str], typer.Option("--chat-template", callback=_chat_template, help="Chat template to use instead of the model's: a Jinja file, or chatml, llama3, gemma, plain (for a base model).", rich_help_panel="Model", show_default=False)], None),
     "ctx": (Annotated[Optional[int], typer.Option("--ctx", min=128, help="Context window in tokens (default: the model's, at most 4096).", rich_help_panel="Model")], None),
     "gpu_layers": (Annotated[Optional[str], typer.Option("--gpu-layers", callback=_gpu_layers, help="Layers to offload to the GPU: a number, -1 for all, or auto.", rich_help_panel="Model")], None),
     "repetition": (Annotated[Optional[Repetition], typer.Option("--repetition", help="Stop a reply that repeats itself: strict (any repeated sentence or 8-word span), loops (only loops: a refrain may come back), off. Default: the template's.", rich_help_panel="Generation", show_default=False)], None),

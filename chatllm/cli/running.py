@@ -149,7 +149,7 @@ def run_generation(
     `repetition` is the guard's mode (jobs/repetition.py)."""
     thinking = ReasoningDisplay(options.show_reasoning)
     meter = Meter(engine, repetition=repetition, on_reasoning=thinking.piece)
-    note_thinking_switch(options, engine)
+    prepare_engine(options, engine)
     sink = CollectingSink() if options.json else open_sink(theme=config.theme)
     try:
         text = write_all(_after_thinking(job(meter), thinking), sink)
@@ -173,6 +173,38 @@ def _after_thinking(pieces: Iterator[str], thinking: "ReasoningDisplay") -> Iter
     for piece in pieces:
         thinking.done()
         yield piece
+
+
+def prepare_engine(options: RunOptions, engine: Engine) -> None:
+    """What the options ask of a loaded engine: its chat template (--chat-template),
+    and the notes a user should read (a model without a chat template, --think
+    on a model that cannot switch)."""
+    if options.chat_template:
+        if not hasattr(engine, "use_chat_template"):
+            notice("--chat-template does nothing for a model on a server: the server applies its own.")
+        else:
+            engine.use_chat_template(chat_template_text(options.chat_template))
+    elif getattr(engine, "has_chat_template", True) is False:
+        notice(f"{engine.model_name} has no chat template: it is probably a base model, not an instruct one, and may "
+               "just continue or echo the prompt. Prompts use ChatML; use an instruct model, or --chat-template plain.")
+    note_thinking_switch(options, engine)
+
+
+def chat_template_text(value: str) -> str:
+    from chatllm.engine.chat_prompt import BUILTIN_TEMPLATES
+    from chatllm.errors import UsageError
+    from chatllm.inputs import read_file
+
+    if value in BUILTIN_TEMPLATES:
+        return BUILTIN_TEMPLATES[value]
+    text = read_file(Path(value).expanduser())
+    import jinja2
+
+    try:
+        jinja2.Environment().parse(text)
+    except jinja2.TemplateSyntaxError as error:
+        raise UsageError(f"'{value}' line {error.lineno}: {error.message}") from None
+    return text
 
 
 def note_thinking_switch(options: RunOptions, engine: Engine) -> None:

@@ -3,7 +3,7 @@ OpenAI-compatible HTTP API (the server itself is chatllm/server.py)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -40,6 +40,7 @@ def register(app: typer.Typer) -> None:
         repetition: RepetitionOption = None,
         think: ThinkOption = None,
         reasoning_budget: ReasoningBudgetOption = None,
+        api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="CHATLLM_API_KEY", show_envvar=True, show_default=False, help="Require 'Authorization: Bearer KEY' on every endpoint but /health.")] = None,
     ) -> None:
         """Serve the model over an OpenAI-compatible API (/v1/chat/completions, /v1/models).
 
@@ -68,7 +69,9 @@ def register(app: typer.Typer) -> None:
         from chatllm.jobs.model_fit import is_tiny
 
         http.service = server.ChatService(engine, resolved.name, defaults, aliases=(resolved.reference,),
-                                          tiny_model=is_tiny(resolved.path))
+                                          tiny_model=is_tiny(resolved.path), api_key=api_key)
+        if not api_key and not server.is_loopback(host):
+            sys.stderr.write(f"Warning: listening on {host} without --api-key: anyone who can reach this port can use the model.\n")
         names = ", ".join(name for name in http.service.model_ids() if name != resolved.name)
         sys.stderr.write(f"Serving {resolved.name} on {server.base_url(http)} (templates: {names})\n")
         sys.stderr.flush()

@@ -91,6 +91,7 @@ def register(app: typer.Typer) -> None:
 
         with running.loading_model(options, config) as loading:
             engine = loading.engine()
+            running.prepare_engine(options, engine)
             meter = Meter(engine)
             classifier = Classifier(meter, label_set, params, instruction, multi)
             lines = []
@@ -151,6 +152,7 @@ def register(app: typer.Typer) -> None:
 
         with running.loading_model(options, config) as loading:
             meter = Meter(loading.engine())
+            running.prepare_engine(options, meter.engine)
             outputs = []
             for item in items:
                 document = run_extract(meter, the_schema, item, params, instruction)

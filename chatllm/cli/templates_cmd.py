@@ -16,22 +16,18 @@ def register(app: typer.Typer) -> None:
     @templates.command("list")
     def list_templates() -> None:
         """Every template: name, kind, source (built-in or user) and description."""
-        from rich.console import Console
-        from rich.table import Table
-
+        from chatllm.cli.tables import print_table
         from chatllm.errors import TemplateError
         from chatllm.templates import load_template_file, template_files
 
-        table = Table(box=None, pad_edge=False)
-        for column in ("name", "kind", "source", "description"):
-            table.add_column(column)
+        rows = []
         for name, (path, source) in sorted(template_files().items()):
             try:
                 template = load_template_file(path, source)
-                table.add_row(name, template.kind, source, template.description)
+                rows.append((name, template.kind, source, template.description))
             except TemplateError as error:
-                table.add_row(name, "?", source, f"[red]invalid: {error}[/red]")
-        Console(soft_wrap=True).print(table)
+                rows.append((name, "?", source, f"invalid: {error}"))
+        print_table(("name", "kind", "source", "description"), rows)
 
     @templates.command("show")
     def show(name: Annotated[str, typer.Argument(help="Template name or path.", autocompletion=completion.template_names)]) -> None:

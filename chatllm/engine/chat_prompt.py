@@ -21,22 +21,49 @@ from chatllm.errors import EngineError
 
 llama_cpp = llama_bindings()
 
-# Used only when a GGUF carries no chat template at all.
-CHATML_TEMPLATE = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
-    " + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+# Chat templates by name, for `--chat-template NAME`; chatml is also what a GGUF
+# without a template of its own gets.
+BUILTIN_TEMPLATES = {
+    "chatml": (
+        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
+        " + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    ),
+    "llama3": (
+        "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+        " + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+    ),
+    "gemma": (
+        "{{ bos_token }}{% for message in messages %}{% set role = 'model' if message['role'] == 'assistant' else 'user' %}"
+        "{% if message['role'] == 'system' %}{{ '<start_of_turn>user\n' + message['content'] + '<end_of_turn>\n' }}"
+        "{% else %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+    ),
+    # For a base model (no chat training): a plain transcript it can continue.
+    "plain": (
+        "{% for message in messages %}{% if message['role'] == 'system' %}{{ message['content'] + '\n\n' }}"
+        "{% elif message['role'] == 'user' %}{{ 'User: ' + message['content'] + '\n' }}"
+        "{% else %}{{ 'Assistant: ' + message['content'] + '\n' }}{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+    ),
+}
+CHATML_TEMPLATE = BUILTIN_TEMPLATES["chatml"]
 
 
 class ChatPrompt:
     """Tokenizer and chat template of one loaded model."""
 
-    def __init__(self, model: llama_cpp.llama_model_p, vocab: llama_cpp.llama_vocab_p, model_name: str) -> None:
+    def __init__(self, model: llama_cpp.llama_model_p, vocab: llama_cpp.llama_vocab_p, model_name: str,
+                 template: str | None = None) -> None:
+        """`template` replaces the GGUF's own chat template (Jinja text)."""
         self._model = model
         self._vocab = vocab
         self.model_name = model_name
         raw = llama_cpp.llama_model_chat_template(self._model, None)
-        template = raw.decode("utf-8", errors="replace") if raw else CHATML_TEMPLATE
+        # False for a GGUF without a template of its own (usually a base model).
+        self.has_own_template = bool(raw)
+        if template is None:
+            template = raw.decode("utf-8", errors="replace") if raw else CHATML_TEMPLATE
         # Reasoning: whether the template can think at all, and can switch it.
         self.thinking_switch = template_has_thinking_switch(template)
         self.may_think = self.thinking_switch or "<think>" in template

@@ -131,6 +131,7 @@ class LlamaEngine:
         self.model_name = Path(model.path).name
         self.last_stats = GenerationStats()
         self._model = self._context = None
+        self._chat_template: str | None = None
         # llama.cpp's own work only (model mmap + context), as llama-cli reports it:
         # chatllm's set-up around it counts as overhead, not as load.
         self.load_s = 0.0
@@ -255,7 +256,18 @@ class LlamaEngine:
         template in ~3 ms)."""
         from chatllm.engine.chat_prompt import ChatPrompt
 
-        return ChatPrompt(self._model, self._vocab, self.model_name)
+        return ChatPrompt(self._model, self._vocab, self.model_name, self._chat_template)
+
+    def use_chat_template(self, template: str) -> None:
+        """Render prompts with `template` (Jinja text) instead of the GGUF's own."""
+        self._chat_template = template
+        self.__dict__.pop("_prompt", None)  # made again, with it, on next use
+
+    @property
+    def has_chat_template(self) -> bool:
+        """Whether the GGUF carries a chat template of its own."""
+        self._require_model()
+        return self._prompt.has_own_template
 
     def _require_model(self) -> None:
         """Raise why the engine cannot be used: its context could not be made, or

@@ -48,7 +48,7 @@ class Meter:
 
     def stream(self, messages: Sequence[Message], params: GenerationParams, *, visible: bool = True,
                source: str = "", facts: str | None = None, fallback: str = "",
-               repetition: str | None = None) -> Iterator[str]:
+               repetition: str | None = None, guard: RepetitionGuard | None = None) -> Iterator[str]:
         """The engine's stream, guarded and recorded. `visible=False` marks
         intermediate calls (map steps) whose output the user does not see, for
         time to first token. `source` is the text the reply renders (e.g. the
@@ -57,12 +57,12 @@ class Meter:
         sentences stating others are left out (grounding.py), and `fallback` is
         said instead when that leaves nothing. `repetition` overrides the
         guard's mode for this call (structured output is constrained by its
-        schema, and a guard cutting it would break the JSON)."""
+        schema, and a guard cutting it would break the JSON); `guard` is one
+        shared by the calls of one reply (see RepetitionGuard.next_part)."""
         self.last_reasoning = ""
         pieces = self._answer_only(self._timed(self.engine.stream(messages, params), visible))
-        guard = None
         mode = repetition or self.repetition
-        if mode != "off":
+        if guard is None and mode != "off":
             guard = RepetitionGuard(mode=mode, allowed=repeats_in(source) if source else 1)
         output = guarded(pieces, guard) if guard is not None else pieces
         check = None

@@ -145,6 +145,27 @@ class RepetitionGuard:
             return self._release(end=len(self._text))
         return self._release()
 
+    @property
+    def started(self) -> bool:
+        """Whether any reply text went through this guard yet."""
+        return bool(self._text)
+
+    def next_part(self, separator: str = "\n\n") -> None:
+        """Go on with another part of the same reply (a translation's next
+        paragraph, made by another call): what came before still counts, so
+        a loop across parts is caught too; `separator` is what the caller
+        shows between them."""
+        if self.tripped is None:
+            self.finish()
+        self.tripped = None
+        self._text += separator
+        self._read = self._shown = self._line_start = len(self._text)
+        self._line_kind, self._line_units = None, []
+        self._end_sentence()
+        self._window.clear()
+        self._run_start = self._run_sentence = None
+        self._run_length = 0
+
     def flush(self) -> str:
         """Everything not shown yet, unchecked (the reply was interrupted)."""
         if self.tripped is not None:

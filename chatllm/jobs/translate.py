@@ -17,6 +17,7 @@ from chatllm.engine.base import GenerationParams
 from chatllm.errors import EngineError
 from chatllm.jobs.chunking import split_paragraphs, split_to_budget
 from chatllm.jobs.metering import Meter
+from chatllm.jobs.repetition import RepetitionGuard, repeats_in
 from chatllm.jobs.prompting import input_budget, task_messages
 from chatllm.templates import Template
 
@@ -89,6 +90,9 @@ def translate(
         budget = int((engine.context_size - overhead) / (1 + growth))
         if budget < 32:
             raise EngineError(f"the context ({engine.context_size} tokens) is too small to translate with; use a larger --ctx")
+    # One guard for the whole translation: a loop from paragraph to paragraph is
+    # a loop too. A translation may repeat what its source repeats.
+    guard = RepetitionGuard(mode=meter.repetition, allowed=repeats_in(text)) if meter.repetition != "off" else None
     for index, block in enumerate(split_blocks(text)):
         if index:
             yield "\n"  # the line break split_blocks cut at
@@ -109,7 +113,9 @@ def translate(
                 chunk_params = params
                 if params.max_tokens is None:
                     chunk_params = replace(params, max_tokens=translation_bound(engine.count_tokens(chunk), target))
-                pieces = meter.stream(task_messages(template, values, chunk, system), chunk_params, source=chunk)
+                if guard is not None and guard.started:
+                    guard.next_part()
+                pieces = meter.stream(task_messages(template, values, chunk, system), chunk_params, guard=guard)
                 yield from _strip_surrounding_whitespace(pieces)
         yield block.text[len(block.text.rstrip("\n")) :]
 
