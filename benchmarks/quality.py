@@ -312,7 +312,7 @@ def table(results: dict[str, list[Record]]) -> str:
 
 def embedded_gguf() -> Path:
     sys.path.insert(0, str(HERE.parent))
-    from chatllm.models import embedded_model_path
+    from chatllm.hub.models import embedded_model_path
 
     path = embedded_model_path()
     if path is None:

@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def defaults(args: argparse.Namespace) -> tuple[Path, int, bool]:
     from chatllm.engine.llama import physical_cores, weight_repacking_enabled
-    from chatllm.models import embedded_model_path
+    from chatllm.hub.models import embedded_model_path
 
     model = args.model or embedded_model_path()
     if model is None:

@@ -41,7 +41,7 @@ RESULTS = HERE / "results" / "structured.json"
 
 def load_engine(model: Path | None, threads: int | None = None):
     from chatllm.engine import EngineOptions, open_engine
-    from chatllm.models import ResolvedModel, embedded_model_path
+    from chatllm.hub.models import ResolvedModel, embedded_model_path
 
     path = model or embedded_model_path()
     return open_engine(ResolvedModel(reference=str(path), name=Path(path).name, path=Path(path)),

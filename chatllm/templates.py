@@ -137,7 +137,7 @@ def builtin_dir() -> Path:
 
 
 def user_dir() -> Path:
-    from chatllm.config import user_templates_dir
+    from chatllm.config.settings import user_templates_dir
 
     return user_templates_dir()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from chatllm.engine.fake import FakeEngine
-from chatllm.models import ResolvedModel, embedded_model_path
+from chatllm.hub.models import ResolvedModel, embedded_model_path
 
 # The Hub fixtures (hub_env, hub_server, tiny_repo_files) for every test module.
 pytest_plugins = ["tests.conftest_hub"]

@@ -75,7 +75,7 @@ def hub_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Empty HF cache and chatllm folders under tmp_path; no offline flag, no
     token, no configured model; download retries without pauses. Returns the
     HF_HOME folder."""
-    from chatllm import hub_download
+    from chatllm.hub import download as hub_download
 
     hf_home = tmp_path / "hf"
     monkeypatch.setenv("HF_HOME", str(hf_home))

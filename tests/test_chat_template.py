@@ -52,8 +52,8 @@ CONVERSATIONS = [
 
 
 def _embedded_template() -> str | None:
-    from chatllm.gguf_info import read_gguf_info
-    from chatllm.models import embedded_model_path
+    from chatllm.hub.gguf_info import read_gguf_info
+    from chatllm.hub.models import embedded_model_path
 
     path = embedded_model_path()
     return read_gguf_info(Path(path)).chat_template if path else None

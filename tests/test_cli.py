@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from chatllm.cli.app import app
-from chatllm.config import user_templates_dir
+from chatllm.config.settings import user_templates_dir
 from tests.conftest import run_chatllm
 
 runner = CliRunner()

@@ -74,7 +74,7 @@ def test_bash_completes_options_models_templates_personas_and_settings() -> None
 
 @needs_bash
 def test_bash_completes_model_aliases_split_at_colons() -> None:
-    from chatllm.catalog import alias_names
+    from chatllm.hub.catalog import alias_names
 
     alias = next((name for name in alias_names() if ":" in name), None)
     if alias is None:
@@ -92,7 +92,7 @@ def test_bash_leaves_file_arguments_to_the_shell_and_completes_conversation_ids(
     spec = subprocess.run(["bash", "--norc", "-c", f"source {COMPLETIONS / 'chatllm.bash'}; complete -p chatllm"], capture_output=True, text=True)
     assert "-o default" in spec.stdout
 
-    from chatllm.history import record_run
+    from chatllm.history.recording import record_run
 
     record_run(model="m", template="summarize", output="o", prompt="first")
     assert bash_complete("chatllm", "logs", "show", "") == ["1"]

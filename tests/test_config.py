@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from chatllm.cli.app import app
-from chatllm.config import load_settings, settings_path
+from chatllm.config.settings import load_settings, settings_path
 from tests.conftest import run_chatllm
 
 runner = CliRunner()

@@ -15,7 +15,7 @@ import pytest
 
 from chatllm.engine.base import Engine, EngineOptions, GenerationParams, Message
 from chatllm.errors import EngineError, ModelError, UsageError
-from chatllm.models import ResolvedModel
+from chatllm.hub.models import ResolvedModel
 
 if TYPE_CHECKING:  # imported inside open_llama: llama_cpp loads a native library
     from chatllm.engine.llama import LlamaEngine

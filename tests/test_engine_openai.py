@@ -20,7 +20,7 @@ import pytest
 from chatllm.engine.base import EngineOptions, GenerationParams, Message
 from chatllm.engine.openai import OpenAIEngine
 from chatllm.errors import EngineError
-from chatllm.models import resolve_model
+from chatllm.hub.models import resolve_model
 from tests.conftest import run_chatllm
 from tests.openai_servers import ScriptedServer, chunk, free_port, start_process, stop_process, streaming
 

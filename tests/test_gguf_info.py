@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from chatllm import catalog, gpu
+from chatllm.hub import catalog
+from chatllm.engine import gpu
 from chatllm.errors import ConfigError, ModelError, UsageError
-from chatllm.gguf_info import format_parameter_count, read_gguf_info
-from chatllm.hub_files import QUANT_PREFERENCE
+from chatllm.hub.gguf_info import format_parameter_count, read_gguf_info
+from chatllm.hub.files import QUANT_PREFERENCE
 from tests.conftest_hub import CHAT_TEMPLATE, write_tiny_gguf
 
 # GGUF headers -----------------------------------------------------------------

@@ -16,8 +16,9 @@ import pytest
 from chatllm.engine.base import GenerationParams
 from chatllm.engine.fake import FakeEngine
 from chatllm.errors import HistoryError
-from chatllm.history import ConversationRecorder, HistoryStore, history_path, record_run, title_of
-from chatllm.history_schema import MIGRATIONS, SCHEMA_VERSION
+from chatllm.history.recording import ConversationRecorder, record_run
+from chatllm.history.store import HistoryStore, history_path, title_of
+from chatllm.history.schema import MIGRATIONS, SCHEMA_VERSION
 from chatllm.jobs.chat import ChatSession, Persona
 
 
@@ -162,7 +163,8 @@ WRITER = textwrap.dedent(
     from pathlib import Path
     from chatllm.engine.base import GenerationParams
     from chatllm.engine.fake import FakeEngine
-    from chatllm.history import ConversationRecorder, HistoryStore, record_run
+    from chatllm.history.recording import ConversationRecorder, record_run
+    from chatllm.history.store import HistoryStore
     from chatllm.jobs.chat import ChatSession, Persona
 
     name, path, count = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
@@ -209,7 +211,8 @@ KILLED = textwrap.dedent(
     from pathlib import Path
     from chatllm.engine.base import GenerationParams
     from chatllm.engine.fake import FakeEngine
-    from chatllm.history import ConversationRecorder, HistoryStore
+    from chatllm.history.recording import ConversationRecorder
+    from chatllm.history.store import HistoryStore
     from chatllm.jobs.chat import ChatSession, Persona
 
     class StallingEngine(FakeEngine):
@@ -251,7 +254,7 @@ def test_a_process_killed_mid_reply_leaves_earlier_turns_readable(tmp_path: Path
 
 def test_an_immediate_database_is_locked_is_retried_and_a_lasting_one_is_one_clear_error(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import chatllm.history as history
+    import chatllm.history.store as history
 
     store = HistoryStore(tmp_path / "history.db")
     real = HistoryStore._transaction

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from chatllm import hub, hub_download
+from chatllm.hub import resolve as hub
+from chatllm.hub import download as hub_download
 from chatllm.errors import DownloadError, ModelError
-from chatllm.gguf_info import read_gguf_info
-from chatllm.hub_cache import cached_models, hub_cache_dir, is_verified, repo_folder
-from chatllm.hub_files import HubReference, RepoFile, group_variants, parse_hub_reference, preferred_variant, quant_of
+from chatllm.hub.gguf_info import read_gguf_info
+from chatllm.hub.cache import cached_models, hub_cache_dir, is_verified, repo_folder
+from chatllm.hub.files import HubReference, RepoFile, group_variants, parse_hub_reference, preferred_variant, quant_of
 from tests.conftest_hub import (
     NO_GGUF_REPO,
     TINY_REPO,
@@ -255,7 +256,7 @@ def test_cached_model_resolves_offline_without_any_request(hub_server, monkeypat
 
 
 def test_cached_model_resolves_with_the_hub_gone(hub_server) -> None:
-    from chatllm.models import resolve_model
+    from chatllm.hub.models import resolve_model
 
     hub.pull_model(f"{TINY_REPO}:Q8_0")
     hub_server.stop()
@@ -277,14 +278,13 @@ def test_offline_missing_model_is_a_clear_error(hub_server, monkeypatch) -> None
 def test_missing_model_downloads_only_when_allowed_or_confirmed(hub_server, monkeypatch) -> None:
     with pytest.raises(ModelError, match=r"add --pull to download it, or run `chatllm models pull"):
         hub.resolve_hub_model(TINY_REPO, allow_download=False)  # stdin is not a terminal here
-    monkeypatch.setattr(hub, "_can_ask", lambda: True)
     questions = []
-    monkeypatch.setattr(hub, "_confirm", lambda question: questions.append(question) or False)
+    asking = hub.Interaction(confirm=lambda question: questions.append(question) or False)
     with pytest.raises(ModelError, match="nothing was run"):
-        hub.resolve_hub_model(TINY_REPO, allow_download=False)
+        hub.resolve_hub_model(TINY_REPO, allow_download=False, interaction=asking)
     assert "Tiny-Q4_K_M.gguf (Q4_K_M, 524.9 KB)" in questions[0]
-    monkeypatch.setattr(hub, "_confirm", lambda question: True)
-    assert hub.resolve_hub_model(TINY_REPO, allow_download=False).name == "Tiny-Q4_K_M.gguf"
+    agreeing = hub.Interaction(confirm=lambda question: True)
+    assert hub.resolve_hub_model(TINY_REPO, allow_download=False, interaction=agreeing).name == "Tiny-Q4_K_M.gguf"
     assert hub.resolve_hub_model(f"{TINY_REPO}:Q8_0", allow_download=True).name == "Tiny-Q8_0.gguf"
 
 
@@ -302,7 +302,7 @@ def test_completion_lists_cached_models_without_importing_huggingface_hub(hub_se
     hub.pull_model(TINY_REPO)
     hub.pull_model(f"{TINY_REPO}:F16")
     script = (
-        "import sys; from chatllm import hub; print(sorted(hub.cached_model_references())); "
+        "import sys; from chatllm.hub import resolve as hub; print(sorted(hub.cached_model_references())); "
         "print('huggingface_hub' in sys.modules)"
     )
     result = subprocess.run(chatllm_command()[:1] + ["-c", script], capture_output=True, text=True, env=subprocess_env(), check=True)

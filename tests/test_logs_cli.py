@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from chatllm.cli.app import app
-from chatllm.history import history_path, load_conversation
+from chatllm.history.store import history_path, load_conversation
 from tests.conftest import run_chatllm
 
 runner = CliRunner()
@@ -127,7 +127,7 @@ def test_list_in_a_pipe_prints_every_column_whole(fake_engine) -> None:
     title = "Zorbla " + "with many more words than any terminal column would ever hold " * 2
     invoke("chat", input=title + "\n")
     line = invoke("logs", "list").stdout.splitlines()[1]  # CliRunner's stdout is a pipe
-    from chatllm.history import title_of
+    from chatllm.history.store import title_of
 
     assert line.endswith(title_of(title)) and len(line) > 80  # the stored title (its first 60 characters), whole
     assert line.split()[1].count("-") == 2 and ":" in line.split()[2]  # the date and the time, whole

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from chatllm import hub
+from chatllm.hub import resolve as hub
 from chatllm.cli.app import app
 from chatllm.errors import ConfigError, ModelError, UsageError
 from tests.conftest_hub import (
@@ -37,7 +37,7 @@ def ok(*args: str) -> str:
 @pytest.fixture
 def user_catalog(hub_env: Path) -> Path:
     """A user catalog naming the test repo, so aliases work against the stand-in."""
-    from chatllm.catalog import user_catalog_path
+    from chatllm.hub.catalog import user_catalog_path
 
     path = user_catalog_path()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,7 +136,7 @@ def test_rm_asks_unless_yes(hub_server) -> None:
 
 
 def test_rm_bare_repo_removes_every_quantization_and_the_folder(hub_server) -> None:
-    from chatllm.hub_cache import cached_models, repo_folder
+    from chatllm.hub.cache import cached_models, repo_folder
 
     hub.pull_model(TINY_REPO)
     hub.pull_model(f"{TINY_REPO}:F16")
@@ -152,16 +152,16 @@ def test_rm_keeps_other_quantizations(hub_server) -> None:
 
 
 def test_rm_on_a_terminal_confirms(hub_server, monkeypatch) -> None:
-    from chatllm.cli import models
+    from chatllm.cli import models_cmd as models
 
     path = hub.pull_model(TINY_REPO).model.path
     questions = []
-    monkeypatch.setattr(models, "_can_ask", lambda: True)
-    monkeypatch.setattr(models, "_confirm", lambda question: questions.append(question) or False)
+    monkeypatch.setattr(models, "can_ask", lambda: True)
+    monkeypatch.setattr(models, "confirm", lambda question, default: questions.append(question) or default)
     result = invoke("models", "rm", TINY_REPO)
     assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit)
     assert questions == [f"Delete {TINY_REPO}/Tiny-Q4_K_M.gguf (524.9 KB)?"] and path.exists()
-    monkeypatch.setattr(models, "_confirm", lambda question: True)
+    monkeypatch.setattr(models, "confirm", lambda question, default: True)
     assert invoke("models", "rm", TINY_REPO).exit_code == 0 and not path.exists()
 
 
@@ -169,7 +169,7 @@ def test_rm_on_a_terminal_confirms(hub_server, monkeypatch) -> None:
 
 
 def test_default_writes_the_setting_and_keeps_the_rest_of_the_file(hub_env) -> None:
-    from chatllm.config import load_settings, settings_path
+    from chatllm.config.settings import load_settings, settings_path
 
     path = settings_path()
     path.parent.mkdir(parents=True)
@@ -182,7 +182,7 @@ def test_default_writes_the_setting_and_keeps_the_rest_of_the_file(hub_env) -> N
 
 
 def test_default_creates_the_file_and_checks_the_reference(hub_env) -> None:
-    from chatllm.config import settings_path
+    from chatllm.config.settings import settings_path
 
     ok("models", "default", f"hf:{TINY_REPO}:Q8_0")
     assert settings_path().read_text() == f"default_model: hf:{TINY_REPO}:Q8_0\n"
@@ -208,7 +208,7 @@ def test_catalog_lists_aliases_and_marks_pulled_ones(hub_server, user_catalog) -
 
 
 def test_doctor_reports_build_threads_and_cache(hub_server) -> None:
-    from chatllm.hub_cache import hub_cache_dir
+    from chatllm.hub.cache import hub_cache_dir
 
     hub.pull_model(TINY_REPO)
     output = ok("doctor")

@@ -22,7 +22,7 @@ from chatllm.jobs.persona import build_persona, choose_knowledge
 from chatllm.jobs.repetition import RepetitionGuard, repeats_in
 from chatllm.jobs.summarize import summarize, summary_bound
 from chatllm.jobs.translate import translate, translation_bound
-from chatllm.models import resolve_model
+from chatllm.hub.models import resolve_model
 from chatllm.templates import load_template
 from tests.conftest import run_chatllm
 from tests.openai_servers import ScriptedServer, chunk

@@ -22,7 +22,7 @@ from chatllm.engine.openai import OpenAIEngine
 from chatllm.engine.reasoning import Reasoning, ThinkSplitter, may_think, split_reasoning
 from chatllm.jobs.chat import ChatSession, Persona
 from chatllm.jobs.metering import Meter
-from chatllm.models import resolve_model
+from chatllm.hub.models import resolve_model
 from tests.conftest import run_chatllm
 from tests.openai_servers import ScriptedServer, chunk, free_port, start_process, stop_process, streaming
 

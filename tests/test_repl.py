@@ -21,11 +21,11 @@ import pytest
 from chatllm.cli import slash_commands
 from chatllm.cli.options import RunOptions
 from chatllm.cli.repl import Repl, block_is_open, message_text
-from chatllm.config import Settings, data_dir
+from chatllm.config.settings import Settings, data_dir
 from chatllm.engine.base import GenerationParams, Message
 from chatllm.engine.fake import FakeEngine
 from chatllm.jobs.chat import ChatSession, Persona
-from chatllm.models import ResolvedModel
+from chatllm.hub.models import ResolvedModel
 
 from tests.conftest import run_chatllm
 

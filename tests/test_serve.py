@@ -19,12 +19,12 @@ import httpx
 import openai
 import pytest
 
-from chatllm import server
+from chatllm.server import http as server
 from chatllm.engine.base import EngineOptions, GenerationParams, Message
 from chatllm.engine.fake import FakeEngine
 from chatllm.engine.openai import OpenAIEngine
 from chatllm.errors import EngineError
-from chatllm.models import resolve_model
+from chatllm.hub.models import resolve_model
 from tests.conftest import run_chatllm
 from tests.openai_servers import free_port, start_process, stop_process
 

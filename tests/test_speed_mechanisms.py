@@ -198,7 +198,7 @@ def _rules(topic: str) -> str:
 def test_saved_prefixes_are_evicted_least_recently_used_first(embedded_model: Path, tmp_path: Path) -> None:
     from chatllm.engine.base import EngineOptions, GenerationParams, Message
     from chatllm.engine.llama import LlamaEngine
-    from chatllm.models import ResolvedModel
+    from chatllm.hub.models import ResolvedModel
 
     model = ResolvedModel(reference="embedded", name=embedded_model.name, path=embedded_model)
     folder = tmp_path / "states"
@@ -255,7 +255,7 @@ def test_model_loads_while_the_input_is_read_and_is_always_closed(monkeypatch: p
 
     from chatllm.cli.app import app
     from chatllm.inputs import read_input as real_read_input
-    from chatllm.models import ResolvedModel
+    from chatllm.hub.models import ResolvedModel
 
     loaded, engines = threading.Event(), []
 
@@ -317,14 +317,15 @@ def test_engine_imports_llama_bindings_without_the_package_init_and_the_package_
 ])
 def test_early_load_guesses_the_model_from_the_raw_words(argv: list[str], expected_reference: str | None) -> None:
     from chatllm.cli import early_load
-    from chatllm.config import load_settings
-    from chatllm.models import resolve_model
+    from chatllm.engine import engine_options
+    from chatllm.config.settings import load_settings
+    from chatllm.hub.models import resolve_model
 
     guess = early_load._guess(argv)
     assert guess is not None
     model, options = guess
     assert model == resolve_model(expected_reference, default=None, allow_download=False)
-    assert model.path is not None and options == early_load.engine_options(load_settings())
+    assert model.path is not None and options == engine_options(load_settings())
 
 
 @pytest.mark.parametrize("argv", [

@@ -22,7 +22,7 @@ from chatllm.jobs.classify import Classifier, parse_labels
 from chatllm.jobs.extract import extract
 from chatllm.jobs.metering import Meter
 from chatllm.jobs.schemas import SchemaMismatch, parse_schema, short_schema, validated
-from chatllm.models import resolve_model
+from chatllm.hub.models import resolve_model
 from tests.conftest import run_chatllm
 from tests.openai_servers import ScriptedServer, chunk, streaming
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from chatllm.config import user_templates_dir
+from chatllm.config.settings import user_templates_dir
 from chatllm.errors import TemplateError
 from chatllm.templates import load_template, template_files, template_names
 

@@ -47,9 +47,9 @@ def root(
 
 
 def _register_commands() -> None:
-    from chatllm.cli import chat, config_cmd, doctor, logs, models, serve, structured, tasks, templates_cmd
+    from chatllm.cli import chat, config_cmd, doctor, logs, models_cmd, serve, structured, tasks, templates_cmd
 
-    for module in (chat, tasks, structured, templates_cmd, models, logs, config_cmd, doctor, serve):
+    for module in (chat, tasks, structured, templates_cmd, models_cmd, logs, config_cmd, doctor, serve):
         module.register(app)
 
 

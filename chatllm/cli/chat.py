@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
             model = loading.model
             recorder = None
             if options.log and config.log:
-                from chatllm.history import ConversationRecorder
+                from chatllm.history.recording import ConversationRecorder
 
                 recorder = ConversationRecorder(model=model.name, template=template.name, params=params, variables=values,
                                                 conversation_id=resumed.id if resumed else None,
@@ -112,7 +112,7 @@ def _resumed(resume_last: bool, conversation_id: int | None):
     """The saved conversation --continue or --conversation asks for, or None."""
     if not resume_last and conversation_id is None:
         return None
-    from chatllm import history
+    from chatllm.history import store as history
     from chatllm.errors import HistoryError, UsageError
 
     if resume_last and conversation_id is not None:

@@ -23,7 +23,7 @@ from chatllm.errors import ConfigError
 def apply_command_defaults(ctx: Any) -> None:
     """Load the settings and set `ctx.default_map` (a click Context of the root
     command); defaults already in `ctx.default_map` (e.g. set by a test) win."""
-    from chatllm.config import load_settings
+    from chatllm.config.settings import load_settings
 
     commands = load_settings().commands
     if not commands:
@@ -124,6 +124,6 @@ def _where(key_path: str, in_file: bool = True) -> str:
     is not from the file (`chatllm config set` checks a value before writing)."""
     if not in_file:
         return ""
-    from chatllm.config import where_is
+    from chatllm.config.settings import where_is
 
     return f"{where_is(key_path)}: "

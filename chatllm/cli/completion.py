@@ -17,13 +17,13 @@ COMPLETE_VARIABLE = "_CHATLLM_COMPLETE"
 def model_references(incomplete: str) -> list[str]:
     choices = ["embedded"]
     try:
-        from chatllm import catalog
+        from chatllm.hub import catalog
 
         choices += catalog.alias_names()
     except Exception:  # completion must never fail loudly
         pass
     try:
-        from chatllm import hub
+        from chatllm.hub import resolve as hub
 
         choices += hub.cached_model_references()
     except Exception:
@@ -59,7 +59,7 @@ def language_codes(incomplete: str) -> list[str]:
 def conversation_ids(incomplete: str) -> list[tuple[str, str]]:
     """IDs of saved conversations, newest first, each with its title as help."""
     try:
-        from chatllm.history import history_path, recent_conversations
+        from chatllm.history.store import history_path, recent_conversations
 
         if not history_path().exists():  # a <TAB> must not create the database
             return []
@@ -71,7 +71,7 @@ def conversation_ids(incomplete: str) -> list[tuple[str, str]]:
 
 def setting_keys(ctx: Any, incomplete: str) -> list[str]:
     """Setting names, and `commands.CMD.OPTION` keys from the app's own commands."""
-    from chatllm.config import setting_names
+    from chatllm.config.settings import setting_names
 
     keys = [name for name in setting_names() if name != "commands"]
     if incomplete.startswith("commands."):

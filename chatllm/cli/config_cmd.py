@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
     @config.command("show")
     def show(json: Annotated[bool, typer.Option("--json", help="Print one JSON object: file, settings, sources.")] = False) -> None:
         """Every setting's value and where it comes from (file, CHATLLM_* variable, default)."""
-        from chatllm.config import load_settings, setting_sources, settings_path
+        from chatllm.config.settings import load_settings, setting_sources, settings_path
 
         settings, sources, path = load_settings(), setting_sources(), settings_path()
         if json:
@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
     @config.command("get")
     def get(key: KeyArgument) -> None:
         """Print one setting's effective value (empty when unset)."""
-        from chatllm.config import get_setting, load_settings
+        from chatllm.config.settings import get_setting, load_settings
 
         typer.echo(_format_value(get_setting(load_settings(), key)))
 
@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
         value: Annotated[str, typer.Argument(help="New value (checked like the settings file).", autocompletion=completion.setting_values, show_default=False)],
     ) -> None:
         """Change a setting in the settings file, keeping the rest of the file."""
-        from chatllm.config import set_setting
+        from chatllm.config.edit import set_setting
 
         typed: Any = value
         if key.startswith("commands."):
@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
     @config.command("unset")
     def unset(key: KeyArgument) -> None:
         """Remove a setting from the settings file (back to its default)."""
-        from chatllm.config import unset_setting
+        from chatllm.config.edit import unset_setting
 
         path = unset_setting(key)
         typer.echo(f"{key} removed from {path}", err=True)
@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
     @config.command("path")
     def path() -> None:
         """Print the settings file's path (it may not exist yet)."""
-        from chatllm.config import settings_path
+        from chatllm.config.settings import settings_path
 
         typer.echo(str(settings_path()))
 
@@ -106,7 +106,7 @@ def show_text(settings: Any, sources: dict[str, str], path: str, exists: bool) -
     value comes from and what it means."""
     import yaml
 
-    from chatllm.config import DESCRIPTIONS
+    from chatllm.config.settings import DESCRIPTIONS
 
     lines = [f"# settings file: {path}{'' if exists else ' (not created yet)'}"]
     for name, source in sources.items():

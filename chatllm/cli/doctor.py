@@ -24,10 +24,10 @@ def register(app: typer.Typer) -> None:
 def doctor_facts() -> dict:
     """Everything doctor prints, as plain data (JSON-ready)."""
     from chatllm import __version__
-    from chatllm.config import load_settings, settings_path
-    from chatllm.gpu import system_report
-    from chatllm.hub import hub_endpoint, is_offline
-    from chatllm.hub_cache import cache_size, cached_models, hub_cache_dir
+    from chatllm.config.settings import load_settings, settings_path
+    from chatllm.engine.gpu import system_report
+    from chatllm.hub.resolve import hub_endpoint, is_offline
+    from chatllm.hub.cache import cache_size, cached_models, hub_cache_dir
 
     report = system_report()
     settings = load_settings()
@@ -60,7 +60,7 @@ def doctor_facts() -> dict:
 
 
 def _lines(facts: dict) -> list[tuple[str, str]]:
-    from chatllm.hub_download import format_bytes
+    from chatllm.hub.download import format_bytes
 
     def memory(d: dict) -> str:
         if d["total_bytes"] is None:

@@ -21,34 +21,18 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-    from chatllm.config import Settings
+    from chatllm.config.settings import Settings
     from chatllm.engine.base import EngineOptions
-    from chatllm.models import ResolvedModel
+    from chatllm.hub.models import ResolvedModel
 
 # Options that change what is loaded or how, or mean nothing is loaded at all.
+# Commands that load a model; for any other, nothing extra is even imported.
+GENERATING_COMMANDS = frozenset({"summarize", "translate", "run", "chat", "classify", "extract"})
 _UNSURE_OPTIONS = ("--ctx", "--gpu-layers", "--seed", "--verbose", "--pull", "--dry-run", "--help", "-h")
 _UNSURE_DEFAULTS = frozenset({"model", "ctx", "gpu-layers", "gpu_layers", "seed", "verbose", "pull", "dry-run", "dry_run"})
 
 _pending: tuple[ResolvedModel, EngineOptions, Future] | None = None
 _lock = threading.Lock()
-
-
-def engine_options(config: Settings, *, ctx: int | None = None, gpu_layers: str | None = None,
-                   seed: int | None = None, verbose: bool = False) -> EngineOptions:
-    """How a model is loaded, from the settings and the command's own options."""
-    from chatllm.config import cache_dir
-    from chatllm.engine.base import EngineOptions
-
-    layers = gpu_layers or config.gpu_layers
-    return EngineOptions(
-        n_ctx=ctx or config.ctx,
-        n_gpu_layers=None if layers in (None, "auto") else int(layers),
-        n_threads=config.threads,
-        flash_attn=config.flash_attn,
-        seed=seed,
-        verbose=verbose,
-        state_cache_dir=cache_dir() / "prompt-states",
-    )
 
 
 def start(argv: list[str]) -> None:
@@ -106,8 +90,6 @@ def _close_when_done(future: Future) -> None:
 
 
 def _guess(argv: list[str]) -> tuple[ResolvedModel, EngineOptions] | None:
-    from chatllm.cli.entry import GENERATING_COMMANDS
-
     if not argv or argv[0] not in GENERATING_COMMANDS:
         return None
     from chatllm.engine.bindings import quiet_log_callback_available
@@ -127,8 +109,8 @@ def _guess(argv: list[str]) -> tuple[ResolvedModel, EngineOptions] | None:
             reference = word.split("=", 1)[1]
         elif word.startswith("-m") and not word.startswith("--"):
             reference = word[2:]
-    from chatllm.config import load_settings
-    from chatllm.models import resolve_model
+    from chatllm.config.settings import load_settings
+    from chatllm.hub.models import resolve_model
 
     config = load_settings()
     if _UNSURE_DEFAULTS & set(config.commands.get(argv[0], {})):
@@ -139,4 +121,6 @@ def _guess(argv: list[str]) -> tuple[ResolvedModel, EngineOptions] | None:
     model = resolve_model(reference, default=config.default_model, allow_download=False)
     if model.path is None or model.remote_url is not None:
         return None
+    from chatllm.engine import engine_options
+
     return model, engine_options(config)

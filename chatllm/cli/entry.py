@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import sys
 
-# Commands that load a model; for any other, nothing extra is even imported.
-GENERATING_COMMANDS = frozenset({"summarize", "translate", "run", "chat", "classify", "extract"})
+from chatllm.cli import early_load  # light: threading and pathlib; the model load itself is lazy
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] in GENERATING_COMMANDS:
-        from chatllm.cli import early_load
-
+    if len(sys.argv) > 1 and sys.argv[1] in early_load.GENERATING_COMMANDS:
         early_load.start(sys.argv[1:])
     from chatllm.cli.app import main as run_app
 

@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         json: Annotated[bool, typer.Option("--json", help="Print one JSON array instead of a table.")] = False,
     ) -> None:
         """Saved conversations, newest first: ID, when, template, model, first words."""
-        from chatllm.history import recent_conversations
+        from chatllm.history.store import recent_conversations
 
         rows = recent_conversations(limit=number, search=search)
         if json:
@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
     @logs.command("show")
     def show(conversation_id: IdArgument) -> None:
         """A conversation: its settings, then every message."""
-        from chatllm.history import load_conversation
+        from chatllm.history.store import load_conversation
 
         typer.echo(to_text(load_conversation(conversation_id)), nl=False)
 
@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
         format: Annotated[ExportFormat, typer.Option("--format", help="md: a Markdown transcript; json: everything saved.")] = ExportFormat.md,
     ) -> None:
         """Print a conversation as Markdown or JSON (redirect it to a file)."""
-        from chatllm.history import load_conversation
+        from chatllm.history.store import load_conversation
 
         conversation = load_conversation(conversation_id)
         typer.echo(to_json(conversation) if format is ExportFormat.json else to_markdown(conversation), nl=False)
@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
     @logs.command("rm")
     def remove(conversation_ids: Annotated[list[int], typer.Argument(help="Conversation IDs to remove.", autocompletion=completion.conversation_ids, show_default=False)]) -> None:
         """Remove conversations from the history."""
-        from chatllm.history import delete_conversation
+        from chatllm.history.store import delete_conversation
 
         for conversation_id in conversation_ids:
             delete_conversation(conversation_id)

@@ -350,7 +350,7 @@ def _stats_line(stats) -> str:
 
 
 def _default_history_path() -> Path:
-    from chatllm.config import data_dir
+    from chatllm.config.settings import data_dir
 
     return data_dir() / HISTORY_FILE
 

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from chatllm.cli.options import RunOptions
-from chatllm.config import Settings, load_settings
+from chatllm.config.settings import Settings, load_settings
 from chatllm.engine.base import Engine, EngineOptions, GenerationParams, Message
 from chatllm.jobs.metering import Meter
-from chatllm.models import ResolvedModel, resolve_model
+from chatllm.hub.models import ResolvedModel, resolve_model
 from chatllm.render import CollectingSink, ReasoningDisplay, notice, open_sink, print_stats, result_json, write_all
 
 
@@ -22,13 +22,16 @@ def settings() -> Settings:
 
 
 def engine_options(options: RunOptions, config: Settings) -> EngineOptions:
-    from chatllm.cli.early_load import engine_options as from_settings
+    from chatllm.engine import engine_options as from_settings
 
     return from_settings(config, ctx=options.ctx, gpu_layers=options.gpu_layers, seed=options.seed, verbose=options.verbose)
 
 
 def resolve(options: RunOptions, config: Settings) -> ResolvedModel:
-    return resolve_model(options.model, default=config.default_model, allow_download=options.pull)
+    from chatllm.cli.interaction import hub_interaction
+
+    return resolve_model(options.model, default=config.default_model, allow_download=options.pull,
+                         interaction=hub_interaction())
 
 
 def local_model_path(options: RunOptions, config: Settings) -> Path | None:
@@ -216,6 +219,6 @@ def note_thinking_switch(options: RunOptions, engine: Engine) -> None:
 
 def record_run(model: ResolvedModel, template_name: str, record: dict, text: str, stats) -> None:
     """Save a one-shot run to history (`record` holds prompt, variables, params)."""
-    from chatllm.history import record_run
+    from chatllm.history.recording import record_run
 
     record_run(model=model.name, template=template_name, output=text, stats=stats, **record)

@@ -1,5 +1,5 @@
 """`chatllm serve`: the local model, its templates and personas as an
-OpenAI-compatible HTTP API (the server itself is chatllm/server.py)."""
+OpenAI-compatible HTTP API (the server itself is chatllm/server/)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         """
         import sys
 
-        from chatllm import server
+        from chatllm.server import http as server
         from chatllm.cli import running
 
         options = RunOptions(model=model, ctx=ctx, gpu_layers=gpu_layers, pull=pull, verbose=verbose,

@@ -21,7 +21,9 @@ from chatllm.engine.base import (
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-    from chatllm.models import ResolvedModel
+    from chatllm.config.settings import Settings
+
+    from chatllm.hub.models import ResolvedModel
 
 __all__ = [
     "Engine",
@@ -31,9 +33,27 @@ __all__ = [
     "Message",
     "Timings",
     "Usage",
+    "engine_options",
     "open_engine",
     "open_engine_in_background",
 ]
+
+
+def engine_options(config: Settings, *, ctx: int | None = None, gpu_layers: str | None = None,
+                   seed: int | None = None, verbose: bool = False) -> EngineOptions:
+    """How a model is loaded, from the settings and the command's own options."""
+    from chatllm.config.settings import cache_dir
+
+    layers = gpu_layers or config.gpu_layers
+    return EngineOptions(
+        n_ctx=ctx or config.ctx,
+        n_gpu_layers=None if layers in (None, "auto") else int(layers),
+        n_threads=config.threads,
+        flash_attn=config.flash_attn,
+        seed=seed,
+        verbose=verbose,
+        state_cache_dir=cache_dir() / "prompt-states",
+    )
 
 
 def open_engine(model: "ResolvedModel", options: EngineOptions,

@@ -33,7 +33,7 @@ from chatllm.engine.base import EngineOptions, GenerationParams, GenerationStats
 from chatllm.engine.grammar import GRAMMAR_FIRST, ConstrainedSampler, grammar_text
 from chatllm.engine.reasoning import ThinkSplitter
 from chatllm.errors import EngineError, ModelError, UsageError
-from chatllm.models import ResolvedModel
+from chatllm.hub.models import ResolvedModel
 
 if TYPE_CHECKING:
     from chatllm.engine.chat_prompt import ChatPrompt
@@ -169,8 +169,8 @@ class LlamaEngine:
         if layers is None and not llama_cpp.llama_supports_gpu_offload():
             layers = 0  # a CPU-only build: no need to read the GGUF header for sizes
         if layers is None:  # --gpu-layers auto: as many layers as fit in free GPU memory
-            from chatllm.gpu import choose_gpu_layers
-            from chatllm.gguf_info import read_gguf_info
+            from chatllm.engine.gpu import choose_gpu_layers
+            from chatllm.hub.gguf_info import read_gguf_info
 
             try:
                 trained = read_gguf_info(path).context_length or DEFAULT_MAX_CONTEXT

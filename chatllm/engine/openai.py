@@ -44,7 +44,7 @@ from chatllm.engine.base import EngineOptions, GenerationParams, GenerationStats
 from chatllm.engine.reasoning import Reasoning, ThinkSplitter, may_think
 from chatllm.engine.openai_stream import ReplyReader, error_message, one_line, parse_event, sse_events
 from chatllm.errors import EngineError
-from chatllm.models import ResolvedModel
+from chatllm.hub.models import ResolvedModel
 
 DEFAULT_CONTEXT = 4096
 CONNECT_TIMEOUT_S = 5.0

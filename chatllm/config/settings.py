@@ -4,7 +4,7 @@ Folders follow the platform's conventions through platformdirs (on Linux the
 XDG_* variables), so tests and users can relocate everything with them.
 
 The settings file is YAML (`config.yaml` in the config folder). Loading and
-`chatllm config set` apply the same rules (`_convert`), so a value that `set`
+`chatllm config set` apply the same rules (`convert`), so a value that `set`
 accepts always loads, and a malformed file is an error naming its line.
 """
 
@@ -49,7 +49,7 @@ def user_templates_dir() -> Path:
 def _setting(default: Any, description: str, variable: str | None, kind: str = "text") -> Any:
     """A setting: its default, what it means (for `chatllm config show` and
     errors), the CHATLLM_* variable that overrides the file, and its kind (how
-    a value from YAML or the environment is converted, see `_convert`). A
+    a value from YAML or the environment is converted, see `convert`). A
     mapping default is made fresh for each Settings."""
     metadata = {"description": description, "variable": variable, "kind": kind}
     if isinstance(default, dict):
@@ -90,7 +90,7 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
 
-class _Invalid(ValueError):
+class Invalid(ValueError):
     """A value a setting cannot take; `expected` says what it can take."""
 
     def __init__(self, expected: str) -> None:
@@ -111,10 +111,10 @@ def parse_bool(value: Any) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise _Invalid("true or false")
+    raise Invalid("true or false")
 
 
-def _convert(key: str, value: Any) -> Any:
+def convert(key: str, value: Any) -> Any:
     """`value` (from YAML or an environment variable) as setting `key` holds it."""
     if value is None:  # `ctx:` with nothing after it means "not set"
         return getattr(Settings(), key)
@@ -122,13 +122,13 @@ def _convert(key: str, value: Any) -> Any:
     if kind == "count":
         # bool is an int in Python; `ctx: yes` is a mistake, not 1.
         if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
-            raise _Invalid("a positive whole number")
+            raise Invalid("a positive whole number")
         try:
             number = int(str(value).strip()) if isinstance(value, str) else int(value)
         except (TypeError, ValueError):
-            raise _Invalid("a positive whole number") from None
+            raise Invalid("a positive whole number") from None
         if number <= 0:
-            raise _Invalid("a positive whole number")
+            raise Invalid("a positive whole number")
         return number
     if kind == "bool":
         return parse_bool(value)
@@ -137,26 +137,26 @@ def _convert(key: str, value: Any) -> Any:
             return None
         try:
             return parse_bool(value)
-        except _Invalid:
-            raise _Invalid("on, off or auto") from None
+        except Invalid:
+            raise Invalid("on, off or auto") from None
     if kind == "gpu_layers":
         text = str(value).strip().lower()
         if text == "auto" or not isinstance(value, bool) and text.removeprefix("-").isdigit() and int(text) >= -1:
             return text
-        raise _Invalid("a number of layers (0 = CPU only, -1 = all) or auto")
+        raise Invalid("a number of layers (0 = CPU only, -1 = all) or auto")
     if kind == "commands":
         if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, dict) for k, v in value.items()):
-            raise _Invalid("a mapping of command names to option defaults, e.g. {translate: {to: fr}}")
+            raise Invalid("a mapping of command names to option defaults, e.g. {translate: {to: fr}}")
         return value
     if isinstance(value, (dict, list)):
-        raise _Invalid("a single value")
+        raise Invalid("a single value")
     return str(value)
 
 
 def _coerce(key: str, value: Any, where: str) -> Any:
     try:
-        return _convert(key, value)
-    except _Invalid as error:
+        return convert(key, value)
+    except Invalid as error:
         raise ConfigError(f"{where}: '{key}' must be {error.expected}, not {value!r}") from None
 
 
@@ -274,60 +274,3 @@ def get_setting(settings: Settings, key_path: str) -> Any:
             raise ConfigError(f"'{'.'.join([name, *rest[: depth + 1]])}' is not set")
         value = value[part]
     return value
-
-
-def set_setting(key_path: str, value: Any) -> Path:
-    """Write `value` at a dotted key into the settings file and return the file.
-
-    A top-level value is checked and converted by the same rules as loading
-    (strings are accepted: `set_setting("ctx", "4096")`); values under
-    `commands.` are written as given (the CLI checks them against the command's
-    options). The rest of the file, comments included, is kept; the file is
-    replaced atomically, so a crash never leaves half a file.
-    """
-    parts = key_path.split(".")
-    if parts[0] not in setting_names():
-        raise ConfigError(f"unknown setting '{parts[0]}' (known: {', '.join(setting_names())})")
-    if parts[0] == "commands" and len(parts) == 1:
-        raise ConfigError("set one command option at a time, e.g. commands.translate.to")
-    if parts[0] != "commands" and len(parts) > 1:
-        raise ConfigError(f"'{parts[0]}' has no parts to set ('{key_path}')")
-    if parts[0] != "commands":
-        try:
-            value = _convert(parts[0], value)
-        except _Invalid as error:
-            raise ConfigError(f"'{parts[0]}' must be {error.expected}, not {value!r}") from None
-    from chatllm.config_edit import with_value
-
-    return _rewrite(lambda text: with_value(text, parts, value))
-
-
-def unset_setting(key_path: str) -> Path:
-    """Remove a (dotted) key from the settings file, keeping the rest of it."""
-    from chatllm.config_edit import without_value
-
-    return _rewrite(lambda text: without_value(text, key_path.split("."), str(settings_path())))
-
-
-def _rewrite(change: Any) -> Path:
-    import tempfile
-
-    path = settings_path()
-    text = settings_text()
-    load_document(text, str(path))  # YAML we cannot parse is not ours to rewrite
-    new_text = change(text)
-    parse_settings(new_text, str(path))  # the same rules as loading, on what we would write
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(new_text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except OSError as error:
-        Path(temporary).unlink(missing_ok=True)
-        raise ConfigError(f"cannot write {path}: {error.strerror or error}") from None
-    return path

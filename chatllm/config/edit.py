@@ -4,9 +4,11 @@ rewrites only its own top-level entry."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
-from chatllm.config import load_document
+from chatllm.config.settings import Invalid, convert, load_document, parse_settings, setting_names, settings_path, settings_text
 from chatllm.errors import ConfigError
 
 
@@ -101,3 +103,56 @@ def _replace_entry(text: str, key: str, block: str) -> str:
         lines.pop()
     end = start + sum(len(line) for line in lines)
     return text[:start] + block + text[end:]
+
+
+def set_setting(key_path: str, value: Any) -> Path:
+    """Write `value` at a dotted key into the settings file and return the file.
+
+    A top-level value is checked and converted by the same rules as loading
+    (strings are accepted: `set_setting("ctx", "4096")`); values under
+    `commands.` are written as given (the CLI checks them against the command's
+    options). The rest of the file, comments included, is kept; the file is
+    replaced atomically, so a crash never leaves half a file.
+    """
+    parts = key_path.split(".")
+    if parts[0] not in setting_names():
+        raise ConfigError(f"unknown setting '{parts[0]}' (known: {', '.join(setting_names())})")
+    if parts[0] == "commands" and len(parts) == 1:
+        raise ConfigError("set one command option at a time, e.g. commands.translate.to")
+    if parts[0] != "commands" and len(parts) > 1:
+        raise ConfigError(f"'{parts[0]}' has no parts to set ('{key_path}')")
+    if parts[0] != "commands":
+        try:
+            value = convert(parts[0], value)
+        except Invalid as error:
+            raise ConfigError(f"'{parts[0]}' must be {error.expected}, not {value!r}") from None
+    return _rewrite(lambda text: with_value(text, parts, value))
+
+
+def unset_setting(key_path: str) -> Path:
+    """Remove a (dotted) key from the settings file, keeping the rest of it."""
+    return _rewrite(lambda text: without_value(text, key_path.split("."), str(settings_path())))
+
+
+def _rewrite(change: Any) -> Path:
+    import tempfile
+
+    path = settings_path()
+    text = settings_text()
+    load_document(text, str(path))  # YAML we cannot parse is not ours to rewrite
+    new_text = change(text)
+    parse_settings(new_text, str(path))  # the same rules as loading, on what we would write
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(new_text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {path}: {error.strerror or error}") from None
+    return path

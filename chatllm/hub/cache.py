@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chatllm.errors import ModelError
-from chatllm.hub_files import HubReference, ModelVariant, RepoFile, choose_variant, group_variants, is_model_file
+from chatllm.hub.files import HubReference, ModelVariant, RepoFile, choose_variant, group_variants, is_model_file
 
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 INCOMPLETE_SUFFIX = ".incomplete"
@@ -173,7 +173,7 @@ def _mtime(path: Path) -> float:
 
 
 def _marker_path(blob: Path) -> Path:
-    from chatllm.config import cache_dir
+    from chatllm.config.settings import cache_dir
 
     key = hashlib.sha256(str(blob.resolve()).encode()).hexdigest()[:32]
     return cache_dir() / "verified" / key

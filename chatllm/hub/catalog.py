@@ -36,7 +36,7 @@ class CatalogEntry:
 
 
 def user_catalog_path() -> Path:
-    from chatllm.config import config_dir
+    from chatllm.config.settings import config_dir
 
     return config_dir() / "catalog.yaml"
 

@@ -170,7 +170,7 @@ def layers_that_fit(model_path: Path, n_ctx: int, free_bytes: int) -> int:
     Estimate: the file's bytes spread evenly over its layers plus one more for
     the output head, an f16 KV cache of `n_ctx` tokens per layer, and a reserve
     for compute buffers."""
-    from chatllm.gguf_info import read_gguf_info
+    from chatllm.hub.gguf_info import read_gguf_info
 
     info = read_gguf_info(model_path)
     if not info.block_count:

@@ -4,19 +4,18 @@ GGUF file, downloading it when allowed.
 A model already in the Hugging Face cache is used without any network call
 (so offline use has no delay); only `pull` asks the Hub for what is new. Every
 file is checked against the sha256 the Hub gave for it before its first use.
-The cache layout, resume and verification live in chatllm.hub_cache and
-chatllm.hub_download; this module talks to the Hub API and decides.
+The cache layout, resume and verification live in chatllm.hub.cache and
+chatllm.hub.download; this module talks to the Hub API and decides.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from chatllm.errors import ChatLLMError, DownloadError, ModelError
-from chatllm.hub_cache import (
+from chatllm.hub.cache import (
     SHA256_PATTERN,
     CachedModel,
     file_sha256,
@@ -25,12 +24,12 @@ from chatllm.hub_cache import (
     is_verified,
     mark_verified,
 )
-from chatllm.hub_cache import cached_model_references as _cached_references
-from chatllm.hub_files import HubReference, ModelVariant, RepoFile, choose_variant, group_variants, normalize_quant, parse_hub_reference
+from chatllm.hub.cache import cached_model_references as _cached_references
+from chatllm.hub.files import HubReference, ModelVariant, RepoFile, choose_variant, group_variants, normalize_quant, parse_hub_reference
 
 if TYPE_CHECKING:
-    from chatllm.hub_download import RemoteFile, TransferProgress
-    from chatllm.models import ResolvedModel
+    from chatllm.hub.download import RemoteFile, TransferProgress
+    from chatllm.hub.references import ResolvedModel
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 _TRUE = {"1", "ON", "YES", "TRUE"}
@@ -78,7 +77,7 @@ def hub_endpoint() -> str:
 def parse_model_reference(reference: str, *, quant: str | None = None) -> ModelTarget:
     """A catalog alias or a Hub reference; `quant` overrides the quantization.
     Raises ModelError (with a did-you-mean for near-miss aliases)."""
-    from chatllm import catalog
+    from chatllm.hub import catalog
 
     entry = catalog.find_alias(reference)
     try:
@@ -98,38 +97,51 @@ def parse_model_reference(reference: str, *, quant: str | None = None) -> ModelT
     return ModelTarget(reference=reference, hub=hub, alias=entry.alias if entry else None)
 
 
-def resolve_hub_model(reference: str, *, allow_download: bool) -> "ResolvedModel":
+@dataclass(frozen=True)
+class Interaction:
+    """How the hub talks to the person running chatllm; the CLI fills it in
+    (this module never prints or asks). Without one, nothing is asked or shown."""
+
+    # Asks a yes/no question, or None where nobody can answer (a pipe, a script).
+    confirm: Callable[[str], bool] | None = None
+    progress: "TransferProgress | None" = None
+    notify: Callable[[str], None] = lambda message: None
+
+
+def resolve_hub_model(reference: str, *, allow_download: bool, interaction: Interaction | None = None) -> "ResolvedModel":
     """The local, verified GGUF for `reference` (first shard of a split model).
     Cached models need no network. A missing model is downloaded when
-    `allow_download`; otherwise the user is asked on a terminal, and a pipe gets
-    a ModelError pointing at `--pull` and `chatllm models pull`."""
-    from chatllm.models import ResolvedModel
+    `allow_download`; otherwise `interaction.confirm` is asked, and without it a
+    ModelError points at `--pull` and `chatllm models pull`."""
+    from chatllm.hub.references import ResolvedModel
 
+    interaction = interaction or Interaction()
     target = parse_model_reference(reference)
     model = find_cached_model(target.hub)
     if model is not None:
-        verify_cached_model(model, reference)
+        verify_cached_model(model, reference, interaction.notify)
     elif is_offline():
         raise ModelError(
             f"model '{reference}' is not downloaded and HF_HUB_OFFLINE is set; "
             f"run `chatllm models pull {reference}` while online (downloaded models: `chatllm models list`)"
         )
     elif allow_download:
-        model = run_pull(plan_pull(target)).model
-    elif not _can_ask():
+        model = run_pull(plan_pull(target), interaction.progress).model
+    elif interaction.confirm is None:
         raise ModelError(
             f"model '{reference}' is not downloaded yet; add --pull to download it, "
             f"or run `chatllm models pull {reference}` first"
         )
     else:
         plan = plan_pull(target)
-        if not _confirm(f"Download {describe_plan(plan)} from {hub_endpoint()}?"):
+        if not interaction.confirm(f"Download {describe_plan(plan)} from {hub_endpoint()}?"):
             raise ModelError(f"model '{reference}' is not downloaded; nothing was run")
-        model = run_pull(plan).model
+        model = run_pull(plan, interaction.progress).model
     return ResolvedModel(reference=reference, name=model.path.name, path=model.path)
 
 
-def pull_model(reference: str, *, quant: str | None = None, progress: "TransferProgress | None" = None) -> PullResult:
+def pull_model(reference: str, *, quant: str | None = None, progress: "TransferProgress | None" = None,
+               notify: Callable[[str], None] = lambda message: None) -> PullResult:
     """Download (or update, or just verify) the model `reference` selects.
     Offline, a cached model is returned as is; a missing one is a ModelError."""
     target = parse_model_reference(reference, quant=quant)
@@ -137,7 +149,7 @@ def pull_model(reference: str, *, quant: str | None = None, progress: "TransferP
         model = find_cached_model(target.hub)
         if model is None:
             raise ModelError(f"cannot download '{reference}': HF_HUB_OFFLINE is set; unset it to download")
-        verify_cached_model(model, reference)
+        verify_cached_model(model, reference, notify)
         return PullResult(model=model, downloaded=False)
     return run_pull(plan_pull(target), progress)
 
@@ -151,11 +163,11 @@ def plan_pull(target: ModelTarget) -> PullPlan:
 
 
 def run_pull(plan: PullPlan, progress: "TransferProgress | None" = None) -> PullResult:
-    """Fetch every shard of the plan (each resumable, locked, verified)."""
-    from chatllm.hub_download import fetch_file
-    from chatllm.hub_progress import stderr_progress
+    """Fetch every shard of the plan (each resumable, locked, verified);
+    `progress` hears of each file's bytes (None: nobody watches)."""
+    from chatllm.hub.download import SilentProgress, fetch_file
 
-    progress = progress or stderr_progress()
+    progress = progress or SilentProgress()
     headers = _hub_headers()
     downloaded = False
     for remote in plan.files:
@@ -187,16 +199,17 @@ def list_repo_files(repo: str) -> tuple[str, list[RepoFile]]:
     return info.sha or "main", files
 
 
-def verify_cached_model(model: CachedModel, reference: str) -> None:
+def verify_cached_model(model: CachedModel, reference: str, notify: Callable[[str], None] = lambda message: None) -> None:
     """Hash shards not yet verified against the sha256 their blob is named
-    after; delete a mismatching one and raise DownloadError."""
+    after (saying so through `notify`: it takes a while); delete a mismatching
+    one and raise DownloadError."""
     for path, shard in zip(model.paths, model.variant.files):
         if shard.sha256 is None:
             continue  # a copied (not linked) cache entry: no sha256 to check against
         blob = path.resolve()
         if is_verified(blob):
             continue
-        sys.stderr.write(f"Checking {shard.path} (sha256, once)…\n")
+        notify(f"Checking {shard.path} (sha256, once)…")
         if file_sha256(blob) != shard.sha256:
             forget_verified(blob)
             blob.unlink(missing_ok=True)
@@ -213,7 +226,7 @@ def find_local_model(reference: str) -> CachedModel | None:
 
 
 def describe_plan(plan: PullPlan) -> str:
-    from chatllm.hub_download import format_bytes
+    from chatllm.hub.download import format_bytes
 
     size = f", {format_bytes(plan.size)}" if plan.size is not None else ""
     shards = f", {len(plan.files)} files" if len(plan.files) > 1 else ""
@@ -228,7 +241,7 @@ def cached_model_references() -> list[str]:
 def _remote_file(repo: str, commit: str, listed: RepoFile) -> "RemoteFile":
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
-    from chatllm.hub_download import RemoteFile
+    from chatllm.hub.download import RemoteFile
 
     url = hf_hub_url(repo, listed.path, revision=commit, endpoint=hub_endpoint())
     try:
@@ -294,13 +307,3 @@ def _version() -> str:
 
     return __version__
 
-
-def _can_ask() -> bool:
-    return sys.stdin.isatty() and sys.stderr.isatty()
-
-
-def _confirm(question: str) -> bool:
-    from rich.console import Console
-    from rich.prompt import Confirm
-
-    return Confirm.ask(question, console=Console(stderr=True), default=True)

@@ -1,0 +1,58 @@
+"""OpenAI's JSON shapes for `chatllm serve`'s replies: completions, stream
+chunks, usage, and llama-server's `timings` (which chatllm's remote engine
+reads)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chatllm.engine.base import GenerationStats
+
+
+def usage_json(stats: GenerationStats) -> dict[str, Any]:
+    usage = stats.usage
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_prompt_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+    }
+
+
+def timings_json(stats: GenerationStats) -> dict[str, Any]:
+    """llama-server's `timings` object, which chatllm's remote engine reads."""
+    usage, timings = stats.usage, stats.timings
+    return {
+        "prompt_n": usage.prompt_tokens - usage.cached_prompt_tokens,
+        "cache_n": usage.cached_prompt_tokens,
+        "prompt_per_second": round(timings.prefill_tokens_per_s, 2),
+        "predicted_n": usage.completion_tokens,
+        "predicted_per_second": round(timings.decode_tokens_per_s, 2),
+    }
+
+
+def finish_reason(stats: GenerationStats) -> str:
+    """OpenAI's finish_reason, or chatllm's "repetition" (DESIGN.md: the same
+    names in --json, history and here)."""
+    return stats.finish_reason if stats.finish_reason in ("length", "repetition") else "stop"
+
+
+def completion_json(reply_id: str, created: int, model: str, text: str, stats: GenerationStats,
+                    reasoning: str = "") -> dict[str, Any]:
+    return {
+        "id": reply_id, "object": "chat.completion", "created": created, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
+                                             **({"reasoning_content": reasoning} if reasoning else {})}, "logprobs": None,
+                     "finish_reason": finish_reason(stats)}],
+        "usage": usage_json(stats), "timings": timings_json(stats),
+    }
+
+
+def chunk_json(reply_id: str, created: int, model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": reply_id, "object": "chat.completion.chunk", "created": created, "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+
+

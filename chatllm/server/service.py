@@ -1,0 +1,247 @@
+"""`chatllm serve`'s service: requests in, replies out; no HTTP here
+(server/http.py serves it, server/openai_json.py shapes its answers).
+
+Every template and persona is also
+a model name: asking for `support` prepends the support persona's system prompt
+(with its knowledge) to the conversation, renders the last user message through
+the template's prompt, and applies the template's generation defaults.
+Precedence of sampling settings: template defaults < `chatllm serve` options <
+the request's own `temperature`, `max_tokens`, `seed`, `stop`, `top_p`.
+Template variables come from an optional `"variables": {...}` object in the
+request body (the OpenAI SDKs send it with `extra_body`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from chatllm.engine.base import Engine, GenerationStats, Message, generation_params
+from chatllm.errors import ChatLLMError
+from chatllm.engine.reasoning import Reasoning
+from chatllm.jobs.chat import Persona
+from chatllm.jobs.grounding import GroundingFilter, grounded
+from chatllm.jobs.repetition import RepetitionGuard, guarded
+from chatllm.server.requests import RequestError, parse_chat_request
+from chatllm.templates import Template, load_template, template_names
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A request ready for the engine: template applied, settings merged."""
+
+    model: str  # the name the client asked for, echoed in the reply
+    messages: list[Message]
+    params: GenerationParams
+    stream: bool
+    include_usage: bool
+    repetition: str = "loops"  # the repetition guard's mode (jobs/repetition.py)
+    # A persona's knowledge and the conversation: the numbers a reply may state
+    # (jobs/grounding.py), and what it says when nothing of its reply is left.
+    facts: str | None = None
+    fallback: str = ""
+
+
+class ChatService:
+    """The served model and templates. Callers hold `lock` around `prepare` and the
+    whole of `start`'s iterator: the engine serves one request at a time."""
+
+    def __init__(self, engine: Engine, model_name: str, defaults: dict[str, Any] | None = None,
+                 aliases: tuple[str, ...] = (), templates: list[Template] | None = None, tiny_model: bool = False,
+                 api_key: str | None = None) -> None:
+        """`tiny_model`: the model is too small to read long knowledge well
+        (persona knowledge is then searched; jobs/persona.py). `api_key`: the
+        key every request but /health must carry."""
+        self.engine = engine
+        self.api_key = api_key or None
+        self.tiny_model = tiny_model
+        self.model_name = model_name
+        self.defaults = {k: v for k, v in (defaults or {}).items() if v is not None}
+        self.aliases = {model_name, engine.model_name, *aliases}
+        self.templates = {t.name: t for t in (templates if templates is not None else load_templates())}
+        self.lock = threading.Lock()
+        # Set when the server shuts down: a running reply ends at its next piece.
+        self.stopping = threading.Event()
+        self.created = int(time.time())
+        self._personas: dict[tuple, Any] = {}
+
+    def model_ids(self) -> list[str]:
+        return [self.model_name, *(name for name in self.templates if name != self.model_name)]
+
+    def model_entry(self, model_id: str) -> dict[str, Any] | None:
+        if model_id in self.aliases:
+            kind, description = "model", f"{self.engine.model_name} without a template"
+        elif model_id in self.templates:
+            template = self.templates[model_id]
+            kind, description = template.kind, template.description
+        else:
+            return None
+        return {
+            "id": model_id, "object": "model", "created": self.created, "owned_by": "chatllm",
+            # vLLM's field: OpenAI-compatible clients (chatllm's included) read the context from it.
+            "max_model_len": self.engine.context_size,
+            "chatllm": {"kind": kind, "description": description},
+        }
+
+    def models(self) -> dict[str, Any]:
+        return {"object": "list", "data": [self.model_entry(name) for name in self.model_ids()]}
+
+    def prepare(self, body: Any) -> ChatRequest:
+        """Validate a chat completion request and apply its template. Raises
+        RequestError (an HTTP status and an OpenAI-style error)."""
+        request = parse_chat_request(body, default_model=self.model_name)
+        if request.model in self.aliases:
+            template = None
+        elif request.model in self.templates:
+            template = self.templates[request.model]
+        else:
+            raise RequestError(
+                400, f"model '{request.model}' does not exist; this server has: {', '.join(self.model_ids())}",
+                code="model_not_found",
+            )
+        settings = dict(template.defaults) if template else {}
+        settings.update(self.defaults)
+        settings.update(request.overrides)
+        messages = request.messages
+        persona = None
+        if template is not None:
+            messages, persona = self._apply_template(template, request.variables, messages)
+        repetition = request.repetition or str(settings.get("repetition", "loops"))
+        params = generation_params(settings)
+        schema = request.schema if request.schema is not None else (template.schema if template is not None else None)
+        if schema is not None:
+            from dataclasses import replace
+
+            from chatllm.engine.grammar import json_schema_text, schema_to_gbnf
+
+            try:
+                schema_to_gbnf(json_schema_text(schema))  # a schema no grammar can express is the client's error
+            except ChatLLMError as error:
+                raise RequestError(400, str(error), code="invalid_value") from None
+            params = replace(params, json_schema=json_schema_text(schema), max_tokens=params.max_tokens or 1024)
+            repetition = "off"  # the schema bounds the reply's form; a guard cutting it would break the JSON
+        facts = None
+        if persona is not None and persona.facts is not None and schema is None:
+            facts = "\n".join([persona.facts, *(m.content for m in messages if m.role == "user")])
+        return ChatRequest(request.model, messages, params, request.stream, request.include_usage,
+                           repetition, facts, persona.fallback if persona is not None else "")
+
+    def _apply_template(self, template: Template, given: dict[str, str],
+                        messages: list[Message]) -> tuple[list[Message], Persona | None]:
+        """The messages with the template applied, and the persona if it is one."""
+        persona = None
+        try:
+            values = template.resolve_variables(given)
+            if template.kind == "persona":
+                persona = self._persona(template, values)
+                system, render_user = persona.system, persona.render_user
+            else:
+                system = template.render_system(values)
+                render_user = lambda text: template.render_prompt(values, text)  # noqa: E731
+            messages = list(messages)
+            # Only the newest user turn goes through the template; earlier turns were answered already.
+            last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
+            if last_user is not None:
+                messages[last_user] = Message("user", render_user(messages[last_user].content))
+        except ChatLLMError as error:
+            raise RequestError(400, str(error)) from None
+        # One system message: the template's, then the client's own instructions.
+        own = [m.content for m in messages if m.role == "system"]
+        rest = [m for m in messages if m.role != "system"]
+        system = "\n\n".join(text for text in (system, *own) if text)
+        return ([Message("system", system)] if system else []) + rest, persona
+
+    def _persona(self, template: Template, values: dict[str, str]) -> Persona:
+        # Indexing a persona's knowledge costs time, so each persona is built once
+        # per set of variable values.
+        from chatllm.jobs.persona import build_persona
+
+        key = (template.name, tuple(sorted(values.items())))
+        if key not in self._personas:
+            self._personas[key] = build_persona(template, values, self.engine, tiny_model=self.tiny_model)
+        return self._personas[key]
+
+    def start(self, request: ChatRequest) -> Iterator[str]:
+        """The reply's pieces. Anything wrong with the prompt (too long for the
+        context, refused by the engine) raises here, before any piece, so the
+        caller can still answer with an HTTP error."""
+        try:
+            prompt_tokens = self.engine.count_prompt_tokens(request.messages)
+        except ChatLLMError as error:  # e.g. a chat template that rejects the roles' order
+            raise RequestError(400, str(error)) from None
+        if prompt_tokens >= self.engine.context_size:
+            raise RequestError(
+                400, f"the prompt takes {prompt_tokens} tokens but the context holds {self.engine.context_size}",
+                code="context_length_exceeded",
+            )
+        engine = self.engine
+        # A reasoning model's thinking bypasses the guards: only the answer is
+        # guarded and grounded; thinking goes out as reasoning_content.
+        thoughts: list[str] = []
+        pieces = _answers(engine.stream(request.messages, request.params), thoughts)
+        if request.repetition != "off":
+
+            def tripped(rule: str) -> None:
+                engine.last_stats.finish_reason = "repetition"
+
+            pieces = guarded(pieces, RepetitionGuard(mode=request.repetition), on_trip=tripped)
+        if request.facts is not None:
+            pieces = grounded(pieces, GroundingFilter(request.facts), request.fallback)
+        pieces = _with_thoughts(pieces, thoughts)
+        try:
+            first = next(pieces, None)
+        except ChatLLMError as error:
+            raise RequestError(500, str(error), kind="server_error") from None
+        return _chain(first, pieces, self.stopping)
+
+
+def load_templates() -> list[Template]:
+    """Every template that loads; a broken user template is reported and skipped."""
+    found = []
+    for name in template_names():
+        try:
+            found.append(load_template(name))
+        except ChatLLMError as error:
+            sys.stderr.write(f"Warning: not serving template '{name}': {error}\n")
+    return found
+
+
+def _answers(pieces: Iterator[str], thoughts: list[str]) -> Iterator[str]:
+    """The answer's pieces; `Reasoning` pieces are put in `thoughts` instead."""
+    try:
+        for piece in pieces:
+            if isinstance(piece, Reasoning):
+                thoughts.append(piece)
+            else:
+                yield piece
+    finally:
+        pieces.close()
+
+
+def _with_thoughts(answer: Iterator[str], thoughts: list[str]) -> Iterator[str]:
+    """The answer's pieces with the thinking put aside meanwhile yielded first,
+    as `Reasoning`: thinking streams as it comes, before the answer it precedes."""
+    try:
+        for piece in answer:
+            while thoughts:
+                yield Reasoning(thoughts.pop(0))
+            yield piece
+        while thoughts:
+            yield Reasoning(thoughts.pop(0))
+    finally:
+        answer.close()
+
+
+def _chain(first: str | None, rest: Iterator[str], stopping: threading.Event) -> Iterator[str]:
+    try:
+        if first is not None:
+            yield first
+            for piece in rest:
+                if stopping.is_set():
+                    break
+                yield piece
+    finally:
+        rest.close()
+
+

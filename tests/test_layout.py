@@ -1,0 +1,76 @@
+"""The package's shape: imports go one way (no cycles), and modules stay small
+enough to read in one sitting."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "chatllm"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path, modules: set[str]) -> set[str]:
+    """chatllm modules `path` imports anywhere (functions included), except
+    under `if TYPE_CHECKING:`."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skipped = {id(node) for block in ast.walk(tree) if isinstance(block, ast.If)
+               and getattr(block.test, "id", getattr(block.test, "attr", "")) == "TYPE_CHECKING"
+               for node in ast.walk(block)}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found |= {name for name in names if name in modules}
+    return found
+
+
+def test_no_import_cycles() -> None:
+    paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    modules = set(paths)
+    graph = {name: imports_of(path, modules) - {name} for name, path in paths.items()}
+    # A package's __init__ is imported on the way to any of its modules: an edge
+    # from a module to its own package's __init__ is not a cycle of the code's making.
+    for name in graph:
+        graph[name] = {target for target in graph[name] if not name.startswith(target + ".")}
+    cycles = []
+    state: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                cycles.append(stack[stack.index(target):] + [target])
+            elif target not in state:
+                visit(target, stack)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(cycle) for cycle in cycles)
+
+
+def test_modules_stay_readable() -> None:
+    """DESIGN.md: no module over ~400 lines (a few reviewed exceptions, each a
+    single responsibility that reads top to bottom)."""
+    allowed = {"engine/llama.py": 700, "jobs/repetition.py": 500, "server/service.py": 450, "cli/repl.py": 420}
+    too_long = []
+    for path in PACKAGE.rglob("*.py"):
+        name = path.relative_to(PACKAGE).as_posix()
+        lines = len(path.read_text(encoding="utf-8").splitlines())
+        if lines > allowed.get(name, 400):
+            too_long.append(f"{name}: {lines} lines")
+    assert not too_long, too_long
