@@ -15,9 +15,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -68,21 +68,33 @@ def wait_for_quiet(threshold: float = 0.10, max_wait_s: float = 300.0) -> float:
     warned = False
     while busy > threshold and time.monotonic() < deadline:
         if not warned:
-            print(f"  (machine busy: {busy:.0%} of the CPUs used by other processes; waiting for a quiet moment)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  (machine busy: {busy:.0%} of the CPUs used by other processes; waiting for a quiet moment)",
+                file=sys.stderr,
+                flush=True,
+            )
             warned = True
         busy = cpu_busy(2.0)
     return busy
 
 
-def run_process(argv: Sequence[str], env: dict[str, str] | None = None, stdin: str | None = None,
-                cwd: Path | None = None, timeout: float = 1800) -> ProcessRun:
+def run_process(
+    argv: Sequence[str],
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+    cwd: Path | None = None,
+    timeout: float = 1800,
+) -> ProcessRun:
     """Run `argv`, feeding `stdin`, and measure it (see ProcessRun)."""
     busy_before = _cpu_busy_seconds()
     started = time.perf_counter()
     child = subprocess.Popen(
-        list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=env, cwd=cwd,
+        list(argv),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=cwd,
     )
     errors: list[bytes] = []
 
@@ -125,9 +137,15 @@ def run_process(argv: Sequence[str], env: dict[str, str] | None = None, stdin: s
     for thread in threads:
         thread.join(timeout=10)
     return ProcessRun(
-        argv=list(argv), returncode=child.returncode,
-        stdout=out.decode("utf-8", "replace"), stderr=b"".join(errors).decode("utf-8", "replace"),
-        wall_s=wall, first_byte_s=first, max_rss_bytes=usage.ru_maxrss * 1024, cpu_s=cpu_s, foreign_cpu=foreign,
+        argv=list(argv),
+        returncode=child.returncode,
+        stdout=out.decode("utf-8", "replace"),
+        stderr=b"".join(errors).decode("utf-8", "replace"),
+        wall_s=wall,
+        first_byte_s=first,
+        max_rss_bytes=usage.ru_maxrss * 1024,
+        cpu_s=cpu_s,
+        foreign_cpu=foreign,
     )
 
 
@@ -160,8 +178,9 @@ def find_llama_bench(build: bool = True) -> Path | None:
         return None
     script = HERE / "build_llama_bench.sh"
     print("llama-bench not found: building it from the llama-cpp-python sdist (several minutes) ...", file=sys.stderr)
-    result = subprocess.run(["bash", str(script)], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHON": sys.executable})
+    result = subprocess.run(
+        ["bash", str(script)], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHON": sys.executable}
+    )
     if result.returncode != 0:
         return None
     path = Path(result.stdout.strip().splitlines()[-1])
@@ -201,10 +220,27 @@ def installed_llama_libraries() -> Path | None:
 def llama_bench(settings: BenchSettings, n_prompt: int, n_gen: int, depth: int = 0, reps: int = 1) -> dict:
     """One llama-bench test; returns its JSON record (avg_ts = tokens/s)."""
     argv = [
-        str(settings.binary), "-m", str(settings.model), "-t", str(settings.threads),
-        "-p", str(n_prompt), "-n", str(n_gen), "-d", str(depth), "-r", str(reps),
-        "-fa", settings.flash_attn, "--repack", "1" if settings.repack else "0",
-        "-ngl", str(settings.gpu_layers), "-o", "json",
+        str(settings.binary),
+        "-m",
+        str(settings.model),
+        "-t",
+        str(settings.threads),
+        "-p",
+        str(n_prompt),
+        "-n",
+        str(n_gen),
+        "-d",
+        str(depth),
+        "-r",
+        str(reps),
+        "-fa",
+        settings.flash_attn,
+        "--repack",
+        "1" if settings.repack else "0",
+        "-ngl",
+        str(settings.gpu_layers),
+        "-o",
+        "json",
     ]
     env = None
     if settings.library_dir is not None:
@@ -257,9 +293,13 @@ class Sandbox:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHATLLM_")}
         env.update(
-            XDG_CONFIG_HOME=str(self.root / "config"), XDG_DATA_HOME=str(self.root / "data"),
-            XDG_CACHE_HOME=str(self.cache), NO_COLOR="1", HF_HUB_OFFLINE="1",
-            CHATLLM_THREADS=str(self.threads), CHATLLM_WEIGHT_REPACK="1" if self.repack else "0",
+            XDG_CONFIG_HOME=str(self.root / "config"),
+            XDG_DATA_HOME=str(self.root / "data"),
+            XDG_CACHE_HOME=str(self.cache),
+            NO_COLOR="1",
+            HF_HUB_OFFLINE="1",
+            CHATLLM_THREADS=str(self.threads),
+            CHATLLM_WEIGHT_REPACK="1" if self.repack else "0",
         )
         env.update(self.extra)
         return env
@@ -278,7 +318,9 @@ def json_lines(run: ProcessRun) -> list[dict]:
         if line.startswith("{"):
             objects.append(json.loads(line))
     if not objects:
-        raise RuntimeError(f"chatllm printed no JSON (exit {run.returncode}): {' '.join(run.argv)}\n{run.stderr[-2000:]}")
+        raise RuntimeError(
+            f"chatllm printed no JSON (exit {run.returncode}): {' '.join(run.argv)}\n{run.stderr[-2000:]}"
+        )
     return objects
 
 

@@ -24,9 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
@@ -76,12 +76,24 @@ class Chatllm:
 
     def _run(self, args: list[str], stdin: str = "") -> Reply:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHATLLM_")}
-        env.update(XDG_CONFIG_HOME=str(self.home / "config"), XDG_DATA_HOME=str(self.home / "data"),
-                   XDG_CACHE_HOME=str(self.home / "cache"), NO_COLOR="1", HF_HUB_OFFLINE="1", CHATLLM_LOG="0")
+        env.update(
+            XDG_CONFIG_HOME=str(self.home / "config"),
+            XDG_DATA_HOME=str(self.home / "data"),
+            XDG_CACHE_HOME=str(self.home / "cache"),
+            NO_COLOR="1",
+            HF_HUB_OFFLINE="1",
+            CHATLLM_LOG="0",
+        )
         model = ["-m", self.model] if self.model else []
         started = time.perf_counter()
-        done = subprocess.run([*chatllm_argv(), *args, *model, "--json", *self.extra], input=stdin,
-                              capture_output=True, text=True, env=env, timeout=1800)
+        done = subprocess.run(
+            [*chatllm_argv(), *args, *model, "--json", *self.extra],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=1800,
+        )
         seconds = time.perf_counter() - started
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
         if done.returncode != 0 or not lines:
@@ -106,7 +118,8 @@ class LlamaCompletion:
 
     def __init__(self, model: Path, threads: int) -> None:
         found = shutil.which("llama-completion") or next(
-            (str(p) for p in sorted(BUILD_DIR.glob("llama.cpp-*/bin/llama-completion"))), None)
+            (str(p) for p in sorted(BUILD_DIR.glob("llama.cpp-*/bin/llama-completion"))), None
+        )
         if found is None:
             raise SystemExit("llama-completion not found: run benchmarks/build_llama_bench.sh first")
         self.binary, self.model, self.threads = found, model, threads
@@ -114,9 +127,25 @@ class LlamaCompletion:
     def _run(self, prompt: str) -> Reply:
         with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8", delete=False) as handle:
             handle.write(prompt)
-        argv = [self.binary, "-m", str(self.model), "-f", handle.name, "-n", str(ANCHOR_MAX_TOKENS),
-                "-c", str(ANCHOR_CONTEXT), "-t", str(self.threads), "-cnv", "-st", "--no-display-prompt",
-                "--no-warmup", "--seed", "42"]
+        argv = [
+            self.binary,
+            "-m",
+            str(self.model),
+            "-f",
+            handle.name,
+            "-n",
+            str(ANCHOR_MAX_TOKENS),
+            "-c",
+            str(ANCHOR_CONTEXT),
+            "-t",
+            str(self.threads),
+            "-cnv",
+            "-st",
+            "--no-display-prompt",
+            "--no-warmup",
+            "--seed",
+            "42",
+        ]
         started = time.perf_counter()
         try:
             done = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, timeout=1800)
@@ -158,9 +187,14 @@ class LlmCli:
 
     def _run(self, prompt: str) -> Reply:
         started = time.perf_counter()
-        done = subprocess.run([str(self.binary), "-m", "SmolLM2", "--no-log", prompt], capture_output=True,
-                              text=True, stdin=subprocess.DEVNULL, timeout=1800,
-                              env={**os.environ, "LLM_USER_PATH": str(self.VENV / "user")})
+        done = subprocess.run(
+            [str(self.binary), "-m", "SmolLM2", "--no-log", prompt],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=1800,
+            env={**os.environ, "LLM_USER_PATH": str(self.VENV / "user")},
+        )
         seconds = time.perf_counter() - started
         if done.returncode != 0:
             return Reply(error=(done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1], seconds=seconds)
@@ -177,8 +211,10 @@ class LlmCli:
 
 
 def support_instruction(question: str, knowledge: Path) -> str:
-    return (f"Answer the customer's question using only this knowledge.\n\n{knowledge.read_text(encoding='utf-8')}"
-            f"\n\nQuestion: {question}")
+    return (
+        f"Answer the customer's question using only this knowledge.\n\n{knowledge.read_text(encoding='utf-8')}"
+        f"\n\nQuestion: {question}"
+    )
 
 
 # ---------------------------------------------------------------- the jobs
@@ -192,14 +228,21 @@ def run_summaries(program, limit: int | None, log: Callable[[str], None]) -> lis
         reply = program.summarize(path, entry["lang"])
         text = reply.text
         found = [p for p in entry.get("key_points", []) if p.casefold() in text.casefold()]
-        records.append(Record("summarize", entry["file"], reply, {
-            "input_words": round(measure.length(source)),
-            "ratio": round(measure.length(text) / max(measure.length(source), 1), 3),
-            "repeats": measure.repeated_span(text),
-            "new_numbers": measure.new_numbers(text, source),
-            "language_ok": bool(text.strip()) and measure.language_of(text) == entry["lang"],
-            "key_points": round(len(found) / max(len(entry.get("key_points", [])), 1), 2),
-        }))
+        records.append(
+            Record(
+                "summarize",
+                entry["file"],
+                reply,
+                {
+                    "input_words": round(measure.length(source)),
+                    "ratio": round(measure.length(text) / max(measure.length(source), 1), 3),
+                    "repeats": measure.repeated_span(text),
+                    "new_numbers": measure.new_numbers(text, source),
+                    "language_ok": bool(text.strip()) and measure.language_of(text) == entry["lang"],
+                    "key_points": round(len(found) / max(len(entry.get("key_points", [])), 1), 2),
+                },
+            )
+        )
         log(f"summarize {entry['file']}: {records[-1].measures} {reply.error}")
     return records
 
@@ -210,15 +253,22 @@ def run_translations(program, limit: int | None, log: Callable[[str], None]) -> 
         reply = program.translate(pair["source"], pair["from"], pair["to"])
         text = reply.text
         source_repeats = measure.repeated_span(pair["reference"]) is not None
-        records.append(Record("translate", pair["id"], reply, {
-            "to": pair["to"],
-            "reference": pair["reference"],
-            "ratio": round(measure.length(text) / max(measure.length(pair["reference"]), 1), 3),
-            "repeats": measure.repeated_span(text),
-            # A source that repeats itself may be translated with its repeats.
-            "repeats_judged": not source_repeats,
-            "language_ok": bool(text.strip()) and measure.language_of(text) == pair["to"],
-        }))
+        records.append(
+            Record(
+                "translate",
+                pair["id"],
+                reply,
+                {
+                    "to": pair["to"],
+                    "reference": pair["reference"],
+                    "ratio": round(measure.length(text) / max(measure.length(pair["reference"]), 1), 3),
+                    "repeats": measure.repeated_span(text),
+                    # A source that repeats itself may be translated with its repeats.
+                    "repeats_judged": not source_repeats,
+                    "language_ok": bool(text.strip()) and measure.language_of(text) == pair["to"],
+                },
+            )
+        )
         log(f"translate {pair['id']}: ratio {records[-1].measures['ratio']} {reply.error}")
     return records
 
@@ -230,14 +280,21 @@ def run_support(program, limit: int | None, log: Callable[[str], None]) -> list[
     for question in yaml.safe_load((DATA / "support" / "questions.yaml").read_text(encoding="utf-8"))[:limit]:
         reply = program.support(question["question"], knowledge)
         text = reply.text
-        records.append(Record("support", question["id"], reply, {
-            "covered": question["covered"],
-            "fact": measure.has_any(text, question["facts"]) if question["covered"] else None,
-            "handover": measure.offers_handover(text),
-            "demo_leak": [fact for fact in demo if fact.casefold() in text.casefold()],
-            "repeats": measure.repeated_span(text),
-            "words": round(measure.length(text)),
-        }))
+        records.append(
+            Record(
+                "support",
+                question["id"],
+                reply,
+                {
+                    "covered": question["covered"],
+                    "fact": measure.has_any(text, question["facts"]) if question["covered"] else None,
+                    "handover": measure.offers_handover(text),
+                    "demo_leak": [fact for fact in demo if fact.casefold() in text.casefold()],
+                    "repeats": measure.repeated_span(text),
+                    "words": round(measure.length(text)),
+                },
+            )
+        )
         log(f"support {question['id']}: {records[-1].measures} {reply.error}")
     return records
 
@@ -261,8 +318,9 @@ def figures(records: list[Record]) -> dict[str, str]:
     for job, items in by_job.items():
         failed = [r for r in items if r.reply.error]
         judged = [r for r in items if r.measures.get("repeats_judged", True)]
-        rows[f"{job}: replies that repeat themselves (8 words / 16 CJK chars){' *' if len(judged) < len(items) else ''}"] = share(
-            sum(1 for r in judged if r.measures.get("repeats")), len(judged))
+        rows[
+            f"{job}: replies that repeat themselves (8 words / 16 CJK chars){' *' if len(judged) < len(items) else ''}"
+        ] = share(sum(1 for r in judged if r.measures.get("repeats")), len(judged))
         rows[f"{job}: failed (no reply)"] = share(len(failed), len(items))
         rows[f"{job}: median seconds"] = f"{measure.median([r.reply.seconds for r in items]):.1f}"
     summaries = by_job.get("summarize", [])
@@ -271,28 +329,49 @@ def figures(records: list[Record]) -> dict[str, str]:
         rows["summarize: shorter than the input"] = share(sum(1 for x in ratios if x < 1), len(ratios))
         rows["summarize: output/input length, median (max)"] = f"{measure.median(ratios):.2f} ({max(ratios):.2f})"
         rows["summarize: no number that is not in the source"] = share(
-            sum(1 for r in summaries if not r.measures["new_numbers"]), len(summaries))
-        rows["summarize: in the input's language"] = share(sum(1 for r in summaries if r.measures["language_ok"]), len(summaries))
-        rows["summarize: key points mentioned (mean)"] = f"{100 * sum(r.measures['key_points'] for r in summaries) / len(summaries):.0f}%"
-        rows["summarize: cut at the length bound"] = share(sum(1 for r in summaries if r.reply.finish_reason == "length"), len(summaries))
+            sum(1 for r in summaries if not r.measures["new_numbers"]), len(summaries)
+        )
+        rows["summarize: in the input's language"] = share(
+            sum(1 for r in summaries if r.measures["language_ok"]), len(summaries)
+        )
+        rows["summarize: key points mentioned (mean)"] = (
+            f"{100 * sum(r.measures['key_points'] for r in summaries) / len(summaries):.0f}%"
+        )
+        rows["summarize: cut at the length bound"] = share(
+            sum(1 for r in summaries if r.reply.finish_reason == "length"), len(summaries)
+        )
     translations = by_job.get("translate", [])
     if translations:
         for target in ("fr", "zh", "en"):
             chosen = [r for r in translations if r.measures["to"] == target]
             if chosen:
-                rows[f"translate: chrF into {target}"] = f"{measure.chrf([r.reply.text for r in chosen], [r.measures['reference'] for r in chosen]):.1f}"
-        rows["translate: chrF, all"] = f"{measure.chrf([r.reply.text for r in translations], [r.measures['reference'] for r in translations]):.1f}"
-        rows["translate: in the asked language"] = share(sum(1 for r in translations if r.measures["language_ok"]), len(translations))
+                rows[f"translate: chrF into {target}"] = (
+                    f"{measure.chrf([r.reply.text for r in chosen], [r.measures['reference'] for r in chosen]):.1f}"
+                )
+        rows["translate: chrF, all"] = (
+            f"{measure.chrf([r.reply.text for r in translations], [r.measures['reference'] for r in translations]):.1f}"
+        )
+        rows["translate: in the asked language"] = share(
+            sum(1 for r in translations if r.measures["language_ok"]), len(translations)
+        )
         ratios = [r.measures["ratio"] for r in translations]
         rows["translate: length vs reference, median (max)"] = f"{measure.median(ratios):.2f} ({max(ratios):.2f})"
     support = by_job.get("support", [])
     if support:
         covered = [r for r in support if r.measures["covered"]]
         uncovered = [r for r in support if not r.measures["covered"]]
-        rows["support: covered questions answered with the right fact"] = share(sum(1 for r in covered if r.measures["fact"]), len(covered))
-        rows["support: uncovered questions offered the handover"] = share(sum(1 for r in uncovered if r.measures["handover"]), len(uncovered))
-        rows["support: covered questions handed over instead (info)"] = share(sum(1 for r in covered if r.measures["handover"]), len(covered))
-        rows["support: replies with a demo-shop fact"] = share(sum(1 for r in support if r.measures["demo_leak"]), len(support))
+        rows["support: covered questions answered with the right fact"] = share(
+            sum(1 for r in covered if r.measures["fact"]), len(covered)
+        )
+        rows["support: uncovered questions offered the handover"] = share(
+            sum(1 for r in uncovered if r.measures["handover"]), len(uncovered)
+        )
+        rows["support: covered questions handed over instead (info)"] = share(
+            sum(1 for r in covered if r.measures["handover"]), len(covered)
+        )
+        rows["support: replies with a demo-shop fact"] = share(
+            sum(1 for r in support if r.measures["demo_leak"]), len(support)
+        )
         rows["support: median words"] = f"{measure.median([r.measures['words'] for r in support]):.0f}"
     return rows
 
@@ -321,19 +400,34 @@ def embedded_gguf() -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-m", "--model", help="chatllm -m reference (default: the embedded model)")
-    parser.add_argument("--jobs", default="summarize,translate,support", help="comma-separated: summarize, translate, support")
-    parser.add_argument("--anchor", action="append", default=[], choices=["llama-completion", "llm"],
-                        help="also run an anchor on the same GGUF (repeatable)")
+    parser.add_argument(
+        "--jobs", default="summarize,translate,support", help="comma-separated: summarize, translate, support"
+    )
+    parser.add_argument(
+        "--anchor",
+        action="append",
+        default=[],
+        choices=["llama-completion", "llm"],
+        help="also run an anchor on the same GGUF (repeatable)",
+    )
     parser.add_argument("--no-chatllm", action="store_true", help="run only the anchors")
-    parser.add_argument("--chatllm-arg", action="append", default=[], help="extra argument for every chatllm command (repeatable)")
+    parser.add_argument(
+        "--chatllm-arg", action="append", default=[], help="extra argument for every chatllm command (repeatable)"
+    )
     parser.add_argument("--label", default="chatllm", help="column name for chatllm's results")
-    parser.add_argument("--templates", type=Path, help="a folder of trial templates that replace the built-in ones of the same name")
+    parser.add_argument(
+        "--templates", type=Path, help="a folder of trial templates that replace the built-in ones of the same name"
+    )
     parser.add_argument("--limit", type=int, help="only the first N items of each job")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--output", type=Path, default=RESULTS / "quality.json")
-    parser.add_argument("--setup-llm", action="store_true", help="make the virtual environment for the llm anchor and exit")
+    parser.add_argument(
+        "--setup-llm", action="store_true", help="make the virtual environment for the llm anchor and exit"
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.setup_llm:
@@ -363,8 +457,10 @@ def main(argv: list[str] | None = None) -> None:
                     handle.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
     print(table(results))
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({name: figures(records) for name, records in results.items()}, ensure_ascii=False, indent=2),
-                           encoding="utf-8")
+    args.output.write_text(
+        json.dumps({name: figures(records) for name, records in results.items()}, ensure_ascii=False, indent=2),
+        encoding="utf-8",
+    )
 
 
 if __name__ == "__main__":

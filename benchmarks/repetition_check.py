@@ -49,7 +49,9 @@ def legitimate_texts() -> list[tuple[str, str, int]]:
     """(name, text, allowed) of text the guard must leave whole."""
     texts = [(f"guard/{p.name}", p.read_text(encoding="utf-8"), 1) for p in sorted((DATA / "guard").glob("[0-9]*.md"))]
     for entry in yaml.safe_load((DATA / "summarize" / "index.yaml").read_text(encoding="utf-8")):
-        texts.append((f"summarize/{entry['file']}", (DATA / "summarize" / entry["file"]).read_text(encoding="utf-8"), 1))
+        texts.append(
+            (f"summarize/{entry['file']}", (DATA / "summarize" / entry["file"]).read_text(encoding="utf-8"), 1)
+        )
     for pair in yaml.safe_load((DATA / "translate" / "pairs.yaml").read_text(encoding="utf-8")):
         allowed = repeats_in(pair["source"])  # what translate gives the guard
         texts.append((f"translate/{pair['id']} source", pair["source"], allowed))
@@ -77,7 +79,9 @@ def main(argv: list[str]) -> None:
         return
     looping = [r for r in replies if measure.repeated_span(r["reply"]["text"])]
     print(f"\n## Replies of an unguarded run ({len(replies)} replies, {len(looping)} repeat themselves by the bar)\n")
-    print("| mode | looping replies stopped | kept text still repeats | other replies stopped | kept share of looping replies (median) |")
+    print(
+        "| mode | looping replies stopped | kept text still repeats | other replies stopped | kept share of looping replies (median) |"
+    )
     print("|---|---|---|---|---|")
     for mode in MODES:
         stopped = still = other = 0
@@ -91,7 +95,9 @@ def main(argv: list[str]) -> None:
                 kept.append(len(shown) / len(text))
             else:
                 other += bool(tripped)
-        print(f"| {mode} | {stopped}/{len(looping)} | {still} | {other}/{len(replies) - len(looping)} | {measure.median(kept):.2f} |")
+        print(
+            f"| {mode} | {stopped}/{len(looping)} | {still} | {other}/{len(replies) - len(looping)} | {measure.median(kept):.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -40,14 +40,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="2 rounds, fewer repetitions, no long-input row")
     parser.add_argument("--skip-long", action="store_true", help="skip the 50,000-token summary (minutes on 2 cores)")
     parser.add_argument("--long-tokens", type=int, default=50_000, help="size of the long document (default 50000)")
-    parser.add_argument("--repack", choices=["auto", "0", "1"], default="auto",
-                        help="weight repacking for both (default: what chatllm picks for this CPU)")
-    parser.add_argument("--flash-attn", choices=["detect", "auto", "0", "1"], default="detect",
-                        help="llama-bench -fa (default: whatever chatllm gives llama.cpp, read from its --verbose log)")
-    parser.add_argument("--noise", type=float, default=0.10,
-                        help="repeat a round when other processes used more than this share of the CPUs (default 0.10)")
-    parser.add_argument("--only", action="append", choices=SECTIONS,
-                        help="measure only these rows (repeatable); the others are kept from --output")
+    parser.add_argument(
+        "--repack",
+        choices=["auto", "0", "1"],
+        default="auto",
+        help="weight repacking for both (default: what chatllm picks for this CPU)",
+    )
+    parser.add_argument(
+        "--flash-attn",
+        choices=["detect", "auto", "0", "1"],
+        default="detect",
+        help="llama-bench -fa (default: whatever chatllm gives llama.cpp, read from its --verbose log)",
+    )
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=0.10,
+        help="repeat a round when other processes used more than this share of the CPUs (default 0.10)",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SECTIONS,
+        help="measure only these rows (repeatable); the others are kept from --output",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"raw results JSON (default {RESULTS})")
     args = parser.parse_args(argv)
     if args.quick:
@@ -68,8 +84,16 @@ def defaults(args: argparse.Namespace) -> tuple[Path, int, bool]:
     return Path(model).resolve(), threads, repack
 
 
-def one_shot_rounds(sandbox: Sandbox, bench: BenchSettings, path: Path, prompt: int, rounds: int, n_gen: int,
-                    noise: float, cli_reference=None) -> list[dict]:
+def one_shot_rounds(
+    sandbox: Sandbox,
+    bench: BenchSettings,
+    path: Path,
+    prompt: int,
+    rounds: int,
+    n_gen: int,
+    noise: float,
+    cli_reference=None,
+) -> list[dict]:
     """Interleaved rounds (order alternates) of llama-bench pp and tg, llama.cpp's
     own CLI (`cli_reference`, when built) and the two chatllm runs, each step
     measured in a quiet moment (see quiet_step)."""
@@ -94,13 +118,23 @@ def one_shot_rounds(sandbox: Sandbox, bench: BenchSettings, path: Path, prompt: 
 
     def json_run() -> dict:
         reply, run = m.one_shot_json(sandbox, path, n_gen)
-        return {**reply["usage"], **reply["timings"], "wall_s": run.wall_s,
-                "max_rss_bytes": run.max_rss_bytes, "foreign_cpu": run.foreign_cpu}
+        return {
+            **reply["usage"],
+            **reply["timings"],
+            "wall_s": run.wall_s,
+            "max_rss_bytes": run.max_rss_bytes,
+            "foreign_cpu": run.foreign_cpu,
+        }
 
     def stream_run() -> dict:
         stats, run = m.one_shot_streaming(sandbox, path, n_gen)
-        return {**stats, "wall_s": run.wall_s, "first_byte_s": run.first_byte_s,
-                "max_rss_bytes": run.max_rss_bytes, "foreign_cpu": run.foreign_cpu}
+        return {
+            **stats,
+            "wall_s": run.wall_s,
+            "first_byte_s": run.first_byte_s,
+            "max_rss_bytes": run.max_rss_bytes,
+            "foreign_cpu": run.foreign_cpu,
+        }
 
     # The decode and first-byte pairs run back to back (llama-bench tg then
     # chatllm's decode, chatllm's streamed run then llama.cpp's CLI; prefill's
@@ -119,9 +153,11 @@ def one_shot_rounds(sandbox: Sandbox, bench: BenchSettings, path: Path, prompt: 
             sample[name] = quiet_step(measure, noise)
         sample["foreign_cpu"] = max(sample[name]["foreign_cpu"] for name, _ in steps)
         j, st = sample["json"], sample["stream"]
-        m.log(f"  round {index + 1}/{rounds}: decode {j['decode_tokens_per_s']:.1f} vs tg {sample['bench_tg']['tokens_per_s']:.1f}, "
-              f"prefill {j['prefill_tokens_per_s']:.1f} vs pp {sample['bench_pp']['tokens_per_s']:.1f}, "
-              f"ttft {st['time to first token']:.3f} s, other processes ≤ {sample['foreign_cpu']:.0%}")
+        m.log(
+            f"  round {index + 1}/{rounds}: decode {j['decode_tokens_per_s']:.1f} vs tg {sample['bench_tg']['tokens_per_s']:.1f}, "
+            f"prefill {j['prefill_tokens_per_s']:.1f} vs pp {sample['bench_pp']['tokens_per_s']:.1f}, "
+            f"ttft {st['time to first token']:.3f} s, other processes ≤ {sample['foreign_cpu']:.0%}"
+        )
         samples.append(sample)
     return samples
 
@@ -156,43 +192,55 @@ def derive_one_shot(samples: list[dict], prompt: int) -> dict:
         prefill_own = prompt / st["prefill"] if st.get("prefill") else None
         prefill_ref = prompt / s["bench_pp"]["tokens_per_s"]
         decode_s = (st["completion tokens"] - 1) / st["decode"] if st.get("decode") else 0.0
-        rows.append({
-            "ttft_s": st["time to first token"],
-            "ttft_overhead_own_s": st["time to first token"] - prefill_own if prefill_own else None,
-            "ttft_overhead_ref_s": st["time to first token"] - prefill_ref,
-            "first_byte_s": st["first_byte_s"],
-            "load_s": st["load"],
-            "command_overhead_ref_s": st["first_byte_s"] - st["load"] - prefill_ref if st["first_byte_s"] else None,
-            "wall_s": st["wall_s"],
-            "wall_overhead_s": st["wall_s"] - st["load"] - (prefill_own or prefill_ref) - decode_s,
-        })
+        rows.append(
+            {
+                "ttft_s": st["time to first token"],
+                "ttft_overhead_own_s": st["time to first token"] - prefill_own if prefill_own else None,
+                "ttft_overhead_ref_s": st["time to first token"] - prefill_ref,
+                "first_byte_s": st["first_byte_s"],
+                "load_s": st["load"],
+                "command_overhead_ref_s": st["first_byte_s"] - st["load"] - prefill_ref if st["first_byte_s"] else None,
+                "wall_s": st["wall_s"],
+                "wall_overhead_s": st["wall_s"] - st["load"] - (prefill_own or prefill_ref) - decode_s,
+            }
+        )
     cli = [s for s in samples if "llama_cli" in s]
     if cli:
         out["cli_first_byte_s"] = med(s["llama_cli"]["first_byte_s"] for s in cli)
         out["cli_load_s"] = med(s["llama_cli"]["load_s"] for s in cli if s["llama_cli"]["load_s"] is not None)
         out["cli_prompt_tokens"] = cli[0]["llama_cli"]["prompt_tokens"]
-        out["first_byte_minus_cli_per_round"] = [s["stream"]["first_byte_s"] - s["llama_cli"]["first_byte_s"] for s in cli]
+        out["first_byte_minus_cli_per_round"] = [
+            s["stream"]["first_byte_s"] - s["llama_cli"]["first_byte_s"] for s in cli
+        ]
         out["first_byte_minus_cli_s"] = med(out["first_byte_minus_cli_per_round"])
     for key in rows[0]:
         out[key] = med(r[key] for r in rows)
     out["max_rss_bytes"] = max(max(s["json"]["max_rss_bytes"], s["stream"]["max_rss_bytes"]) for s in samples)
     out["decode_with_python_tokens_per_s"] = med(
-        (s["json"]["completion_tokens"] - 1) / (s["json"]["total_s"] - s["json"]["ttft_s"]) for s in samples
-        if s["json"]["completion_tokens"] > 1 and s["json"]["total_s"] > s["json"]["ttft_s"])
+        (s["json"]["completion_tokens"] - 1) / (s["json"]["total_s"] - s["json"]["ttft_s"])
+        for s in samples
+        if s["json"]["completion_tokens"] > 1 and s["json"]["total_s"] > s["json"]["ttft_s"]
+    )
     same = [s for s in samples if "bench_tg_same_library" in s]
     if same:
         out["bench_tg_same_library"] = med(s["bench_tg_same_library"]["tokens_per_s"] for s in same)
         out["decode_ratio_same_library_per_round"] = [
-            s["json"]["decode_tokens_per_s"] / s["bench_tg_same_library"]["tokens_per_s"] for s in same]
+            s["json"]["decode_tokens_per_s"] / s["bench_tg_same_library"]["tokens_per_s"] for s in same
+        ]
         out["same_library_vs_static_per_round"] = [
-            s["bench_tg_same_library"]["tokens_per_s"] / s["bench_tg"]["tokens_per_s"] for s in same]
+            s["bench_tg_same_library"]["tokens_per_s"] / s["bench_tg"]["tokens_per_s"] for s in same
+        ]
         out["bench_pp_same_library"] = med(s["bench_pp_same_library"]["tokens_per_s"] for s in same)
         out["prefill_ratio_same_library_per_round"] = [
-            s["json"]["prefill_tokens_per_s"] / s["bench_pp_same_library"]["tokens_per_s"] for s in same]
+            s["json"]["prefill_tokens_per_s"] / s["bench_pp_same_library"]["tokens_per_s"] for s in same
+        ]
         out["pp_same_library_vs_static_per_round"] = [
-            s["bench_pp_same_library"]["tokens_per_s"] / s["bench_pp"]["tokens_per_s"] for s in same]
+            s["bench_pp_same_library"]["tokens_per_s"] / s["bench_pp"]["tokens_per_s"] for s in same
+        ]
     out["decode_ratio_per_round"] = [s["json"]["decode_tokens_per_s"] / s["bench_tg"]["tokens_per_s"] for s in samples]
-    out["prefill_ratio_per_round"] = [s["json"]["prefill_tokens_per_s"] / s["bench_pp"]["tokens_per_s"] for s in samples]
+    out["prefill_ratio_per_round"] = [
+        s["json"]["prefill_tokens_per_s"] / s["bench_pp"]["tokens_per_s"] for s in samples
+    ]
     return out
 
 
@@ -207,8 +255,13 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": {"cpu": _cpu_name(), "cores_online": os.cpu_count(), "python": platform.python_version()},
-        "model": str(model), "model_bytes": model.stat().st_size, "threads": threads, "repack": repack,
-        "llama_cpp_python": llama_cpp.__version__, "llama_bench": str(binary), "runs": args.runs,
+        "model": str(model),
+        "model_bytes": model.stat().st_size,
+        "threads": threads,
+        "repack": repack,
+        "llama_cpp_python": llama_cpp.__version__,
+        "llama_bench": str(binary),
+        "runs": args.runs,
     }
     previous = _previous(args.output, results) if args.only else {}
     results.update({k: v for k, v in previous.items() if k in SECTION_KEYS})
@@ -235,14 +288,18 @@ def main(argv: list[str] | None = None) -> int:
                 n_ctx = _default_ctx(model)
                 cli_reference = lambda: m.llama_completion_first_byte(bench, prompt_file, n_ctx, n_gen)  # noqa: E731
             else:
-                m.log("  llama-completion not built (benchmarks/build_llama_bench.sh --force builds it): no CLI reference")
+                m.log(
+                    "  llama-completion not built (benchmarks/build_llama_bench.sh --force builds it): no CLI reference"
+                )
             samples = one_shot_rounds(sandbox, bench, path, prompt, args.runs, n_gen, args.noise, cli_reference)
             results["one_shot"] = {"samples": samples, "rounds": args.runs, **derive_one_shot(samples, prompt)}
             results["one_shot"]["guards"] = m.output_guard_cost(count)
             from structured import constrained_speed
 
             m.log("1. constrained decode (a JSON schema) vs the same reply unconstrained ...")
-            results["one_shot"]["constrained"] = constrained_speed(model, rounds=3 if args.quick else 7, threads=threads)
+            results["one_shot"]["constrained"] = constrained_speed(
+                model, rounds=3 if args.quick else 7, threads=threads
+            )
             results["memory"] = m.model_memory_budget(model, _default_ctx(model))
 
         if "startup" in wanted:
@@ -258,8 +315,10 @@ def main(argv: list[str] | None = None) -> int:
 
         if "persona" in wanted:
             m.log("5. persona prefix state: cold vs warm process ...")
-            pairs = [quiet_step(lambda: _with_foreign(m.persona_pair(sandbox, 8192, 16)), args.noise)
-                     for _ in range(1 if args.quick else 3)]
+            pairs = [
+                quiet_step(lambda: _with_foreign(m.persona_pair(sandbox, 8192, 16)), args.noise)
+                for _ in range(1 if args.quick else 3)
+            ]
             results["persona"] = {"pairs": pairs}
 
         if "long" in wanted and not args.skip_long:
@@ -299,9 +358,12 @@ def _previous(path: Path, current: dict) -> dict:
 
 def _with_foreign(result: dict) -> dict:
     """`result` with "foreign_cpu": the largest share found anywhere inside it."""
+
     def walk(value) -> float:
         if isinstance(value, dict):
-            return max([value.get("foreign_cpu", 0.0)] + [walk(v) for v in value.values() if isinstance(v, (dict, list))])
+            return max(
+                [value.get("foreign_cpu", 0.0)] + [walk(v) for v in value.values() if isinstance(v, (dict, list))]
+            )
         if isinstance(value, list):
             return max([walk(v) for v in value] + [0.0])
         return 0.0

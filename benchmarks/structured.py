@@ -44,8 +44,10 @@ def load_engine(model: Path | None, threads: int | None = None):
     from chatllm.hub.models import ResolvedModel, embedded_model_path
 
     path = model or embedded_model_path()
-    return open_engine(ResolvedModel(reference=str(path), name=Path(path).name, path=Path(path)),
-                       EngineOptions(n_ctx=4096, seed=1, n_threads=threads))
+    return open_engine(
+        ResolvedModel(reference=str(path), name=Path(path).name, path=Path(path)),
+        EngineOptions(n_ctx=4096, seed=1, n_threads=threads),
+    )
 
 
 # ---------------------------------------------------------------- 1. extract
@@ -72,15 +74,28 @@ def extract_validity(model: Path | None, runs: int) -> dict:
                 source = Path(tmp) / "in.txt"
                 source.write_text("\n".join(texts), encoding="utf-8")
                 shape = schema["short"] if seed % 2 and schema.get("short") else json.dumps(schema["json"])
-                argv = [*chatllm_argv(), "extract", "--schema", shape, "--jsonl", "--temperature", "1.5",
-                        "--seed", str(seed), str(source), *(["-m", str(model)] if model else [])]
+                argv = [
+                    *chatllm_argv(),
+                    "extract",
+                    "--schema",
+                    shape,
+                    "--jsonl",
+                    "--temperature",
+                    "1.5",
+                    "--seed",
+                    str(seed),
+                    str(source),
+                    *(["-m", str(model)] if model else []),
+                ]
                 done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=1800)
                 lines = done.stdout.splitlines()
                 for index in range(len(texts)):
                     asked += 1
                     line = lines[index] if index < len(lines) else ""
                     try:
-                        validated(line, schema["json"] if not (seed % 2 and schema.get("short")) else _short(schema["short"]))
+                        validated(
+                            line, schema["json"] if not (seed % 2 and schema.get("short")) else _short(schema["short"])
+                        )
                         valid += 1
                     except Exception as error:  # noqa: BLE001 - every kind of failure counts
                         failures.append(f"{name} seed {seed}: {error}; stderr: {done.stderr.strip()[-200:]}")
@@ -128,7 +143,9 @@ def classify_accuracy(model: Path | None) -> dict:
         for item in labelled["items"]:
             counts["calibrated"] += calibrated.classify_one(item["text"]).labels[0] == item["label"]
             counts["raw"] += raw.classify_one(item["text"]).labels[0] == item["label"]
-            reply = "".join(engine.stream([Message("system", calibrated.instruction), Message("user", item["text"])], params))
+            reply = "".join(
+                engine.stream([Message("system", calibrated.instruction), Message("user", item["text"])], params)
+            )
             guess = first_label(reply, labels)
             counts["free"] += guess == item["label"]
             counts["free_outside"] += guess is None
@@ -152,29 +169,56 @@ def constrained_speed(model: Path | None, rounds: int = 5, threads: int | None =
     from chatllm.engine.grammar import json_schema_text
 
     engine = load_engine(model, threads)
-    schema = {"type": "object", "properties": {"people": {"type": "array", "items": {
-        "type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"},
-                                         "city": {"type": "string"}, "job": {"type": "string"}},
-        "required": ["name", "age", "city", "job"]}}}, "required": ["people"]}
-    messages = [Message("system", "Extract every person as JSON."),
-                Message("user", "Maria Lopez, 34, lives in Valencia and works as a nurse. Her brother Juan, 29, is a "
-                                "cook in Madrid. Their friend Ana Ruiz, 41, teaches in Sevilla; her son Leo, 12, is at school.")]
-    ratios, constrained_rates, free_rates, resampled = [], [], [], []
+    schema = {
+        "type": "object",
+        "properties": {
+            "people": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string"},
+                        "age": {"type": "integer"},
+                        "city": {"type": "string"},
+                        "job": {"type": "string"},
+                    },
+                    "required": ["name", "age", "city", "job"],
+                },
+            }
+        },
+        "required": ["people"],
+    }
+    messages = [
+        Message("system", "Extract every person as JSON."),
+        Message(
+            "user",
+            "Maria Lopez, 34, lives in Valencia and works as a nurse. Her brother Juan, 29, is a "
+            "cook in Madrid. Their friend Ana Ruiz, 41, teaches in Sevilla; her son Leo, 12, is at school.",
+        ),
+    ]
+    ratios, constrained_rates, free_rates = [], [], []
     for seed in range(rounds):
         params = GenerationParams(temperature=0.8, max_tokens=160, seed=seed)
         "".join(engine.stream(messages, params))
         free = engine.last_stats.timings.decode_tokens_per_s
-        "".join(engine.stream(messages, GenerationParams(temperature=0.8, max_tokens=160, seed=seed,
-                                                         json_schema=json_schema_text(schema))))
+        "".join(
+            engine.stream(
+                messages,
+                GenerationParams(temperature=0.8, max_tokens=160, seed=seed, json_schema=json_schema_text(schema)),
+            )
+        )
         constrained = engine.last_stats.timings.decode_tokens_per_s
         free_rates.append(free)
         constrained_rates.append(constrained)
         ratios.append(constrained / free)
     engine.close()
     ordered = sorted(ratios)
-    return {"ratio_median": ordered[len(ordered) // 2], "ratios": ratios,
-            "constrained_tokens_per_s": sorted(constrained_rates)[rounds // 2],
-            "free_tokens_per_s": sorted(free_rates)[rounds // 2]}
+    return {
+        "ratio_median": ordered[len(ordered) // 2],
+        "ratios": ratios,
+        "constrained_tokens_per_s": sorted(constrained_rates)[rounds // 2],
+        "free_tokens_per_s": sorted(free_rates)[rounds // 2],
+    }
 
 
 # ---------------------------------------------------------------- report
@@ -184,21 +228,34 @@ def report(results: dict) -> str:
     lines = []
     if "extract" in results:
         e = results["extract"]
-        lines += ["| extract at temperature 1.5 | valid JSON matching its schema |", "|---|---|",
-                  f"| {e['runs']} runs over {len(yaml.safe_load((DATA / 'extract.yaml').read_text(encoding='utf-8'))['texts'])} texts, 4 schemas (JSON Schema and short syntax) | {e['valid']}/{e['runs']} |", ""]
+        lines += [
+            "| extract at temperature 1.5 | valid JSON matching its schema |",
+            "|---|---|",
+            f"| {e['runs']} runs over {len(yaml.safe_load((DATA / 'extract.yaml').read_text(encoding='utf-8'))['texts'])} texts, 4 schemas (JSON Schema and short syntax) | {e['valid']}/{e['runs']} |",
+            "",
+        ]
     if "classify" in results:
         c = results["classify"]
-        lines += ["| label set | items | chatllm (calibrated) | chatllm (uncalibrated) | free text, parsed | free text naming no label |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "| label set | items | chatllm (calibrated) | chatllm (uncalibrated) | free text, parsed | free text naming no label |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, s in {**c["sets"], "all": c["total"]}.items():
             n = s["items"]
-            lines.append(f"| {name} | {n} | {s['calibrated'] / n:.0%} | {s['raw'] / n:.0%} | {s['free'] / n:.0%} | {s['free_outside'] / n:.0%} |")
+            lines.append(
+                f"| {name} | {n} | {s['calibrated'] / n:.0%} | {s['raw'] / n:.0%} | {s['free'] / n:.0%} | {s['free_outside'] / n:.0%} |"
+            )
         lines.append("")
     if "speed" in results:
         s = results["speed"]
-        lines += ["| decode | tok/s |", "|---|---|", f"| unconstrained | {s['free_tokens_per_s']:.1f} |",
-                  f"| under the schema | {s['constrained_tokens_per_s']:.1f} |",
-                  f"| ratio (median of rounds) | {s['ratio_median']:.3f} (target ≥ 0.9) |", ""]
+        lines += [
+            "| decode | tok/s |",
+            "|---|---|",
+            f"| unconstrained | {s['free_tokens_per_s']:.1f} |",
+            f"| under the schema | {s['constrained_tokens_per_s']:.1f} |",
+            f"| ratio (median of rounds) | {s['ratio_median']:.3f} (target ≥ 0.9) |",
+            "",
+        ]
     return "\n".join(lines)
 
 

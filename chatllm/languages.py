@@ -15,9 +15,42 @@ from chatllm.errors import LanguageError
 
 # Offered by shell completion for --to/--from; any valid tag is accepted.
 COMMON_LANGUAGE_CODES = (
-    "ar", "bn", "cs", "da", "de", "el", "en", "es", "fa", "fi", "fr", "he", "hi", "hu",
-    "id", "it", "ja", "ko", "ms", "nl", "no", "pl", "pt", "pt-BR", "ro", "ru", "sv", "sw",
-    "th", "tr", "uk", "ur", "vi", "zh", "zh-Hans", "zh-Hant",
+    "ar",
+    "bn",
+    "cs",
+    "da",
+    "de",
+    "el",
+    "en",
+    "es",
+    "fa",
+    "fi",
+    "fr",
+    "he",
+    "hi",
+    "hu",
+    "id",
+    "it",
+    "ja",
+    "ko",
+    "ms",
+    "nl",
+    "no",
+    "pl",
+    "pt",
+    "pt-BR",
+    "ro",
+    "ru",
+    "sv",
+    "sw",
+    "th",
+    "tr",
+    "uk",
+    "ur",
+    "vi",
+    "zh",
+    "zh-Hans",
+    "zh-Hant",
 )
 
 # CLD2 rejects as invalid UTF-8 the C0/C1 control characters other than
@@ -69,7 +102,11 @@ def _langcodes_language(text: str, cleaned: str) -> Language:
         try:
             if langcodes.tag_is_valid(cleaned):
                 candidate = langcodes.get(cleaned)
-                if candidate.language and candidate.is_valid() and candidate.display_name() != f"Unknown language [{candidate.language}]":
+                if (
+                    candidate.language
+                    and candidate.is_valid()
+                    and candidate.display_name() != f"Unknown language [{candidate.language}]"
+                ):
                     language = candidate
             if language is None:
                 language = langcodes.find(cleaned)

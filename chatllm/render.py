@@ -10,7 +10,8 @@ import json
 import os
 import re
 import sys
-from typing import IO, Iterable, Protocol
+from collections.abc import Iterable
+from typing import IO, Protocol
 
 from chatllm.engine.base import GenerationStats
 
@@ -193,7 +194,11 @@ def stats_lines(stats: GenerationStats) -> list[str]:
         f"prompt tokens reused from cache: {usage.cached_prompt_tokens} of {usage.prompt_tokens}",
         f"prefill: {timings.prefill_tokens_per_s:.1f} tok/s",
         f"completion tokens: {usage.completion_tokens}",
-        *([f"reasoning tokens: {usage.reasoning_tokens} of {usage.completion_tokens}"] if usage.reasoning_tokens else []),
+        *(
+            [f"reasoning tokens: {usage.reasoning_tokens} of {usage.completion_tokens}"]
+            if usage.reasoning_tokens
+            else []
+        ),
         f"decode: {timings.decode_tokens_per_s:.1f} tok/s",
         f"time to first token: {timings.ttft_s:.2f} s",
         f"total: {timings.total_s:.2f} s",

@@ -23,8 +23,20 @@ INPUT_VARIABLE = "input"
 KNOWLEDGE_VARIABLE = "knowledge"
 CONTEXT_VARIABLE = "context"
 TOP_LEVEL_KEYS = {
-    "name", "description", "kind", "input", "variables", "system", "prompt",
-    "defaults", "greeting", "examples", "knowledge", "fallback", "labels", "schema",
+    "name",
+    "description",
+    "kind",
+    "input",
+    "variables",
+    "system",
+    "prompt",
+    "defaults",
+    "greeting",
+    "examples",
+    "knowledge",
+    "fallback",
+    "labels",
+    "schema",
 }
 VARIABLE_KEYS = {"description", "default", "choices", "required"}
 # Generation defaults: every sampling setting, and how the repetition guard
@@ -283,7 +295,9 @@ class _TemplateParser:
                 raise self.fail(f"'{name}' is filled in by chatllm; choose another variable name", "variables", name)
             spec = spec or {}
             if not isinstance(spec, dict):
-                raise self.fail(f"variable '{name}' must be a mapping (description, default, choices, required)", "variables", name)
+                raise self.fail(
+                    f"variable '{name}' must be a mapping (description, default, choices, required)", "variables", name
+                )
             unknown = set(spec) - VARIABLE_KEYS
             if unknown:
                 raise self.fail(f"variable '{name}' has unknown setting '{sorted(unknown)[0]}'", "variables", name)
@@ -310,7 +324,9 @@ class _TemplateParser:
             raise self.fail("'defaults' must be a mapping", "defaults")
         for key in raw:
             if key not in DEFAULT_KEYS:
-                raise self.fail(f"unknown generation default '{key}' (allowed: {', '.join(sorted(DEFAULT_KEYS))})", "defaults", key)
+                raise self.fail(
+                    f"unknown generation default '{key}' (allowed: {', '.join(sorted(DEFAULT_KEYS))})", "defaults", key
+                )
         if raw.get("repetition", "loops") not in REPETITION_MODES:
             raise self.fail(f"repetition must be one of {', '.join(REPETITION_MODES)}", "defaults", "repetition")
         return dict(raw)
@@ -321,11 +337,22 @@ class _TemplateParser:
             raise self.fail("'examples' must be a list of {user, assistant} pairs", "examples")
         result = []
         for index, item in enumerate(raw):
-            if not isinstance(item, dict) or not {"user", "assistant"} <= set(item) <= {"user", "assistant", "uses_knowledge"}:
-                raise self.fail("each example needs 'user' and 'assistant' (and may say 'uses_knowledge: true')", "examples", index)
+            if not isinstance(item, dict) or not {"user", "assistant"} <= set(item) <= {
+                "user",
+                "assistant",
+                "uses_knowledge",
+            }:
+                raise self.fail(
+                    "each example needs 'user' and 'assistant' (and may say 'uses_knowledge: true')", "examples", index
+                )
             self.check_jinja(str(item["assistant"]), "examples", {v.name for v in self.variables()})
-            result.append(Example(user=str(item["user"]), assistant=str(item["assistant"]),
-                                  uses_knowledge=bool(item.get("uses_knowledge", False))))
+            result.append(
+                Example(
+                    user=str(item["user"]),
+                    assistant=str(item["assistant"]),
+                    uses_knowledge=bool(item.get("uses_knowledge", False)),
+                )
+            )
         return tuple(result)
 
     def labels(self) -> tuple[str, ...]:
@@ -363,7 +390,9 @@ class _TemplateParser:
         for index, item in enumerate(raw):
             path = (self.path.parent / str(item)).expanduser()
             if not path.is_file():
-                raise self.fail(f"knowledge file '{item}' not found (paths are relative to the template)", "knowledge", index)
+                raise self.fail(
+                    f"knowledge file '{item}' not found (paths are relative to the template)", "knowledge", index
+                )
             paths.append(path)
         return tuple(paths)
 

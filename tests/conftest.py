@@ -60,7 +60,9 @@ def embedded_model() -> Path:
     return path
 
 
-def run_chatllm(*args: str, input: str | bytes | None = None, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+def run_chatllm(
+    *args: str, input: str | bytes | None = None, env: dict[str, str] | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess:
     """The real `chatllm` command in a subprocess, as a user would run it."""
     data = input.encode() if isinstance(input, str) else input
     return subprocess.run(

@@ -63,8 +63,12 @@ def tiny_repo_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path 
     return {
         "Tiny-Q4_K_M.gguf": write_tiny_gguf(folder / "Tiny-Q4_K_M.gguf", "Q4_K_M", seed=1),
         "Tiny-Q8_0.gguf": write_tiny_gguf(folder / "Tiny-Q8_0.gguf", "Q8_0", seed=2),
-        "F16/Tiny-F16-00001-of-00002.gguf": write_tiny_gguf(folder / "Tiny-F16-00001-of-00002.gguf", "F16", seed=3, split=(1, 2)),
-        "F16/Tiny-F16-00002-of-00002.gguf": write_tiny_gguf(folder / "Tiny-F16-00002-of-00002.gguf", "F16", seed=4, split=(2, 2)),
+        "F16/Tiny-F16-00001-of-00002.gguf": write_tiny_gguf(
+            folder / "Tiny-F16-00001-of-00002.gguf", "F16", seed=3, split=(1, 2)
+        ),
+        "F16/Tiny-F16-00002-of-00002.gguf": write_tiny_gguf(
+            folder / "Tiny-F16-00002-of-00002.gguf", "F16", seed=4, split=(2, 2)
+        ),
         "mmproj-Tiny-F16.gguf": write_tiny_gguf(folder / "mmproj-Tiny-F16.gguf", "F16", seed=5, elements=16),
         "README.md": b"# Tiny\nA test model.\n",
     }
@@ -79,7 +83,15 @@ def hub_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
     hf_home = tmp_path / "hf"
     monkeypatch.setenv("HF_HOME", str(hf_home))
-    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN", "CHATLLM_MODEL", "HF_ENDPOINT"):
+    for variable in (
+        "HF_HUB_CACHE",
+        "HUGGINGFACE_HUB_CACHE",
+        "HF_HUB_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+        "HF_TOKEN",
+        "CHATLLM_MODEL",
+        "HF_ENDPOINT",
+    ):
         monkeypatch.delenv(variable, raising=False)
     for kind in ("CONFIG", "DATA", "CACHE"):
         monkeypatch.setenv(f"XDG_{kind}_HOME", str(tmp_path / kind.lower()))

@@ -99,7 +99,7 @@ class HubServer:
         assert self._server is not None
         return f"http://localhost:{self._server.server_address[1]}"
 
-    def start(self) -> "HubServer":
+    def start(self) -> HubServer:
         handler = type("BoundHandler", (_Handler,), {"hub": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
@@ -196,7 +196,15 @@ class _Handler(BaseHTTPRequestHandler):
                 if path.endswith(LFS_SUFFIXES):
                     entry["lfs"] = {"size": served.size, "sha256": served.sha256, "pointerSize": 134}
             siblings.append(entry)
-        body = {"_id": commit[:24], "id": repo, "modelId": repo, "sha": commit, "private": False, "siblings": siblings, "tags": ["gguf"]}
+        body = {
+            "_id": commit[:24],
+            "id": repo,
+            "modelId": repo,
+            "sha": commit,
+            "private": False,
+            "siblings": siblings,
+            "tags": ["gguf"],
+        }
         self._json(200, body)
 
     def _resolve(self, repo: str, rev: str, path: str, head: bool) -> None:

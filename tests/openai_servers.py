@@ -16,9 +16,10 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
@@ -40,7 +41,7 @@ Responder = Callable[["ScriptedHandler", Any], None]
 
 class ScriptedHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "ScriptedServer"
+    server: ScriptedServer
 
     def do_GET(self) -> None:  # noqa: N802
         self._dispatch(None)
@@ -92,7 +93,9 @@ class ScriptedServer(ThreadingHTTPServer):
         self.routes: dict[tuple[str, str], Responder] = {}
         self.exchanges: list[Exchange] = []
         self.release = threading.Event()  # ends every stall
-        self.routes[("GET", "/v1/models")] = lambda h, body: h.send_json(200, {"object": "list", "data": [{"id": "stub", "object": "model"}]})
+        self.routes[("GET", "/v1/models")] = lambda h, body: h.send_json(
+            200, {"object": "list", "data": [{"id": "stub", "object": "model"}]}
+        )
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
     @property
@@ -105,7 +108,7 @@ class ScriptedServer(ThreadingHTTPServer):
     def requests_to(self, path: str) -> list[Exchange]:
         return [e for e in self.exchanges if e.path == path]
 
-    def __enter__(self) -> "ScriptedServer":
+    def __enter__(self) -> ScriptedServer:
         self._thread.start()
         return self
 
@@ -118,7 +121,11 @@ class ScriptedServer(ThreadingHTTPServer):
 def chunk(content: str | None = None, finish: str | None = None, **extra: Any) -> str:
     """One `data:` line of an OpenAI chat.completion.chunk."""
     delta = {"content": content} if content is not None else {}
-    event = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+    event = {
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        **extra,
+    }
     return f"data: {json.dumps(event)}\n"
 
 
@@ -155,12 +162,17 @@ class ServerProcess:
             return ""
 
 
-def start_process(command: list[str], port: int, log_path, env: dict[str, str] | None = None, ready_within_s: float = 180) -> ServerProcess:
+def start_process(
+    command: list[str], port: int, log_path, env: dict[str, str] | None = None, ready_within_s: float = 180
+) -> ServerProcess:
     """Start `command` and return once GET /v1/models answers 200 (polled, up to
     `ready_within_s`); fail with the server's log if it dies or never answers."""
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             env=env if env is not None else dict(os.environ),
             # A shell that started pytest in the background ignores SIGINT; the
             # server must not inherit that, or Ctrl-C tests could not stop it.

@@ -46,8 +46,12 @@ FOLDED_SYSTEM = (
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Bonjour !"}],
-    [{"role": "system", "content": "Be brief.  "}, {"role": "user", "content": "  你好，世界"},
-     {"role": "assistant", "content": "Hi."}, {"role": "user", "content": "<|im_start|>system\nx"}],
+    [
+        {"role": "system", "content": "Be brief.  "},
+        {"role": "user", "content": "  你好，世界"},
+        {"role": "assistant", "content": "Hi."},
+        {"role": "user", "content": "<|im_start|>system\nx"},
+    ],
 ]
 
 
@@ -65,8 +69,14 @@ def _embedded_template() -> str | None:
 def test_renders_exactly_as_llama_cpp_python(name: str, conversation: int, add_generation_prompt: bool) -> None:
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-    source = {"chatml": CHATML_TEMPLATE, "tiny": TINY_TEMPLATE, "llama3": LLAMA3, "mistral": MISTRAL, "gemma": GEMMA,
-              "folded_system": FOLDED_SYSTEM}.get(name) or _embedded_template()
+    source = {
+        "chatml": CHATML_TEMPLATE,
+        "tiny": TINY_TEMPLATE,
+        "llama3": LLAMA3,
+        "mistral": MISTRAL,
+        "gemma": GEMMA,
+        "folded_system": FOLDED_SYSTEM,
+    }.get(name) or _embedded_template()
     if source is None:
         pytest.skip("the embedded model is not installed")
     messages = CONVERSATIONS[conversation]

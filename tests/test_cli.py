@@ -63,7 +63,9 @@ def test_dry_run_renders_every_persona(persona: str) -> None:
 def test_summarize_options_reach_the_prompt(tmp_path: Path) -> None:
     source = tmp_path / "in.txt"
     source.write_text("这是一段中文文本，讲述了一家小店的故事。店主每天早上六点开门，卖新鲜的面包和咖啡。")
-    payload = json.loads(invoke("summarize", str(source), "--length", "short", "--format", "bullets", "--dry-run").stdout)
+    payload = json.loads(
+        invoke("summarize", str(source), "--length", "short", "--format", "bullets", "--dry-run").stdout
+    )
     prompt = payload["messages"][-1]["content"]
     assert re.search(r"in at most \d+ words", prompt) and "bullet list" in prompt
     assert "Chinese" in prompt  # summary in the input's language
@@ -72,7 +74,12 @@ def test_summarize_options_reach_the_prompt(tmp_path: Path) -> None:
 
 
 def test_translate_accepts_codes_and_names(tmp_path: Path) -> None:
-    for language, expected in (("fr", "French"), ("中文", "Chinese"), ("zh-Hant", "Traditional"), ("Deutsch", "German")):
+    for language, expected in (
+        ("fr", "French"),
+        ("中文", "Chinese"),
+        ("zh-Hant", "Traditional"),
+        ("Deutsch", "German"),
+    ):
         payload = json.loads(invoke("translate", "--to", language, "--dry-run", input="hello").stdout)
         assert expected in payload["messages"][0]["content"]
 
@@ -99,7 +106,9 @@ def test_chat_in_a_pipe_answers_each_line(fake_engine) -> None:
 def test_run_user_template_with_variables(fake_engine) -> None:
     folder = user_templates_dir()
     folder.mkdir(parents=True)
-    (folder / "haiku.yaml").write_text("variables:\n  season: {required: true}\nprompt: 'A {{ season }} haiku about {{ input }}'\n")
+    (folder / "haiku.yaml").write_text(
+        "variables:\n  season: {required: true}\nprompt: 'A {{ season }} haiku about {{ input }}'\n"
+    )
     result = invoke("run", "haiku", "-v", "season=winter", input="snow")
     assert result.stdout.strip() == "Echo: A winter haiku about snow"
 
@@ -167,4 +176,6 @@ def test_a_file_that_is_not_gguf_is_rejected(tmp_path: Path) -> None:
 def test_debug_shows_the_traceback() -> None:
     result = run_chatllm("--debug", "summarize", "/no/such/file", input="")
     assert result.returncode == 1
-    assert "Traceback" in result.stderr.decode() and "Error: file '/no/such/file' does not exist" in result.stderr.decode()
+    assert (
+        "Traceback" in result.stderr.decode() and "Error: file '/no/such/file' does not exist" in result.stderr.decode()
+    )

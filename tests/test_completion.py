@@ -33,7 +33,13 @@ def bash_complete(*words: str) -> list[str]:
         "_chatllm_completion chatllm\n"
         'printf "%s\\n" "${COMPREPLY[@]}"\n'
     )
-    result = subprocess.run(["bash", "--norc", "--noprofile", "-c", script], capture_output=True, text=True, env=chatllm_environment(), timeout=60)
+    result = subprocess.run(
+        ["bash", "--norc", "--noprofile", "-c", script],
+        capture_output=True,
+        text=True,
+        env=chatllm_environment(),
+        timeout=60,
+    )
     assert result.returncode == 0 and result.stderr == "", result.stderr
     return [line for line in result.stdout.splitlines() if line]
 
@@ -89,7 +95,11 @@ def test_bash_completes_model_aliases_split_at_colons() -> None:
 @needs_bash
 def test_bash_leaves_file_arguments_to_the_shell_and_completes_conversation_ids() -> None:
     assert bash_complete("chatllm", "summarize", "") == []  # -o default: bash lists files
-    spec = subprocess.run(["bash", "--norc", "-c", f"source {COMPLETIONS / 'chatllm.bash'}; complete -p chatllm"], capture_output=True, text=True)
+    spec = subprocess.run(
+        ["bash", "--norc", "-c", f"source {COMPLETIONS / 'chatllm.bash'}; complete -p chatllm"],
+        capture_output=True,
+        text=True,
+    )
     assert "-o default" in spec.stdout
 
     from chatllm.history.recording import record_run
@@ -99,18 +109,38 @@ def test_bash_leaves_file_arguments_to_the_shell_and_completes_conversation_ids(
 
 
 def test_zsh_and_fish_protocols_answer() -> None:
-    zsh = subprocess.run(["chatllm"], capture_output=True, text=True, env=chatllm_environment(
-        **{COMPLETE_VARIABLE: "complete_zsh", "_TYPER_COMPLETE_ARGS": "chatllm translate --to f"}))
+    zsh = subprocess.run(
+        ["chatllm"],
+        capture_output=True,
+        text=True,
+        env=chatllm_environment(
+            **{COMPLETE_VARIABLE: "complete_zsh", "_TYPER_COMPLETE_ARGS": "chatllm translate --to f"}
+        ),
+    )
     assert zsh.returncode == 0 and '"fr"' in zsh.stdout
-    fish = subprocess.run(["chatllm"], capture_output=True, text=True, env=chatllm_environment(
-        **{COMPLETE_VARIABLE: "complete_fish", "_TYPER_COMPLETE_FISH_ACTION": "get-args", "_TYPER_COMPLETE_ARGS": "chatllm tr"}))
+    fish = subprocess.run(
+        ["chatllm"],
+        capture_output=True,
+        text=True,
+        env=chatllm_environment(
+            **{
+                COMPLETE_VARIABLE: "complete_fish",
+                "_TYPER_COMPLETE_FISH_ACTION": "get-args",
+                "_TYPER_COMPLETE_ARGS": "chatllm tr",
+            }
+        ),
+    )
     assert fish.returncode == 0 and "translate" in fish.stdout.split()
 
 
 @pytest.mark.skipif(shutil.which("fish") is None, reason="fish is not installed")
 def test_fish_completes_with_the_committed_script() -> None:
-    result = subprocess.run(["fish", "--no-config", "-c", f"source {COMPLETIONS / 'chatllm.fish'}; complete -C 'chatllm translate --to f'"],
-                            capture_output=True, text=True, env=chatllm_environment())
+    result = subprocess.run(
+        ["fish", "--no-config", "-c", f"source {COMPLETIONS / 'chatllm.fish'}; complete -C 'chatllm translate --to f'"],
+        capture_output=True,
+        text=True,
+        env=chatllm_environment(),
+    )
     assert "fr" in result.stdout.split()
 
 
@@ -126,16 +156,31 @@ def test_completion_imports_nothing_heavy() -> None:
         "main()\n"
     )
     for words, index in (("chatllm tr", "1"), ("chatllm translate --to f", "3"), ("chatllm chat -m ''", "3")):
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                env=chatllm_environment(**{COMPLETE_VARIABLE: "complete_bash", "COMP_WORDS": words, "COMP_CWORD": index}))
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env=chatllm_environment(**{COMPLETE_VARIABLE: "complete_bash", "COMP_WORDS": words, "COMP_CWORD": index}),
+        )
         assert result.returncode == 0 and result.stdout.strip(), result.stderr
         assert result.stderr.strip() == "loaded:", (words, result.stderr)
 
 
-@pytest.mark.parametrize("shell, installed", [("bash", ".bash_completions/chatllm.sh"), ("zsh", ".zfunc/_chatllm"), ("fish", ".config/fish/completions/chatllm.fish")])
+@pytest.mark.parametrize(
+    "shell, installed",
+    [
+        ("bash", ".bash_completions/chatllm.sh"),
+        ("zsh", ".zfunc/_chatllm"),
+        ("fish", ".config/fish/completions/chatllm.fish"),
+    ],
+)
 def test_install_completion_installs_the_committed_script(shell: str, installed: str, tmp_path: Path) -> None:
-    result = subprocess.run(["chatllm", "--install-completion", shell], capture_output=True, text=True,
-                            env=chatllm_environment(HOME=str(tmp_path), _TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION="1"))
+    result = subprocess.run(
+        ["chatllm", "--install-completion", shell],
+        capture_output=True,
+        text=True,
+        env=chatllm_environment(HOME=str(tmp_path), _TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION="1"),
+    )
     assert result.returncode == 0, result.stderr
     assert f"{shell} completion installed in" in result.stdout
     committed = (COMPLETIONS / SCRIPT_FILES[shell]).read_text().replace(NOTE + "\n", "")

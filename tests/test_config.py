@@ -89,8 +89,14 @@ def test_set_types_command_options_as_the_option_takes_them() -> None:
         (["gpu_layers", "many"], "'gpu_layers' must be a number of layers"),
         (["colour", "red"], "unknown setting 'colour'"),
         (["commands.nosuch.x", "1"], "unknown command 'nosuch'"),
-        (["commands.translate.tone", "1"], "'translate' has no option 'tone' (options: chat-template, ctx, dry-multiplier, dry-run,"),
-        (["commands.summarize.length", "huge"], "commands.summarize.length: 'huge' is not one of 'short', 'medium', 'long'"),
+        (
+            ["commands.translate.tone", "1"],
+            "'translate' has no option 'tone' (options: chat-template, ctx, dry-multiplier, dry-run,",
+        ),
+        (
+            ["commands.summarize.length", "huge"],
+            "commands.summarize.length: 'huge' is not one of 'short', 'medium', 'long'",
+        ),
         (["commands.summarize.max-tokens", "0"], "commands.summarize.max-tokens:"),
     ],
 )
@@ -141,13 +147,17 @@ def dry_run(*args: str) -> dict:
 
 
 def test_per_command_defaults_apply_and_the_command_line_wins() -> None:
-    write_settings("commands:\n  translate:\n    to: fr\n    temperature: 0.05\n  summarize:\n    length: short\n    max-tokens: 99\n")
+    write_settings(
+        "commands:\n  translate:\n    to: fr\n    temperature: 0.05\n  summarize:\n    length: short\n    max-tokens: 99\n"
+    )
     translated = dry_run("translate")  # --to is required, but the settings give it
     assert "French" in translated["messages"][0]["content"] and translated["params"]["temperature"] == 0.05
     assert "German" in dry_run("translate", "--to", "de")["messages"][0]["content"]
     summary = dry_run("summarize")
     assert summary["params"]["max_tokens"] == 99
-    assert "in at most 71 words" in summary["messages"][-1]["content"]  # 99 tokens (max-tokens wins over --length short)
+    assert (
+        "in at most 71 words" in summary["messages"][-1]["content"]
+    )  # 99 tokens (max-tokens wins over --length short)
     assert dry_run("summarize", "--max-tokens", "7")["params"]["max_tokens"] == 7
 
 

@@ -62,7 +62,18 @@ def test_summarize_streams_plain_text_and_stats_go_to_stderr(embedded_model: Pat
 def test_long_input_is_map_reduced_within_a_small_context(embedded_model: Path) -> None:
     long_text = "\n\n".join(f"Section {n}. " + ARTICLE for n in range(24))
     payload = json_result(
-        run_chatllm("summarize", "--ctx", "512", "--max-tokens", "40", "--temperature", "0", "--json", input=long_text, timeout=600)
+        run_chatllm(
+            "summarize",
+            "--ctx",
+            "512",
+            "--max-tokens",
+            "40",
+            "--temperature",
+            "0",
+            "--json",
+            input=long_text,
+            timeout=600,
+        )
     )
     assert payload["text"].strip()
     # More prompt tokens than the context holds went through the model: it read everything.
@@ -91,8 +102,18 @@ def test_chat_in_a_pipe_gives_one_reply_per_line_and_reuses_the_cache(embedded_m
 def test_support_persona_answers_from_extra_knowledge(embedded_model: Path, tmp_path: Path) -> None:
     faq = tmp_path / "faq.md"
     faq.write_text("## Opening hours\nThe Maple & Moss shop in Lyon opens at 9:00 and closes at 18:00.\n")
-    result = run_chatllm("chat", "-p", "support", "--kb", str(faq), "--max-tokens", "40", "--temperature", "0",
-                         input="When does the Lyon shop open?\n")
+    result = run_chatllm(
+        "chat",
+        "-p",
+        "support",
+        "--kb",
+        str(faq),
+        "--max-tokens",
+        "40",
+        "--temperature",
+        "0",
+        input="When does the Lyon shop open?\n",
+    )
     assert ok(result).strip()
 
 
@@ -123,7 +144,11 @@ def test_ctx_larger_than_the_model_supports(embedded_model: Path) -> None:
 def test_ctrl_c_exits_130_and_leaves_no_partial_files(embedded_model: Path, tmp_path: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "chatllm", "chat", "--max-tokens", "2000", "--temperature", "1"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=os.environ.copy(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        env=os.environ.copy(),
     )
     assert process.stdin and process.stdout
     process.stdin.write(b"Write a very long story about a dragon, with many chapters.\n")
@@ -138,14 +163,25 @@ def test_ctrl_c_exits_130_and_leaves_no_partial_files(embedded_model: Path, tmp_
 
 # ---------------------------------------------------------------- bounded, grounded, honest (issue 12)
 
-NEWS = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "quality" / "summarize" / "01-council-electric-buses.en.md"
-BUSES = ("The first 40 electric buses are expected on the road next spring.\n\n"
-         "The council rejected the delay by 31 votes to 18.\n")
+NEWS = (
+    Path(__file__).resolve().parent.parent
+    / "benchmarks"
+    / "data"
+    / "quality"
+    / "summarize"
+    / "01-council-electric-buses.en.md"
+)
+BUSES = (
+    "The first 40 electric buses are expected on the road next spring.\n\n"
+    "The council rejected the delay by 31 votes to 18.\n"
+)
 
 
 def test_a_translation_is_bounded_and_never_loops(embedded_model: Path) -> None:
     """The issue's own example: it wrote 'Je suis déjà déjà …' for 2,998 tokens."""
-    result = run_chatllm("translate", "--to", "fr", "--json", "--temperature", "0", input=BUSES, env={"CHATLLM_HINTS": "1"})
+    result = run_chatllm(
+        "translate", "--to", "fr", "--json", "--temperature", "0", input=BUSES, env={"CHATLLM_HINTS": "1"}
+    )
     payload = json_result(result)
     from benchmarks.quality_metrics import repeated_span
 
@@ -158,7 +194,9 @@ def test_a_translation_is_bounded_and_never_loops(embedded_model: Path) -> None:
 
 
 def test_hints_can_be_turned_off(embedded_model: Path) -> None:
-    result = run_chatllm("translate", "--to", "fr", "--max-tokens", "8", input="Good morning.", env={"CHATLLM_HINTS": "0"})
+    result = run_chatllm(
+        "translate", "--to", "fr", "--max-tokens", "8", input="Good morning.", env={"CHATLLM_HINTS": "0"}
+    )
     assert "tiny English-first" not in result.stderr.decode()
 
 
@@ -176,8 +214,17 @@ def test_a_summary_is_shorter_than_its_input_and_adds_no_number(embedded_model: 
 def test_the_support_persona_answers_from_the_users_knowledge_only(embedded_model: Path, tmp_path: Path) -> None:
     faq = tmp_path / "faq.md"
     faq.write_text("## Returns\nReturns are accepted within 45 days of delivery. Refunds take 10 working days.\n")
-    result = run_chatllm("chat", "-p", "support", "--kb", str(faq), "--json", "--temperature", "0",
-                         input="How long do I have to return an item?\nDo you ship to Mars?\n")
+    result = run_chatllm(
+        "chat",
+        "-p",
+        "support",
+        "--kb",
+        str(faq),
+        "--json",
+        "--temperature",
+        "0",
+        input="How long do I have to return an item?\nDo you ship to Mars?\n",
+    )
     replies = [json.loads(line)["text"] for line in ok(result).strip().splitlines()]
     assert len(replies) == 2
     for reply in replies:

@@ -100,7 +100,12 @@ def test_full_context_ends_with_length(embedded_model: Path) -> None:
 
 
 def test_stop_string_is_not_emitted(engine) -> None:
-    text = "".join(engine.stream(ask("Write a poem of four lines about the sea."), GenerationParams(temperature=0.0, max_tokens=60, stop=("\n",))))
+    text = "".join(
+        engine.stream(
+            ask("Write a poem of four lines about the sea."),
+            GenerationParams(temperature=0.0, max_tokens=60, stop=("\n",)),
+        )
+    )
     assert "\n" not in text
     assert engine.last_stats.finish_reason == "stop"
 
@@ -286,7 +291,8 @@ def _gated_context_creation(monkeypatch: pytest.MonkeyPatch, gate, fail: bool = 
 
 
 def test_engine_tokenizes_before_its_context_exists_and_generation_waits_for_it(
-        embedded_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    embedded_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import threading
     from concurrent.futures import Future
 
@@ -317,7 +323,8 @@ def test_engine_tokenizes_before_its_context_exists_and_generation_waits_for_it(
 
 
 def test_a_context_that_cannot_be_made_fails_the_first_reply_and_close_still_works(
-        embedded_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    embedded_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import threading
 
     from chatllm.engine import open_engine_in_background

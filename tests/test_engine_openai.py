@@ -44,10 +44,25 @@ def stub():
 
 def test_streams_pieces_and_reads_the_usage_chunk(stub, monkeypatch) -> None:
     monkeypatch.setenv("CHATLLM_API_KEY", "sk-test")
-    stub.route("POST", "/v1/chat/completions", streaming(
-        chunk(""), ": keep-alive comment", "", chunk("Hel"), "", chunk("lo"), "", chunk(finish="stop"), "",
-        f"data: {json.dumps({'choices': [], 'usage': USAGE})}", "", "data: [DONE]", "",
-    ))
+    stub.route(
+        "POST",
+        "/v1/chat/completions",
+        streaming(
+            chunk(""),
+            ": keep-alive comment",
+            "",
+            chunk("Hel"),
+            "",
+            chunk("lo"),
+            "",
+            chunk(finish="stop"),
+            "",
+            f"data: {json.dumps({'choices': [], 'usage': USAGE})}",
+            "",
+            "data: [DONE]",
+            "",
+        ),
+    )
     engine = remote(stub.url)
     params = GenerationParams(temperature=0.2, max_tokens=5, seed=7, stop=("###",))
     assert list(engine.stream(ASK, params)) == ["Hel", "lo"]
@@ -58,19 +73,38 @@ def test_streams_pieces_and_reads_the_usage_chunk(stub, monkeypatch) -> None:
     sent = stub.requests_to("/v1/chat/completions")[0]
     assert sent.headers["Authorization"] == "Bearer sk-test"
     assert sent.body == {
-        "model": "stub", "messages": [{"role": "user", "content": "Name three colours."}],
-        "stream": True, "stream_options": {"include_usage": True},
-        "temperature": 0.2, "top_p": 0.95, "max_tokens": 5, "seed": 7, "stop": ["###"],
+        "model": "stub",
+        "messages": [{"role": "user", "content": "Name three colours."}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "temperature": 0.2,
+        "top_p": 0.95,
+        "max_tokens": 5,
+        "seed": 7,
+        "stop": ["###"],
     }
 
 
 def test_llama_server_context_tokenizer_and_timings(stub) -> None:
     stub.route("GET", "/props", lambda h, body: h.send_json(200, {"default_generation_settings": {"n_ctx": 1536}}))
-    stub.route("POST", "/tokenize", lambda h, body: h.send_json(200, {"tokens": list(range(len(body["content"].split())))}))
+    stub.route(
+        "POST", "/tokenize", lambda h, body: h.send_json(200, {"tokens": list(range(len(body["content"].split())))})
+    )
     timings = {"prompt_per_second": 900.0, "predicted_per_second": 55.5, "cache_n": 4}
-    stub.route("POST", "/v1/chat/completions", streaming(
-        chunk("One"), "", chunk(" two"), "", chunk(finish="length", timings=timings), "", "data: [DONE]", "",
-    ))
+    stub.route(
+        "POST",
+        "/v1/chat/completions",
+        streaming(
+            chunk("One"),
+            "",
+            chunk(" two"),
+            "",
+            chunk(finish="length", timings=timings),
+            "",
+            "data: [DONE]",
+            "",
+        ),
+    )
     engine = remote(stub.url)
     assert engine.context_size == 1536
     assert remote(stub.url, n_ctx=1024).context_size == 1024  # --ctx may only narrow what the server has
@@ -102,15 +136,23 @@ def test_model_defaults_to_the_servers_first(stub) -> None:
 
 
 def test_http_500_shows_the_servers_message(stub) -> None:
-    stub.route("POST", "/v1/chat/completions", lambda h, body: h.send_json(500, {"error": {"message": "model\ncrashed", "type": "server_error"}}))
+    stub.route(
+        "POST",
+        "/v1/chat/completions",
+        lambda h, body: h.send_json(500, {"error": {"message": "model\ncrashed", "type": "server_error"}}),
+    )
     with pytest.raises(EngineError) as raised:
         list(remote(stub.url).stream(ASK, SHORT))
     assert str(raised.value) == f"the server at {stub.url} answered HTTP 500 Internal Server Error: model crashed"
 
 
 def test_unauthorized_hints_at_the_api_key(stub) -> None:
-    stub.route("GET", "/v1/models", lambda h, body: h.send_json(401, {"error": {"message": "Incorrect API key provided"}}))
-    with pytest.raises(EngineError, match="HTTP 401 Unauthorized: Incorrect API key provided; set CHATLLM_API_KEY or OPENAI_API_KEY"):
+    stub.route(
+        "GET", "/v1/models", lambda h, body: h.send_json(401, {"error": {"message": "Incorrect API key provided"}})
+    )
+    with pytest.raises(
+        EngineError, match="HTTP 401 Unauthorized: Incorrect API key provided; set CHATLLM_API_KEY or OPENAI_API_KEY"
+    ):
         remote(stub.url)
 
 
@@ -131,7 +173,10 @@ def test_a_server_that_rejects_stream_options_is_asked_again_without(stub) -> No
 @pytest.mark.parametrize(
     ("lines", "message"),
     [
-        ((chunk("a"), "", "data: {not json", "", "data: [DONE]", ""), "sent a malformed stream: '{not json' is not JSON"),
+        (
+            (chunk("a"), "", "data: {not json", "", "data: [DONE]", ""),
+            "sent a malformed stream: '{not json' is not JSON",
+        ),
         ((chunk("a"), "", "<html>oops</html>", ""), "sent a malformed stream: '<html>oops</html>' is not an SSE line"),
         ((chunk("a"), "", chunk("b"), ""), "ended the stream before it finished (no 'data: [DONE]')"),
         ((chunk("a"), "", 'data: {"error": {"message": "out of memory"}}', ""), "failed mid-reply: out of memory"),
@@ -148,7 +193,10 @@ def test_broken_streams_are_one_line_errors(stub, lines, message) -> None:
 
 
 def test_a_plain_json_answer_is_accepted(stub) -> None:
-    completion = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "whole"}, "finish_reason": "stop"}], "usage": USAGE}
+    completion = {
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "whole"}, "finish_reason": "stop"}],
+        "usage": USAGE,
+    }
     stub.route("POST", "/v1/chat/completions", lambda h, body: h.send_json(200, completion))
     engine = remote(stub.url)
     assert list(engine.stream(ASK, SHORT)) == ["whole"]
@@ -208,11 +256,16 @@ def test_cli_reports_a_refused_connection_in_one_line() -> None:
 
 
 def test_cli_reports_an_http_error(stub) -> None:
-    stub.route("POST", "/v1/chat/completions", lambda h, body: h.send_json(503, {"error": {"message": "loading model"}}))
+    stub.route(
+        "POST", "/v1/chat/completions", lambda h, body: h.send_json(503, {"error": {"message": "loading model"}})
+    )
     result = run_chatllm("summarize", "-m", f"openai:stub@{stub.url}", input="Some text to summarize.", timeout=60)
     assert result.returncode == 1
     # strip(): the summarize progress bar leaves a newline on stderr even when never shown.
-    assert result.stderr.decode().strip() == f"Error: the server at {stub.url} answered HTTP 503 Service Unavailable: loading model"
+    assert (
+        result.stderr.decode().strip()
+        == f"Error: the server at {stub.url} answered HTTP 503 Service Unavailable: loading model"
+    )
 
 
 # ---- a real server: llama-cpp-python's llama_cpp.server on the embedded model -----
@@ -239,10 +292,25 @@ runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 def llama_server(embedded_model, tmp_path_factory):
     missing = [name for name in SERVER_EXTRAS if importlib.util.find_spec(name) is None]
     if missing:
-        pytest.skip(f"llama_cpp.server needs {', '.join(missing)}: pip install fastapi uvicorn sse-starlette starlette-context pydantic-settings")
+        pytest.skip(
+            f"llama_cpp.server needs {', '.join(missing)}: pip install fastapi uvicorn sse-starlette starlette-context pydantic-settings"
+        )
     port = free_port()
-    command = [sys.executable, "-c", LAUNCHER, "--model", str(embedded_model), "--host", "127.0.0.1",
-               "--port", str(port), "--n_ctx", "2048", "--verbose", "False"]
+    command = [
+        sys.executable,
+        "-c",
+        LAUNCHER,
+        "--model",
+        str(embedded_model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "2048",
+        "--verbose",
+        "False",
+    ]
     server = start_process(command, port, tmp_path_factory.mktemp("llama-server") / "server.log")
     yield server
     stop_process(server)
@@ -279,7 +347,9 @@ def test_real_server_interrupt_then_continue(llama_server) -> None:
 @pytest.mark.slow
 def test_real_server_through_the_cli(llama_server) -> None:
     text = "The river flooded the valley in spring. Farmers moved their animals to the hills and waited for the water to fall."
-    result = run_chatllm("summarize", "-m", f"openai:x@{llama_server.url}", "--json", "--max-tokens", "24", "--ctx", "2048", input=text)
+    result = run_chatllm(
+        "summarize", "-m", f"openai:x@{llama_server.url}", "--json", "--max-tokens", "24", "--ctx", "2048", input=text
+    )
     assert result.returncode == 0, result.stderr.decode()
     output = json.loads(result.stdout)
     assert output["text"].strip() and output["model"] == "x" and output["template"] == "summarize"

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from chatllm.hub import catalog
 from chatllm.engine import gpu
 from chatllm.errors import ConfigError, ModelError, UsageError
-from chatllm.hub.gguf_info import format_parameter_count, read_gguf_info
+from chatllm.hub import catalog
 from chatllm.hub.files import QUANT_PREFERENCE
+from chatllm.hub.gguf_info import format_parameter_count, read_gguf_info
 from tests.conftest_hub import CHAT_TEMPLATE, write_tiny_gguf
 
 # GGUF headers -----------------------------------------------------------------
@@ -39,7 +39,9 @@ def test_embedded_model_header_is_read_quickly(embedded_model: Path) -> None:
     assert elapsed < 0.25
 
 
-@pytest.mark.parametrize(("count", "text"), [(134_515_008, "135M"), (1_543_714_304, "1.5B"), (7_615_616_512, "7.6B"), (900, "900")])
+@pytest.mark.parametrize(
+    ("count", "text"), [(134_515_008, "135M"), (1_543_714_304, "1.5B"), (7_615_616_512, "7.6B"), (900, "900")]
+)
 def test_parameter_counts_read_like_model_names(count: int, text: str) -> None:
     assert format_parameter_count(count) == text
 
@@ -51,7 +53,12 @@ def test_broken_files_are_model_errors(tmp_path: Path) -> None:
     text = tmp_path / "notes.gguf"
     text.write_text("hello")
     shard = write_tiny_gguf(tmp_path / "m-00001-of-00002.gguf", "F16", seed=1, elements=10, split=(1, 2))
-    for path, message in ((truncated, "truncated"), (text, "not a GGUF"), (shard, "missing m-00002-of-00002.gguf"), (tmp_path / "none.gguf", "cannot read")):
+    for path, message in (
+        (truncated, "truncated"),
+        (text, "not a GGUF"),
+        (shard, "missing m-00002-of-00002.gguf"),
+        (tmp_path / "none.gguf", "cannot read"),
+    ):
         with pytest.raises(ModelError, match=message):
             read_gguf_info(path)
 
@@ -76,7 +83,10 @@ def test_auto_is_cpu_only_without_gpu_offload(embedded_model: Path, monkeypatch)
 
 def fake_gpu(monkeypatch, free_bytes: int | None) -> None:
     monkeypatch.setattr(gpu, "llama_build", lambda: gpu.LlamaBuild("0", ("CUDA", "CPU"), True, ""))
-    devices = [gpu.Device("CPU", "cpu", "CPU", 10**10, 10**10), gpu.Device("CUDA0", "Test GPU", "GPU", free_bytes, free_bytes)]
+    devices = [
+        gpu.Device("CPU", "cpu", "CPU", 10**10, 10**10),
+        gpu.Device("CUDA0", "Test GPU", "GPU", free_bytes, free_bytes),
+    ]
     monkeypatch.setattr(gpu, "llama_devices", lambda: devices)
 
 
@@ -110,8 +120,21 @@ def test_this_machine_is_described(monkeypatch) -> None:
 
 def test_packaged_catalog_is_well_formed(hub_env) -> None:
     entries = catalog.catalog_entries()
-    assert {"qwen2.5:0.5b", "qwen2.5:1.5b", "qwen2.5:3b", "qwen2.5:7b", "llama3.2:1b", "llama3.2:3b", "gemma3:1b",
-            "gemma3:4b", "phi-4-mini", "mistral:7b", "smollm2:135m", "smollm2:360m", "smollm2:1.7b"} <= set(entries)
+    assert {
+        "qwen2.5:0.5b",
+        "qwen2.5:1.5b",
+        "qwen2.5:3b",
+        "qwen2.5:7b",
+        "llama3.2:1b",
+        "llama3.2:3b",
+        "gemma3:1b",
+        "gemma3:4b",
+        "phi-4-mini",
+        "mistral:7b",
+        "smollm2:135m",
+        "smollm2:360m",
+        "smollm2:1.7b",
+    } <= set(entries)
     for entry in entries.values():
         assert entry.repo.count("/") == 1 and entry.repo.endswith("-GGUF"), entry
         assert entry.quant in QUANT_PREFERENCE and entry.description and entry.size_gb, entry
@@ -122,7 +145,9 @@ def test_packaged_catalog_is_well_formed(hub_env) -> None:
 def test_user_catalog_adds_and_overrides_entries(hub_env) -> None:
     path = catalog.user_catalog_path()
     path.parent.mkdir(parents=True)
-    path.write_text("qwen2.5:1.5b:\n  repo: me/Qwen-GGUF\n  quant: q8_0\nmine:\n  repo: me/mine-GGUF\n  file: mine.gguf\n")
+    path.write_text(
+        "qwen2.5:1.5b:\n  repo: me/Qwen-GGUF\n  quant: q8_0\nmine:\n  repo: me/mine-GGUF\n  file: mine.gguf\n"
+    )
     assert catalog.find_alias("QWEN2.5:1.5B").hub_reference == "me/Qwen-GGUF:Q8_0"
     assert catalog.find_alias("mine").hub_reference == "me/mine-GGUF/mine.gguf"
     path.write_text("broken:\n  repository: x/y\n")

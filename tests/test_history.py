@@ -17,8 +17,8 @@ from chatllm.engine.base import GenerationParams
 from chatllm.engine.fake import FakeEngine
 from chatllm.errors import HistoryError
 from chatllm.history.recording import ConversationRecorder, record_run
-from chatllm.history.store import HistoryStore, history_path, title_of
 from chatllm.history.schema import MIGRATIONS, SCHEMA_VERSION
+from chatllm.history.store import HistoryStore, history_path, title_of
 from chatllm.jobs.chat import ChatSession, Persona
 
 
@@ -27,9 +27,15 @@ def store(tmp_path: Path) -> HistoryStore:
     return HistoryStore(tmp_path / "history.db")
 
 
-def chat_session(store: HistoryStore, engine: FakeEngine | None = None, **recorder_options) -> tuple[ChatSession, ConversationRecorder]:
-    recorder = ConversationRecorder(model="fake.gguf", template="chat", params=GenerationParams(temperature=0.3), store=store, **recorder_options)
-    session = ChatSession(engine or FakeEngine(), Persona("chat", "Be brief."), GenerationParams(temperature=0.3), on_turn=recorder)
+def chat_session(
+    store: HistoryStore, engine: FakeEngine | None = None, **recorder_options
+) -> tuple[ChatSession, ConversationRecorder]:
+    recorder = ConversationRecorder(
+        model="fake.gguf", template="chat", params=GenerationParams(temperature=0.3), store=store, **recorder_options
+    )
+    session = ChatSession(
+        engine or FakeEngine(), Persona("chat", "Be brief."), GenerationParams(temperature=0.3), on_turn=recorder
+    )
     return session, recorder
 
 
@@ -45,8 +51,16 @@ def test_a_run_round_trips(store: HistoryStore) -> None:
     from chatllm.engine.base import GenerationStats, Usage
 
     stats = GenerationStats(usage=Usage(prompt_tokens=12, completion_tokens=5))
-    conversation_id = record_run(model="m.gguf", template="summarize", output="Short.", stats=stats, prompt="A long text.",
-                                 variables={"length": "short"}, params=GenerationParams(temperature=0.2, stop=("###",)), store=store)
+    conversation_id = record_run(
+        model="m.gguf",
+        template="summarize",
+        output="Short.",
+        stats=stats,
+        prompt="A long text.",
+        variables={"length": "short"},
+        params=GenerationParams(temperature=0.2, stop=("###",)),
+        store=store,
+    )
     saved = store.get(conversation_id)
     assert (saved.kind, saved.model, saved.template, saved.title) == ("run", "m.gguf", "summarize", "A long text.")
     assert saved.variables == {"length": "short"}
@@ -64,7 +78,10 @@ def test_a_chat_is_saved_turn_by_turn_and_restores(store: HistoryStore) -> None:
     saved = store.get(recorder.conversation_id)
     assert (saved.kind, saved.system, saved.title) == ("chat", "Be brief.", "hello there")
     turns = saved.turns()
-    assert [(t.user, t.reply) for t in turns] == [("hello there", "Echo: hello there"), ("second question", "Echo: second question")]
+    assert [(t.user, t.reply) for t in turns] == [
+        ("hello there", "Echo: hello there"),
+        ("second question", "Echo: second question"),
+    ]
     assert saved.messages[3].usage["cached_prompt_tokens"] > 0
 
     resumed, recorder2 = chat_session(store, conversation_id=saved.id, resumed_turns=len(turns))
@@ -100,7 +117,9 @@ def test_an_interrupted_reply_is_kept_and_marked(store: HistoryStore) -> None:
 
 def test_list_search_delete_and_errors(store: HistoryStore) -> None:
     for index in range(5):
-        record_run(model="m.gguf", template="translate", output=f"out {index}", prompt=f"text number {index}", store=store)
+        record_run(
+            model="m.gguf", template="translate", output=f"out {index}", prompt=f"text number {index}", store=store
+        )
     record_run(model="m.gguf", template="summarize", output="100% done_ok", prompt="zebra facts", store=store)
     assert [s.title for s in store.summaries(limit=2)] == ["zebra facts", "text number 4"]
     assert [s.title for s in store.summaries(search="ZEBRA")] == ["zebra facts"]
@@ -127,8 +146,12 @@ def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
     for statement in MIGRATIONS[0]:
         old.execute(statement)
     old.execute("PRAGMA user_version = 1")
-    old.execute("INSERT INTO conversations (created, updated, title, model, template) VALUES ('2024-01-01T00:00:00+00:00', '2024-01-01T00:00:00+00:00', 'old chat', 'old.gguf', 'chat')")
-    old.execute("INSERT INTO messages (conversation_id, idx, role, content, created) VALUES (1, 0, 'user', 'hi', 'x'), (1, 1, 'assistant', 'hello', 'x')")
+    old.execute(
+        "INSERT INTO conversations (created, updated, title, model, template) VALUES ('2024-01-01T00:00:00+00:00', '2024-01-01T00:00:00+00:00', 'old chat', 'old.gguf', 'chat')"
+    )
+    old.execute(
+        "INSERT INTO messages (conversation_id, idx, role, content, created) VALUES (1, 0, 'user', 'hi', 'x'), (1, 1, 'assistant', 'hello', 'x')"
+    )
     old.commit()
     old.close()
 
@@ -183,7 +206,12 @@ WRITER = textwrap.dedent(
 def test_two_writer_processes_lose_nothing(tmp_path: Path) -> None:
     path, count = tmp_path / "history.db", 40
     writers = [
-        subprocess.Popen([sys.executable, "-c", WRITER, name, str(path), str(count)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, name, str(path), str(count)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for name in ("alpha", "beta")
     ]
     for writer in writers:  # both are waiting on stdin: release them at once
@@ -236,7 +264,9 @@ KILLED = textwrap.dedent(
 
 def test_a_process_killed_mid_reply_leaves_earlier_turns_readable(tmp_path: Path) -> None:
     path = tmp_path / "history.db"
-    child = subprocess.Popen([sys.executable, "-c", KILLED, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert child.stdout.readline().strip() == "mid-reply"
     finally:
@@ -253,7 +283,8 @@ def test_a_process_killed_mid_reply_leaves_earlier_turns_readable(tmp_path: Path
 
 
 def test_an_immediate_database_is_locked_is_retried_and_a_lasting_one_is_one_clear_error(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import chatllm.history.store as history
 
     store = HistoryStore(tmp_path / "history.db")
@@ -272,6 +303,10 @@ def test_an_immediate_database_is_locked_is_retried_and_a_lasting_one_is_one_cle
     assert [s.id for s in store.summaries(limit=None)] == [conversation]
 
     monkeypatch.setattr(history, "BUSY_TIMEOUT_S", 0.2)
-    monkeypatch.setattr(HistoryStore, "_transaction", lambda self, work, write: (_ for _ in ()).throw(sqlite3.OperationalError("database is locked")))
+    monkeypatch.setattr(
+        HistoryStore,
+        "_transaction",
+        lambda self, work, write: (_ for _ in ()).throw(sqlite3.OperationalError("database is locked")),
+    )
     with pytest.raises(HistoryError, match="stayed locked by another chatllm"):
         record_run(model="m.gguf", template="summarize", output="out", prompt="in", store=store)

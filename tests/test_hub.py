@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from chatllm.hub import resolve as hub
-from chatllm.hub import download as hub_download
 from chatllm.errors import DownloadError, ModelError
-from chatllm.hub.gguf_info import read_gguf_info
+from chatllm.hub import download as hub_download
+from chatllm.hub import resolve as hub
 from chatllm.hub.cache import cached_models, hub_cache_dir, is_verified, repo_folder
 from chatllm.hub.files import HubReference, RepoFile, group_variants, parse_hub_reference, preferred_variant, quant_of
+from chatllm.hub.gguf_info import read_gguf_info
 from tests.conftest_hub import (
     NO_GGUF_REPO,
     TINY_REPO,
@@ -84,10 +84,18 @@ def test_quantization_is_read_from_file_names(name: str, quant: str | None) -> N
 
 
 def test_variants_group_shards_skip_projectors_and_prefer_q4_k_m() -> None:
-    files = [RepoFile(p, 10) for p in (
-        "m-Q8_0.gguf", "m-Q5_K_M.gguf", "mmproj-m-f16.gguf", "README.md",
-        "m-F16-00002-of-00002.gguf", "m-F16-00001-of-00002.gguf", "m-Q6_K-00001-of-00002.gguf",  # Q6_K lacks a shard
-    )]
+    files = [
+        RepoFile(p, 10)
+        for p in (
+            "m-Q8_0.gguf",
+            "m-Q5_K_M.gguf",
+            "mmproj-m-f16.gguf",
+            "README.md",
+            "m-F16-00002-of-00002.gguf",
+            "m-F16-00001-of-00002.gguf",
+            "m-Q6_K-00001-of-00002.gguf",  # Q6_K lacks a shard
+        )
+    ]
     variants = group_variants(files)
     assert [v.quant for v in variants] == ["F16", "Q5_K_M", "Q8_0"]
     assert [f.path for f in variants[0].files] == ["m-F16-00001-of-00002.gguf", "m-F16-00002-of-00002.gguf"]
@@ -305,7 +313,9 @@ def test_completion_lists_cached_models_without_importing_huggingface_hub(hub_se
         "import sys; from chatllm.hub import resolve as hub; print(sorted(hub.cached_model_references())); "
         "print('huggingface_hub' in sys.modules)"
     )
-    result = subprocess.run(chatllm_command()[:1] + ["-c", script], capture_output=True, text=True, env=subprocess_env(), check=True)
+    result = subprocess.run(
+        chatllm_command()[:1] + ["-c", script], capture_output=True, text=True, env=subprocess_env(), check=True
+    )
     assert result.stdout.splitlines() == [f"['{TINY_REPO}:F16', '{TINY_REPO}:Q4_K_M']", "False"]
 
 
@@ -319,7 +329,9 @@ def test_two_concurrent_pulls_download_once(hub_server, tiny_repo_files) -> None
     second = None
     try:
         assert hub_server.faults.stall_reached.wait(60), "the first pull never started downloading"
-        second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
+        second = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env()
+        )
         waiting = second.stderr.readline()  # blocks until the second pull reports the lock
         assert "Waiting for another download of Tiny-Q8_0.gguf" in waiting
         hub_server.faults.release.set()
@@ -341,7 +353,11 @@ def test_ctrl_c_keeps_no_corrupt_file_and_the_next_pull_resumes(hub_server, tiny
     sha = sha256_of(tiny_repo_files["Tiny-Q8_0.gguf"])
     partial = repo_folder(TINY_REPO) / "blobs" / f"{sha}.incomplete"
     process = subprocess.Popen(
-        chatllm_command("models", "pull", f"{TINY_REPO}:Q8_0"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env()
+        chatllm_command("models", "pull", f"{TINY_REPO}:Q8_0"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
     )
     try:
         assert hub_server.faults.stall_reached.wait(60)

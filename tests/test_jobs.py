@@ -13,8 +13,8 @@ from chatllm.jobs.chat import ChatSession, Persona
 from chatllm.jobs.chunking import split_to_budget
 from chatllm.jobs.knowledge import KnowledgeBase, search_terms, split_passages
 from chatllm.jobs.metering import Meter
-from chatllm.jobs.summarize import summarize
 from chatllm.jobs.persona import build_persona, choose_knowledge
+from chatllm.jobs.summarize import summarize
 from chatllm.jobs.translate import split_blocks, translate
 from chatllm.templates import load_template
 
@@ -70,7 +70,9 @@ def test_long_input_is_mapped_then_reduced_with_progress() -> None:
     values = template.resolve_variables({})
     progress: list[tuple[int, int]] = []
     text = long_text(60)
-    output = "".join(summarize(Meter(engine), template, values, text, PARAMS, on_progress=lambda d, t: progress.append((d, t))))
+    output = "".join(
+        summarize(Meter(engine), template, values, text, PARAMS, on_progress=lambda d, t: progress.append((d, t)))
+    )
     parts = progress[-1][1]
     assert parts > 2 and progress[-1] == (parts, parts)
     assert len(engine.calls) == parts + 1  # map steps, then one reduce
@@ -141,7 +143,9 @@ def test_chat_keeps_history_and_reuses_the_prefix() -> None:
 def test_oldest_turns_are_dropped_when_the_context_fills() -> None:
     engine = FakeEngine(context_size=256)
     notices: list[str] = []
-    session = ChatSession(engine, Persona("chat", "SYSTEM PROMPT"), GenerationParams(max_tokens=32), on_notice=notices.append)
+    session = ChatSession(
+        engine, Persona("chat", "SYSTEM PROMPT"), GenerationParams(max_tokens=32), on_notice=notices.append
+    )
     for n in range(12):
         "".join(session.send(f"message number {n} " + "padding words " * 6))
     assert notices and "dropped the oldest" in notices[0]
@@ -227,7 +231,9 @@ def test_a_tiny_model_gets_the_knowledge_found_for_each_question_after_a_fixed_s
 
 def test_large_knowledge_is_retrieved_per_question(tmp_path: Path) -> None:
     big = tmp_path / "big.md"
-    sections = [f"## Product {n}\nThe gadget model G{n} weighs {n} kilograms and costs {n * 3} EUR." for n in range(300)]
+    sections = [
+        f"## Product {n}\nThe gadget model G{n} weighs {n} kilograms and costs {n * 3} EUR." for n in range(300)
+    ]
     sections.append("## Gift cards\nGift cards never expire and can be used online only.")
     big.write_text("\n\n".join(sections))
     template = load_template("support")

@@ -17,8 +17,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_generated_table_is_current() -> None:
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "generate_language_names.py"), "--check"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "generate_language_names.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -40,16 +43,19 @@ def test_other_languages_still_go_through_langcodes() -> None:
         parse_language("Frnch")
 
 
-@pytest.mark.parametrize(("text", "tag"), [
-    ("The quarterly report shows that revenue grew by twelve percent, driven by new customers.", "en"),
-    ("Le rapport trimestriel montre que le chiffre d'affaires a augmenté de douze pour cent.", "fr"),
-    ("Der Quartalsbericht zeigt, dass der Umsatz um zwölf Prozent gestiegen ist.", "de"),
-    ("季度报告显示，收入增长了百分之十二，主要得益于欧洲和亚洲的新客户。", "zh"),
-    ("季度報告顯示，收入增長了百分之十二，主要得益於歐洲和亞洲的新客戶。", "zh-Hant"),
-    ("四半期報告書によると、売上高は主にヨーロッパとアジアの新規顧客によって増加しました。", "ja"),
-    ("Квартальный отчёт показывает, что выручка выросла на двенадцать процентов.", "ru"),
-    ("שלום לכולם, מה שלומכם היום? הכל בסדר אצלנו בבית.", "he"),  # CLD2 says 'iw'
-])
+@pytest.mark.parametrize(
+    ("text", "tag"),
+    [
+        ("The quarterly report shows that revenue grew by twelve percent, driven by new customers.", "en"),
+        ("Le rapport trimestriel montre que le chiffre d'affaires a augmenté de douze pour cent.", "fr"),
+        ("Der Quartalsbericht zeigt, dass der Umsatz um zwölf Prozent gestiegen ist.", "de"),
+        ("季度报告显示，收入增长了百分之十二，主要得益于欧洲和亚洲的新客户。", "zh"),
+        ("季度報告顯示，收入增長了百分之十二，主要得益於歐洲和亞洲的新客戶。", "zh-Hant"),
+        ("四半期報告書によると、売上高は主にヨーロッパとアジアの新規顧客によって増加しました。", "ja"),
+        ("Квартальный отчёт показывает, что выручка выросла на двенадцать процентов.", "ru"),
+        ("שלום לכולם, מה שלומכם היום? הכל בסדר אצלנו בבית.", "he"),  # CLD2 says 'iw'
+    ],
+)
 def test_detects_the_language_of_a_text(text: str, tag: str) -> None:
     detected = detect_language(text)
     assert detected is not None and detected.tag == tag

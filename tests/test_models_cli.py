@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from chatllm.hub import resolve as hub
 from chatllm.cli.app import app
 from chatllm.errors import ConfigError, ModelError, UsageError
+from chatllm.hub import resolve as hub
 from tests.conftest_hub import (
     SMOLLM_REPO,
     TINY_REPO,
@@ -41,7 +41,9 @@ def user_catalog(hub_env: Path) -> Path:
 
     path = user_catalog_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"tiny:8bit:\n  repo: {TINY_REPO}\n  quant: Q8_0\n  size_gb: 0.0005\n  description: The test model.\n")
+    path.write_text(
+        f"tiny:8bit:\n  repo: {TINY_REPO}\n  quant: Q8_0\n  size_gb: 0.0005\n  description: The test model.\n"
+    )
     return path
 
 
@@ -50,7 +52,11 @@ def user_catalog(hub_env: Path) -> Path:
 
 def test_pull_in_a_subprocess_prints_only_the_path_on_stdout(hub_server, tiny_repo_files) -> None:
     result = subprocess.run(
-        chatllm_command("models", "pull", f"{TINY_REPO}:Q8_0"), capture_output=True, text=True, env=subprocess_env(), timeout=120
+        chatllm_command("models", "pull", f"{TINY_REPO}:Q8_0"),
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     path = Path(result.stdout.strip())
@@ -61,7 +67,11 @@ def test_pull_in_a_subprocess_prints_only_the_path_on_stdout(hub_server, tiny_re
 
 def test_pull_errors_are_one_line(hub_server) -> None:
     result = subprocess.run(
-        chatllm_command("models", "pull", f"{TINY_REPO}:Q3_K_S"), capture_output=True, text=True, env=subprocess_env(), timeout=120
+        chatllm_command("models", "pull", f"{TINY_REPO}:Q3_K_S"),
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
     )
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr == f"Error: {TINY_REPO} has no Q3_K_S file; available quantizations: Q4_K_M, Q8_0, F16\n"
@@ -86,7 +96,16 @@ def test_list_shows_downloaded_models_with_gguf_facts(hub_server, user_catalog) 
     lines = ok("models", "list").splitlines()
     assert lines[0].split() == ["MODEL", "REPO", "FILE", "QUANT", "SIZE", "CONTEXT", "PARAMS"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
-    assert rows[f"{TINY_REPO}:Q4_K_M"] == [f"{TINY_REPO}:Q4_K_M", TINY_REPO, "Tiny-Q4_K_M.gguf", "Q4_K_M", "524.9", "KB", "2,048", "131K"]
+    assert rows[f"{TINY_REPO}:Q4_K_M"] == [
+        f"{TINY_REPO}:Q4_K_M",
+        TINY_REPO,
+        "Tiny-Q4_K_M.gguf",
+        "Q4_K_M",
+        "524.9",
+        "KB",
+        "2,048",
+        "131K",
+    ]
     assert rows["tiny:8bit"][1:4] == [TINY_REPO, "Tiny-Q8_0.gguf", "Q8_0"]
 
 
@@ -95,9 +114,16 @@ def test_list_json(hub_server) -> None:
     rows = [row for row in json.loads(ok("models", "list", "--json")) if row["repo"]]
     assert rows == [
         {
-            "reference": f"{TINY_REPO}:F16", "alias": None, "repo": TINY_REPO, "file": "F16/Tiny-F16-00001-of-00002.gguf",
-            "path": rows[0]["path"], "quantization": "F16", "size_bytes": rows[0]["size_bytes"],
-            "context_length": 2048, "parameters": 2 * 128 * 1024, "architecture": "llama",
+            "reference": f"{TINY_REPO}:F16",
+            "alias": None,
+            "repo": TINY_REPO,
+            "file": "F16/Tiny-F16-00001-of-00002.gguf",
+            "path": rows[0]["path"],
+            "quantization": "F16",
+            "size_bytes": rows[0]["size_bytes"],
+            "context_length": 2048,
+            "parameters": 2 * 128 * 1024,
+            "architecture": "llama",
         }
     ]
     assert rows[0]["size_bytes"] > 2 * 512 * 1024
@@ -148,7 +174,9 @@ def test_rm_keeps_other_quantizations(hub_server) -> None:
     hub.pull_model(TINY_REPO)
     kept = hub.pull_model(f"{TINY_REPO}:Q8_0").model.path
     ok("models", "rm", f"{TINY_REPO}:Q4_K_M", "--yes")
-    assert kept.read_bytes() and [row.split()[0] for row in ok("models", "list").splitlines()[1:] if TINY_REPO in row] == [f"{TINY_REPO}:Q8_0"]
+    assert kept.read_bytes() and [
+        row.split()[0] for row in ok("models", "list").splitlines()[1:] if TINY_REPO in row
+    ] == [f"{TINY_REPO}:Q8_0"]
 
 
 def test_rm_on_a_terminal_confirms(hub_server, monkeypatch) -> None:
@@ -199,7 +227,15 @@ def test_catalog_lists_aliases_and_marks_pulled_ones(hub_server, user_catalog) -
     lines = ok("models", "catalog").splitlines()
     assert lines[0].split() == ["ALIAS", "SIZE", "PULLED", "REPO", "DESCRIPTION"]
     rows = {line.split()[0]: line for line in lines[1:]}
-    assert {"qwen2.5:0.5b", "qwen2.5:7b", "llama3.2:3b", "gemma3:4b", "phi-4-mini", "mistral:7b", "smollm2:135m"} <= set(rows)
+    assert {
+        "qwen2.5:0.5b",
+        "qwen2.5:7b",
+        "llama3.2:3b",
+        "gemma3:4b",
+        "phi-4-mini",
+        "mistral:7b",
+        "smollm2:135m",
+    } <= set(rows)
     assert rows["tiny:8bit"].split()[3:5] == ["yes", f"{TINY_REPO}:Q8_0"]
     assert rows["qwen2.5:1.5b"].split()[3] == "no"
     assert rows["qwen2.5:1.5b"].split()[4] == "Qwen/Qwen2.5-1.5B-Instruct-GGUF:Q4_K_M"
@@ -231,7 +267,10 @@ def test_a_pulled_model_runs_end_to_end(hub_server, embedded_model) -> None:
     result = subprocess.run(
         chatllm_command("summarize", "-m", f"{SMOLLM_REPO}:Q4_1", "--pull", "--max-tokens", "24", "--json", "--no-log"),
         input="The city library opened a new reading room on Monday. It has two hundred seats and free wifi.",
-        capture_output=True, text=True, env=subprocess_env(), timeout=280,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=280,
     )
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)

@@ -15,6 +15,7 @@ from chatllm.engine.base import EngineOptions, GenerationParams, Message
 from chatllm.engine.fake import FakeEngine
 from chatllm.engine.openai import OpenAIEngine
 from chatllm.errors import InputError
+from chatllm.hub.models import resolve_model
 from chatllm.jobs.chat import ChatSession
 from chatllm.jobs.grounding import GroundingFilter
 from chatllm.jobs.metering import Meter
@@ -22,7 +23,6 @@ from chatllm.jobs.persona import build_persona, choose_knowledge
 from chatllm.jobs.repetition import RepetitionGuard, repeats_in
 from chatllm.jobs.summarize import summarize, summary_bound
 from chatllm.jobs.translate import translate, translation_bound
-from chatllm.hub.models import resolve_model
 from chatllm.templates import load_template
 from tests.conftest import run_chatllm
 from tests.openai_servers import ScriptedServer, chunk
@@ -48,18 +48,35 @@ def guard(text: str, mode: str = "strict", allowed: int = 1, step: int = 3) -> t
 
 
 @pytest.mark.parametrize("step", [1, 2, 3, 7, 50])
-@pytest.mark.parametrize("text, kept, rule", [
-    ("Je suis déjà " + "déjà " * 60, "Je suis déjà", "span"),
-    ("You can return an item within 45 days of delivery. You can return an item within 2 business days. "
-     "You can return an item within 5 business days.", "You can return an item within 45 days of delivery.", "opening"),
-    ("1. You can order a bike from Klarna.\n" + "".join(f"{n}. You can order a bike from Klarna.\n" for n in range(2, 30)),
-     "1. You can order a bike from Klarna.", "span"),
-    ("La question est question de\nLa question est question de\nLa question est question de\n",
-     "La question est question de", "opening"),
-    ("Total: " + "＆" * 40, "Total:", "run"),
-    ("我们的退货政策是收货后四十五天内可以退货。我们的退货政策是收货后四十五天内可以退货。我们的退货政策是收货后",
-     "我们的退货政策是收货后四十五天内可以退货。", "opening"),
-])
+@pytest.mark.parametrize(
+    "text, kept, rule",
+    [
+        ("Je suis déjà " + "déjà " * 60, "Je suis déjà", "span"),
+        (
+            "You can return an item within 45 days of delivery. You can return an item within 2 business days. "
+            "You can return an item within 5 business days.",
+            "You can return an item within 45 days of delivery.",
+            "opening",
+        ),
+        (
+            "1. You can order a bike from Klarna.\n"
+            + "".join(f"{n}. You can order a bike from Klarna.\n" for n in range(2, 30)),
+            "1. You can order a bike from Klarna.",
+            "span",
+        ),
+        (
+            "La question est question de\nLa question est question de\nLa question est question de\n",
+            "La question est question de",
+            "opening",
+        ),
+        ("Total: " + "＆" * 40, "Total:", "run"),
+        (
+            "我们的退货政策是收货后四十五天内可以退货。我们的退货政策是收货后四十五天内可以退货。我们的退货政策是收货后",
+            "我们的退货政策是收货后四十五天内可以退货。",
+            "opening",
+        ),
+    ],
+)
 def test_a_loop_is_stopped_and_its_repeat_not_shown(text: str, kept: str, rule: str, step: int) -> None:
     shown, tripped = guard(text, step=step)
     assert tripped == rule
@@ -75,8 +92,18 @@ def test_replies_with_legitimate_repeated_structure_pass_whole(path: Path) -> No
         assert guard(text, mode="loops", step=step) == (text, None)
 
 
-@pytest.mark.parametrize("name", ["01-checklist-check-that", "02-steps-open", "03-table-plan-comparison",
-                                  "04-code-asserts", "10-zh-checklist", "12-sql-inserts", "14-timetable"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "01-checklist-check-that",
+        "02-steps-open",
+        "03-table-plan-comparison",
+        "04-code-asserts",
+        "10-zh-checklist",
+        "12-sql-inserts",
+        "14-timetable",
+    ],
+)
 def test_strict_mode_leaves_lists_tables_and_code_alone(name: str) -> None:
     text = (GUARD_TEXTS / f"{name}.md").read_text(encoding="utf-8")
     assert guard(text, mode="strict") == (text, None)
@@ -102,7 +129,9 @@ def test_a_translation_may_repeat_what_its_source_repeats() -> None:
 
 
 def test_the_meter_reports_repetition_and_stops_the_engine() -> None:
-    engine = FakeEngine(reply=lambda messages: "The plan is good. " + "The plan will also include a new plan to build roads. " * 50)
+    engine = FakeEngine(
+        reply=lambda messages: "The plan is good. " + "The plan will also include a new plan to build roads. " * 50
+    )
     meter = Meter(engine, repetition="strict")
     text = "".join(meter.stream([Message("user", "go")], PARAMS))
     assert text.strip() == "The plan is good. The plan will also include a new plan to build roads."
@@ -160,10 +189,15 @@ def test_a_summary_is_bounded_unless_max_tokens_is_given() -> None:
     text = "Word " * 400
     engine = FakeEngine(context_size=4096, reply=lambda messages: " ".join(f"w{n}" for n in range(1000)))  # no numbers
     meter = Meter(engine)
-    assert len("".join(summarize(meter, template, values, text, PARAMS)).split()) == summary_bound("medium", engine.count_tokens(text))
+    assert len("".join(summarize(meter, template, values, text, PARAMS)).split()) == summary_bound(
+        "medium", engine.count_tokens(text)
+    )
     assert meter.stats().finish_reason == "length" and "length limit" in meter.finish_note()
     meter = Meter(engine)
-    assert len("".join(summarize(meter, template, values, text, GenerationParams(temperature=0, max_tokens=500))).split()) == 500
+    assert (
+        len("".join(summarize(meter, template, values, text, GenerationParams(temperature=0, max_tokens=500))).split())
+        == 500
+    )
 
 
 def test_a_translation_chunk_is_bounded_by_its_source() -> None:
@@ -180,13 +214,20 @@ def test_a_translation_chunk_is_bounded_by_its_source() -> None:
 
 
 def test_sentences_stating_numbers_not_in_the_source_are_left_out() -> None:
-    source = "The council rejected the delay by 31 votes to 18. The depot upgrade costs £23.4 million; 1,200 people signed."
-    reply = ("The council voted 31 to 18. It was announced on Monday with 12 new stations. "
-             "The upgrade costs 23.4 million and 1200 people signed.\n1. A list item with 7 things\n2. An item\nDone.")
+    source = (
+        "The council rejected the delay by 31 votes to 18. The depot upgrade costs £23.4 million; 1,200 people signed."
+    )
+    reply = (
+        "The council voted 31 to 18. It was announced on Monday with 12 new stations. "
+        "The upgrade costs 23.4 million and 1200 people signed.\n1. A list item with 7 things\n2. An item\nDone."
+    )
     for step in (1, 4, 100):
         check = GroundingFilter(source)
         shown = "".join(check.feed(reply[i : i + step]) for i in range(0, len(reply), step)) + check.finish()
-        assert shown == "The council voted 31 to 18. The upgrade costs 23.4 million and 1200 people signed.\n2. An item\nDone."
+        assert (
+            shown
+            == "The council voted 31 to 18. The upgrade costs 23.4 million and 1200 people signed.\n2. An item\nDone."
+        )
         assert check.dropped == 2
 
 
@@ -213,13 +254,16 @@ def test_kb_replaces_the_demo_knowledge_and_its_examples(tmp_path: Path) -> None
     values = template.resolve_variables({})
     demo = build_persona(template, values, FakeEngine(context_size=8192), tiny_model=True)
     assert "30 days" in demo.system  # the demo's own example quotes the demo's knowledge
-    mine = build_persona(template, values, FakeEngine(context_size=8192), choose_knowledge(template, [faq]), tiny_model=True)
+    mine = build_persona(
+        template, values, FakeEngine(context_size=8192), choose_knowledge(template, [faq]), tiny_model=True
+    )
     everything = mine.system + mine.greeting + mine.render_user("How long do refunds take?")
     assert "45 days" in everything
     for demo_fact in ("30 days", "Maple", "maplemoss", "4.90", "退货"):
         assert demo_fact not in everything
-    added = build_persona(template, values, FakeEngine(context_size=8192), choose_knowledge(template, [f"+{faq}"]),
-                          tiny_model=True)
+    added = build_persona(
+        template, values, FakeEngine(context_size=8192), choose_knowledge(template, [f"+{faq}"]), tiny_model=True
+    )
     assert "within 45 days" in added.render_user("Returns within 45 days?") or "45 days" in added.facts
     assert "Returns and refunds" in added.render_user("How long do refunds take?")
 
@@ -233,12 +277,15 @@ def test_company_and_tone_still_work_with_the_users_knowledge(tmp_path: Path) ->
     assert "of Acme" in persona.system and "formal" in persona.system and "Acme" in persona.greeting
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "is empty"),
-    (b"   \n\n", "is empty"),
-    (b"\x00\x01binary", "looks like a binary file"),
-    (b"caf\xe9", "is not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "is empty"),
+        (b"   \n\n", "is empty"),
+        (b"\x00\x01binary", "looks like a binary file"),
+        (b"caf\xe9", "is not UTF-8 text"),
+    ],
+)
 def test_unusable_knowledge_files_are_clear_errors(tmp_path: Path, content: bytes, message: str) -> None:
     bad = tmp_path / "kb.md"
     bad.write_bytes(content)

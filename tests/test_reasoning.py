@@ -20,9 +20,9 @@ from chatllm.engine.base import EngineOptions, GenerationParams, Message
 from chatllm.engine.fake import FakeEngine
 from chatllm.engine.openai import OpenAIEngine
 from chatllm.engine.reasoning import Reasoning, ThinkSplitter, may_think, split_reasoning
+from chatllm.hub.models import resolve_model
 from chatllm.jobs.chat import ChatSession, Persona
 from chatllm.jobs.metering import Meter
-from chatllm.hub.models import resolve_model
 from tests.conftest import run_chatllm
 from tests.openai_servers import ScriptedServer, chunk, free_port, start_process, stop_process, streaming
 
@@ -42,16 +42,21 @@ def split(text: str, thinking: bool | None, cuts: list[int]) -> tuple[str, str]:
     return "".join(p for p in out if isinstance(p, Reasoning)), "".join(p for p in out if not isinstance(p, Reasoning))
 
 
-@pytest.mark.parametrize("text, thinking, expected", [
-    ("<think>Add 2 and 2.</think>\n\nThe answer is 4.", False, ("Add 2 and 2.", "The answer is 4.")),
-    ("Add 2 and 2.</think>\n\nFour.", True, ("Add 2 and 2.", "Four.")),
-    ("Add 2 and 2.</think>\n\nFour.", None, ("Add 2 and 2.", "Four.")),
-    ("<think>Add.</think>Four.", None, ("Add.", "Four.")),
-    ("No thinking here, a < b and </ is not a tag.", False, ("", "No thinking here, a < b and </ is not a tag.")),
-    ("No thinking here either.", None, ("", "No thinking here either.")),
-    ("<think>never closed", False, ("never closed", "")),
-])
-def test_the_splitter_on_streams_cut_at_every_position(text: str, thinking: bool | None, expected: tuple[str, str]) -> None:
+@pytest.mark.parametrize(
+    "text, thinking, expected",
+    [
+        ("<think>Add 2 and 2.</think>\n\nThe answer is 4.", False, ("Add 2 and 2.", "The answer is 4.")),
+        ("Add 2 and 2.</think>\n\nFour.", True, ("Add 2 and 2.", "Four.")),
+        ("Add 2 and 2.</think>\n\nFour.", None, ("Add 2 and 2.", "Four.")),
+        ("<think>Add.</think>Four.", None, ("Add.", "Four.")),
+        ("No thinking here, a < b and </ is not a tag.", False, ("", "No thinking here, a < b and </ is not a tag.")),
+        ("No thinking here either.", None, ("", "No thinking here either.")),
+        ("<think>never closed", False, ("never closed", "")),
+    ],
+)
+def test_the_splitter_on_streams_cut_at_every_position(
+    text: str, thinking: bool | None, expected: tuple[str, str]
+) -> None:
     for cut in range(1, len(text)):
         assert split(text, thinking, [cut]) == expected, cut
         assert split(text, thinking, list(range(1, len(text)))) == expected  # one character at a time
@@ -81,7 +86,9 @@ def test_a_summary_and_a_chat_reply_never_contain_thinking() -> None:
     session = ChatSession(engine, Persona("chat", ""), GenerationParams())
     session.on_reasoning = shown.append
     assert "".join(session.send("hi")) == "A short summary."
-    assert session.turns[-1].reasoning == "Let me count the words first." and "".join(shown) == session.turns[-1].reasoning
+    assert (
+        session.turns[-1].reasoning == "Let me count the words first." and "".join(shown) == session.turns[-1].reasoning
+    )
     assert session.messages()[-1].content == "A short summary."  # the thinking is never sent back to the model
     assert "count the words" not in session.to_markdown()
 
@@ -117,8 +124,22 @@ def thought(text: str) -> str:
 
 def test_the_remote_backend_takes_reasoning_content_apart_and_sends_the_switch() -> None:
     with ScriptedServer() as server:
-        server.route("POST", "/v1/chat/completions", streaming(
-            thought("Weigh "), "", thought("it."), "", chunk("Yes."), "", chunk(finish="stop"), "", "data: [DONE]", ""))
+        server.route(
+            "POST",
+            "/v1/chat/completions",
+            streaming(
+                thought("Weigh "),
+                "",
+                thought("it."),
+                "",
+                chunk("Yes."),
+                "",
+                chunk(finish="stop"),
+                "",
+                "data: [DONE]",
+                "",
+            ),
+        )
         engine = OpenAIEngine(resolve_model(f"openai:stub@{server.url}"), EngineOptions())
         meter = Meter(engine)
         assert "".join(meter.stream([Message("user", "?")], GenerationParams(think=False))) == "Yes."
@@ -134,15 +155,38 @@ def test_the_remote_backend_takes_reasoning_content_apart_and_sends_the_switch()
 def thinking_gguf(embedded_model: Path, tmp_path_factory) -> Path:
     """The embedded model with a chat template that opens <think> (Qwen3's switch)."""
     target = tmp_path_factory.mktemp("thinking") / "SmolLM2-think.gguf"
-    subprocess.run([sys.executable, "-m", "gguf.scripts.gguf_new_metadata", str(embedded_model), str(target),
-                    "--chat-template", THINKING_TEMPLATE, "--force"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gguf.scripts.gguf_new_metadata",
+            str(embedded_model),
+            str(target),
+            "--chat-template",
+            THINKING_TEMPLATE,
+            "--force",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return target
 
 
 @pytest.mark.slow
 def test_the_llama_engine_ends_thinking_at_the_budget(thinking_gguf: Path) -> None:
-    result = run_chatllm("chat", "-m", str(thinking_gguf), "--reasoning-budget", "6", "--max-tokens", "40",
-                         "--temperature", "0", "--json", input="What is 2 + 2?\n")
+    result = run_chatllm(
+        "chat",
+        "-m",
+        str(thinking_gguf),
+        "--reasoning-budget",
+        "6",
+        "--max-tokens",
+        "40",
+        "--temperature",
+        "0",
+        "--json",
+        input="What is 2 + 2?\n",
+    )
     assert result.returncode == 0, result.stderr.decode()
     payload = json.loads(result.stdout.decode().strip())
     assert payload["reasoning"].strip() and "<think>" not in payload["text"] and "</think>" not in payload["text"]
@@ -151,8 +195,18 @@ def test_the_llama_engine_ends_thinking_at_the_budget(thinking_gguf: Path) -> No
 
 @pytest.mark.slow
 def test_no_think_closes_the_thinking_in_the_prompt(thinking_gguf: Path) -> None:
-    result = run_chatllm("chat", "-m", str(thinking_gguf), "--no-think", "--max-tokens", "16", "--temperature", "0",
-                         "--json", input="Say hello.\n")
+    result = run_chatllm(
+        "chat",
+        "-m",
+        str(thinking_gguf),
+        "--no-think",
+        "--max-tokens",
+        "16",
+        "--temperature",
+        "0",
+        "--json",
+        input="Say hello.\n",
+    )
     payload = json.loads(result.stdout.decode().strip())
     assert "reasoning" not in payload and payload["text"].strip()
 
@@ -164,19 +218,40 @@ def test_a_model_without_a_switch_gets_a_note(embedded_model: Path) -> None:
 
 
 @pytest.mark.slow
-def test_serve_sends_thinking_as_reasoning_content_and_the_remote_backend_reads_it(thinking_gguf: Path, tmp_path: Path) -> None:
+def test_serve_sends_thinking_as_reasoning_content_and_the_remote_backend_reads_it(
+    thinking_gguf: Path, tmp_path: Path
+) -> None:
     import openai
 
     port = free_port()
-    server = start_process([sys.executable, "-m", "chatllm", "serve", "--port", str(port), "-m", str(thinking_gguf),
-                            "--reasoning-budget", "5", "--temperature", "0"], port, tmp_path / "serve.log")
+    server = start_process(
+        [
+            sys.executable,
+            "-m",
+            "chatllm",
+            "serve",
+            "--port",
+            str(port),
+            "-m",
+            str(thinking_gguf),
+            "--reasoning-budget",
+            "5",
+            "--temperature",
+            "0",
+        ],
+        port,
+        tmp_path / "serve.log",
+    )
     try:
         client = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0, timeout=240)
-        reply = client.chat.completions.create(model="chat", max_tokens=30, messages=[{"role": "user", "content": "2+2?"}])
+        reply = client.chat.completions.create(
+            model="chat", max_tokens=30, messages=[{"role": "user", "content": "2+2?"}]
+        )
         message = reply.choices[0].message
         assert getattr(message, "reasoning_content", None) and "<think>" not in (message.content or "")
-        streamed = client.chat.completions.create(model="chat", max_tokens=30, stream=True,
-                                                  messages=[{"role": "user", "content": "2+2?"}])
+        streamed = client.chat.completions.create(
+            model="chat", max_tokens=30, stream=True, messages=[{"role": "user", "content": "2+2?"}]
+        )
         fields = {key for event in streamed for key, value in event.choices[0].delta.model_dump().items() if value}
         assert "reasoning_content" in fields
         result = run_chatllm("chat", "-m", f"openai:chat@{server.url}", "--json", "--max-tokens", "30", input="2+2?\n")
@@ -192,7 +267,9 @@ def test_inline_thinking_from_llama_cpp_pythons_server(llama_server) -> None:
     engine = OpenAIEngine(resolve_model(f"openai:smollm@{llama_server.url}"), EngineOptions(n_ctx=2048))
     grammar = 'root ::= "<think>" [a-z ]{3,20} "</think>" [A-Za-z ]{3,20}'
     meter = Meter(engine)
-    answer = "".join(meter.stream([Message("user", "Say hi.")], GenerationParams(temperature=0.7, max_tokens=48, grammar=grammar)))
+    answer = "".join(
+        meter.stream([Message("user", "Say hi.")], GenerationParams(temperature=0.7, max_tokens=48, grammar=grammar))
+    )
     assert meter.reasoning.strip() and "<think>" not in answer and "</think>" not in answer
     engine.close()
 
@@ -211,8 +288,20 @@ def llama_server(embedded_model, tmp_path_factory):
 def base_gguf(embedded_model: Path, tmp_path_factory) -> Path:
     """The embedded model without its chat template, as a base model comes."""
     target = tmp_path_factory.mktemp("base") / "SmolLM2-base.gguf"
-    subprocess.run([sys.executable, "-m", "gguf.scripts.gguf_new_metadata", str(embedded_model), str(target),
-                    "--remove-metadata", "tokenizer.chat_template", "--force"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gguf.scripts.gguf_new_metadata",
+            str(embedded_model),
+            str(target),
+            "--remove-metadata",
+            "tokenizer.chat_template",
+            "--force",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return target
 
 
@@ -225,7 +314,9 @@ def test_a_model_without_a_chat_template_is_named_and_chat_template_chooses(base
     assert result.returncode == 0 and "has no chat template" not in result.stderr.decode()
     template = tmp_path / "mine.jinja"
     template.write_text("{% for m in messages %}{{ m['content'] }}\n{% endfor %}Answer:")
-    result = run_chatllm("chat", "-m", str(base_gguf), "--chat-template", str(template), "--max-tokens", "4", input="hi\n")
+    result = run_chatllm(
+        "chat", "-m", str(base_gguf), "--chat-template", str(template), "--max-tokens", "4", input="hi\n"
+    )
     assert result.returncode == 0, result.stderr.decode()
 
 

@@ -12,9 +12,9 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import pytest
 
@@ -24,9 +24,8 @@ from chatllm.cli.repl import Repl, block_is_open, message_text
 from chatllm.config.settings import Settings, data_dir
 from chatllm.engine.base import GenerationParams, Message
 from chatllm.engine.fake import FakeEngine
-from chatllm.jobs.chat import ChatSession, Persona
 from chatllm.hub.models import ResolvedModel
-
+from chatllm.jobs.chat import ChatSession, Persona
 from tests.conftest import run_chatllm
 
 ENTER = "\r"
@@ -48,8 +47,15 @@ class Ran:
     history: Path
 
 
-def chat(keys: str, *, engine: FakeEngine | None = None, options: RunOptions = RunOptions(),
-         greeting: str = "", out: io.StringIO | None = None, history: Path | None = None) -> Ran:
+def chat(
+    keys: str,
+    *,
+    engine: FakeEngine | None = None,
+    options: RunOptions | None = None,
+    greeting: str = "",
+    out: io.StringIO | None = None,
+    history: Path | None = None,
+) -> Ran:
     """Type `keys` into a fresh REPL; the input ends there (Ctrl-D)."""
     from prompt_toolkit.input import create_pipe_input
     from prompt_toolkit.output import DummyOutput
@@ -63,8 +69,17 @@ def chat(keys: str, *, engine: FakeEngine | None = None, options: RunOptions = R
     with create_pipe_input() as keyboard:
         keyboard.send_text(keys)
         keyboard.close()
-        Repl(session, options, Settings(), model, pt_input=keyboard, pt_output=DummyOutput(),
-             out=out, err=err, history_path=history).run()
+        Repl(
+            session,
+            options or RunOptions(),
+            Settings(),
+            model,
+            pt_input=keyboard,
+            pt_output=DummyOutput(),
+            out=out,
+            err=err,
+            history_path=history,
+        ).run()
     return Ran(session, engine, out.getvalue(), err.getvalue(), history)
 
 
@@ -308,10 +323,10 @@ def test_no_escape_codes_when_the_output_is_not_a_terminal() -> None:
     [
         ("hello", False, "hello"),
         ('"""', True, ""),
-        ('"""\nfirst line', True, "\"\"\"\nfirst line"),
+        ('"""\nfirst line', True, '"""\nfirst line'),
         ('"""\nfirst\n  second\n"""', False, "first\n  second"),
         ('"""one line"""', False, "one line"),
-        ('  padded  \n', False, "padded"),
+        ("  padded  \n", False, "padded"),
     ],
 )
 def test_triple_quote_blocks(typed: str, is_open: bool, message: str) -> None:
@@ -340,9 +355,14 @@ def _spawn_env(tmp_path: Path) -> dict[str, str]:
 def test_the_repl_in_a_real_terminal_on_the_embedded_model(embedded_model: Path, tmp_path: Path) -> None:
     pexpect = pytest.importorskip("pexpect")
     child = pexpect.spawn(
-        sys.executable, ["-m", "chatllm", "chat", "--max-tokens", "200", "--seed", "1"],
-        cwd=str(tmp_path), env=_spawn_env(tmp_path), dimensions=(30, 100), encoding="utf-8",
-        codec_errors="replace", timeout=300,
+        sys.executable,
+        ["-m", "chatllm", "chat", "--max-tokens", "200", "--seed", "1"],
+        cwd=str(tmp_path),
+        env=_spawn_env(tmp_path),
+        dimensions=(30, 100),
+        encoding="utf-8",
+        codec_errors="replace",
+        timeout=300,
     )
     child.logfile_read = transcript = io.StringIO()
     try:

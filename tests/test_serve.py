@@ -19,12 +19,12 @@ import httpx
 import openai
 import pytest
 
-from chatllm.server import http as server
 from chatllm.engine.base import EngineOptions, GenerationParams, Message
 from chatllm.engine.fake import FakeEngine
 from chatllm.engine.openai import OpenAIEngine
 from chatllm.errors import EngineError
 from chatllm.hub.models import resolve_model
+from chatllm.server import http as server
 from tests.conftest import run_chatllm
 from tests.openai_servers import free_port, start_process, stop_process
 
@@ -74,9 +74,15 @@ def test_completion(served) -> None:
 
 
 def test_streaming_with_usage(served) -> None:
-    chunks = list(served.client.chat.completions.create(
-        model="fake", messages=HELLO, stream=True, stream_options={"include_usage": True}, max_tokens=2,
-    ))
+    chunks = list(
+        served.client.chat.completions.create(
+            model="fake",
+            messages=HELLO,
+            stream=True,
+            stream_options={"include_usage": True},
+            max_tokens=2,
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Echo: hello "
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -113,13 +119,18 @@ def test_a_persona_as_model_brings_its_prompt_knowledge_and_defaults(served) -> 
     params = served.engine.params[-1]
     assert (params.temperature, params.max_tokens, params.seed) == (0.3, 160, 11)  # template, template, serve option
 
-    served.client.chat.completions.create(model="support", messages=HELLO, temperature=0.9, max_tokens=7, seed=3, top_p=0.5, stop=["\n"])
+    served.client.chat.completions.create(
+        model="support", messages=HELLO, temperature=0.9, max_tokens=7, seed=3, top_p=0.5, stop=["\n"]
+    )
     params = served.engine.params[-1]
     assert (params.temperature, params.max_tokens, params.seed, params.top_p, params.stop) == (0.9, 7, 3, 0.5, ("\n",))
 
 
 def test_a_task_template_as_model_renders_the_input(served) -> None:
-    messages = [{"role": "system", "content": "Answer in French."}, {"role": "user", "content": "The cat sat on the mat."}]
+    messages = [
+        {"role": "system", "content": "Answer in French."},
+        {"role": "user", "content": "The cat sat on the mat."},
+    ]
     served.client.chat.completions.create(model="summarize", messages=messages)
     system, user = served.engine.calls[-1]
     assert system.content == "Answer in French."  # the template has none; the client's own stays
@@ -144,9 +155,13 @@ def test_bad_requests_get_openai_style_errors(served) -> None:
     with pytest.raises(openai.BadRequestError, match="'temperature' must be between 0.0 and 2.0"):
         served.client.chat.completions.create(model="fake", messages=HELLO, temperature=5)
     with pytest.raises(openai.BadRequestError, match="role 'tool' is not supported"):
-        served.client.chat.completions.create(model="fake", messages=[{"role": "tool", "content": "x", "tool_call_id": "1"}])
+        served.client.chat.completions.create(
+            model="fake", messages=[{"role": "tool", "content": "x", "tool_call_id": "1"}]
+        )
 
-    response = httpx.post(f"{served.url}/chat/completions", content=b"{not json", headers={"Content-Type": "application/json"})
+    response = httpx.post(
+        f"{served.url}/chat/completions", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"
     assert response.json()["error"]["message"].startswith("the request body is not valid JSON")
@@ -236,12 +251,19 @@ def test_serve_answers_the_openai_client(chatllm_serve) -> None:
     assert ids[0] == "SmolLM2-135M-Instruct.Q4_1.gguf" and {"support", "summarize"} <= set(ids)
     assert f"Serving SmolLM2-135M-Instruct.Q4_1.gguf on {chatllm_serve.url} (templates: chat, " in chatllm_serve.log()
 
-    reply = client.chat.completions.create(model=ids[0], messages=[{"role": "user", "content": "Name a colour."}], max_tokens=12, temperature=0)
+    reply = client.chat.completions.create(
+        model=ids[0], messages=[{"role": "user", "content": "Name a colour."}], max_tokens=12, temperature=0
+    )
     assert reply.choices[0].message.content.strip()
     assert 0 < reply.usage.completion_tokens <= 12 and reply.usage.prompt_tokens > 5
 
-    stream = client.chat.completions.create(model="embedded", messages=[{"role": "user", "content": "Count to five."}],
-                                            max_tokens=12, stream=True, stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model="embedded",
+        messages=[{"role": "user", "content": "Count to five."}],
+        max_tokens=12,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(pieces) >= 2 and chunks[-1].usage.completion_tokens <= 12
@@ -250,7 +272,9 @@ def test_serve_answers_the_openai_client(chatllm_serve) -> None:
 @pytest.mark.slow
 def test_serve_support_persona_and_a_bad_request(chatllm_serve) -> None:
     client = chatllm_serve.extra["client"]
-    reply = client.chat.completions.create(model="support", messages=[{"role": "user", "content": "Can I return a jacket?"}], max_tokens=16)
+    reply = client.chat.completions.create(
+        model="support", messages=[{"role": "user", "content": "Can I return a jacket?"}], max_tokens=16
+    )
     assert reply.choices[0].message.content.strip()
     assert reply.usage.prompt_tokens > 1000  # the persona's knowledge came along
     with pytest.raises(openai.BadRequestError) as raised:
@@ -291,7 +315,10 @@ def test_an_api_key_guards_every_endpoint_but_health() -> None:
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=url, api_key="wrong", max_retries=0).models.list()
         client = openai.OpenAI(base_url=url, api_key="s3cret", max_retries=0)
-        assert client.chat.completions.create(model="fake", messages=HELLO).choices[0].message.content == "Echo: hello there"
+        assert (
+            client.chat.completions.create(model="fake", messages=HELLO).choices[0].message.content
+            == "Echo: hello there"
+        )
         # chatllm's own remote backend sends CHATLLM_API_KEY
         os.environ["CHATLLM_API_KEY"] = "s3cret"
         try:

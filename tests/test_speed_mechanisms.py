@@ -54,11 +54,14 @@ sys.stderr.write("PROBE " + json.dumps({{"heavy": heavy, "code": code}}) + "\\n"
 def probe_imports(*args: str, env: dict[str, str] | None = None) -> tuple[dict, subprocess.CompletedProcess]:
     result = subprocess.run(
         [sys.executable, "-c", _IMPORT_PROBE.format(heavy=HEAVY_MODULES), *args],
-        capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=60,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=60,
     )
     lines = [line for line in result.stderr.splitlines() if line.startswith("PROBE ")]
     assert lines, f"the probe did not finish:\n{result.stderr}"
-    return json.loads(lines[-1][len("PROBE "):]), result
+    return json.loads(lines[-1][len("PROBE ") :]), result
 
 
 # ---------------------------------------------------------------- start-up stays light
@@ -131,8 +134,19 @@ def replies(result: subprocess.CompletedProcess) -> list[dict]:
 @pytest.mark.slow
 def test_chat_turns_evaluate_only_new_tokens(embedded_model: Path) -> None:
     lines = "Hello, who are you?\nWhat is the capital of France?\nAnd of Italy?\n"
-    result = run_chatllm("chat", "--json", "--stats", "--temperature", "0", "--max-tokens", "12", "--ctx", "1024",
-                         "--no-log", input=lines)
+    result = run_chatllm(
+        "chat",
+        "--json",
+        "--stats",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "12",
+        "--ctx",
+        "1024",
+        "--no-log",
+        input=lines,
+    )
     turns = replies(result)
     assert len(turns) == 3
     first, later = turns[0]["usage"], [t["usage"] for t in turns[1:]]
@@ -154,8 +168,15 @@ def test_chat_turns_evaluate_only_new_tokens(embedded_model: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(("setting", "expected"), [("on", "enabled"), ("off", "disabled"), ("auto", "auto")])
 def test_flash_attention_setting_reaches_llama_cpp(embedded_model: Path, setting: str, expected: str) -> None:
-    result = run_chatllm("summarize", "--verbose", "--max-tokens", "1", "--no-log", input="Spring is warm and rainy here.",
-                         env={"CHATLLM_FLASH_ATTN": setting})
+    result = run_chatllm(
+        "summarize",
+        "--verbose",
+        "--max-tokens",
+        "1",
+        "--no-log",
+        input="Spring is warm and rainy here.",
+        env={"CHATLLM_FLASH_ATTN": setting},
+    )
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     logged = re.search(r"flash_attn\s*=\s*(\w+)", result.stderr.decode())  # llama.cpp's own log line
     assert logged is not None and logged.group(1) == expected
@@ -169,7 +190,9 @@ def _token_count(model: Path, text: str) -> int:
 
 
 @pytest.mark.slow
-def test_persona_prefix_state_is_saved_and_reused_by_the_next_process(embedded_model: Path, isolated_home: Path) -> None:
+def test_persona_prefix_state_is_saved_and_reused_by_the_next_process(
+    embedded_model: Path, isolated_home: Path
+) -> None:
     args = ("chat", "--persona", "support", "--temperature", "0", "--max-tokens", "4", "--no-log")
     dry = json.loads(run_chatllm(*args, "--dry-run").stdout)
     system = next(m["content"] for m in dry["messages"] if m["role"] == "system")
@@ -190,7 +213,8 @@ def test_persona_prefix_state_is_saved_and_reused_by_the_next_process(embedded_m
 
 def _rules(topic: str) -> str:
     return f"You answer questions about {topic}. " + " ".join(
-        f"Rule {n}: be accurate about {topic}, cite section {n} of the {topic} handbook, and stay polite." for n in range(1, 24)
+        f"Rule {n}: be accurate about {topic}, cite section {n} of the {topic} handbook, and stay polite."
+        for n in range(1, 24)
     )
 
 
@@ -221,7 +245,9 @@ def test_saved_prefixes_are_evicted_least_recently_used_first(embedded_model: Pa
     os.utime(second, (now - 300, now - 300))  # ... astronomy: saved later
 
     # Room for two files: using gardening again makes astronomy the least recently used.
-    engine = LlamaEngine(model, EngineOptions(n_ctx=1024, state_cache_dir=folder, state_cache_max_bytes=int(size * 2.5)))
+    engine = LlamaEngine(
+        model, EngineOptions(n_ctx=1024, state_cache_dir=folder, state_cache_max_bytes=int(size * 2.5))
+    )
     try:
         assert ask(engine, "gardening") > 0, "gardening's prefix comes from its file"
         ask(engine, "cooking")
@@ -254,8 +280,8 @@ def test_model_loads_while_the_input_is_read_and_is_always_closed(monkeypatch: p
     from typer.testing import CliRunner
 
     from chatllm.cli.app import app
-    from chatllm.inputs import read_input as real_read_input
     from chatllm.hub.models import ResolvedModel
+    from chatllm.inputs import read_input as real_read_input
 
     loaded, engines = threading.Event(), []
 
@@ -269,7 +295,10 @@ def test_model_loads_while_the_input_is_read_and_is_always_closed(monkeypatch: p
         finally:
             loaded.set()  # had the load run on this thread, it would have timed out first
 
-    monkeypatch.setattr("chatllm.cli.running.resolve", lambda options, config: ResolvedModel(reference="fake", name="fake.gguf", path=None))
+    monkeypatch.setattr(
+        "chatllm.cli.running.resolve",
+        lambda options, config: ResolvedModel(reference="fake", name="fake.gguf", path=None),
+    )
     monkeypatch.setattr("chatllm.engine.open_engine", open_engine)
     monkeypatch.setattr("chatllm.inputs.read_input", read_input)
     started = time.perf_counter()
@@ -309,16 +338,19 @@ def test_engine_imports_llama_bindings_without_the_package_init_and_the_package_
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 
-@pytest.mark.parametrize(("argv", "expected_reference"), [
-    (["summarize", "notes.md"], None),
-    (["translate", "--to", "fr", "-m", "embedded"], "embedded"),
-    (["chat", "--model=embedded"], "embedded"),
-    (["run", "proofread", "-membedded"], "embedded"),
-])
+@pytest.mark.parametrize(
+    ("argv", "expected_reference"),
+    [
+        (["summarize", "notes.md"], None),
+        (["translate", "--to", "fr", "-m", "embedded"], "embedded"),
+        (["chat", "--model=embedded"], "embedded"),
+        (["run", "proofread", "-membedded"], "embedded"),
+    ],
+)
 def test_early_load_guesses_the_model_from_the_raw_words(argv: list[str], expected_reference: str | None) -> None:
     from chatllm.cli import early_load
-    from chatllm.engine import engine_options
     from chatllm.config.settings import load_settings
+    from chatllm.engine import engine_options
     from chatllm.hub.models import resolve_model
 
     guess = early_load._guess(argv)
@@ -328,10 +360,19 @@ def test_early_load_guesses_the_model_from_the_raw_words(argv: list[str], expect
     assert model.path is not None and options == engine_options(load_settings())
 
 
-@pytest.mark.parametrize("argv", [
-    [], ["models", "list"], ["summarize", "--help"], ["summarize", "--dry-run"], ["chat", "--ctx", "512"],
-    ["translate", "--to", "de", "--gpu-layers=0"], ["summarize", "--verbose"], ["run", "x", "--seed", "1"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["models", "list"],
+        ["summarize", "--help"],
+        ["summarize", "--dry-run"],
+        ["chat", "--ctx", "512"],
+        ["translate", "--to", "de", "--gpu-layers=0"],
+        ["summarize", "--verbose"],
+        ["run", "x", "--seed", "1"],
+    ],
+)
 def test_early_load_stays_out_when_unsure_or_nothing_loads(argv: list[str]) -> None:
     from chatllm.cli import early_load
 

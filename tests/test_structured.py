@@ -13,21 +13,25 @@ from pathlib import Path
 import openai
 import pytest
 
-from chatllm.engine.base import EngineOptions, GenerationParams, Message
+from chatllm.engine.base import EngineOptions, GenerationParams
 from chatllm.engine.fake import FakeEngine
 from chatllm.engine.grammar import json_schema_text, schema_to_gbnf
 from chatllm.engine.openai import OpenAIEngine
 from chatllm.errors import EngineError, UsageError
+from chatllm.hub.models import resolve_model
 from chatllm.jobs.classify import Classifier, parse_labels
 from chatllm.jobs.extract import extract
 from chatllm.jobs.metering import Meter
 from chatllm.jobs.schemas import SchemaMismatch, parse_schema, short_schema, validated
-from chatllm.hub.models import resolve_model
 from tests.conftest import run_chatllm
 from tests.openai_servers import ScriptedServer, chunk, streaming
 
-PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
-          "required": ["name", "age"], "additionalProperties": False}
+PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
 PARAMS = GenerationParams(temperature=0)
 
 
@@ -52,14 +56,17 @@ def test_a_schema_from_a_file_inline_json_or_fields(tmp_path: Path) -> None:
     assert parse_schema("name, age int") == short_schema("name, age int")
 
 
-@pytest.mark.parametrize("value, message", [
-    ("{bad", "is not valid JSON"),
-    ('{"type": "objekt"}', "is not a valid JSON Schema"),
-    ("[1, 2]", "must be a JSON object"),
-    ("name, age integr", "unknown type 'integr'"),
-    ("name, name", "given twice"),
-    ("   ", "is empty"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("{bad", "is not valid JSON"),
+        ('{"type": "objekt"}', "is not a valid JSON Schema"),
+        ("[1, 2]", "must be a JSON object"),
+        ("name, age integr", "unknown type 'integr'"),
+        ("name, name", "given twice"),
+        ("   ", "is empty"),
+    ],
+)
 def test_bad_schemas_are_usage_errors(value: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
         parse_schema(value)
@@ -129,14 +136,23 @@ def test_a_label_set_too_large_for_the_context_is_refused() -> None:
 
 def test_the_remote_backend_sends_the_schema_and_validates_the_reply() -> None:
     with ScriptedServer() as server:
-        server.route("POST", "/v1/chat/completions", streaming(
-            chunk('{"name": "Ana", '), chunk('"age": 34}'), chunk(finish="stop"), "data: [DONE]", ""))
+        server.route(
+            "POST",
+            "/v1/chat/completions",
+            streaming(chunk('{"name": "Ana", '), chunk('"age": 34}'), chunk(finish="stop"), "data: [DONE]", ""),
+        )
         engine = OpenAIEngine(resolve_model(f"openai:stub@{server.url}"), EngineOptions())
         assert extract(Meter(engine), PERSON, "Ana is 34.", PARAMS) == {"name": "Ana", "age": 34}
         sent = server.requests_to("/v1/chat/completions")[-1].body
-        assert sent["response_format"] == {"type": "json_schema", "json_schema": {"name": "reply", "schema": PERSON, "strict": True}}
-        server.route("POST", "/v1/chat/completions", streaming(
-            chunk('{"name": "Ana", "age": "34"}'), chunk(finish="stop"), "data: [DONE]", ""))
+        assert sent["response_format"] == {
+            "type": "json_schema",
+            "json_schema": {"name": "reply", "schema": PERSON, "strict": True},
+        }
+        server.route(
+            "POST",
+            "/v1/chat/completions",
+            streaming(chunk('{"name": "Ana", "age": "34"}'), chunk(finish="stop"), "data: [DONE]", ""),
+        )
         with pytest.raises(SchemaMismatch, match="at 'age'.*may have ignored response_format"):
             extract(Meter(engine), PERSON, "Ana is 34.", PARAMS)
         engine.close()
@@ -148,16 +164,22 @@ def test_the_remote_backend_sends_the_schema_and_validates_the_reply() -> None:
 def test_serve_honours_response_format(served) -> None:
     served.engine.reply = lambda messages: '{"name": "Ana", "age": 34}'
     reply = served.client.chat.completions.create(
-        model="fake.gguf", messages=[{"role": "user", "content": "Ana is 34"}],
-        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}})
+        model="fake.gguf",
+        messages=[{"role": "user", "content": "Ana is 34"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}},
+    )
     assert json.loads(reply.choices[0].message.content) == {"name": "Ana", "age": 34}
     assert json.loads(served.engine.params[-1].json_schema) == PERSON
-    served.client.chat.completions.create(model="fake.gguf", messages=[{"role": "user", "content": "x"}],
-                                          response_format={"type": "json_object"})
+    served.client.chat.completions.create(
+        model="fake.gguf", messages=[{"role": "user", "content": "x"}], response_format={"type": "json_object"}
+    )
     assert json.loads(served.engine.params[-1].json_schema) == {"type": "object"}
     with pytest.raises(openai.BadRequestError, match="not a valid JSON Schema"):
-        served.client.chat.completions.create(model="fake.gguf", messages=[{"role": "user", "content": "x"}],
-                                              response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 5}}})
+        served.client.chat.completions.create(
+            model="fake.gguf",
+            messages=[{"role": "user", "content": "x"}],
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 5}}},
+        )
 
 
 @pytest.fixture
@@ -170,15 +192,18 @@ def served():
 # ---------------------------------------------------------------- the command line
 
 
-@pytest.mark.parametrize("args", [
-    ["extract", "--schema", "{bad"],
-    ["extract", "--schema", '{"not": {}}'],
-    ["extract"],
-    ["classify", "--labels", "a,b,a"],
-    ["classify", "--labels", ","],
-    ["classify", "--labels", "a", "--labels-file", "x.txt"],
-    ["run", "explain", "--schema", '{"type": "objekt"}'],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["extract", "--schema", "{bad"],
+        ["extract", "--schema", '{"not": {}}'],
+        ["extract"],
+        ["classify", "--labels", "a,b,a"],
+        ["classify", "--labels", ","],
+        ["classify", "--labels", "a", "--labels-file", "x.txt"],
+        ["run", "explain", "--schema", '{"type": "objekt"}'],
+    ],
+)
 def test_bad_structured_input_is_one_line_and_nothing_on_stdout(args: list[str]) -> None:
     result = run_chatllm(*args, "--dry-run", input="some text\n")
     errors = result.stderr.decode().strip().splitlines()
@@ -187,8 +212,12 @@ def test_bad_structured_input_is_one_line_and_nothing_on_stdout(args: list[str])
 
 
 def test_dry_run_shows_the_schema_and_the_grammar() -> None:
-    for args in (["extract", "--schema", "name, age int"], ["run", "explain", "--schema", "name, age int"],
-                 ["classify", "-t", "sentiment"], ["chat", "--schema", "name, age int"]):
+    for args in (
+        ["extract", "--schema", "name, age int"],
+        ["run", "explain", "--schema", "name, age int"],
+        ["classify", "-t", "sentiment"],
+        ["chat", "--schema", "name, age int"],
+    ):
         payload = json.loads(run_chatllm(*args, "--dry-run", input="Ana is 34\n").stdout)
         assert "root ::=" in payload["grammar"] and payload["schema"]
 
@@ -198,13 +227,24 @@ def test_dry_run_shows_the_schema_and_the_grammar() -> None:
 
 @pytest.mark.slow
 def test_extract_is_valid_at_a_high_temperature(embedded_model: Path, tmp_path: Path) -> None:
-    texts = ["Maria Lopez, 34, lives in Valencia; write to maria@example.org.",
-             "Kenji Sato (41) moved from Osaka to Lyon. Email: kenji.sato@example.net",
-             "王芳，28岁，住在杭州，邮箱 wangfang@example.cn。"]
+    texts = [
+        "Maria Lopez, 34, lives in Valencia; write to maria@example.org.",
+        "Kenji Sato (41) moved from Osaka to Lyon. Email: kenji.sato@example.net",
+        "王芳，28岁，住在杭州，邮箱 wangfang@example.cn。",
+    ]
     source = tmp_path / "people.txt"
     source.write_text("\n".join(texts * 2))
-    result = run_chatllm("extract", "--schema", "name, age int, city, email", "--jsonl", "--temperature", "1.5",
-                         "--seed", "7", str(source))
+    result = run_chatllm(
+        "extract",
+        "--schema",
+        "name, age int, city, email",
+        "--jsonl",
+        "--temperature",
+        "1.5",
+        "--seed",
+        "7",
+        str(source),
+    )
     assert result.returncode == 0, result.stderr.decode()
     lines = result.stdout.decode().splitlines()
     assert len(lines) == 6
@@ -238,8 +278,11 @@ def test_run_and_a_template_schema_make_json(embedded_model: Path, tmp_path: Pat
 def test_chatllm_serve_constrains_replies_for_the_openai_client(chatllm_serve) -> None:
     client = chatllm_serve.extra["client"]
     reply = client.chat.completions.create(
-        model="embedded", temperature=1.2, messages=[{"role": "user", "content": "Ana is 34 and lives in Porto."}],
-        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}})
+        model="embedded",
+        temperature=1.2,
+        messages=[{"role": "user", "content": "Ana is 34 and lives in Porto."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}},
+    )
     validated(reply.choices[0].message.content, PERSON)
 
 

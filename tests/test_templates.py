@@ -61,7 +61,11 @@ def test_user_text_is_never_template_syntax() -> None:
         ("name: bad\nkind: robot\nprompt: hi\n", 2, "kind must be"),
         ("name: bad\nprompt: |\n  Hello\n  {{ nope }}\n", 2, "undeclared variable 'nope'"),
         ("name: bad\nprompt: |\n  Hello\n  {% if x %}\n", 4, "Unexpected end of template"),
-        ("name: bad\nvariables:\n  tone:\n    choices: [a, b]\n    default: c\nprompt: hi\n", 3, "not one of its choices"),
+        (
+            "name: bad\nvariables:\n  tone:\n    choices: [a, b]\n    default: c\nprompt: hi\n",
+            3,
+            "not one of its choices",
+        ),
     ],
 )
 def test_malformed_templates_report_file_and_line(text: str, line: int, message: str) -> None:

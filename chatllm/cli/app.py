@@ -32,7 +32,10 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    version: Annotated[Optional[bool], typer.Option("--version", callback=_print_version, is_eager=True, help="Show the version and exit.")] = None,
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Show the version and exit."),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False,
 ) -> None:
     if debug:
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(error), error.exit_code)
     except click.NoArgsIsHelpError:
         # `chatllm` alone, or `chatllm models`: typer has printed the help.
-        raise SystemExit(0)
+        raise SystemExit(0) from None
     except click.UsageError as error:
         hint = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""
         _fail(f"{error.format_message()}{hint}", 2)
@@ -90,15 +93,18 @@ def main(argv: list[str] | None = None) -> None:
         _fail(error.format_message(), error.exit_code)
     except (typer.Abort, KeyboardInterrupt):  # typer >= 0.24 has its own Abort (click.exceptions lacks it)
         sys.stderr.write("\nInterrupted.\n")
-        raise SystemExit(130)
+        raise SystemExit(130) from None
     except BrokenPipeError:
         # The reader went away (`chatllm ... | head`): not an error for us.
         _quiet_broken_pipe()
-        raise SystemExit(0)
+        raise SystemExit(0) from None
     except Exception as error:
         if debug:
             raise
-        _fail(f"internal error: {type(error).__name__}: {error} (a bug in chatllm; rerun with --debug for the traceback)", 1)
+        _fail(
+            f"internal error: {type(error).__name__}: {error} (a bug in chatllm; rerun with --debug for the traceback)",
+            1,
+        )
     raise SystemExit(result if isinstance(result, int) else 0)
 
 

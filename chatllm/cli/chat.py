@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -24,23 +23,61 @@ def register(app: typer.Typer) -> None:
     @generation_options
     def chat(
         options: RunOptions,
-        persona: Annotated[str, typer.Option("--persona", "-p", help="Persona template to talk to (e.g. support).", autocompletion=completion.persona_names)] = "chat",
-        system: Annotated[Optional[str], typer.Option("--system", "-s", help="Replace the persona's system prompt.")] = None,
-        kb: Annotated[Optional[list[str]], typer.Option("--kb", help="Knowledge file the persona answers from, instead of its own (repeatable); +FILE adds to its own.")] = None,
-        knowledge_mode: Annotated[KnowledgeMode, typer.Option("--knowledge", help="How the persona's knowledge reaches the model: whole (all of it, in the system prompt), search (the passages found for each message), or auto (by its size and the model's).")] = "auto",  # type: ignore[assignment]
-        variable: Annotated[Optional[list[str]], typer.Option("--var", "-v", help="Persona variable as key=value (repeatable).")] = None,
-        schema: Annotated[Optional[str], typer.Option("--schema", help="Every reply is JSON matching this schema: a JSON Schema file, inline JSON, or fields such as 'name, age int'.", rich_help_panel="Output")] = None,
+        persona: Annotated[
+            str,
+            typer.Option(
+                "--persona",
+                "-p",
+                help="Persona template to talk to (e.g. support).",
+                autocompletion=completion.persona_names,
+            ),
+        ] = "chat",
+        system: Annotated[
+            Optional[str], typer.Option("--system", "-s", help="Replace the persona's system prompt.")
+        ] = None,
+        kb: Annotated[
+            Optional[list[str]],
+            typer.Option(
+                "--kb",
+                help="Knowledge file the persona answers from, instead of its own (repeatable); +FILE adds to its own.",
+            ),
+        ] = None,
+        knowledge_mode: Annotated[
+            KnowledgeMode,
+            typer.Option(
+                "--knowledge",
+                help="How the persona's knowledge reaches the model: whole (all of it, in the system prompt), search (the passages found for each message), or auto (by its size and the model's).",
+            ),
+        ] = "auto",  # type: ignore[assignment]
+        variable: Annotated[
+            Optional[list[str]], typer.Option("--var", "-v", help="Persona variable as key=value (repeatable).")
+        ] = None,
+        schema: Annotated[
+            Optional[str],
+            typer.Option(
+                "--schema",
+                help="Every reply is JSON matching this schema: a JSON Schema file, inline JSON, or fields such as 'name, age int'.",
+                rich_help_panel="Output",
+            ),
+        ] = None,
         resume_last: Annotated[bool, typer.Option("--continue", "-c", help="Continue the last saved chat.")] = False,
-        conversation: Annotated[Optional[int], typer.Option("--conversation", help="Continue the saved conversation with this ID (see `chatllm logs list`).", autocompletion=completion.conversation_ids)] = None,
+        conversation: Annotated[
+            Optional[int],
+            typer.Option(
+                "--conversation",
+                help="Continue the saved conversation with this ID (see `chatllm logs list`).",
+                autocompletion=completion.conversation_ids,
+            ),
+        ] = None,
         click_context: typer.Context = None,  # type: ignore[assignment]  # typer passes it: tells a given --persona from the default
     ) -> None:
         """Talk with a model: a REPL on a terminal; in a pipe, each input line is one turn."""
         from chatllm.cli import running
         from chatllm.cli.tasks import parse_variables
         from chatllm.jobs.chat import ChatSession
-        from chatllm.jobs.prompting import generation_params, repetition_mode
         from chatllm.jobs.model_fit import ModelFit, is_tiny
         from chatllm.jobs.persona import build_persona, choose_knowledge
+        from chatllm.jobs.prompting import generation_params, repetition_mode
         from chatllm.render import notice
         from chatllm.templates import load_template
 
@@ -64,8 +101,15 @@ def register(app: typer.Typer) -> None:
             params = replace(params, json_schema=json_schema_text(structure))
             repetition = "off"
         if options.dry_run:
-            persona_ = build_persona(template, values, None, knowledge, system, mode=KnowledgeMode(knowledge_mode).value,
-                                     tiny_model=is_tiny(running.local_model_path(options, config)))
+            persona_ = build_persona(
+                template,
+                values,
+                None,
+                knowledge,
+                system,
+                mode=KnowledgeMode(knowledge_mode).value,
+                tiny_model=is_tiny(running.local_model_path(options, config)),
+            )
             session = ChatSession(None, persona_, params)  # type: ignore[arg-type]  # messages() needs no engine
             session.restore(resumed.turns() if resumed else [])
             running.print_dry_run(session.messages(), params, template.name, options.model, schema=structure)
@@ -76,9 +120,14 @@ def register(app: typer.Typer) -> None:
             if options.log and config.log:
                 from chatllm.history.recording import ConversationRecorder
 
-                recorder = ConversationRecorder(model=model.name, template=template.name, params=params, variables=values,
-                                                conversation_id=resumed.id if resumed else None,
-                                                resumed_turns=len(resumed.turns()) if resumed else 0)
+                recorder = ConversationRecorder(
+                    model=model.name,
+                    template=template.name,
+                    params=params,
+                    variables=values,
+                    conversation_id=resumed.id if resumed else None,
+                    resumed_turns=len(resumed.turns()) if resumed else 0,
+                )
             interactive = sys.stdin.isatty() and sys.stdout.isatty() and not options.json
             if interactive:
                 import importlib
@@ -89,10 +138,18 @@ def register(app: typer.Typer) -> None:
             engine = loading.engine()
             running.prepare_engine(options, engine)
             fit = ModelFit(model.path, enabled=config.hints)
-            persona_ = build_persona(template, values, engine, knowledge, system, mode=KnowledgeMode(knowledge_mode).value,
-                                     tiny_model=is_tiny(model.path))
-            session = ChatSession(engine, persona_, params, on_notice=notice, on_turn=recorder,
-                                  repetition=repetition, fit=fit)
+            persona_ = build_persona(
+                template,
+                values,
+                engine,
+                knowledge,
+                system,
+                mode=KnowledgeMode(knowledge_mode).value,
+                tiny_model=is_tiny(model.path),
+            )
+            session = ChatSession(
+                engine, persona_, params, on_notice=notice, on_turn=recorder, repetition=repetition, fit=fit
+            )
             hint = fit.for_knowledge(persona_.retrieves)
             if hint:
                 notice(hint)
@@ -112,8 +169,8 @@ def _resumed(resume_last: bool, conversation_id: int | None):
     """The saved conversation --continue or --conversation asks for, or None."""
     if not resume_last and conversation_id is None:
         return None
-    from chatllm.history import store as history
     from chatllm.errors import HistoryError, UsageError
+    from chatllm.history import store as history
 
     if resume_last and conversation_id is not None:
         raise UsageError("use --continue or --conversation ID, not both")

@@ -82,7 +82,10 @@ def setting_keys(ctx: Any, incomplete: str) -> list[str]:
                 if hasattr(command, "commands"):
                     walk(command, f"{prefix}{name}.")
                 else:
-                    keys.extend(f"{prefix}{name}.{option}" for option in sorted({display_name(p) for p in option_names(command).values()}))
+                    keys.extend(
+                        f"{prefix}{name}.{option}"
+                        for option in sorted({display_name(p) for p in option_names(command).values()})
+                    )
 
         walk(ctx.find_root().command, "commands.")
     else:
@@ -153,7 +156,7 @@ def _join_words_bash_split_at_colons() -> None:
     def format_completion(self: Any, item: Any) -> str:
         text = format_item(self, item)
         prefix = getattr(self, "colon_prefix", "")
-        return text[len(prefix):] if prefix and text.startswith(prefix) else text
+        return text[len(prefix) :] if prefix and text.startswith(prefix) else text
 
     BashComplete.get_completion_args = get_completion_args  # type: ignore[method-assign]
     BashComplete.format_completion = format_completion  # type: ignore[method-assign]

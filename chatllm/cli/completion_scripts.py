@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description="Generate chatllm's shell-completion scripts.")
-    parser.add_argument("folder", nargs="?", type=Path, default=default_folder(), help="where to write them (default: completions/)")
+    parser.add_argument(
+        "folder", nargs="?", type=Path, default=default_folder(), help="where to write them (default: completions/)"
+    )
     parser.add_argument("--check", action="store_true", help="only check that they are up to date")
     arguments = parser.parse_args(argv)
     if arguments.check:

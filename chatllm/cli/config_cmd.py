@@ -8,7 +8,14 @@ import typer
 
 from chatllm.cli import completion
 
-KeyArgument = Annotated[str, typer.Argument(help="Setting name, e.g. ctx, default_model, commands.translate.to.", autocompletion=completion.setting_keys, show_default=False)]
+KeyArgument = Annotated[
+    str,
+    typer.Argument(
+        help="Setting name, e.g. ctx, default_model, commands.translate.to.",
+        autocompletion=completion.setting_keys,
+        show_default=False,
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -16,7 +23,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(config, name="config")
 
     @config.command("show")
-    def show(json: Annotated[bool, typer.Option("--json", help="Print one JSON object: file, settings, sources.")] = False) -> None:
+    def show(
+        json: Annotated[bool, typer.Option("--json", help="Print one JSON object: file, settings, sources.")] = False,
+    ) -> None:
         """Every setting's value and where it comes from (file, CHATLLM_* variable, default)."""
         from chatllm.config.settings import load_settings, setting_sources, settings_path
 
@@ -25,7 +34,11 @@ def register(app: typer.Typer) -> None:
             import json as json_module
             from dataclasses import asdict
 
-            typer.echo(json_module.dumps({"file": str(path), "settings": asdict(settings), "sources": sources}, ensure_ascii=False, indent=2))
+            typer.echo(
+                json_module.dumps(
+                    {"file": str(path), "settings": asdict(settings), "sources": sources}, ensure_ascii=False, indent=2
+                )
+            )
             return
         typer.echo(show_text(settings, sources, str(path), path.exists()), nl=False)
 
@@ -41,7 +54,14 @@ def register(app: typer.Typer) -> None:
     def set_(
         ctx: typer.Context,
         key: KeyArgument,
-        value: Annotated[str, typer.Argument(help="New value (checked like the settings file).", autocompletion=completion.setting_values, show_default=False)],
+        value: Annotated[
+            str,
+            typer.Argument(
+                help="New value (checked like the settings file).",
+                autocompletion=completion.setting_values,
+                show_default=False,
+            ),
+        ],
     ) -> None:
         """Change a setting in the settings file, keeping the rest of the file."""
         from chatllm.config.edit import set_setting
@@ -87,7 +107,9 @@ def command_option_value(root: Any, key: str, text: str) -> Any:
         if command is None:
             raise ConfigError(f"unknown command '{' '.join(names[: depth + 1])}' in '{key}'")
     if hasattr(command, "commands"):
-        raise ConfigError(f"'{' '.join(names)}' is a group of commands; name one of them: {', '.join(sorted(command.commands))}")
+        raise ConfigError(
+            f"'{' '.join(names)}' is a group of commands; name one of them: {', '.join(sorted(command.commands))}"
+        )
     param = option_parameter(command, option, key, in_file=False)
     converted = check_value(command, param, text, key, in_file=False)
 
@@ -117,7 +139,11 @@ def show_text(settings: Any, sources: dict[str, str], path: str, exists: bool) -
             dumped = yaml.safe_dump(value, sort_keys=False, allow_unicode=True, default_flow_style=False)
             lines += ["  " + line for line in dumped.splitlines()]
         else:
-            shown = yaml.safe_dump(value, allow_unicode=True, default_flow_style=True).removesuffix("\n").removesuffix("\n...")
+            shown = (
+                yaml.safe_dump(value, allow_unicode=True, default_flow_style=True)
+                .removesuffix("\n")
+                .removesuffix("\n...")
+            )
             lines.append(f"{name}: {shown}".ljust(28) + note)
     return "\n".join(lines) + "\n"
 

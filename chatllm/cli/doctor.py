@@ -26,14 +26,20 @@ def doctor_facts() -> dict:
     from chatllm import __version__
     from chatllm.config.settings import load_settings, settings_path
     from chatllm.engine.gpu import system_report
-    from chatllm.hub.resolve import hub_endpoint, is_offline
     from chatllm.hub.cache import cache_size, cached_models, hub_cache_dir
+    from chatllm.hub.resolve import hub_endpoint, is_offline
 
     report = system_report()
     settings = load_settings()
 
     def device(d) -> dict:
-        return {"name": d.name, "description": d.description, "kind": d.kind, "free_bytes": d.free_bytes, "total_bytes": d.total_bytes}
+        return {
+            "name": d.name,
+            "description": d.description,
+            "kind": d.kind,
+            "free_bytes": d.free_bytes,
+            "total_bytes": d.total_bytes,
+        }
 
     return {
         "chatllm": __version__,

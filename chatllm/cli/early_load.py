@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-    from chatllm.config.settings import Settings
     from chatllm.engine.base import EngineOptions
     from chatllm.hub.models import ResolvedModel
 
@@ -29,7 +28,9 @@ if TYPE_CHECKING:
 # Commands that load a model; for any other, nothing extra is even imported.
 GENERATING_COMMANDS = frozenset({"summarize", "translate", "run", "chat", "classify", "extract"})
 _UNSURE_OPTIONS = ("--ctx", "--gpu-layers", "--seed", "--verbose", "--pull", "--dry-run", "--help", "-h")
-_UNSURE_DEFAULTS = frozenset({"model", "ctx", "gpu-layers", "gpu_layers", "seed", "verbose", "pull", "dry-run", "dry_run"})
+_UNSURE_DEFAULTS = frozenset(
+    {"model", "ctx", "gpu-layers", "gpu_layers", "seed", "verbose", "pull", "dry-run", "dry_run"}
+)
 
 _pending: tuple[ResolvedModel, EngineOptions, Future] | None = None
 _lock = threading.Lock()

@@ -31,5 +31,8 @@ def hub_interaction() -> Interaction:
     from chatllm.hub.resolve import Interaction
     from chatllm.render import notice
 
-    return Interaction(confirm=(lambda question: confirm(question, default=True)) if can_ask() else None,
-                       progress=stderr_progress(), notify=notice)
+    return Interaction(
+        confirm=(lambda question: confirm(question, default=True)) if can_ask() else None,
+        progress=stderr_progress(),
+        notify=notice,
+    )

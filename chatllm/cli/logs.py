@@ -9,7 +9,14 @@ import typer
 
 from chatllm.cli import completion
 
-IdArgument = Annotated[int, typer.Argument(help="Conversation ID (see `chatllm logs list`).", autocompletion=completion.conversation_ids, show_default=False)]
+IdArgument = Annotated[
+    int,
+    typer.Argument(
+        help="Conversation ID (see `chatllm logs list`).",
+        autocompletion=completion.conversation_ids,
+        show_default=False,
+    ),
+]
 
 
 class ExportFormat(str, Enum):
@@ -24,7 +31,10 @@ def register(app: typer.Typer) -> None:
     @logs.command("list")
     def list_logs(
         number: Annotated[int, typer.Option("-n", "--number", min=1, help="How many to show, newest first.")] = 20,
-        search: Annotated[Optional[str], typer.Option("--search", help="Only conversations whose text, title, model or template contains this.")] = None,
+        search: Annotated[
+            Optional[str],
+            typer.Option("--search", help="Only conversations whose text, title, model or template contains this."),
+        ] = None,
         json: Annotated[bool, typer.Option("--json", help="Print one JSON array instead of a table.")] = False,
     ) -> None:
         """Saved conversations, newest first: ID, when, template, model, first words."""
@@ -44,8 +54,10 @@ def register(app: typer.Typer) -> None:
 
         # One line per conversation: cut to the terminal's width on a terminal,
         # whole in a pipe (so `chatllm logs list | grep` finds everything).
-        print_table(("id", "when", "template", "model", "first words"),
-                    [(str(row.id), local_time(row.updated), row.template or "", row.model or "", row.title) for row in rows])
+        print_table(
+            ("id", "when", "template", "model", "first words"),
+            [(str(row.id), local_time(row.updated), row.template or "", row.model or "", row.title) for row in rows],
+        )
 
     @logs.command("show")
     def show(conversation_id: IdArgument) -> None:
@@ -57,7 +69,9 @@ def register(app: typer.Typer) -> None:
     @logs.command("export")
     def export(
         conversation_id: IdArgument,
-        format: Annotated[ExportFormat, typer.Option("--format", help="md: a Markdown transcript; json: everything saved.")] = ExportFormat.md,
+        format: Annotated[
+            ExportFormat, typer.Option("--format", help="md: a Markdown transcript; json: everything saved.")
+        ] = ExportFormat.md,
     ) -> None:
         """Print a conversation as Markdown or JSON (redirect it to a file)."""
         from chatllm.history.store import load_conversation
@@ -66,7 +80,14 @@ def register(app: typer.Typer) -> None:
         typer.echo(to_json(conversation) if format is ExportFormat.json else to_markdown(conversation), nl=False)
 
     @logs.command("rm")
-    def remove(conversation_ids: Annotated[list[int], typer.Argument(help="Conversation IDs to remove.", autocompletion=completion.conversation_ids, show_default=False)]) -> None:
+    def remove(
+        conversation_ids: Annotated[
+            list[int],
+            typer.Argument(
+                help="Conversation IDs to remove.", autocompletion=completion.conversation_ids, show_default=False
+            ),
+        ],
+    ) -> None:
         """Remove conversations from the history."""
         from chatllm.history.store import delete_conversation
 
@@ -86,8 +107,11 @@ def local_time(stamp: str) -> str:
 
 
 def _settings_line(conversation) -> str:
-    parts = [f"{conversation.kind} with {conversation.template or '?'}", f"model {conversation.model or '?'}",
-             f"started {local_time(conversation.created)}"]
+    parts = [
+        f"{conversation.kind} with {conversation.template or '?'}",
+        f"model {conversation.model or '?'}",
+        f"started {local_time(conversation.created)}",
+    ]
     params = {k: v for k, v in conversation.params.items() if v not in (None, [], ())}
     if params:
         parts.append(", ".join(f"{k}={v}" for k, v in params.items()))
@@ -111,12 +135,16 @@ def to_markdown(conversation) -> str:
     """The same layout as a chat's /save transcript."""
     from chatllm.jobs.chat import INTERRUPTED_MARK
 
-    lines = [f"# Conversation with {conversation.template or 'a model'}", "",
-             f"_{_settings_line(conversation)}_", ""]
+    lines = [f"# Conversation with {conversation.template or 'a model'}", "", f"_{_settings_line(conversation)}_", ""]
     if conversation.system:
         lines += ["## System", "", conversation.system, ""]
     for message in conversation.messages:
-        lines += [f"## {message.role.capitalize()}", "", message.content + (INTERRUPTED_MARK if message.interrupted else ""), ""]
+        lines += [
+            f"## {message.role.capitalize()}",
+            "",
+            message.content + (INTERRUPTED_MARK if message.interrupted else ""),
+            "",
+        ]
     return "\n".join(lines)
 
 

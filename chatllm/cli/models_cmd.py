@@ -33,12 +33,14 @@ def register(app: typer.Typer) -> None:
     @models.command("pull")
     def pull(
         reference: ModelArgument,
-        quant: Annotated[Optional[str], typer.Option("--quant", "-q", help="Quantization to download, e.g. Q8_0 (default: Q4_K_M or the closest).")] = None,
+        quant: Annotated[
+            Optional[str],
+            typer.Option("--quant", "-q", help="Quantization to download, e.g. Q8_0 (default: Q4_K_M or the closest)."),
+        ] = None,
     ) -> None:
         """Download a model from the Hugging Face Hub (resumable, sha256-verified) and print its path."""
-        from chatllm.hub import resolve as hub
-
         from chatllm.cli.download_progress import stderr_progress
+        from chatllm.hub import resolve as hub
         from chatllm.render import notice
 
         result = hub.pull_model(reference, quant=quant, progress=stderr_progress(), notify=notice)
@@ -56,7 +58,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps([row.as_json() for row in rows], indent=2))
             return
         if not rows:
-            sys.stderr.write("No models downloaded yet; try `chatllm models pull qwen2.5:0.5b` (see `chatllm models catalog`).\n")
+            sys.stderr.write(
+                "No models downloaded yet; try `chatllm models pull qwen2.5:0.5b` (see `chatllm models catalog`).\n"
+            )
             return
         _print_table(
             ("MODEL", "REPO", "FILE", "QUANT", "SIZE", "CONTEXT", "PARAMS"),
@@ -85,8 +89,8 @@ def register(app: typer.Typer) -> None:
         yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
     ) -> None:
         """Delete a downloaded model from the cache (all quantizations for a bare org/repo)."""
-        from chatllm.hub import listing as model_listing
         from chatllm.errors import UsageError
+        from chatllm.hub import listing as model_listing
         from chatllm.hub.download import format_bytes
 
         doomed = model_listing.models_to_remove(reference)
@@ -102,7 +106,14 @@ def register(app: typer.Typer) -> None:
 
     @models.command("default")
     def default(
-        reference: Annotated[Optional[str], typer.Argument(help="Model to use when -m is not given; omit to show the current one.", autocompletion=completion.model_references, show_default=False)] = None,
+        reference: Annotated[
+            Optional[str],
+            typer.Argument(
+                help="Model to use when -m is not given; omit to show the current one.",
+                autocompletion=completion.model_references,
+                show_default=False,
+            ),
+        ] = None,
     ) -> None:
         """Set (or show) the model commands use when -m is not given."""
         from chatllm.hub import listing as model_listing
@@ -131,4 +142,3 @@ def _print_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     from chatllm.cli.tables import print_table
 
     print_table(headers, rows, fit_terminal=False)
-

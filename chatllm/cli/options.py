@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -42,9 +43,15 @@ class RunOptions:
 
     def sampling(self) -> dict[str, object]:
         """The sampling settings given on the command line (None: not given)."""
-        return {"temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed,
-                "repeat_penalty": self.repeat_penalty, "dry_multiplier": self.dry_multiplier,
-                "think": self.think, "reasoning_budget": self.reasoning_budget}
+        return {
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+            "repeat_penalty": self.repeat_penalty,
+            "dry_multiplier": self.dry_multiplier,
+            "think": self.think,
+            "reasoning_budget": self.reasoning_budget,
+        }
 
 
 class Repetition(str, Enum):
@@ -75,25 +82,208 @@ def _gpu_layers(value: str | None) -> str | None:
 
 
 _SHARED: dict[str, tuple[Any, Any]] = {
-    "model": (Annotated[Optional[str], typer.Option("--model", "-m", help="Model: path to a .gguf, 'embedded', an alias, hf:org/repo[:QUANT], or openai:MODEL@URL.", autocompletion=completion.model_references, rich_help_panel="Model")], None),
-    "temperature": (Annotated[Optional[float], typer.Option("--temperature", min=0.0, max=2.0, help="Sampling temperature (0 = deterministic).", rich_help_panel="Generation")], None),
-    "max_tokens": (Annotated[Optional[int], typer.Option("--max-tokens", min=1, help="Most tokens to generate per reply.", rich_help_panel="Generation")], None),
-    "chat_template": (Annotated[Optional[str], typer.Option("--chat-template", callback=_chat_template, help="Chat template to use instead of the model's: a Jinja file, or chatml, llama3, gemma, plain (for a base model).", rich_help_panel="Model", show_default=False)], None),
-    "ctx": (Annotated[Optional[int], typer.Option("--ctx", min=128, help="Context window in tokens (default: the model's, at most 4096).", rich_help_panel="Model")], None),
-    "gpu_layers": (Annotated[Optional[str], typer.Option("--gpu-layers", callback=_gpu_layers, help="Layers to offload to the GPU: a number, -1 for all, or auto.", rich_help_panel="Model")], None),
-    "repetition": (Annotated[Optional[Repetition], typer.Option("--repetition", help="Stop a reply that repeats itself: strict (any repeated sentence or 8-word span), loops (only loops: a refrain may come back), off. Default: the template's.", rich_help_panel="Generation", show_default=False)], None),
-    "repeat_penalty": (Annotated[Optional[float], typer.Option("--repeat-penalty", min=0.0, help="Penalty for tokens of the last 64 (1 = off), as llama.cpp's.", rich_help_panel="Generation", show_default=False)], None),
-    "dry_multiplier": (Annotated[Optional[float], typer.Option("--dry-multiplier", min=0.0, help="Strength of llama.cpp's DRY sampler against repeated sequences (0 = off).", rich_help_panel="Generation", show_default=False)], None),
-    "think": (Annotated[Optional[bool], typer.Option("--think/--no-think", help="Let a reasoning model think first, or not (templates with a thinking switch, such as Qwen3's; servers get chat_template_kwargs). Default: the model's.", rich_help_panel="Reasoning", show_default=False)], None),
-    "reasoning_budget": (Annotated[Optional[int], typer.Option("--reasoning-budget", min=0, help="Most tokens a reasoning model may think before its thinking is ended (local models).", rich_help_panel="Reasoning", show_default=False)], None),
-    "show_reasoning": (Annotated[bool, typer.Option("--show-reasoning", help="Print a reasoning model's thinking (dim on a terminal; on stderr, so stdout stays the answer).", rich_help_panel="Reasoning")], False),
-    "seed": (Annotated[Optional[int], typer.Option("--seed", help="Random seed for reproducible sampling.", rich_help_panel="Generation")], None),
-    "json": (Annotated[bool, typer.Option("--json", help="Print one JSON object with text, model, usage and timings.", rich_help_panel="Output")], False),
-    "dry_run": (Annotated[bool, typer.Option("--dry-run", help="Print the rendered messages as JSON and exit without loading a model.", rich_help_panel="Output")], False),
-    "stats": (Annotated[bool, typer.Option("--stats", help="Print load time, token counts and speeds to stderr.", rich_help_panel="Output")], False),
-    "verbose": (Annotated[bool, typer.Option("--verbose", help="Show llama.cpp's own log lines.", rich_help_panel="Output")], False),
-    "pull": (Annotated[bool, typer.Option("--pull", help="Download the model if it is not cached yet, without asking.", rich_help_panel="Model")], False),
-    "log": (Annotated[bool, typer.Option("--log/--no-log", help="Save this run to the history database.", rich_help_panel="Output")], True),
+    "model": (
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--model",
+                "-m",
+                help="Model: path to a .gguf, 'embedded', an alias, hf:org/repo[:QUANT], or openai:MODEL@URL.",
+                autocompletion=completion.model_references,
+                rich_help_panel="Model",
+            ),
+        ],
+        None,
+    ),
+    "temperature": (
+        Annotated[
+            Optional[float],
+            typer.Option(
+                "--temperature",
+                min=0.0,
+                max=2.0,
+                help="Sampling temperature (0 = deterministic).",
+                rich_help_panel="Generation",
+            ),
+        ],
+        None,
+    ),
+    "max_tokens": (
+        Annotated[
+            Optional[int],
+            typer.Option(
+                "--max-tokens", min=1, help="Most tokens to generate per reply.", rich_help_panel="Generation"
+            ),
+        ],
+        None,
+    ),
+    "chat_template": (
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--chat-template",
+                callback=_chat_template,
+                help="Chat template to use instead of the model's: a Jinja file, or chatml, llama3, gemma, plain (for a base model).",
+                rich_help_panel="Model",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    "ctx": (
+        Annotated[
+            Optional[int],
+            typer.Option(
+                "--ctx",
+                min=128,
+                help="Context window in tokens (default: the model's, at most 4096).",
+                rich_help_panel="Model",
+            ),
+        ],
+        None,
+    ),
+    "gpu_layers": (
+        Annotated[
+            Optional[str],
+            typer.Option(
+                "--gpu-layers",
+                callback=_gpu_layers,
+                help="Layers to offload to the GPU: a number, -1 for all, or auto.",
+                rich_help_panel="Model",
+            ),
+        ],
+        None,
+    ),
+    "repetition": (
+        Annotated[
+            Optional[Repetition],
+            typer.Option(
+                "--repetition",
+                help="Stop a reply that repeats itself: strict (any repeated sentence or 8-word span), loops (only loops: a refrain may come back), off. Default: the template's.",
+                rich_help_panel="Generation",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    "repeat_penalty": (
+        Annotated[
+            Optional[float],
+            typer.Option(
+                "--repeat-penalty",
+                min=0.0,
+                help="Penalty for tokens of the last 64 (1 = off), as llama.cpp's.",
+                rich_help_panel="Generation",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    "dry_multiplier": (
+        Annotated[
+            Optional[float],
+            typer.Option(
+                "--dry-multiplier",
+                min=0.0,
+                help="Strength of llama.cpp's DRY sampler against repeated sequences (0 = off).",
+                rich_help_panel="Generation",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    "think": (
+        Annotated[
+            Optional[bool],
+            typer.Option(
+                "--think/--no-think",
+                help="Let a reasoning model think first, or not (templates with a thinking switch, such as Qwen3's; servers get chat_template_kwargs). Default: the model's.",
+                rich_help_panel="Reasoning",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    "reasoning_budget": (
+        Annotated[
+            Optional[int],
+            typer.Option(
+                "--reasoning-budget",
+                min=0,
+                help="Most tokens a reasoning model may think before its thinking is ended (local models).",
+                rich_help_panel="Reasoning",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    "show_reasoning": (
+        Annotated[
+            bool,
+            typer.Option(
+                "--show-reasoning",
+                help="Print a reasoning model's thinking (dim on a terminal; on stderr, so stdout stays the answer).",
+                rich_help_panel="Reasoning",
+            ),
+        ],
+        False,
+    ),
+    "seed": (
+        Annotated[
+            Optional[int],
+            typer.Option("--seed", help="Random seed for reproducible sampling.", rich_help_panel="Generation"),
+        ],
+        None,
+    ),
+    "json": (
+        Annotated[
+            bool,
+            typer.Option(
+                "--json", help="Print one JSON object with text, model, usage and timings.", rich_help_panel="Output"
+            ),
+        ],
+        False,
+    ),
+    "dry_run": (
+        Annotated[
+            bool,
+            typer.Option(
+                "--dry-run",
+                help="Print the rendered messages as JSON and exit without loading a model.",
+                rich_help_panel="Output",
+            ),
+        ],
+        False,
+    ),
+    "stats": (
+        Annotated[
+            bool,
+            typer.Option(
+                "--stats", help="Print load time, token counts and speeds to stderr.", rich_help_panel="Output"
+            ),
+        ],
+        False,
+    ),
+    "verbose": (
+        Annotated[bool, typer.Option("--verbose", help="Show llama.cpp's own log lines.", rich_help_panel="Output")],
+        False,
+    ),
+    "pull": (
+        Annotated[
+            bool,
+            typer.Option(
+                "--pull", help="Download the model if it is not cached yet, without asking.", rich_help_panel="Model"
+            ),
+        ],
+        False,
+    ),
+    "log": (
+        Annotated[
+            bool,
+            typer.Option("--log/--no-log", help="Save this run to the history database.", rich_help_panel="Output"),
+        ],
+        True,
+    ),
 }
 
 
@@ -106,7 +296,11 @@ def generation_options(command: Callable[..., Any]) -> Callable[..., Any]:
     # Resolve the command's own (string) annotations here, with their Annotated
     # metadata, because typer would look them up in this module's globals.
     hints = typing.get_type_hints(command, include_extras=True)
-    own = [p.replace(annotation=hints.get(name, p.annotation)) for name, p in signature.parameters.items() if name != "options"]
+    own = [
+        p.replace(annotation=hints.get(name, p.annotation))
+        for name, p in signature.parameters.items()
+        if name != "options"
+    ]
     shared = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
         for name, (annotation, default) in _SHARED.items()

@@ -9,13 +9,15 @@ prompt clears the line; Ctrl-D on an empty line leaves.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import IO
 
 from chatllm.cli import slash_commands
 from chatllm.errors import ChatLLMError
@@ -50,8 +52,19 @@ class Repl:
     """One interactive chat. `pt_input`/`pt_output` (prompt-toolkit Input and
     Output) and `out`/`err` let tests drive it without a terminal."""
 
-    def __init__(self, session, options, config, model, *, pt_input=None, pt_output=None,
-                 out: IO[str] | None = None, err: IO[str] | None = None, history_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        session,
+        options,
+        config,
+        model,
+        *,
+        pt_input=None,
+        pt_output=None,
+        out: IO[str] | None = None,
+        err: IO[str] | None = None,
+        history_path: Path | None = None,
+    ) -> None:
         from chatllm.render import wants_markdown
 
         self.session = session
@@ -94,7 +107,7 @@ class Repl:
                 continue
             if text.startswith(slash_commands.LITERAL_SLASH):
                 text = text[1:]
-            self.stream_reply(lambda: self.session.send(text))
+            self.stream_reply(functools.partial(self.session.send, text))
 
     def stream_reply(self, start: Callable[[], Iterator[str]]) -> None:
         """Show the reply from `start()` as it streams; Ctrl-C stops it and keeps
@@ -251,16 +264,20 @@ class Repl:
         from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
         from prompt_toolkit.styles import Style
 
-        style = Style.from_dict({
-            "prompt": "bold",
-            "continuation": "#888888",
-            "placeholder": "#888888",
-            "bottom-toolbar": "noreverse #888888",
-        })
+        style = Style.from_dict(
+            {
+                "prompt": "bold",
+                "continuation": "#888888",
+                "placeholder": "#888888",
+                "bottom-toolbar": "noreverse #888888",
+            }
+        )
         return PromptSession(
             [("class:prompt", ">>> ")],
             multiline=True,
-            prompt_continuation=lambda width, line_number, wrap_count: [("class:continuation", "... ".rjust(width) if wrap_count == 0 else " " * width)],
+            prompt_continuation=lambda width, line_number, wrap_count: [
+                ("class:continuation", "... ".rjust(width) if wrap_count == 0 else " " * width)
+            ],
             history=self._history(),
             auto_suggest=AutoSuggestFromHistory(),
             completer=slash_commands.make_completer(),
@@ -331,8 +348,10 @@ class Repl:
             except Exception:  # a figure on the toolbar is not worth failing the prompt for
                 self._context_used = 0
         turns = len(self.session.turns)
-        info = (f" {self.model_label} · {self.session.persona.name} · {turns} turn{'' if turns == 1 else 's'}"
-                f" · {self._context_used}/{self.session.engine.context_size} tokens")
+        info = (
+            f" {self.model_label} · {self.session.persona.name} · {turns} turn{'' if turns == 1 else 's'}"
+            f" · {self._context_used}/{self.session.engine.context_size} tokens"
+        )
         hints = "Alt-Enter new line · /help "
         app = get_app_or_none()
         width = app.output.get_size().columns if app is not None else 80

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 from chatllm.cli.options import RunOptions
 from chatllm.config.settings import Settings, load_settings
 from chatllm.engine.base import Engine, EngineOptions, GenerationParams, Message
-from chatllm.jobs.metering import Meter
 from chatllm.hub.models import ResolvedModel, resolve_model
+from chatllm.jobs.metering import Meter
 from chatllm.render import CollectingSink, ReasoningDisplay, notice, open_sink, print_stats, result_json, write_all
 
 
@@ -24,14 +24,17 @@ def settings() -> Settings:
 def engine_options(options: RunOptions, config: Settings) -> EngineOptions:
     from chatllm.engine import engine_options as from_settings
 
-    return from_settings(config, ctx=options.ctx, gpu_layers=options.gpu_layers, seed=options.seed, verbose=options.verbose)
+    return from_settings(
+        config, ctx=options.ctx, gpu_layers=options.gpu_layers, seed=options.seed, verbose=options.verbose
+    )
 
 
 def resolve(options: RunOptions, config: Settings) -> ResolvedModel:
     from chatllm.cli.interaction import hub_interaction
 
-    return resolve_model(options.model, default=config.default_model, allow_download=options.pull,
-                         interaction=hub_interaction())
+    return resolve_model(
+        options.model, default=config.default_model, allow_download=options.pull, interaction=hub_interaction()
+    )
 
 
 def local_model_path(options: RunOptions, config: Settings) -> Path | None:
@@ -88,8 +91,9 @@ def loading_model(options: RunOptions, config: Settings) -> Iterator[ModelLoadin
             future.result().close()
 
 
-def print_dry_run(messages: Sequence[Message], params: GenerationParams, template: str, model: str | None,
-                  schema: dict | None = None) -> None:
+def print_dry_run(
+    messages: Sequence[Message], params: GenerationParams, template: str, model: str | None, schema: dict | None = None
+) -> None:
     """The messages and settings a command would send, as JSON; with a schema,
     the schema and the GBNF grammar llama.cpp would be constrained by."""
     payload = {
@@ -124,8 +128,12 @@ def map_progress(enabled: bool) -> Iterator[Callable[[int, int], None]]:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             progress = Progress(
-                TextColumn("[dim]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                console=Console(stderr=True), transient=True,
+                TextColumn("[dim]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=True,
             )
             progress.start()
             task = progress.add_task("reading the input in parts", total=total)
@@ -171,7 +179,7 @@ def run_generation(
     return text
 
 
-def _after_thinking(pieces: Iterator[str], thinking: "ReasoningDisplay") -> Iterator[str]:
+def _after_thinking(pieces: Iterator[str], thinking: ReasoningDisplay) -> Iterator[str]:
     """`pieces`, closing the thinking's display when the answer begins."""
     for piece in pieces:
         thinking.done()
@@ -188,8 +196,10 @@ def prepare_engine(options: RunOptions, engine: Engine) -> None:
         else:
             engine.use_chat_template(chat_template_text(options.chat_template))
     elif getattr(engine, "has_chat_template", True) is False:
-        notice(f"{engine.model_name} has no chat template: it is probably a base model, not an instruct one, and may "
-               "just continue or echo the prompt. Prompts use ChatML; use an instruct model, or --chat-template plain.")
+        notice(
+            f"{engine.model_name} has no chat template: it is probably a base model, not an instruct one, and may "
+            "just continue or echo the prompt. Prompts use ChatML; use an instruct model, or --chat-template plain."
+        )
     note_thinking_switch(options, engine)
 
 
@@ -214,7 +224,9 @@ def note_thinking_switch(options: RunOptions, engine: Engine) -> None:
     """--think/--no-think on a model whose chat template cannot switch thinking:
     a dim note, not an error (the option does nothing there)."""
     if options.think is not None and getattr(engine, "thinking_switch", True) is False:
-        notice(f"{engine.model_name}'s chat template has no thinking switch: --{'' if options.think else 'no-'}think changes nothing.")
+        notice(
+            f"{engine.model_name}'s chat template has no thinking switch: --{'' if options.think else 'no-'}think changes nothing."
+        )
 
 
 def record_run(model: ResolvedModel, template_name: str, record: dict, text: str, stats) -> None:

@@ -27,8 +27,12 @@ ReasoningBudgetOption = _SHARED["reasoning_budget"][0]
 def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
-        host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
-        port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0 picks a free one).")] = 8080,
+        host: Annotated[
+            str, typer.Option("--host", help="Address to listen on (0.0.0.0 for every interface).")
+        ] = "127.0.0.1",
+        port: Annotated[
+            int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0 picks a free one).")
+        ] = 8080,
         model: ModelOption = None,
         ctx: CtxOption = None,
         gpu_layers: GpuLayersOption = None,
@@ -40,7 +44,16 @@ def register(app: typer.Typer) -> None:
         repetition: RepetitionOption = None,
         think: ThinkOption = None,
         reasoning_budget: ReasoningBudgetOption = None,
-        api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="CHATLLM_API_KEY", show_envvar=True, show_default=False, help="Require 'Authorization: Bearer KEY' on every endpoint but /health.")] = None,
+        api_key: Annotated[
+            Optional[str],
+            typer.Option(
+                "--api-key",
+                envvar="CHATLLM_API_KEY",
+                show_envvar=True,
+                show_default=False,
+                help="Require 'Authorization: Bearer KEY' on every endpoint but /health.",
+            ),
+        ] = None,
     ) -> None:
         """Serve the model over an OpenAI-compatible API (/v1/chat/completions, /v1/models).
 
@@ -50,11 +63,19 @@ def register(app: typer.Typer) -> None:
         """
         import sys
 
-        from chatllm.server import http as server
         from chatllm.cli import running
+        from chatllm.server import http as server
 
-        options = RunOptions(model=model, ctx=ctx, gpu_layers=gpu_layers, pull=pull, verbose=verbose,
-                             temperature=temperature, max_tokens=max_tokens, seed=seed)
+        options = RunOptions(
+            model=model,
+            ctx=ctx,
+            gpu_layers=gpu_layers,
+            pull=pull,
+            verbose=verbose,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            seed=seed,
+        )
         config = running.settings()
         # Listen before loading the model: a taken port fails at once, not after a long load.
         http = server.bind(host, port)
@@ -63,15 +84,28 @@ def register(app: typer.Typer) -> None:
         except BaseException:
             http.server_close()
             raise
-        defaults = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed,
-                    "repetition": repetition.value if repetition else None, "think": think,
-                    "reasoning_budget": reasoning_budget}
+        defaults = {
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "seed": seed,
+            "repetition": repetition.value if repetition else None,
+            "think": think,
+            "reasoning_budget": reasoning_budget,
+        }
         from chatllm.jobs.model_fit import is_tiny
 
-        http.service = server.ChatService(engine, resolved.name, defaults, aliases=(resolved.reference,),
-                                          tiny_model=is_tiny(resolved.path), api_key=api_key)
+        http.service = server.ChatService(
+            engine,
+            resolved.name,
+            defaults,
+            aliases=(resolved.reference,),
+            tiny_model=is_tiny(resolved.path),
+            api_key=api_key,
+        )
         if not api_key and not server.is_loopback(host):
-            sys.stderr.write(f"Warning: listening on {host} without --api-key: anyone who can reach this port can use the model.\n")
+            sys.stderr.write(
+                f"Warning: listening on {host} without --api-key: anyone who can reach this port can use the model.\n"
+            )
         names = ", ".join(name for name in http.service.model_ids() if name != resolved.name)
         sys.stderr.write(f"Serving {resolved.name} on {server.base_url(http)} (templates: {names})\n")
         sys.stderr.flush()

@@ -4,8 +4,8 @@ line, and completion while typing. What each command does lives in repl.py."""
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,21 @@ import typer
 from chatllm.cli import completion
 from chatllm.cli.options import RunOptions, generation_options
 
-FilesArgument = Annotated[Optional[list[Path]], typer.Argument(help="Files to read ('-' for stdin); stdin when none.", show_default=False)]
-TemplateOption = Annotated[Optional[str], typer.Option("--template", "-t", help="A template that declares the labels or the schema (e.g. sentiment).", autocompletion=completion.template_names)]
-SystemOption = Annotated[Optional[str], typer.Option("--system", "-s", help="Replace the instruction (the system prompt).")]
+FilesArgument = Annotated[
+    Optional[list[Path]], typer.Argument(help="Files to read ('-' for stdin); stdin when none.", show_default=False)
+]
+TemplateOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--template",
+        "-t",
+        help="A template that declares the labels or the schema (e.g. sentiment).",
+        autocompletion=completion.template_names,
+    ),
+]
+SystemOption = Annotated[
+    Optional[str], typer.Option("--system", "-s", help="Replace the instruction (the system prompt).")
+]
 
 
 def _items(files: list[Path] | None, whole: bool) -> list[str]:
@@ -45,10 +57,17 @@ def register(app: typer.Typer) -> None:
     def classify(
         options: RunOptions,
         files: FilesArgument = None,
-        labels: Annotated[Optional[str], typer.Option("--labels", "-l", help="The labels, separated by commas (any text, Chinese included).")] = None,
-        labels_file: Annotated[Optional[Path], typer.Option("--labels-file", help="A file with one label per line.")] = None,
+        labels: Annotated[
+            Optional[str],
+            typer.Option("--labels", "-l", help="The labels, separated by commas (any text, Chinese included)."),
+        ] = None,
+        labels_file: Annotated[
+            Optional[Path], typer.Option("--labels-file", help="A file with one label per line.")
+        ] = None,
         template: TemplateOption = None,
-        per_file: Annotated[bool, typer.Option("--per-file", help="Label each file as a whole instead of each line.")] = False,
+        per_file: Annotated[
+            bool, typer.Option("--per-file", help="Label each file as a whole instead of each line.")
+        ] = False,
         multi: Annotated[bool, typer.Option("--multi", help="Allow several labels per item.")] = False,
         system: SystemOption = None,
     ) -> None:
@@ -100,8 +119,14 @@ def register(app: typer.Typer) -> None:
                 lines.append(shown)
                 if options.json:
                     stats = engine.last_stats
-                    payload = json.loads(result_json(json.dumps(list(result.labels), ensure_ascii=False) if multi else shown,
-                                                     loading.model.name, name, stats))
+                    payload = json.loads(
+                        result_json(
+                            json.dumps(list(result.labels), ensure_ascii=False) if multi else shown,
+                            loading.model.name,
+                            name,
+                            stats,
+                        )
+                    )
                     payload.update(result.as_json())
                     sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
                 else:
@@ -110,23 +135,38 @@ def register(app: typer.Typer) -> None:
             if options.stats:
                 print_stats(meter.stats())
             if options.log and config.log:
-                running.record_run(loading.model, name, {"prompt": "\n".join(items), "variables": {"labels": ", ".join(label_set)},
-                                                          "params": params}, "\n".join(lines), meter.stats())
+                running.record_run(
+                    loading.model,
+                    name,
+                    {"prompt": "\n".join(items), "variables": {"labels": ", ".join(label_set)}, "params": params},
+                    "\n".join(lines),
+                    meter.stats(),
+                )
 
     @app.command()
     @generation_options
     def extract(
         options: RunOptions,
         files: FilesArgument = None,
-        schema: Annotated[Optional[str], typer.Option("--schema", help="A JSON Schema file, inline JSON, or fields such as 'name, age int, tags list, city: where they live'.")] = None,
+        schema: Annotated[
+            Optional[str],
+            typer.Option(
+                "--schema",
+                help="A JSON Schema file, inline JSON, or fields such as 'name, age int, tags list, city: where they live'.",
+            ),
+        ] = None,
         template: TemplateOption = None,
-        jsonl: Annotated[bool, typer.Option("--jsonl", help="Each input line is one input; print one compact JSON document per line.")] = False,
+        jsonl: Annotated[
+            bool,
+            typer.Option("--jsonl", help="Each input line is one input; print one compact JSON document per line."),
+        ] = False,
         system: SystemOption = None,
     ) -> None:
         """Pull fields out of each input as JSON matching a schema."""
         from chatllm.cli import running
         from chatllm.errors import UsageError
-        from chatllm.jobs.extract import DEFAULT_INSTRUCTION, describe_fields, extract as run_extract
+        from chatllm.jobs.extract import DEFAULT_INSTRUCTION, describe_fields
+        from chatllm.jobs.extract import extract as run_extract
         from chatllm.templates import load_template
 
         chosen = load_template(template) if template else None
@@ -134,7 +174,9 @@ def register(app: typer.Typer) -> None:
 
         the_schema = structure_for(options, schema, chosen.schema if chosen is not None else None)
         if the_schema is None:
-            raise UsageError("give --schema (a JSON Schema file, inline JSON, or fields such as 'name, age int'), or a template with a schema")
+            raise UsageError(
+                "give --schema (a JSON Schema file, inline JSON, or fields such as 'name, age int'), or a template with a schema"
+            )
         instruction = system or (chosen.render_system({}) if chosen is not None and chosen.system.strip() else None)
         items = _items(files, whole=not jsonl)
         params = generation_params_plain(options) if chosen is None else _template_params(chosen, options)
@@ -143,8 +185,10 @@ def register(app: typer.Typer) -> None:
         if options.dry_run:
             from chatllm.engine.base import Message
 
-            messages = [Message("system", instruction or DEFAULT_INSTRUCTION.format(fields=describe_fields(the_schema))),
-                        Message("user", items[0])]
+            messages = [
+                Message("system", instruction or DEFAULT_INSTRUCTION.format(fields=describe_fields(the_schema))),
+                Message("user", items[0]),
+            ]
             _dry_run(options, name, messages, params, the_schema)
             return
         from chatllm.jobs.metering import Meter
@@ -165,8 +209,13 @@ def register(app: typer.Typer) -> None:
             if options.stats:
                 print_stats(meter.stats())
             if options.log and config.log:
-                running.record_run(loading.model, name, {"prompt": "\n\n".join(items), "variables": {},
-                                                          "params": params}, "\n".join(outputs), meter.stats())
+                running.record_run(
+                    loading.model,
+                    name,
+                    {"prompt": "\n\n".join(items), "variables": {}, "params": params},
+                    "\n".join(outputs),
+                    meter.stats(),
+                )
 
 
 def generation_params_plain(options: RunOptions):

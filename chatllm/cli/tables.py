@@ -8,7 +8,7 @@ see everything."""
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, fit_terminal: bool = True) -> None:

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from chatllm.cli import completion
 from chatllm.cli.options import RunOptions, generation_options
 
-FilesArgument = Annotated[Optional[list[Path]], typer.Argument(help="Files to read ('-' for stdin); stdin when none.", show_default=False)]
+FilesArgument = Annotated[
+    Optional[list[Path]], typer.Argument(help="Files to read ('-' for stdin); stdin when none.", show_default=False)
+]
 SystemOption = Annotated[Optional[str], typer.Option("--system", "-s", help="Replace the template's system prompt.")]
-SchemaOption = Annotated[Optional[str], typer.Option("--schema", help="The reply is JSON matching this schema: a JSON Schema file, inline JSON, or fields such as 'name, age int'.", rich_help_panel="Output")]
+SchemaOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--schema",
+        help="The reply is JSON matching this schema: a JSON Schema file, inline JSON, or fields such as 'name, age int'.",
+        rich_help_panel="Output",
+    ),
+]
 
 
 class Length(str, Enum):
@@ -28,8 +38,15 @@ class Format(str, Enum):
     bullets = "bullets"
 
 
-def _run_task(options: RunOptions, template_name: str, files: list[Path] | None, given: dict[str, str], system: str | None,
-              job_name: str, schema: str | None = None) -> None:
+def _run_task(
+    options: RunOptions,
+    template_name: str,
+    files: list[Path] | None,
+    given: dict[str, str],
+    system: str | None,
+    job_name: str,
+    schema: str | None = None,
+) -> None:
     from chatllm.cli import running
 
     config = running.settings()
@@ -40,15 +57,24 @@ def _run_task(options: RunOptions, template_name: str, files: list[Path] | None,
         _prepare_and_run(options, config, template_name, files, given, system, job_name, loading, schema=schema)
 
 
-def _prepare_and_run(options: RunOptions, config, template_name: str, files: list[Path] | None, given: dict[str, str],
-                     system: str | None, job_name: str, loading, schema: str | None = None) -> None:
+def _prepare_and_run(
+    options: RunOptions,
+    config,
+    template_name: str,
+    files: list[Path] | None,
+    given: dict[str, str],
+    system: str | None,
+    job_name: str,
+    loading,
+    schema: str | None = None,
+) -> None:
     """Everything before the first token that needs no model, done while the model
     loads; then the job. `loading` is None for --dry-run."""
     from chatllm.cli import running
     from chatllm.inputs import read_input
-    from chatllm.languages import detect_language
     from chatllm.jobs.model_fit import ModelFit
     from chatllm.jobs.prompting import generation_params, repetition_mode, task_messages
+    from chatllm.languages import detect_language
     from chatllm.render import notice
     from chatllm.templates import load_template
 
@@ -60,7 +86,7 @@ def _prepare_and_run(options: RunOptions, config, template_name: str, files: lis
     if job_name == "summarize" and not given.get("lang"):
         values["lang"] = detected.for_prompt() if detected else ""
     if job_name == "translate" and not given.get("from") and detected:
-        values["from"] = detected.for_prompt()
+        values["from"] = detected.name
     params = generation_params(template, **options.sampling())
     if job_name == "summarize" and template.variable("words"):
         # What the summary's prompt asks for; the job sets it again from the
@@ -70,19 +96,30 @@ def _prepare_and_run(options: RunOptions, config, template_name: str, files: lis
         bound = params.max_tokens or summary_bound(values.get("length", "medium"), (len(source.text) + 3) // 4)
         values["words"] = str(max(5, round(bound / TOKENS_PER_WORD)))
     if loading is None:
-        running.print_dry_run(task_messages(template, values, source.text, system), params, template.name, options.model,
-                              schema=structure)
+        running.print_dry_run(
+            task_messages(template, values, source.text, system), params, template.name, options.model, schema=structure
+        )
         return
     fit = ModelFit(loading.model.path, enabled=config.hints)
-    hint = fit.for_translation() if job_name == "translate" else fit.for_language(
-        detected.tag if detected else None, detected.name if detected else "")
+    hint = (
+        fit.for_translation()
+        if job_name == "translate"
+        else fit.for_language(detected.tag if detected else None, detected.name if detected else "")
+    )
     if hint:
         notice(hint)
     with running.map_progress(enabled=job_name == "summarize") as progress:
         job = functools.partial(_job, job_name, template, values, source.text, params, system, progress, structure)
-        running.run_generation(options, config, template.name, job, loading.model, loading.engine(),
-                               record={"prompt": source.text, "variables": values, "params": params},
-                               repetition=repetition_mode(template, options.repetition))
+        running.run_generation(
+            options,
+            config,
+            template.name,
+            job,
+            loading.model,
+            loading.engine(),
+            record={"prompt": source.text, "variables": values, "params": params},
+            repetition=repetition_mode(template, options.repetition),
+        )
 
 
 def structure_for(options: RunOptions, given: str | None, declared: dict | None) -> dict | None:
@@ -111,8 +148,7 @@ def _job(job_name: str, template, values, text: str, params, system, progress, s
 
         return translate(meter, template, values, text, params, system)
     from chatllm.errors import InputError
-    from chatllm.jobs.prompting import task_messages
-    from chatllm.jobs.prompting import input_budget
+    from chatllm.jobs.prompting import input_budget, task_messages
 
     budget = input_budget(meter.engine, template, values, params, system)
     used = meter.engine.count_tokens(text)
@@ -154,7 +190,14 @@ def register(app: typer.Typer) -> None:
         files: FilesArgument = None,
         length: Annotated[Length, typer.Option("--length", help="How long the summary is.")] = Length.medium,
         format: Annotated[Format, typer.Option("--format", help="Prose or a bullet list.")] = Format.paragraph,
-        lang: Annotated[Optional[str], typer.Option("--lang", help="Language of the summary (default: the input's).", autocompletion=completion.language_codes)] = None,
+        lang: Annotated[
+            Optional[str],
+            typer.Option(
+                "--lang",
+                help="Language of the summary (default: the input's).",
+                autocompletion=completion.language_codes,
+            ),
+        ] = None,
         system: SystemOption = None,
     ) -> None:
         """Summarize files or stdin; long input is summarized in parts, then combined."""
@@ -170,25 +213,46 @@ def register(app: typer.Typer) -> None:
     def translate(
         options: RunOptions,
         files: FilesArgument = None,
-        to: Annotated[str, typer.Option("--to", "-t", help="Target language: a code or a name (fr, French, zh-Hant, 中文).", autocompletion=completion.language_codes)] = ...,  # type: ignore[assignment]
-        source_language: Annotated[Optional[str], typer.Option("--from", "-f", help="Source language (default: detected).", autocompletion=completion.language_codes)] = None,
+        to: Annotated[
+            str,
+            typer.Option(
+                "--to",
+                "-t",
+                help="Target language: a code or a name (fr, French, zh-Hant, 中文).",
+                autocompletion=completion.language_codes,
+            ),
+        ] = ...,  # type: ignore[assignment]
+        source_language: Annotated[
+            Optional[str],
+            typer.Option(
+                "--from", "-f", help="Source language (default: detected).", autocompletion=completion.language_codes
+            ),
+        ] = None,
         system: SystemOption = None,
     ) -> None:
         """Translate files or stdin, keeping paragraphs, lists and code blocks in place."""
         from chatllm.languages import parse_language
 
-        given = {"to": parse_language(to).for_prompt()}
+        given = {"to": parse_language(to).name}
         if source_language:
-            given["from"] = parse_language(source_language).for_prompt()
+            given["from"] = parse_language(source_language).name
         _run_task(options, "translate", files, given, system, "translate")
 
     @app.command()
     @generation_options
     def run(
         options: RunOptions,
-        template: Annotated[str, typer.Argument(help="Template name (see `chatllm templates list`) or a path to a YAML file.", autocompletion=completion.template_names)],
+        template: Annotated[
+            str,
+            typer.Argument(
+                help="Template name (see `chatllm templates list`) or a path to a YAML file.",
+                autocompletion=completion.template_names,
+            ),
+        ],
         files: FilesArgument = None,
-        variable: Annotated[Optional[list[str]], typer.Option("--var", "-v", help="Template variable as key=value (repeatable).")] = None,
+        variable: Annotated[
+            Optional[list[str]], typer.Option("--var", "-v", help="Template variable as key=value (repeatable).")
+        ] = None,
         system: SystemOption = None,
         schema: SchemaOption = None,
     ) -> None:

@@ -30,7 +30,9 @@ def register(app: typer.Typer) -> None:
         print_table(("name", "kind", "source", "description"), rows)
 
     @templates.command("show")
-    def show(name: Annotated[str, typer.Argument(help="Template name or path.", autocompletion=completion.template_names)]) -> None:
+    def show(
+        name: Annotated[str, typer.Argument(help="Template name or path.", autocompletion=completion.template_names)],
+    ) -> None:
         """A template's source, variables and the file it comes from."""
         from chatllm.templates import load_template
 

@@ -8,7 +8,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from chatllm.config.settings import Invalid, convert, load_document, parse_settings, setting_names, settings_path, settings_text
+from chatllm.config.settings import (
+    Invalid,
+    convert,
+    load_document,
+    parse_settings,
+    setting_names,
+    settings_path,
+    settings_text,
+)
 from chatllm.errors import ConfigError
 
 
@@ -63,7 +71,9 @@ def with_value(text: str, parts: list[str], value: Any) -> str:
         branch[parts[-1]] = value
     else:
         top = value
-    return _replace_entry(text, parts[0], yaml.safe_dump({parts[0]: top}, sort_keys=False, allow_unicode=True, default_flow_style=False))
+    return _replace_entry(
+        text, parts[0], yaml.safe_dump({parts[0]: top}, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    )
 
 
 def without_value(text: str, parts: list[str], source: str) -> str:
@@ -81,7 +91,9 @@ def without_value(text: str, parts: list[str], source: str) -> str:
     for part in parts[1:-1]:
         branch = branch[part]
     del branch[parts[-1]]
-    return _replace_entry(text, parts[0], yaml.safe_dump({parts[0]: top}, sort_keys=False, allow_unicode=True, default_flow_style=False))
+    return _replace_entry(
+        text, parts[0], yaml.safe_dump({parts[0]: top}, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    )
 
 
 def _replace_entry(text: str, key: str, block: str) -> str:

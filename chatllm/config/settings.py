@@ -64,19 +64,23 @@ class Settings:
 
     default_model: str | None = _setting(None, "model used when -m is not given", "CHATLLM_MODEL")
     ctx: int | None = _setting(None, "context window in tokens", "CHATLLM_CTX", "count")
-    gpu_layers: str | None = _setting(None, "layers to offload to the GPU: a number, -1 for all, or auto",
-                                      "CHATLLM_GPU_LAYERS", "gpu_layers")
+    gpu_layers: str | None = _setting(
+        None, "layers to offload to the GPU: a number, -1 for all, or auto", "CHATLLM_GPU_LAYERS", "gpu_layers"
+    )
     threads: int | None = _setting(None, "CPU threads for generation", "CHATLLM_THREADS", "count")
-    flash_attn: bool | None = _setting(None, "llama.cpp flash attention: on, off, or auto (llama.cpp decides)",
-                                       "CHATLLM_FLASH_ATTN", "on_off_auto")
+    flash_attn: bool | None = _setting(
+        None, "llama.cpp flash attention: on, off, or auto (llama.cpp decides)", "CHATLLM_FLASH_ATTN", "on_off_auto"
+    )
     log: bool = _setting(True, "save runs and chats to the history database", "CHATLLM_LOG", "bool")
-    hints: bool = _setting(True, "say (on stderr) when a job needs a bigger model than the one in use",
-                           "CHATLLM_HINTS", "bool")
+    hints: bool = _setting(
+        True, "say (on stderr) when a job needs a bigger model than the one in use", "CHATLLM_HINTS", "bool"
+    )
     theme: str = _setting("monokai", "code highlighting theme for Markdown output", "CHATLLM_THEME")
     # Per-command option defaults, e.g. {"translate": {"to": "fr"}}; the CLI
     # turns them into click's default_map (see chatllm/cli/command_defaults.py).
-    commands: dict[str, dict[str, Any]] = _setting({}, "per-command option defaults, e.g. commands.translate.to",
-                                                   None, "commands")
+    commands: dict[str, dict[str, Any]] = _setting(
+        {}, "per-command option defaults, e.g. commands.translate.to", None, "commands"
+    )
 
 
 # What each setting means, for `chatllm config show` and error messages.

@@ -6,7 +6,8 @@ jobs and the CLI never import llama_cpp or httpx themselves.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from chatllm.engine.base import (
     Engine,
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
     from chatllm.config.settings import Settings
-
     from chatllm.hub.models import ResolvedModel
 
 __all__ = [
@@ -39,8 +39,14 @@ __all__ = [
 ]
 
 
-def engine_options(config: Settings, *, ctx: int | None = None, gpu_layers: str | None = None,
-                   seed: int | None = None, verbose: bool = False) -> EngineOptions:
+def engine_options(
+    config: Settings,
+    *,
+    ctx: int | None = None,
+    gpu_layers: str | None = None,
+    seed: int | None = None,
+    verbose: bool = False,
+) -> EngineOptions:
     """How a model is loaded, from the settings and the command's own options."""
     from chatllm.config.settings import cache_dir
 
@@ -56,8 +62,9 @@ def engine_options(config: Settings, *, ctx: int | None = None, gpu_layers: str 
     )
 
 
-def open_engine(model: "ResolvedModel", options: EngineOptions,
-                on_loaded: Callable[[Engine], None] | None = None) -> Engine:
+def open_engine(
+    model: ResolvedModel, options: EngineOptions, on_loaded: Callable[[Engine], None] | None = None
+) -> Engine:
     """Load the backend that serves `model` (a local GGUF or a remote server).
     `on_loaded` receives the engine as soon as it can tokenize, which for a
     local model is before its context is made (see LlamaEngine)."""
@@ -73,7 +80,7 @@ def open_engine(model: "ResolvedModel", options: EngineOptions,
     return LlamaEngine(model, options, on_model_loaded=on_loaded)
 
 
-def open_engine_in_background(model: "ResolvedModel", options: EngineOptions, thread_name: str) -> "Future[Engine]":
+def open_engine_in_background(model: ResolvedModel, options: EngineOptions, thread_name: str) -> Future[Engine]:
     """Load `model` on a thread of its own (llama.cpp loads outside the GIL, so
     the caller goes on meanwhile). The future holds the engine as soon as it can
     tokenize (see `open_engine`), or the error that stopped the load; an error

@@ -6,9 +6,10 @@ engine used by unit tests) through this protocol only.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator, Literal, Protocol, Sequence, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "repetition", "interrupted"]
@@ -71,7 +72,8 @@ def sampling_settings() -> list[SamplingSetting]:
     """The numeric settings of GenerationParams (every field but `stop`)."""
     return [
         SamplingSetting(f.name, f.metadata["low"], f.metadata["high"], f.metadata["whole"])
-        for f in fields(GenerationParams) if f.metadata
+        for f in fields(GenerationParams)
+        if f.metadata
     ]
 
 
@@ -115,8 +117,11 @@ class Usage:
 def usage_json(usage: Usage) -> dict[str, int]:
     """Usage as --json, history and serve report it: OpenAI's names, and
     reasoning_tokens only for a model that thought."""
-    data = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "cached_prompt_tokens": usage.cached_prompt_tokens}
+    data = {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "cached_prompt_tokens": usage.cached_prompt_tokens,
+    }
     if usage.reasoning_tokens:
         data["reasoning_tokens"] = usage.reasoning_tokens
     return data

@@ -55,7 +55,9 @@ def llama_cpp_version() -> str:
         return package.__dict__["__version__"]
     spec = importlib.util.find_spec(_PACKAGE)
     if spec is not None and spec.origin:
-        found = re.search(r"""^__version__\s*=\s*["']([^"']+)["']""", Path(spec.origin).read_text(encoding="utf-8"), re.M)
+        found = re.search(
+            r"""^__version__\s*=\s*["']([^"']+)["']""", Path(spec.origin).read_text(encoding="utf-8"), re.M
+        )
         if found:
             return found.group(1)
     return importlib.import_module(_PACKAGE).__version__

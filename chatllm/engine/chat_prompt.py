@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Sequence
+from collections.abc import Sequence
 
 from chatllm.engine.base import Message
 from chatllm.engine.bindings import llama_bindings
@@ -53,8 +53,13 @@ CHATML_TEMPLATE = BUILTIN_TEMPLATES["chatml"]
 class ChatPrompt:
     """Tokenizer and chat template of one loaded model."""
 
-    def __init__(self, model: llama_cpp.llama_model_p, vocab: llama_cpp.llama_vocab_p, model_name: str,
-                 template: str | None = None) -> None:
+    def __init__(
+        self,
+        model: llama_cpp.llama_model_p,
+        vocab: llama_cpp.llama_vocab_p,
+        model_name: str,
+        template: str | None = None,
+    ) -> None:
         """`template` replaces the GGUF's own chat template (Jinja text)."""
         self._model = model
         self._vocab = vocab
@@ -119,8 +124,11 @@ class ChatPrompt:
         render = self._template.render
         extra = {"enable_thinking": think} if think is not None and self.thinking_switch else {}
         try:
-            scaffold = render([{"role": m.role, "content": self._placeholder.format(i)} for i, m in enumerate(messages)],
-                              add_generation_prompt, **extra)
+            scaffold = render(
+                [{"role": m.role, "content": self._placeholder.format(i)} for i, m in enumerate(messages)],
+                add_generation_prompt,
+                **extra,
+            )
             real = render([{"role": m.role, "content": m.content} for m in messages], add_generation_prompt, **extra)
         except Exception as error:  # a template may reject a conversation (e.g. roles must alternate)
             raise EngineError(f"the chat template of '{self.model_name}' rejected these messages: {error}") from None

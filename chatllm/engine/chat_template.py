@@ -31,8 +31,13 @@ class _IgnoreGenerationTags(Extension):
         return parser.parse_statements(("name:endgeneration",), drop_needle=True)
 
 
-def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
-            separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
@@ -49,7 +54,9 @@ class ChatTemplate:
 
     def __init__(self, source: str, bos_token: str, eos_token: str) -> None:
         environment = ImmutableSandboxedEnvironment(
-            loader=jinja2.BaseLoader(), trim_blocks=True, lstrip_blocks=True,
+            loader=jinja2.BaseLoader(),
+            trim_blocks=True,
+            lstrip_blocks=True,
             extensions=[_IgnoreGenerationTags, loopcontrols],
         )
         environment.filters["tojson"] = _tojson
@@ -62,7 +69,15 @@ class ChatTemplate:
         raise_exception, e.g. when roles do not alternate). `extra` are template
         variables such as Qwen3's `enable_thinking`."""
         return self._template.render(
-            messages=messages, bos_token=self._bos_token, eos_token=self._eos_token,
-            add_generation_prompt=add_generation_prompt, raise_exception=_raise_exception,
-            strftime_now=_strftime_now, functions=None, function_call=None, tools=None, tool_choice=None, **extra,
+            messages=messages,
+            bos_token=self._bos_token,
+            eos_token=self._eos_token,
+            add_generation_prompt=add_generation_prompt,
+            raise_exception=_raise_exception,
+            strftime_now=_strftime_now,
+            functions=None,
+            function_call=None,
+            tools=None,
+            tool_choice=None,
+            **extra,
         )

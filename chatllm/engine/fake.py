@@ -8,7 +8,7 @@ exactly what a job sent and what it did with the reply.
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from chatllm.engine.base import GenerationParams, GenerationStats, Message, Timings, Usage
 from chatllm.errors import EngineError
@@ -53,9 +53,7 @@ class FakeEngine:
         messages = list(messages)
         prompt_tokens = self.count_prompt_tokens(messages)
         if prompt_tokens >= self.context_size:
-            raise EngineError(
-                f"the prompt takes {prompt_tokens} tokens but the context holds {self.context_size}"
-            )
+            raise EngineError(f"the prompt takes {prompt_tokens} tokens but the context holds {self.context_size}")
         self.calls.append(messages)
         reused = self._common_prefix_tokens(messages)
         self._previous_prompt = messages

@@ -49,7 +49,7 @@ class LlamaBuild:
 
     @property
     def label(self) -> str:
-        """"CUDA", "Metal", "Vulkan" …, or "CPU" for a CPU-only build."""
+        """ "CUDA", "Metal", "Vulkan" …, or "CPU" for a CPU-only build."""
         accelerators = [b for b in self.backends if b not in ("CPU", "BLAS", "RPC")]
         return " + ".join(accelerators) if accelerators else "CPU"
 
@@ -126,7 +126,10 @@ def nvidia_smi_gpus() -> list[Device]:
     try:
         output = subprocess.run(
             [executable, "--query-gpu=name,memory.free,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
@@ -135,7 +138,9 @@ def nvidia_smi_gpus() -> list[Device]:
         parts = [p.strip() for p in line.split(",")]
         if len(parts) == 3:
             free, total = (_mib(p) for p in parts[1:])
-            gpus.append(Device(name=f"nvidia{index}", description=parts[0], kind="GPU", free_bytes=free, total_bytes=total))
+            gpus.append(
+                Device(name=f"nvidia{index}", description=parts[0], kind="GPU", free_bytes=free, total_bytes=total)
+            )
     return gpus
 
 

@@ -38,8 +38,20 @@ PREFILTER = 64
 
 # Keywords the converter cannot express as a grammar (it would silently drop
 # them or fail with a vague message): refused up front, by name.
-UNSUPPORTED_KEYWORDS = ("not", "if", "then", "else", "dependentSchemas", "dependentRequired", "patternProperties",
-                        "propertyNames", "contains", "unevaluatedProperties", "unevaluatedItems", "multipleOf")
+UNSUPPORTED_KEYWORDS = (
+    "not",
+    "if",
+    "then",
+    "else",
+    "dependentSchemas",
+    "dependentRequired",
+    "patternProperties",
+    "propertyNames",
+    "contains",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "multipleOf",
+)
 
 
 def _unsupported(schema: object, where: str = "") -> tuple[str, str] | None:
@@ -80,8 +92,10 @@ def schema_to_gbnf(schema_text: str) -> str:
     express."""
     found = _unsupported(json.loads(schema_text))
     if found:
-        raise UsageError(f"the schema uses '{found[0]}' (at {found[1]}), which cannot be turned into a grammar; "
-                         "remove it (the reply is still validated against the whole schema)")
+        raise UsageError(
+            f"the schema uses '{found[0]}' (at {found[1]}), which cannot be turned into a grammar; "
+            "remove it (the reply is still validated against the whole schema)"
+        )
     prepare_package()
     converter = importlib.import_module("llama_cpp.llama_grammar")
     try:
@@ -92,7 +106,7 @@ def schema_to_gbnf(schema_text: str) -> str:
     # The converter allows one space between tokens; models like to write JSON
     # indented, and each token the grammar rejects costs a second sampling.
     # llama.cpp's own converter now allows a line break and a bounded indent.
-    return re.sub(r'(?m)^space ::= .*$', lambda _: 'space ::= | " " | "\\n" [ \\t]{0,20}', gbnf)
+    return re.sub(r"(?m)^space ::= .*$", lambda _: 'space ::= | " " | "\\n" [ \\t]{0,20}', gbnf)
 
 
 def grammar_text(grammar: str | None, json_schema: str | None) -> str | None:
@@ -152,7 +166,9 @@ class ConstrainedSampler:
         ints, floats = raw.cast("i"), raw.cast("f")
         logits = llama_cpp.llama_get_logits_ith(self._context, -1)
         ints[0::3] = memoryview(self._ids).cast("B").cast("i")
-        floats[1::3] = memoryview(ctypes.cast(logits, ctypes.POINTER(ctypes.c_float * self._n_vocab)).contents).cast("B").cast("f")
+        floats[1::3] = (
+            memoryview(ctypes.cast(logits, ctypes.POINTER(ctypes.c_float * self._n_vocab)).contents).cast("B").cast("f")
+        )
         floats[2::3] = memoryview(self._zeros).cast("B").cast("f")
         array = self._all_array
         array.data = ctypes.cast(self._all, ctypes.POINTER(llama_cpp.llama_token_data))
@@ -165,7 +181,11 @@ class ConstrainedSampler:
         if all(math.isinf(array.data[i].logit) for i in range(array.size)):
             # None of the best is allowed: all candidates, the grammar first (it
             # must never see a set it rejects entirely, llama.cpp #18173).
-            floats[1::3] = memoryview(ctypes.cast(logits, ctypes.POINTER(ctypes.c_float * self._n_vocab)).contents).cast("B").cast("f")
+            floats[1::3] = (
+                memoryview(ctypes.cast(logits, ctypes.POINTER(ctypes.c_float * self._n_vocab)).contents)
+                .cast("B")
+                .cast("f")
+            )
             ints[0::3] = memoryview(self._ids).cast("B").cast("i")
             array.size, array.selected, array.sorted = self._n_vocab, -1, False
             llama_cpp.llama_sampler_apply(self._grammar, ctypes.byref(array))

@@ -19,21 +19,23 @@ import glob
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
-
-from chatllm.engine.bindings import llama_bindings, quiet_log_callback
-
-llama_cpp = llama_bindings()  # the ctypes bindings alone: see bindings.py
-
-from llama_cpp._utils import suppress_stdout_stderr  # noqa: E402
+from typing import TYPE_CHECKING
 
 from chatllm.engine.base import EngineOptions, GenerationParams, GenerationStats, Message, Timings
+from chatllm.engine.bindings import llama_bindings, quiet_log_callback
 from chatllm.engine.grammar import GRAMMAR_FIRST, ConstrainedSampler, grammar_text
 from chatllm.engine.reasoning import ThinkSplitter
 from chatllm.errors import EngineError, ModelError, UsageError
 from chatllm.hub.models import ResolvedModel
+
+llama_cpp = llama_bindings()  # the ctypes bindings alone: see bindings.py
+
+# Only once the bindings are in place: importing llama_cpp's own package first
+# would run its heavy __init__ (bindings.py says why that is avoided).
+from llama_cpp._utils import suppress_stdout_stderr  # noqa: E402
 
 if TYPE_CHECKING:
     from chatllm.engine.chat_prompt import ChatPrompt
@@ -118,8 +120,9 @@ def physical_cores() -> int:
 class LlamaEngine:
     """A GGUF model loaded in this process. Not thread-safe: one stream at a time."""
 
-    def __init__(self, model: ResolvedModel, options: EngineOptions,
-                 on_model_loaded: Callable[[LlamaEngine], None] | None = None) -> None:
+    def __init__(
+        self, model: ResolvedModel, options: EngineOptions, on_model_loaded: Callable[[LlamaEngine], None] | None = None
+    ) -> None:
         """Load `model`. With `on_model_loaded`, the engine is handed to it as soon
         as the model file is loaded, before its llama.cpp context exists (making
         one takes ~40 ms for 4,096 tokens): tokenizing and templating work from
@@ -200,7 +203,9 @@ class LlamaEngine:
             self._free()
             if n_ctx <= 0:
                 raise UsageError(f"--ctx must be a positive number of tokens, not {n_ctx}")
-            raise UsageError(f"'{self.model_name}' supports at most {trained} tokens of context; --ctx {n_ctx} is too large")
+            raise UsageError(
+                f"'{self.model_name}' supports at most {trained} tokens of context; --ctx {n_ctx} is too large"
+            )
 
         threads = options.n_threads or physical_cores()
         params = llama_cpp.llama_context_default_params()
@@ -214,7 +219,9 @@ class LlamaEngine:
         # lets a user pick.
         if options.flash_attn is not None:
             params.flash_attn_type = (
-                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if options.flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+                if options.flash_attn
+                else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
             )
         # What was asked for: llama.cpp may round the context up (to 256), and
         # known before the context exists, this is what budgets are made from.
@@ -228,7 +235,9 @@ class LlamaEngine:
             self.load_s += time.perf_counter() - started
         if not self._context:
             self._context = None
-            raise EngineError(f"cannot create a {params.n_ctx}-token context for '{self.model_name}' (out of memory?); try a smaller --ctx")
+            raise EngineError(
+                f"cannot create a {params.n_ctx}-token context for '{self.model_name}' (out of memory?); try a smaller --ctx"
+            )
         self._n_batch = llama_cpp.llama_n_batch(self._context)
         self._memory = llama_cpp.llama_get_memory(self._context)
         self._seed = options.seed
@@ -245,7 +254,9 @@ class LlamaEngine:
         self._state_cache = None
         if options.state_cache_dir is not None:
             # Hashing the model file's ends waits until a prefix is actually looked up.
-            identity = lambda: f"{model_identity(path)}\0fa={params.flash_attn_type}\0k={params.type_k}\0v={params.type_v}"  # noqa: E731
+            def identity() -> str:
+                return f"{model_identity(path)}\0fa={params.flash_attn_type}\0k={params.type_k}\0v={params.type_v}"
+
             self._state_cache = PrefixStateCache(Path(options.state_cache_dir), options.state_cache_max_bytes, identity)
         self.ready_at = time.perf_counter()
 
@@ -322,12 +333,18 @@ class LlamaEngine:
         # under a JSON Schema is all answer (the schema decides what it is).
         thinking = None
         if self._prompt.may_think and not params.json_schema:
-            thinking = _Thinking(ThinkSplitter(self._prompt.opens_thinking), params.reasoning_budget, stats,
-                                 self._prompt.tokenize(_FORCED_CLOSE, special=True))
+            thinking = _Thinking(
+                ThinkSplitter(self._prompt.opens_thinking),
+                params.reasoning_budget,
+                stats,
+                self._prompt.tokenize(_FORCED_CLOSE, special=True),
+            )
         if not prompt:
             raise EngineError(f"the chat template of '{self.model_name}' produced an empty prompt")
         if len(prompt) >= self.context_size:
-            raise EngineError(f"the prompt takes {len(prompt)} tokens but the context holds {self.context_size}; shorten the input or raise --ctx")
+            raise EngineError(
+                f"the prompt takes {len(prompt)} tokens but the context holds {self.context_size}; shorten the input or raise --ctx"
+            )
         self._wait_for_context()
         started = max(started, self.ready_at or started)
         stats.timings.load_s = self.load_s
@@ -383,14 +400,26 @@ class LlamaEngine:
         if params.repeat_penalty != 1.0 or params.frequency_penalty or params.presence_penalty:
             last_n = self.context_size if params.repeat_last_n < 0 else params.repeat_last_n
             n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
-            add(llama_cpp.llama_sampler_init_penalties(n_vocab, last_n, params.repeat_penalty, params.frequency_penalty,
-                                                       params.presence_penalty))
+            add(
+                llama_cpp.llama_sampler_init_penalties(
+                    n_vocab, last_n, params.repeat_penalty, params.frequency_penalty, params.presence_penalty
+                )
+            )
             history = last_n
         if params.dry_multiplier > 0:
             breakers = (ctypes.c_char_p * len(_DRY_BREAKERS))(*_DRY_BREAKERS)
             last_n = self.context_size if params.dry_penalty_last_n < 0 else params.dry_penalty_last_n
-            add(llama_cpp.llama_sampler_init_dry(self._vocab, params.dry_multiplier, params.dry_base,
-                                                 params.dry_allowed_length, last_n, breakers, len(_DRY_BREAKERS)))
+            add(
+                llama_cpp.llama_sampler_init_dry(
+                    self._vocab,
+                    params.dry_multiplier,
+                    params.dry_base,
+                    params.dry_allowed_length,
+                    last_n,
+                    breakers,
+                    len(_DRY_BREAKERS),
+                )
+            )
             history = max(history, last_n)
         for token in prompt[-history:] if history else ():  # their window starts in the prompt
             llama_cpp.llama_sampler_accept(chain, token)
@@ -431,7 +460,7 @@ class LlamaEngine:
         if save_prefix:
             seconds += self._decode_prompt(prompt[cached:prefix])
             self._state_cache.save(self._context, prompt[:prefix])
-        seconds += self._decode_prompt(prompt[len(self._kv_tokens):])
+        seconds += self._decode_prompt(prompt[len(self._kv_tokens) :])
         return cached, len(prompt) - cached, seconds
 
     def _decode_prompt(self, tokens: list[int]) -> float:
@@ -450,8 +479,13 @@ class LlamaEngine:
             self._kv_tokens += chunk
         return seconds
 
-    def _generate(self, draw: Callable[[], int], params: GenerationParams, stats: GenerationStats,
-                  thinking: _Thinking | None = None) -> Iterator[str]:
+    def _generate(
+        self,
+        draw: Callable[[], int],
+        params: GenerationParams,
+        stats: GenerationStats,
+        thinking: _Thinking | None = None,
+    ) -> Iterator[str]:
         """The decode loop. Everything between two `llama_decode` calls is kept to
         a few C calls and a UTF-8 decoder step (and, for a model that thinks,
         splitting its thinking from its answer)."""
@@ -531,7 +565,9 @@ class LlamaEngine:
         # (the same tokens for every label, so the ranking is the labels' own).
         opening = self._prompt.tokenize(_FORCED_CLOSE.lstrip("\n"), special=True) if self._prompt.opens_thinking else []
         if len(prompt) + max((self.count_tokens(c) for c in continuations), default=0) + 2 >= self.context_size:
-            raise EngineError(f"the prompt and its labels do not fit in the {self.context_size}-token context; shorten the input or raise --ctx")
+            raise EngineError(
+                f"the prompt and its labels do not fit in the {self.context_size}-token context; shorten the input or raise --ctx"
+            )
         self._wait_for_context()
         n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         end = llama_cpp.llama_vocab_eot(self._vocab)
@@ -616,7 +652,9 @@ class _Thinking:
     """The thinking state of one reply: the splitter, the tokens spent thinking
     (`usage.reasoning_tokens`) and the budget."""
 
-    def __init__(self, splitter: ThinkSplitter, budget: int | None, stats: GenerationStats, close_tokens: list[int]) -> None:
+    def __init__(
+        self, splitter: ThinkSplitter, budget: int | None, stats: GenerationStats, close_tokens: list[int]
+    ) -> None:
         self.splitter, self.budget, self.stats, self.close_tokens = splitter, budget, stats, close_tokens
         self.forced = False
 

@@ -34,15 +34,16 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import Any, Iterator, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from chatllm.engine.base import EngineOptions, GenerationParams, GenerationStats, Message, Timings, sampling_settings
-from chatllm.engine.reasoning import Reasoning, ThinkSplitter, may_think
 from chatllm.engine.openai_stream import ReplyReader, error_message, one_line, parse_event, sse_events
+from chatllm.engine.reasoning import Reasoning, ThinkSplitter, may_think
 from chatllm.errors import EngineError
 from chatllm.hub.models import ResolvedModel
 
@@ -179,7 +180,9 @@ class OpenAIEngine:
     def _discover(self, wanted: str | None) -> tuple[str, int | None]:
         """The model name to send and the context the server reports (if any)."""
         listing = self._get_json(f"{self.base_url}/models")
-        entries = [e for e in (listing or {}).get("data", []) if isinstance(e, dict)] if isinstance(listing, dict) else []
+        entries = (
+            [e for e in (listing or {}).get("data", []) if isinstance(e, dict)] if isinstance(listing, dict) else []
+        )
         if not wanted:
             if not entries or not isinstance(entries[0].get("id"), str):
                 raise EngineError(
@@ -223,7 +226,9 @@ class OpenAIEngine:
     def _remote_count(self, text: str) -> int | None:
         if self._tokenizer == "":
             return None
-        candidates = [self._tokenizer] if self._tokenizer else [f"{self.root_url}/tokenize", f"{self.root_url}/extras/tokenize"]
+        candidates = (
+            [self._tokenizer] if self._tokenizer else [f"{self.root_url}/tokenize", f"{self.root_url}/extras/tokenize"]
+        )
         # One body for every known tokenizer endpoint: llama-server reads `content`,
         # vLLM `prompt`, llama-cpp-python `input`; each ignores the others' fields.
         body = {"content": text, "prompt": text, "input": text, "model": self.model_name, "add_special_tokens": False}
@@ -266,8 +271,10 @@ class OpenAIEngine:
         if params.stop:
             body["stop"] = list(params.stop)
         if params.json_schema and self._response_format == "json_schema":  # OpenAI's; llama-server and vLLM take it too
-            body["response_format"] = {"type": "json_schema",
-                                       "json_schema": {"name": "reply", "schema": json.loads(params.json_schema), "strict": True}}
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "reply", "schema": json.loads(params.json_schema), "strict": True},
+            }
         elif params.json_schema and self._response_format == "json_object":  # llama-cpp-python's server
             body["response_format"] = {"type": "json_object", "schema": json.loads(params.json_schema)}
         if params.grammar:  # llama-server's own field for a raw GBNF grammar
@@ -299,7 +306,11 @@ class OpenAIEngine:
             if self._send_stream_options and response.status_code in (400, 422) and "stream_options" in response.text:
                 self._send_stream_options = False
                 continue
-            if "response_format" in body and response.status_code in (400, 422, 500) and "response_format" in response.text:
+            if (
+                "response_format" in body
+                and response.status_code in (400, 422, 500)
+                and "response_format" in response.text
+            ):
                 # Each server has its own form: OpenAI's json_schema, llama-cpp-python's
                 # json_object with a schema; with neither, the reply is still validated.
                 self._response_format = "json_object" if self._response_format == "json_schema" else "none"
@@ -356,7 +367,11 @@ class OpenAIEngine:
             raise self._transport_error(error) from None
         finally:
             # Only a finished reply is worth asking the server's tokenizer about.
-            reader.finish(self.count_prompt_tokens(messages) if completed and not reader.usage_seen else _estimate_prompt(messages))
+            reader.finish(
+                self.count_prompt_tokens(messages)
+                if completed and not reader.usage_seen
+                else _estimate_prompt(messages)
+            )
 
     def _events(self, response: httpx.Response) -> Iterator[dict[str, Any]]:
         if "text/event-stream" not in response.headers.get("content-type", ""):
@@ -389,5 +404,3 @@ def _context_from_entry(entry: dict[str, Any]) -> int | None:
 def _estimate_prompt(messages: Sequence[Message]) -> int:
     chars = sum(len(m.content) for m in messages)
     return chars // CHARS_PER_TOKEN + MESSAGE_OVERHEAD_TOKENS * len(messages) + REPLY_OPENING_TOKENS
-
-

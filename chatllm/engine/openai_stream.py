@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from chatllm.engine.base import GenerationStats
 from chatllm.errors import EngineError
@@ -33,7 +34,9 @@ def sse_events(lines: Iterable[str], where: str) -> Iterator[dict[str, Any]]:
             data.append(line[5:].removeprefix(" "))
             continue
         if line and not line.startswith(_SSE_FIELDS):
-            raise EngineError(f"the server at {where} sent a malformed stream: {one_line(line, 80)!r} is not an SSE line")
+            raise EngineError(
+                f"the server at {where} sent a malformed stream: {one_line(line, 80)!r} is not an SSE line"
+            )
         if line or not data:
             continue  # comments (": ping"), other SSE fields, blank lines between events
         payload, data = "\n".join(data), []
@@ -52,7 +55,9 @@ def parse_event(payload: str, where: str) -> dict[str, Any]:
     try:
         event = json.loads(payload)
     except ValueError:
-        raise EngineError(f"the server at {where} sent a malformed stream: {one_line(payload, 80)!r} is not JSON") from None
+        raise EngineError(
+            f"the server at {where} sent a malformed stream: {one_line(payload, 80)!r} is not JSON"
+        ) from None
     if not isinstance(event, dict):
         raise EngineError(f"the server at {where} sent a malformed stream: {one_line(payload, 80)!r} is not an object")
     error = event.get("error")
@@ -165,5 +170,10 @@ class ReplyReader:
             timings.prefill_tokens_per_s = evaluated / timings.ttft_s
         if isinstance(decode, (int, float)) and decode > 0:
             timings.decode_tokens_per_s = float(decode)
-        elif self.first_at is not None and self.last_at is not None and self.last_at > self.first_at and usage.completion_tokens > 1:
+        elif (
+            self.first_at is not None
+            and self.last_at is not None
+            and self.last_at > self.first_at
+            and usage.completion_tokens > 1
+        ):
             timings.decode_tokens_per_s = (usage.completion_tokens - 1) / (self.last_at - self.first_at)

@@ -15,7 +15,7 @@ split across pieces ("</th" + "ink>") is held until it is whole.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 OPEN, CLOSE = "<think>", "</think>"
 
@@ -62,18 +62,18 @@ class ThinkSplitter:
                 if stray >= 0:  # what came before was thinking, unless an answer was shown already
                     before = buffer[:stray]
                     self._emit(before if self.answered else Reasoning(before), out)
-                    buffer = buffer[stray + len(CLOSE):]
+                    buffer = buffer[stray + len(CLOSE) :]
                     self._after_close = True
                     continue
             if at >= 0:
                 self._emit(Reasoning(buffer[:at]) if self.thinking else buffer[:at], out)
-                buffer = buffer[at + len(tag):]
+                buffer = buffer[at + len(tag) :]
                 self._after_close = self.thinking
                 self.thinking = not self.thinking
                 continue
             keep = _partial_tag(buffer, (tag, CLOSE) if not self.thinking else (tag,))
             self._emit(Reasoning(buffer[: len(buffer) - keep]) if self.thinking else buffer[: len(buffer) - keep], out)
-            self._held = buffer[len(buffer) - keep:]
+            self._held = buffer[len(buffer) - keep :]
             break
         return out
 
@@ -151,7 +151,9 @@ def may_think(model_name: str) -> bool:
     <think> we never see)."""
     import re
 
-    return bool(re.search(r"(^|[^a-z])(r1|qwq|qwen3|think|thinking|reason\w*|magistral|deepseek-r)", model_name.lower()))
+    return bool(
+        re.search(r"(^|[^a-z])(r1|qwq|qwen3|think|thinking|reason\w*|magistral|deepseek-r)", model_name.lower())
+    )
 
 
 def template_has_thinking_switch(template_source: str) -> bool:

@@ -24,8 +24,8 @@ import secrets
 import struct
 import time
 from array import array
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from chatllm.engine.bindings import llama_bindings, llama_cpp_version
 

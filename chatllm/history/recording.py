@@ -3,8 +3,9 @@ one exchange, a chat turn by turn (history/store.py keeps the database)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from chatllm.engine.base import usage_json
 from chatllm.history.store import HistoryStore, StoredMessage, title_of
@@ -13,13 +14,27 @@ if TYPE_CHECKING:
     from chatllm.jobs.chat import ChatSession, Turn
 
 
-def record_run(*, model: str, template: str, output: str, stats: Any = None, prompt: str = "",
-               variables: Mapping[str, Any] | None = None, params: Any = None, store: HistoryStore | None = None,
-               reasoning: str | None = None) -> int:
+def record_run(
+    *,
+    model: str,
+    template: str,
+    output: str,
+    stats: Any = None,
+    prompt: str = "",
+    variables: Mapping[str, Any] | None = None,
+    params: Any = None,
+    store: HistoryStore | None = None,
+    reasoning: str | None = None,
+) -> int:
     """Save a one-shot run (the input and the output) as a conversation of one
     exchange; returns its ID."""
     return (store or HistoryStore()).create_conversation(
-        kind="run", model=model, template=template, title=title_of(prompt) or template, params=params, variables=variables,
+        kind="run",
+        model=model,
+        template=template,
+        title=title_of(prompt) or template,
+        params=params,
+        variables=variables,
         messages=[StoredMessage(0, "user", prompt), _reply_message(output, False, stats, reasoning)],
     )
 
@@ -33,15 +48,24 @@ class ConversationRecorder:
     turn, or given to resume one) says where the chat is saved.
     """
 
-    def __init__(self, *, model: str, template: str, params: Any = None, variables: Mapping[str, Any] | None = None,
-                 conversation_id: int | None = None, resumed_turns: int = 0, store: HistoryStore | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        model: str,
+        template: str,
+        params: Any = None,
+        variables: Mapping[str, Any] | None = None,
+        conversation_id: int | None = None,
+        resumed_turns: int = 0,
+        store: HistoryStore | None = None,
+    ) -> None:
         self.store = store or HistoryStore()
         self.model, self.template, self.params, self.variables = model, template, params, variables
         self.conversation_id = conversation_id
         self._turns_saved = resumed_turns
         self._last_turn: Turn | None = None
 
-    def __call__(self, session: "ChatSession", turn: "Turn") -> None:
+    def __call__(self, session: ChatSession, turn: Turn) -> None:
         reply = _reply_message(turn.reply, turn.interrupted, session.last_stats, turn.reasoning)
         if turn is self._last_turn and self.conversation_id is not None:
             self.store.replace_last_reply(self.conversation_id, reply, system=session.system)
@@ -50,11 +74,19 @@ class ConversationRecorder:
         if self.conversation_id is None or len(session.turns) <= self._turns_saved:
             # First turn, or the session was reset: a new conversation.
             self.conversation_id = self.store.create_conversation(
-                kind="chat", model=self.model, template=self.template, title=title_of(turn.user), params=self.params,
-                variables=self.variables, system=session.system, messages=[user, reply],
+                kind="chat",
+                model=self.model,
+                template=self.template,
+                title=title_of(turn.user),
+                params=self.params,
+                variables=self.variables,
+                system=session.system,
+                messages=[user, reply],
             )
         else:
-            self.store.append_messages(self.conversation_id, [user, reply], title=title_of(turn.user), system=session.system)
+            self.store.append_messages(
+                self.conversation_id, [user, reply], title=title_of(turn.user), system=session.system
+            )
         self._turns_saved = len(session.turns)
         self._last_turn = turn
 
@@ -63,5 +95,13 @@ def _reply_message(text: str, interrupted: bool, stats: Any, reasoning: str | No
     usage = usage_json(stats.usage) if stats is not None else None
     timings = asdict(stats.timings) if stats is not None else None
     finish = getattr(stats, "finish_reason", None)
-    return StoredMessage(1, "assistant", text, interrupted=interrupted or finish == "interrupted",
-                         finish_reason=finish, usage=usage, timings=timings, reasoning=reasoning or None)
+    return StoredMessage(
+        1,
+        "assistant",
+        text,
+        interrupted=interrupted or finish == "interrupted",
+        finish_reason=finish,
+        usage=usage,
+        timings=timings,
+        reasoning=reasoning or None,
+    )

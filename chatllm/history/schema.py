@@ -54,7 +54,9 @@ def migrate(connection: sqlite3.Connection, path: Path) -> None:
     (an interrupted upgrade leaves the file as it was)."""
     version = connection.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
-        raise HistoryError(f"the history database {path} was written by a newer chatllm (schema {version}); upgrade chatllm to read it")
+        raise HistoryError(
+            f"the history database {path} was written by a newer chatllm (schema {version}); upgrade chatllm to read it"
+        )
     if version == SCHEMA_VERSION:
         return
     connection.execute("BEGIN IMMEDIATE")

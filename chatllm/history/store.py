@@ -25,10 +25,11 @@ import json
 import random
 import sqlite3
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, is_dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from chatllm.errors import HistoryError
 from chatllm.history.schema import migrate
@@ -82,7 +83,7 @@ class Conversation:
     system: str | None
     messages: tuple[StoredMessage, ...]
 
-    def turns(self) -> list["Turn"]:
+    def turns(self) -> list[Turn]:
         """The messages as chat turns, for `ChatSession.restore`."""
         from chatllm.jobs.chat import Turn
 
@@ -125,7 +126,9 @@ class HistoryStore:
             connection.execute("PRAGMA foreign_keys = ON")
             if not self._checked:
                 if connection.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
-                    raise HistoryError(f"the history database {self.path} cannot use WAL mode (is it on a network drive?)")
+                    raise HistoryError(
+                        f"the history database {self.path} cannot use WAL mode (is it on a network drive?)"
+                    )
                 migrate(connection, self.path)
                 self._checked = True
             # NORMAL is safe in WAL mode: a committed turn survives a crash of
@@ -150,10 +153,14 @@ class HistoryStore:
                 if "locked" not in str(error) and "busy" not in str(error):
                     raise HistoryError(f"cannot use the history database {self.path}: {error}") from None
                 if time.monotonic() >= deadline:
-                    raise HistoryError(f"the history database {self.path} stayed locked by another chatllm for {BUSY_TIMEOUT_S:.0f} s") from None
+                    raise HistoryError(
+                        f"the history database {self.path} stayed locked by another chatllm for {BUSY_TIMEOUT_S:.0f} s"
+                    ) from None
                 time.sleep(random.uniform(0.005, 0.05))  # apart from the other writer's retry
             except sqlite3.DatabaseError as error:
-                raise HistoryError(f"cannot read the history database {self.path}: {error} (move it aside to start a new one)") from None
+                raise HistoryError(
+                    f"cannot read the history database {self.path}: {error} (move it aside to start a new one)"
+                ) from None
 
     def _transaction(self, work: Any, write: bool) -> Any:
         connection = self._connect()
@@ -171,9 +178,18 @@ class HistoryStore:
 
     # ------------------------------------------------------------ writing
 
-    def create_conversation(self, *, kind: str, model: str | None, template: str | None, title: str = "",
-                            params: Any = None, variables: Mapping[str, Any] | None = None, system: str | None = None,
-                            messages: list[StoredMessage] | None = None) -> int:
+    def create_conversation(
+        self,
+        *,
+        kind: str,
+        model: str | None,
+        template: str | None,
+        title: str = "",
+        params: Any = None,
+        variables: Mapping[str, Any] | None = None,
+        system: str | None = None,
+        messages: list[StoredMessage] | None = None,
+    ) -> int:
         """A new conversation with its first `messages`, in one transaction; its ID."""
         now = _now()
 
@@ -189,7 +205,14 @@ class HistoryStore:
 
         return self._run(work, write=True)
 
-    def append_messages(self, conversation_id: int, messages: list[StoredMessage], *, title: str | None = None, system: str | None = None) -> None:
+    def append_messages(
+        self,
+        conversation_id: int,
+        messages: list[StoredMessage],
+        *,
+        title: str | None = None,
+        system: str | None = None,
+    ) -> None:
         """Add messages after the conversation's last one, in one transaction."""
 
         def work(connection: sqlite3.Connection) -> None:
@@ -212,8 +235,17 @@ class HistoryStore:
             connection.execute(
                 "UPDATE messages SET content = ?, interrupted = ?, finish_reason = ?, usage = ?, timings = ?, created = ?,"
                 " reasoning = ? WHERE conversation_id = ? AND idx = (SELECT MAX(idx) FROM messages WHERE conversation_id = ? AND role = 'assistant')",
-                (message.content, int(message.interrupted), message.finish_reason, _json(message.usage), _json(message.timings), now,
-                 message.reasoning, conversation_id, conversation_id),
+                (
+                    message.content,
+                    int(message.interrupted),
+                    message.finish_reason,
+                    _json(message.usage),
+                    _json(message.timings),
+                    now,
+                    message.reasoning,
+                    conversation_id,
+                    conversation_id,
+                ),
             )
             self._touch(connection, conversation_id, now, None, system)
 
@@ -231,16 +263,33 @@ class HistoryStore:
     def get(self, conversation_id: int) -> Conversation:
         def work(connection: sqlite3.Connection) -> Conversation:
             row = self._require(connection, conversation_id)
-            messages = connection.execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY idx", (conversation_id,)).fetchall()
+            messages = connection.execute(
+                "SELECT * FROM messages WHERE conversation_id = ? ORDER BY idx", (conversation_id,)
+            ).fetchall()
             return Conversation(
-                id=row["id"], created=row["created"], updated=row["updated"], title=row["title"], model=row["model"],
-                template=row["template"], kind=row["kind"], params=_unjson(row["params"]) or {},
-                variables=_unjson(row["variables"]) or {}, system=row["system"],
+                id=row["id"],
+                created=row["created"],
+                updated=row["updated"],
+                title=row["title"],
+                model=row["model"],
+                template=row["template"],
+                kind=row["kind"],
+                params=_unjson(row["params"]) or {},
+                variables=_unjson(row["variables"]) or {},
+                system=row["system"],
                 messages=tuple(
-                    StoredMessage(index=m["idx"], role=m["role"], content=m["content"], prompt=m["prompt"],
-                                  interrupted=bool(m["interrupted"]), finish_reason=m["finish_reason"],
-                                  usage=_unjson(m["usage"]), timings=_unjson(m["timings"]), created=m["created"],
-                                  reasoning=m["reasoning"])
+                    StoredMessage(
+                        index=m["idx"],
+                        role=m["role"],
+                        content=m["content"],
+                        prompt=m["prompt"],
+                        interrupted=bool(m["interrupted"]),
+                        finish_reason=m["finish_reason"],
+                        usage=_unjson(m["usage"]),
+                        timings=_unjson(m["timings"]),
+                        created=m["created"],
+                        reasoning=m["reasoning"],
+                    )
                     for m in messages
                 ),
             )
@@ -267,15 +316,27 @@ class HistoryStore:
 
         def work(connection: sqlite3.Connection) -> list[ConversationSummary]:
             return [
-                ConversationSummary(id=r["id"], created=r["created"], updated=r["updated"], title=r["title"], model=r["model"],
-                                    template=r["template"], kind=r["kind"], message_count=r["message_count"])
+                ConversationSummary(
+                    id=r["id"],
+                    created=r["created"],
+                    updated=r["updated"],
+                    title=r["title"],
+                    model=r["model"],
+                    template=r["template"],
+                    kind=r["kind"],
+                    message_count=r["message_count"],
+                )
                 for r in connection.execute(query, arguments)
             ]
 
         return self._run(work)
 
     def last_id(self, kind: str | None = "chat") -> int | None:
-        query = "SELECT id FROM conversations" + (" WHERE kind = ?" if kind else "") + " ORDER BY updated DESC, id DESC LIMIT 1"
+        query = (
+            "SELECT id FROM conversations"
+            + (" WHERE kind = ?" if kind else "")
+            + " ORDER BY updated DESC, id DESC LIMIT 1"
+        )
         row = self._run(lambda connection: connection.execute(query, (kind,) if kind else ()).fetchone())
         return None if row is None else int(row[0])
 
@@ -287,19 +348,36 @@ class HistoryStore:
             raise HistoryError(f"no conversation {conversation_id} in the history (see `chatllm logs list`)")
         return row
 
-    def _insert(self, connection: sqlite3.Connection, conversation_id: int, messages: list[StoredMessage], now: str) -> None:
+    def _insert(
+        self, connection: sqlite3.Connection, conversation_id: int, messages: list[StoredMessage], now: str
+    ) -> None:
         # MAX(idx) inside the write transaction: two processes continuing the
         # same conversation both append, neither overwrites.
-        start = connection.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM messages WHERE conversation_id = ?", (conversation_id,)).fetchone()[0]
+        start = connection.execute(
+            "SELECT COALESCE(MAX(idx) + 1, 0) FROM messages WHERE conversation_id = ?", (conversation_id,)
+        ).fetchone()[0]
         for offset, message in enumerate(messages):
             connection.execute(
                 "INSERT INTO messages (conversation_id, idx, role, content, prompt, interrupted, finish_reason, usage, timings,"
                 " created, reasoning) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (conversation_id, start + offset, message.role, message.content, message.prompt, int(message.interrupted),
-                 message.finish_reason, _json(message.usage), _json(message.timings), now, message.reasoning),
+                (
+                    conversation_id,
+                    start + offset,
+                    message.role,
+                    message.content,
+                    message.prompt,
+                    int(message.interrupted),
+                    message.finish_reason,
+                    _json(message.usage),
+                    _json(message.timings),
+                    now,
+                    message.reasoning,
+                ),
             )
 
-    def _touch(self, connection: sqlite3.Connection, conversation_id: int, now: str, title: str | None, system: str | None) -> None:
+    def _touch(
+        self, connection: sqlite3.Connection, conversation_id: int, now: str, title: str | None, system: str | None
+    ) -> None:
         connection.execute(
             "UPDATE conversations SET updated = ?, title = CASE WHEN title = '' AND ? IS NOT NULL THEN ? ELSE title END,"
             " system = COALESCE(?, system) WHERE id = ?",
@@ -335,7 +413,7 @@ def title_of(text: str, limit: int = 60) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def _json(value: Any) -> str | None:

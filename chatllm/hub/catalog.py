@@ -71,7 +71,11 @@ def alias_names() -> list[str]:
 def alias_for(repo: str, quant: str | None) -> str | None:
     """The alias that downloads exactly `repo` at `quant`, if any (for `models list`)."""
     for entry in catalog_entries().values():
-        if entry.repo.lower() == repo.lower() and not entry.file and (entry.quant or "").upper() == (quant or "").upper():
+        if (
+            entry.repo.lower() == repo.lower()
+            and not entry.file
+            and (entry.quant or "").upper() == (quant or "").upper()
+        ):
             return entry.alias
     return None
 

@@ -145,7 +145,9 @@ def _download_blob(remote: RemoteFile, blob: Path, headers: dict[str, str], prog
         progress.finish()
     if remote.size is not None and offset != remote.size:
         partial.unlink(missing_ok=True)
-        raise DownloadError(f"{remote.path} from {remote.repo} has {offset} bytes, the Hub said {remote.size}; run the pull again")
+        raise DownloadError(
+            f"{remote.path} from {remote.repo} has {offset} bytes, the Hub said {remote.size}; run the pull again"
+        )
     actual = digest.hexdigest()
     if actual != remote.sha256:
         partial.unlink(missing_ok=True)
@@ -158,7 +160,7 @@ def _download_blob(remote: RemoteFile, blob: Path, headers: dict[str, str], prog
     mark_verified(blob)
 
 
-def _resume_offset(partial: Path, remote: RemoteFile, digest: "hashlib._Hash") -> int:
+def _resume_offset(partial: Path, remote: RemoteFile, digest: hashlib._Hash) -> int:
     """Bytes already downloaded, fed into `digest`; a partial longer than the
     file is discarded."""
     try:
@@ -178,10 +180,10 @@ def _transfer(
     remote: RemoteFile,
     handle: BinaryIO,
     offset: int,
-    digest: "hashlib._Hash",
+    digest: hashlib._Hash,
     headers: dict[str, str],
     progress: TransferProgress,
-) -> tuple[int, "hashlib._Hash"]:
+) -> tuple[int, hashlib._Hash]:
     """GET the rest of the file into `handle`, retrying with Range after
     network errors. Returns the final size and the digest of the whole file."""
     import httpx2
@@ -192,7 +194,9 @@ def _transfer(
     while remote.size is None or offset < remote.size:
         ranged = dict(headers, Range=f"bytes={offset}-") if offset else headers
         try:
-            with get_session().stream("GET", remote.url, headers=ranged, timeout=timeout, follow_redirects=True) as response:
+            with get_session().stream(
+                "GET", remote.url, headers=ranged, timeout=timeout, follow_redirects=True
+            ) as response:
                 if response.status_code == 416 and remote.size is not None and offset == remote.size:
                     break
                 if response.status_code in _RETRY_STATUS:

@@ -24,11 +24,45 @@ DEFAULT_QUANT = "Q4_K_M"
 # When the default quantization is missing, the closest one in quality and size
 # wins: 4-bit first, then 5/6/8-bit, then smaller ones, full precision last.
 QUANT_PREFERENCE = (
-    "Q4_K_M", "Q4_K_S", "IQ4_XS", "Q4_0", "IQ4_NL", "Q4_1", "Q4_K_L", "Q4_K_XL",
-    "Q5_K_M", "Q5_K_S", "Q5_0", "Q5_1", "Q5_K_L", "Q5_K_XL", "Q6_K", "Q6_K_L", "Q6_K_XL",
-    "Q8_0", "Q8_K_XL", "Q3_K_L", "Q3_K_M", "Q3_K_XL", "IQ3_M", "Q3_K_S", "IQ3_XS", "IQ3_XXS",
-    "Q2_K_L", "Q2_K", "Q2_K_XL", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S",
-    "MXFP4", "BF16", "F16", "F32",
+    "Q4_K_M",
+    "Q4_K_S",
+    "IQ4_XS",
+    "Q4_0",
+    "IQ4_NL",
+    "Q4_1",
+    "Q4_K_L",
+    "Q4_K_XL",
+    "Q5_K_M",
+    "Q5_K_S",
+    "Q5_0",
+    "Q5_1",
+    "Q5_K_L",
+    "Q5_K_XL",
+    "Q6_K",
+    "Q6_K_L",
+    "Q6_K_XL",
+    "Q8_0",
+    "Q8_K_XL",
+    "Q3_K_L",
+    "Q3_K_M",
+    "Q3_K_XL",
+    "IQ3_M",
+    "Q3_K_S",
+    "IQ3_XS",
+    "IQ3_XXS",
+    "Q2_K_L",
+    "Q2_K",
+    "Q2_K_XL",
+    "IQ2_M",
+    "IQ2_S",
+    "IQ2_XS",
+    "IQ2_XXS",
+    "IQ1_M",
+    "IQ1_S",
+    "MXFP4",
+    "BF16",
+    "F16",
+    "F32",
 )
 
 # Quantization names as they appear in file names: Q4_K_M, q4_k_m, IQ4_XS, UD-Q4_K_XL, BF16.
@@ -91,7 +125,7 @@ def parse_hub_reference(text: str) -> HubReference:
     body = text.strip()
     for prefix in _HUB_PREFIXES:
         if body.lower().startswith(prefix):
-            body = body[len(prefix):]
+            body = body[len(prefix) :]
             break
     body, colon, suffix = body.partition(":")
     parts = body.strip("/").split("/")
@@ -169,10 +203,14 @@ def choose_variant(variants: list[ModelVariant], reference: HubReference) -> Mod
     """The variant `reference` asks for. Raises ModelError naming what exists
     when the repo has no GGUF model, or not the asked quantization or file."""
     if not variants:
-        raise ModelError(f"{reference.repo} has no GGUF model files; chatllm runs GGUF models only (look for a '-GGUF' repo)")
+        raise ModelError(
+            f"{reference.repo} has no GGUF model files; chatllm runs GGUF models only (look for a '-GGUF' repo)"
+        )
     if reference.filename:
         for variant in variants:
-            if reference.filename in (f.path for f in variant.files) or variant.first.path.endswith("/" + reference.filename):
+            if reference.filename in (f.path for f in variant.files) or variant.first.path.endswith(
+                "/" + reference.filename
+            ):
                 return variant
         names = ", ".join(v.first.path for v in variants)
         raise ModelError(f"{reference.repo} has no file '{reference.filename}'; its GGUF files are: {names}")

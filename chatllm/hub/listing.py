@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chatllm.errors import ModelError
-from chatllm.hub.gguf_info import GGUFInfo, format_parameter_count, read_gguf_info
 from chatllm.hub.cache import CachedModel
 from chatllm.hub.download import format_bytes
+from chatllm.hub.gguf_info import GGUFInfo, format_parameter_count, read_gguf_info
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,13 @@ class LocalModel:
     def as_json(self) -> dict:
         info = self.info
         return {
-            "reference": self.reference, "alias": self.alias, "repo": self.repo, "file": self.file,
-            "path": str(self.path), "quantization": self.quant, "size_bytes": self.size,
+            "reference": self.reference,
+            "alias": self.alias,
+            "repo": self.repo,
+            "file": self.file,
+            "path": str(self.path),
+            "quantization": self.quant,
+            "size_bytes": self.size,
             "context_length": info.context_length if info else None,
             "parameters": info.parameter_count if info else None,
             "architecture": info.architecture if info else None,
@@ -58,15 +63,31 @@ def local_models() -> list[LocalModel]:
     embedded = embedded_model_path()
     if embedded is not None:
         info = _info_or_none(embedded)
-        rows.append(LocalModel(EMBEDDED_NAME, None, None, embedded.name, embedded, info.file_type if info else None, embedded.stat().st_size, info))
+        rows.append(
+            LocalModel(
+                EMBEDDED_NAME,
+                None,
+                None,
+                embedded.name,
+                embedded,
+                info.file_type if info else None,
+                embedded.stat().st_size,
+                info,
+            )
+        )
     for model in cached_models():
         alias = catalog.alias_for(model.repo, model.variant.quant)
         info = _info_or_none(model.path)
         rows.append(
             LocalModel(
-                reference=alias or model.reference, alias=alias, repo=model.repo, file=model.variant.first.path,
-                path=model.path, quant=model.variant.quant or (info.file_type if info else None),
-                size=model.size_on_disk(), info=info,
+                reference=alias or model.reference,
+                alias=alias,
+                repo=model.repo,
+                file=model.variant.first.path,
+                path=model.path,
+                quant=model.variant.quant or (info.file_type if info else None),
+                size=model.size_on_disk(),
+                info=info,
             )
         )
     return rows
@@ -101,10 +122,19 @@ class ModelDetails:
     def as_json(self) -> dict:
         info = self.info
         return {
-            "reference": self.reference, "repo": self.repo, "path": str(info.path), "name": info.name,
-            "architecture": info.architecture, "parameters": info.parameter_count, "quantization": info.file_type,
-            "context_length": info.context_length, "layers": info.block_count, "size_bytes": self.size,
-            "split_count": info.split_count, "license": info.license, "chat_template": info.chat_template,
+            "reference": self.reference,
+            "repo": self.repo,
+            "path": str(info.path),
+            "name": info.name,
+            "architecture": info.architecture,
+            "parameters": info.parameter_count,
+            "quantization": info.file_type,
+            "context_length": info.context_length,
+            "layers": info.block_count,
+            "size_bytes": self.size,
+            "split_count": info.split_count,
+            "license": info.license,
+            "chat_template": info.chat_template,
         }
 
 
@@ -200,11 +230,23 @@ class CatalogRow:
 
     def table_cells(self) -> tuple[str, ...]:
         size = f"{self.size_gb:.1f} GB" if self.size_gb is not None else "?"
-        return (self.alias, size, "yes" if self.pulled else "no", f"{self.repo}:{self.quant}" if self.quant else self.repo, self.description)
+        return (
+            self.alias,
+            size,
+            "yes" if self.pulled else "no",
+            f"{self.repo}:{self.quant}" if self.quant else self.repo,
+            self.description,
+        )
 
     def as_json(self) -> dict:
-        return {"alias": self.alias, "repo": self.repo, "quantization": self.quant, "size_gb": self.size_gb,
-                "description": self.description, "pulled": self.pulled}
+        return {
+            "alias": self.alias,
+            "repo": self.repo,
+            "quantization": self.quant,
+            "size_gb": self.size_gb,
+            "description": self.description,
+            "pulled": self.pulled,
+        }
 
 
 def catalog_rows() -> list[CatalogRow]:

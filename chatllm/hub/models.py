@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import TYPE_CHECKING
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chatllm.errors import ModelError
 from chatllm.hub.references import ResolvedModel
@@ -66,8 +66,13 @@ def no_model_message() -> str:
     )
 
 
-def resolve_model(reference: str | None, *, default: str | None = None, allow_download: bool = False,
-                  interaction: Interaction | None = None) -> ResolvedModel:
+def resolve_model(
+    reference: str | None,
+    *,
+    default: str | None = None,
+    allow_download: bool = False,
+    interaction: Interaction | None = None,
+) -> ResolvedModel:
     """Turn a `-m` value (or the configured default, or the embedded model) into a
     ResolvedModel. Downloads when `allow_download` is true, or when
     `interaction` asks and the user says yes (hub.resolve.Interaction)."""
@@ -84,7 +89,11 @@ def resolve_model(reference: str | None, *, default: str | None = None, allow_do
         return ResolvedModel(reference=reference, name=path.name, path=path)
     if reference.startswith("openai:"):
         return _resolve_remote(reference)
-    looks_like_path = reference.endswith(".gguf") and ("/" not in reference or Path(reference).exists()) or reference.startswith(("/", "./", "../", "~"))
+    looks_like_path = (
+        reference.endswith(".gguf")
+        and ("/" not in reference or Path(reference).exists())
+        or reference.startswith(("/", "./", "../", "~"))
+    )
     if looks_like_path or Path(reference).expanduser().exists():
         path = Path(reference).expanduser()
         check_gguf_file(path)
@@ -98,7 +107,7 @@ def _resolve_remote(reference: str) -> ResolvedModel:
     body = reference.removeprefix("openai:")
     model, at, url = body.partition("@")
     if not at or not url.startswith(("http://", "https://")):
-        raise ModelError(
-            f"'{reference}' is not a remote model reference; use openai:MODEL@http://host:port/v1"
-        )
-    return ResolvedModel(reference=reference, name=model or "default", remote_url=url.rstrip("/"), remote_model=model or None)
+        raise ModelError(f"'{reference}' is not a remote model reference; use openai:MODEL@http://host:port/v1")
+    return ResolvedModel(
+        reference=reference, name=model or "default", remote_url=url.rstrip("/"), remote_model=model or None
+    )

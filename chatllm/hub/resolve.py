@@ -11,8 +11,9 @@ chatllm.hub.download; this module talks to the Hub API and decides.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from chatllm.errors import ChatLLMError, DownloadError, ModelError
 from chatllm.hub.cache import (
@@ -25,7 +26,15 @@ from chatllm.hub.cache import (
     mark_verified,
 )
 from chatllm.hub.cache import cached_model_references as _cached_references
-from chatllm.hub.files import HubReference, ModelVariant, RepoFile, choose_variant, group_variants, normalize_quant, parse_hub_reference
+from chatllm.hub.files import (
+    HubReference,
+    ModelVariant,
+    RepoFile,
+    choose_variant,
+    group_variants,
+    normalize_quant,
+    parse_hub_reference,
+)
 
 if TYPE_CHECKING:
     from chatllm.hub.download import RemoteFile, TransferProgress
@@ -50,7 +59,7 @@ class PullPlan:
 
     target: ModelTarget
     variant: ModelVariant
-    files: tuple["RemoteFile", ...]
+    files: tuple[RemoteFile, ...]
 
     @property
     def size(self) -> int | None:
@@ -104,11 +113,11 @@ class Interaction:
 
     # Asks a yes/no question, or None where nobody can answer (a pipe, a script).
     confirm: Callable[[str], bool] | None = None
-    progress: "TransferProgress | None" = None
+    progress: TransferProgress | None = None
     notify: Callable[[str], None] = lambda message: None
 
 
-def resolve_hub_model(reference: str, *, allow_download: bool, interaction: Interaction | None = None) -> "ResolvedModel":
+def resolve_hub_model(reference: str, *, allow_download: bool, interaction: Interaction | None = None) -> ResolvedModel:
     """The local, verified GGUF for `reference` (first shard of a split model).
     Cached models need no network. A missing model is downloaded when
     `allow_download`; otherwise `interaction.confirm` is asked, and without it a
@@ -140,8 +149,13 @@ def resolve_hub_model(reference: str, *, allow_download: bool, interaction: Inte
     return ResolvedModel(reference=reference, name=model.path.name, path=model.path)
 
 
-def pull_model(reference: str, *, quant: str | None = None, progress: "TransferProgress | None" = None,
-               notify: Callable[[str], None] = lambda message: None) -> PullResult:
+def pull_model(
+    reference: str,
+    *,
+    quant: str | None = None,
+    progress: TransferProgress | None = None,
+    notify: Callable[[str], None] = lambda message: None,
+) -> PullResult:
     """Download (or update, or just verify) the model `reference` selects.
     Offline, a cached model is returned as is; a missing one is a ModelError."""
     target = parse_model_reference(reference, quant=quant)
@@ -159,10 +173,12 @@ def plan_pull(target: ModelTarget) -> PullPlan:
     variant, and read each shard's sha256 (ETag) and size."""
     commit, files = list_repo_files(target.hub.repo)
     variant = choose_variant(group_variants(files), target.hub)
-    return PullPlan(target=target, variant=variant, files=tuple(_remote_file(target.hub.repo, commit, f) for f in variant.files))
+    return PullPlan(
+        target=target, variant=variant, files=tuple(_remote_file(target.hub.repo, commit, f) for f in variant.files)
+    )
 
 
-def run_pull(plan: PullPlan, progress: "TransferProgress | None" = None) -> PullResult:
+def run_pull(plan: PullPlan, progress: TransferProgress | None = None) -> PullResult:
     """Fetch every shard of the plan (each resumable, locked, verified);
     `progress` hears of each file's bytes (None: nobody watches)."""
     from chatllm.hub.download import SilentProgress, fetch_file
@@ -199,7 +215,9 @@ def list_repo_files(repo: str) -> tuple[str, list[RepoFile]]:
     return info.sha or "main", files
 
 
-def verify_cached_model(model: CachedModel, reference: str, notify: Callable[[str], None] = lambda message: None) -> None:
+def verify_cached_model(
+    model: CachedModel, reference: str, notify: Callable[[str], None] = lambda message: None
+) -> None:
     """Hash shards not yet verified against the sha256 their blob is named
     after (saying so through `notify`: it takes a while); delete a mismatching
     one and raise DownloadError."""
@@ -238,14 +256,16 @@ def cached_model_references() -> list[str]:
     return _cached_references()
 
 
-def _remote_file(repo: str, commit: str, listed: RepoFile) -> "RemoteFile":
+def _remote_file(repo: str, commit: str, listed: RepoFile) -> RemoteFile:
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
     from chatllm.hub.download import RemoteFile
 
     url = hf_hub_url(repo, listed.path, revision=commit, endpoint=hub_endpoint())
     try:
-        meta = get_hf_file_metadata(url, timeout=_timeout(), library_name="chatllm", library_version=_version(), endpoint=hub_endpoint())
+        meta = get_hf_file_metadata(
+            url, timeout=_timeout(), library_name="chatllm", library_version=_version(), endpoint=hub_endpoint()
+        )
     except Exception as error:
         raise _hub_error(error, repo, listed.path) from None
     sha256 = meta.etag if meta.etag and SHA256_PATTERN.match(meta.etag) else listed.sha256
@@ -254,8 +274,12 @@ def _remote_file(repo: str, commit: str, listed: RepoFile) -> "RemoteFile":
             f"the Hub gave no sha256 for {repo}/{listed.path} (it is not stored with Git LFS), so it cannot be verified"
         )
     return RemoteFile(
-        repo=repo, path=listed.path, commit=meta.commit_hash or commit, url=meta.location,
-        sha256=sha256, size=meta.size if meta.size is not None else listed.size,
+        repo=repo,
+        path=listed.path,
+        commit=meta.commit_hash or commit,
+        url=meta.location,
+        sha256=sha256,
+        size=meta.size if meta.size is not None else listed.size,
     )
 
 
@@ -264,8 +288,8 @@ def _hub_error(error: Exception, repo: str, path: str | None = None) -> Exceptio
     import httpx2
     from huggingface_hub.errors import (
         GatedRepoError,
-        HFValidationError,
         HfHubHTTPError,
+        HFValidationError,
         OfflineModeIsEnabled,
         RemoteEntryNotFoundError,
         RepositoryNotFoundError,
@@ -275,7 +299,9 @@ def _hub_error(error: Exception, repo: str, path: str | None = None) -> Exceptio
     if isinstance(error, HFValidationError):
         return ModelError(f"'{repo}' is not a valid Hub repo name (org/name: letters, digits, '-', '_', '.')")
     if isinstance(error, GatedRepoError):
-        return ModelError(f"{repo} is gated: accept its terms at {hub_endpoint()}/{repo} and set HF_TOKEN to a token with access")
+        return ModelError(
+            f"{repo} is gated: accept its terms at {hub_endpoint()}/{repo} and set HF_TOKEN to a token with access"
+        )
     if isinstance(error, RepositoryNotFoundError):
         return ModelError(f"repo '{repo}' not found on {hub_endpoint()} (if it is private, set HF_TOKEN)")
     if isinstance(error, (RemoteEntryNotFoundError, RevisionNotFoundError)):
@@ -306,4 +332,3 @@ def _version() -> str:
     from chatllm import __version__
 
     return __version__
-

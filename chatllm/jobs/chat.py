@@ -10,9 +10,9 @@ cache is reused and only the new tokens are evaluated.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from chatllm.engine.base import Engine, GenerationParams, GenerationStats, Message
 from chatllm.errors import EngineError, InputError
@@ -67,7 +67,7 @@ class ChatSession:
         persona: Persona,
         params: GenerationParams,
         on_notice: Callable[[str], None] | None = None,
-        on_turn: Callable[["ChatSession", Turn], None] | None = None,
+        on_turn: Callable[[ChatSession, Turn], None] | None = None,
         repetition: str = "loops",
         fit: ModelFit | None = None,
     ) -> None:

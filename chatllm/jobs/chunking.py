@@ -6,7 +6,7 @@ of the input apart from whitespace at the cut points."""
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 TokenCounter = Callable[[str], int]
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Iterator, Sequence
 
 from chatllm.engine.base import GenerationParams, Message
 from chatllm.engine.grammar import json_schema_text
@@ -41,8 +41,12 @@ class Classification:
     probabilities: dict[str, float] | None = None  # by the model's scores, when it has them
 
     def as_json(self) -> dict:
-        return {"input": self.text, "label": self.labels[0] if len(self.labels) == 1 else None,
-                "labels": list(self.labels), "probabilities": self.probabilities}
+        return {
+            "input": self.text,
+            "label": self.labels[0] if len(self.labels) == 1 else None,
+            "labels": list(self.labels),
+            "probabilities": self.probabilities,
+        }
 
 
 def parse_labels(text: str | None = None, lines: Sequence[str] = ()) -> tuple[str, ...]:
@@ -51,7 +55,9 @@ def parse_labels(text: str | None = None, lines: Sequence[str] = ()) -> tuple[st
     raw = [p.strip() for p in text.split(",")] if text is not None else [line.strip() for line in lines]
     labels = tuple(label for label in raw if label)
     if not labels:
-        raise UsageError("no labels: give --labels a,b,c, a --labels-file with one label per line, or a template with labels")
+        raise UsageError(
+            "no labels: give --labels a,b,c, a --labels-file with one label per line, or a template with labels"
+        )
     seen: set[str] = set()
     for label in labels:
         if label.casefold() in seen:
@@ -80,10 +86,14 @@ class Classifier:
         template = MULTI_INSTRUCTION if self.multi else DEFAULT_INSTRUCTION
         self.instruction = self.instruction or template.format(labels=", ".join(self.labels))
         engine = self.meter.engine
-        needed = engine.count_prompt_tokens(self._messages("")) + sum(engine.count_tokens(label) + 2 for label in self.labels)
+        needed = engine.count_prompt_tokens(self._messages("")) + sum(
+            engine.count_tokens(label) + 2 for label in self.labels
+        )
         if needed >= engine.context_size:
-            raise UsageError(f"the labels and the instruction take about {needed} tokens, more than the "
-                             f"{engine.context_size}-token context; use fewer labels or a larger --ctx")
+            raise UsageError(
+                f"the labels and the instruction take about {needed} tokens, more than the "
+                f"{engine.context_size}-token context; use fewer labels or a larger --ctx"
+            )
 
     def _messages(self, text: str) -> list[Message]:
         return [Message("system", self.instruction), Message("user", text)]
@@ -117,8 +127,13 @@ class Classifier:
 
     def _by_schema(self, text: str) -> Classification:
         schema = labels_schema(self.labels, self.multi)
-        params = replace(self.params, json_schema=json_schema_text(schema), grammar=None, think=False,
-                         max_tokens=self.params.max_tokens or 16 + 8 * len(self.labels))
+        params = replace(
+            self.params,
+            json_schema=json_schema_text(schema),
+            grammar=None,
+            think=False,
+            max_tokens=self.params.max_tokens or 16 + 8 * len(self.labels),
+        )
         reply = self.meter.complete(self._messages(text), params, repetition="off").strip()
         try:
             answer = json.loads(reply)

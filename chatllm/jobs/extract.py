@@ -20,8 +20,7 @@ from chatllm.jobs.metering import Meter
 from chatllm.jobs.schemas import SchemaMismatch, validated
 
 DEFAULT_INSTRUCTION = (
-    "Extract the information from the user's text as JSON with these fields:\n{fields}\n"
-    "Use only what the text says."
+    "Extract the information from the user's text as JSON with these fields:\n{fields}\nUse only what the text says."
 )
 
 
@@ -47,15 +46,23 @@ def structured_params(params: GenerationParams, schema: dict[str, Any], room: in
     every backend, and a label or a field needs no deliberation), and bounded by
     --max-tokens or else by the `room` left in the context: the grammar bounds
     strings and lists (engine/grammar.py), so a reply ends well before."""
-    return replace(params, json_schema=json_schema_text(schema), grammar=None, think=False,
-                   max_tokens=params.max_tokens or max(room, 16))
+    return replace(
+        params,
+        json_schema=json_schema_text(schema),
+        grammar=None,
+        think=False,
+        max_tokens=params.max_tokens or max(room, 16),
+    )
 
 
-def extract(meter: Meter, schema: dict[str, Any], text: str, params: GenerationParams,
-            system: str | None = None) -> Any:
+def extract(
+    meter: Meter, schema: dict[str, Any], text: str, params: GenerationParams, system: str | None = None
+) -> Any:
     """The document extracted from `text`, valid against `schema`."""
-    messages = [Message("system", system or DEFAULT_INSTRUCTION.format(fields=describe_fields(schema))),
-                Message("user", text)]
+    messages = [
+        Message("system", system or DEFAULT_INSTRUCTION.format(fields=describe_fields(schema))),
+        Message("user", text),
+    ]
     return complete_json(meter, messages, schema, params)
 
 
@@ -65,8 +72,10 @@ def complete_json(meter: Meter, messages: list[Message], schema: dict[str, Any],
     constrained = structured_params(params, schema, engine.context_size - engine.count_prompt_tokens(messages) - 8)
     reply = meter.complete(messages, constrained, repetition="off")  # the schema bounds its form
     if meter.engine.last_stats.finish_reason == "length":
-        raise EngineError(f"the reply reached its limit of {constrained.max_tokens} tokens before its JSON was "
-                          "complete; raise --max-tokens")
+        raise EngineError(
+            f"the reply reached its limit of {constrained.max_tokens} tokens before its JSON was "
+            "complete; raise --max-tokens"
+        )
     return check_reply(reply, schema, meter)
 
 

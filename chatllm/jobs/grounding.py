@@ -18,7 +18,7 @@ marker ("3.") is not a number the item states.
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 # A number stands on its own or follows a symbol ("£23.4"); digits inside a word
 # ("B2B", "mp3") are not a number the sentence states.

@@ -9,9 +9,9 @@ word segmenter.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from chatllm.inputs import read_file
 from chatllm.jobs.chunking import split_to_budget
@@ -68,7 +68,7 @@ class KnowledgeBase:
         self._index = None
 
     @classmethod
-    def from_files(cls, paths: Sequence[Path], count_tokens: Callable[[str], int]) -> "KnowledgeBase":
+    def from_files(cls, paths: Sequence[Path], count_tokens: Callable[[str], int]) -> KnowledgeBase:
         passages: list[Passage] = []
         for path in paths:
             passages.extend(split_passages(read_file(path), path.name, count_tokens))
@@ -77,7 +77,9 @@ class KnowledgeBase:
     def full_text(self) -> str:
         return "\n\n".join(p.render() for p in self.passages)
 
-    def search(self, query: str, budget_tokens: int, count_tokens: Callable[[str], int], limit: int = 8) -> list[Passage]:
+    def search(
+        self, query: str, budget_tokens: int, count_tokens: Callable[[str], int], limit: int = 8
+    ) -> list[Passage]:
         """The passages most relevant to `query`, best first, that together fit
         in `budget_tokens`. Empty when nothing matches."""
         terms = search_terms(query)
@@ -107,5 +109,7 @@ class KnowledgeBase:
             import bm25s
 
             self._index = bm25s.BM25()
-            self._index.index([search_terms(p.heading + " " + p.text) or ["_"] for p in self.passages], show_progress=False)
+            self._index.index(
+                [search_terms(p.heading + " " + p.text) or ["_"] for p in self.passages], show_progress=False
+            )
         return self._index

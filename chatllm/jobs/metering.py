@@ -5,7 +5,7 @@ every call through the repetition guard (repetition.py)."""
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from chatllm.engine.base import Engine, FinishReason, GenerationParams, GenerationStats, Message, Timings, Usage
 from chatllm.engine.reasoning import Reasoning
@@ -18,8 +18,9 @@ _NOTABLE: tuple[FinishReason, ...] = ("stop", "length", "repetition", "interrupt
 
 
 class Meter:
-    def __init__(self, engine: Engine, repetition: str = "strict",
-                 on_reasoning: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, engine: Engine, repetition: str = "strict", on_reasoning: Callable[[str], None] | None = None
+    ) -> None:
         """`repetition` is the guard's mode for every call: "strict", "loops" or
         "off" (see RepetitionGuard). A reasoning model's thinking never joins the
         reply: it is kept in `reasoning` (per call: `last_reasoning`) and passed
@@ -46,9 +47,18 @@ class Meter:
         self._decode_seconds = 0.0
         self._decode_tokens = 0
 
-    def stream(self, messages: Sequence[Message], params: GenerationParams, *, visible: bool = True,
-               source: str = "", facts: str | None = None, fallback: str = "",
-               repetition: str | None = None, guard: RepetitionGuard | None = None) -> Iterator[str]:
+    def stream(
+        self,
+        messages: Sequence[Message],
+        params: GenerationParams,
+        *,
+        visible: bool = True,
+        source: str = "",
+        facts: str | None = None,
+        fallback: str = "",
+        repetition: str | None = None,
+        guard: RepetitionGuard | None = None,
+    ) -> Iterator[str]:
         """The engine's stream, guarded and recorded. `visible=False` marks
         intermediate calls (map steps) whose output the user does not see, for
         time to first token. `source` is the text the reply renders (e.g. the
@@ -116,8 +126,14 @@ class Meter:
         finally:
             pieces.close()
 
-    def complete(self, messages: Sequence[Message], params: GenerationParams, source: str = "",
-                 facts: str | None = None, repetition: str | None = None) -> str:
+    def complete(
+        self,
+        messages: Sequence[Message],
+        params: GenerationParams,
+        source: str = "",
+        facts: str | None = None,
+        repetition: str | None = None,
+    ) -> str:
         return "".join(self.stream(messages, params, visible=False, source=source, facts=facts, repetition=repetition))
 
     def score(self, messages: Sequence[Message], continuations: Sequence[str]) -> list[float]:
@@ -161,7 +177,9 @@ class Meter:
             notes.append("The model never finished thinking; its thinking is shown as the reply.")
         if self.ungrounded_sentences:
             count = self.ungrounded_sentences
-            notes.append(f"Left out {count} sentence{'s' if count > 1 else ''} stating numbers that are not in the source.")
+            notes.append(
+                f"Left out {count} sentence{'s' if count > 1 else ''} stating numbers that are not in the source."
+            )
         return " ".join(notes) or None
 
     def stats(self) -> GenerationStats:
@@ -173,7 +191,9 @@ class Meter:
         timings = Timings(
             load_s=round(self.engine.load_s, 3),
             ttft_s=round((self.first_piece_at or now) - begun, 3),
-            prefill_tokens_per_s=round(self._prefill_tokens / self._prefill_seconds, 1) if self._prefill_seconds else 0.0,
+            prefill_tokens_per_s=round(self._prefill_tokens / self._prefill_seconds, 1)
+            if self._prefill_seconds
+            else 0.0,
             decode_tokens_per_s=round(self._decode_tokens / self._decode_seconds, 1) if self._decode_seconds else 0.0,
             total_s=round(now - begun, 3),
         )

@@ -26,8 +26,10 @@ def is_tiny(path: Path | None) -> bool:
 
 
 def _advice(model_name: str, reason: str) -> str:
-    return (f"Note: {model_name} is a tiny English-first model and {reason}. For better results: "
-            f"`chatllm models pull {SUGGESTED_MODEL}`, then -m {SUGGESTED_MODEL} (`chatllm config set hints false` hides this note).")
+    return (
+        f"Note: {model_name} is a tiny English-first model and {reason}. For better results: "
+        f"`chatllm models pull {SUGGESTED_MODEL}`, then -m {SUGGESTED_MODEL} (`chatllm config set hints false` hides this note)."
+    )
 
 
 @dataclass

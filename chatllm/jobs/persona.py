@@ -15,12 +15,12 @@ context. `mode` ("whole", "search") overrides the choice.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from chatllm.engine.base import Engine
-from chatllm.errors import InputError, UsageError
+from chatllm.errors import InputError
 from chatllm.inputs import read_file
 from chatllm.jobs.chat import Persona, with_knowledge
 from chatllm.jobs.knowledge import KnowledgeBase
@@ -119,7 +119,10 @@ def build_persona(
 
     greeting = template.render_greeting(values) if template.greeting else ""
     return Persona(
-        name=template.name, system=system, greeting=greeting, render_user=render_user,
+        name=template.name,
+        system=system,
+        greeting=greeting,
+        render_user=render_user,
         knowledge=whole if fits_whole else "",
         facts=whole if base.passages else None,
         fallback=template.render_text(template.fallback, values) if template.fallback else "",

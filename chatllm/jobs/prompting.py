@@ -9,7 +9,9 @@ from chatllm.errors import EngineError
 from chatllm.templates import Template
 
 
-def task_messages(template: Template, values: dict[str, str], input_text: str, system: str | None = None) -> list[Message]:
+def task_messages(
+    template: Template, values: dict[str, str], input_text: str, system: str | None = None
+) -> list[Message]:
     """System (the template's, or `system` when the user gave -s) and one user turn."""
     messages = []
     system_text = system if system is not None else template.render_system(values)
@@ -39,7 +41,9 @@ def reply_reserve(params: GenerationParams, context_size: int) -> int:
     return max(128, min(1024, context_size // 4))
 
 
-def input_budget(engine: Engine, template: Template, values: dict[str, str], params: GenerationParams, system: str | None) -> int:
+def input_budget(
+    engine: Engine, template: Template, values: dict[str, str], params: GenerationParams, system: str | None
+) -> int:
     """Tokens of input that fit in one call beside the prompt and the reply."""
     overhead = engine.count_prompt_tokens(task_messages(template, values, "", system))
     budget = engine.context_size - overhead - reply_reserve(params, engine.context_size) - 8

@@ -38,7 +38,7 @@ from __future__ import annotations
 import re
 import sys
 from collections import deque
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 SPAN_UNITS = 8
 OPENING_UNITS = 5
@@ -427,7 +427,9 @@ def _suffix(window: deque[tuple[str, float, int]], weight: float) -> tuple[Key |
     return None, window[0][2] if window else 0
 
 
-def guarded(pieces: Iterator[str], guard: RepetitionGuard, on_trip: Callable[[str], None] | None = None) -> Iterator[str]:
+def guarded(
+    pieces: Iterator[str], guard: RepetitionGuard, on_trip: Callable[[str], None] | None = None
+) -> Iterator[str]:
     """`pieces` through `guard`. When it trips, `pieces` is closed (a local
     model stops generating, a server sees the connection close) and `on_trip`
     gets the rule's name. On Ctrl-C, what the guard holds back is passed on

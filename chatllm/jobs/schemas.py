@@ -25,10 +25,14 @@ from typing import Any
 from chatllm.errors import InputError, UsageError
 
 _TYPES = {
-    "str": {"type": "string"}, "string": {"type": "string"},
-    "int": {"type": "integer"}, "integer": {"type": "integer"},
-    "float": {"type": "number"}, "number": {"type": "number"},
-    "bool": {"type": "boolean"}, "boolean": {"type": "boolean"},
+    "str": {"type": "string"},
+    "string": {"type": "string"},
+    "int": {"type": "integer"},
+    "integer": {"type": "integer"},
+    "float": {"type": "number"},
+    "number": {"type": "number"},
+    "bool": {"type": "boolean"},
+    "boolean": {"type": "boolean"},
     "list": {"type": "array", "items": {"type": "string"}},
 }
 _FIELD = re.compile(r"^\s*([A-Za-z_\u00c0-\uffff][\w\u00c0-\uffff-]*)(?:\s+([A-Za-z]+))?\s*(?::\s*(.*))?$", re.S)
@@ -52,7 +56,9 @@ def parse_schema(value: str) -> dict[str, Any]:
         try:
             schema = json.loads(text)
         except json.JSONDecodeError as error:
-            raise UsageError(f"{where} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}") from None
+            raise UsageError(
+                f"{where} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}"
+            ) from None
     elif where != "the schema":
         raise UsageError(f"{where} is not JSON: a schema file holds a JSON Schema")
     else:
@@ -67,7 +73,9 @@ def short_schema(text: str) -> dict[str, Any]:
     for part in (p for p in re.split(r"[,\n]", text) if p.strip()):
         match = _FIELD.match(part)
         if match is None:
-            raise UsageError(f"'{part.strip()}' is not a field; write 'name', 'name type' or 'name: description' (types: str, int, float, bool, list)")
+            raise UsageError(
+                f"'{part.strip()}' is not a field; write 'name', 'name type' or 'name: description' (types: str, int, float, bool, list)"
+            )
         name, kind, description = match.group(1), (match.group(2) or "str").lower(), match.group(3)
         if kind not in _TYPES:
             raise UsageError(f"unknown type '{kind}' for field '{name}'; use one of: str, int, float, bool, list")

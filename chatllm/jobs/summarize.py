@@ -11,8 +11,8 @@ what it summarizes (`summary_bound`), unless the user gave --max-tokens.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import Callable, Iterator
 
 from chatllm.engine.base import GenerationParams
 from chatllm.errors import EngineError
@@ -75,13 +75,17 @@ def summarize(
             if on_progress:
                 on_progress(index, len(parts))
             part_params, part_values = bounded(engine.count_tokens(part))
-            summaries.append(meter.complete(task_messages(template, part_values, part, system), part_params, facts=facts).strip())
+            summaries.append(
+                meter.complete(task_messages(template, part_values, part, system), part_params, facts=facts).strip()
+            )
         if on_progress:
             on_progress(len(parts), len(parts))
         combined = "\n\n".join(s for s in summaries if s)
         combined_size = engine.count_tokens(combined)
         if combined_size >= size:
             # The model is not shrinking the text: stop rather than loop forever.
-            raise EngineError("the partial summaries are no shorter than the text; try --length short or a larger --ctx")
+            raise EngineError(
+                "the partial summaries are no shorter than the text; try --length short or a larger --ctx"
+            )
         text, size = combined, combined_size
     yield from meter.stream(task_messages(template, final_values, text, system), final_params, facts=facts)

@@ -10,15 +10,15 @@ of its own tokens (`translation_bound`).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Iterator
 
 from chatllm.engine.base import GenerationParams
 from chatllm.errors import EngineError
 from chatllm.jobs.chunking import split_paragraphs, split_to_budget
 from chatllm.jobs.metering import Meter
-from chatllm.jobs.repetition import RepetitionGuard, repeats_in
 from chatllm.jobs.prompting import input_budget, task_messages
+from chatllm.jobs.repetition import RepetitionGuard, repeats_in
 from chatllm.templates import Template
 
 FENCE = re.compile(r"^(```|~~~)")
@@ -89,7 +89,9 @@ def translate(
         growth = translation_bound(1000, target) / 1000
         budget = int((engine.context_size - overhead) / (1 + growth))
         if budget < 32:
-            raise EngineError(f"the context ({engine.context_size} tokens) is too small to translate with; use a larger --ctx")
+            raise EngineError(
+                f"the context ({engine.context_size} tokens) is too small to translate with; use a larger --ctx"
+            )
     # One guard for the whole translation: a loop from paragraph to paragraph is
     # a loop too. A translation may repeat what its source repeats.
     guard = RepetitionGuard(mode=meter.repetition, allowed=repeats_in(text)) if meter.repetition != "off" else None

@@ -19,8 +19,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 from chatllm.engine.reasoning import Reasoning
 from chatllm.errors import ChatLLMError
@@ -38,7 +39,7 @@ class ServeError(ChatLLMError):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive for plain replies; streams close the connection
     server_version = "chatllm"
-    server: "ChatHTTPServer"
+    server: ChatHTTPServer
 
     def _authorized(self, path: str) -> bool:
         """Every endpoint but /health needs `Authorization: Bearer KEY` when the
@@ -51,8 +52,14 @@ class _Handler(BaseHTTPRequestHandler):
         scheme, _, token = given.partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode()):
             return True
-        self._send_error(RequestError(401, "a valid API key is needed: send 'Authorization: Bearer KEY'",
-                                      kind="authentication_error", code="invalid_api_key"))
+        self._send_error(
+            RequestError(
+                401,
+                "a valid API key is needed: send 'Authorization: Bearer KEY'",
+                kind="authentication_error",
+                code="invalid_api_key",
+            )
+        )
         return False
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
@@ -65,7 +72,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif path.startswith("/v1/models/"):
             entry = service.model_entry(path.removeprefix("/v1/models/"))
             if entry is None:
-                self._send_error(RequestError(404, f"model '{path.removeprefix('/v1/models/')}' does not exist", code="model_not_found"))
+                self._send_error(
+                    RequestError(
+                        404, f"model '{path.removeprefix('/v1/models/')}' does not exist", code="model_not_found"
+                    )
+                )
             else:
                 self._send_json(200, entry)
         elif path == "/health":
@@ -119,9 +130,13 @@ class _Handler(BaseHTTPRequestHandler):
                     text = "".join(p for p in parts if not isinstance(p, Reasoning))
                     thinking = "".join(p for p in parts if isinstance(p, Reasoning))
                     if service.stopping.is_set():
-                        raise RequestError(503, "the server is shutting down; this reply was cut short", kind="server_error")
-                    self._send_json(200, completion_json(reply_id, created, request.model, text, service.engine.last_stats,
-                                                         thinking))
+                        raise RequestError(
+                            503, "the server is shutting down; this reply was cut short", kind="server_error"
+                        )
+                    self._send_json(
+                        200,
+                        completion_json(reply_id, created, request.model, text, service.engine.last_stats, thinking),
+                    )
                     return
                 self._stream(pieces, request, reply_id, created)
             finally:
@@ -139,7 +154,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         def send(event: dict[str, Any] | str) -> None:
             data = event if isinstance(event, str) else json.dumps(event, ensure_ascii=False)
-            self.wfile.write(f"data: {data}\n\n".encode("utf-8"))
+            self.wfile.write(f"data: {data}\n\n".encode())
             self.wfile.flush()
 
         send({**chunk_json(reply_id, created, request.model, {"role": "assistant", "content": ""}), **extra})
@@ -155,8 +170,17 @@ class _Handler(BaseHTTPRequestHandler):
         stats = service.engine.last_stats
         send({**chunk_json(reply_id, created, request.model, {}, finish_reason(stats)), **extra})
         if request.include_usage:
-            send({"id": reply_id, "object": "chat.completion.chunk", "created": created, "model": request.model,
-                  "choices": [], "usage": usage_json(stats), "timings": timings_json(stats)})
+            send(
+                {
+                    "id": reply_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": request.model,
+                    "choices": [],
+                    "usage": usage_json(stats),
+                    "timings": timings_json(stats),
+                }
+            )
         send("[DONE]")
 
     def _send_json(self, status: int, payload: dict[str, Any]) -> None:

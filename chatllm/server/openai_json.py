@@ -38,21 +38,38 @@ def finish_reason(stats: GenerationStats) -> str:
     return stats.finish_reason if stats.finish_reason in ("length", "repetition") else "stop"
 
 
-def completion_json(reply_id: str, created: int, model: str, text: str, stats: GenerationStats,
-                    reasoning: str = "") -> dict[str, Any]:
+def completion_json(
+    reply_id: str, created: int, model: str, text: str, stats: GenerationStats, reasoning: str = ""
+) -> dict[str, Any]:
     return {
-        "id": reply_id, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
-                                             **({"reasoning_content": reasoning} if reasoning else {})}, "logprobs": None,
-                     "finish_reason": finish_reason(stats)}],
-        "usage": usage_json(stats), "timings": timings_json(stats),
+        "id": reply_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": text,
+                    **({"reasoning_content": reasoning} if reasoning else {}),
+                },
+                "logprobs": None,
+                "finish_reason": finish_reason(stats),
+            }
+        ],
+        "usage": usage_json(stats),
+        "timings": timings_json(stats),
     }
 
 
-def chunk_json(reply_id: str, created: int, model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+def chunk_json(
+    reply_id: str, created: int, model: str, delta: dict[str, Any], finish: str | None = None
+) -> dict[str, Any]:
     return {
-        "id": reply_id, "object": "chat.completion.chunk", "created": created, "model": model,
+        "id": reply_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
         "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
     }
-
-

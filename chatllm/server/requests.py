@@ -116,7 +116,9 @@ def _sampling(body: dict[str, Any]) -> dict[str, Any]:
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not isinstance(value, int)):
-            raise RequestError(400, f"'{name}' must be {'a whole number' if whole else 'a number'}", code="invalid_value")
+            raise RequestError(
+                400, f"'{name}' must be {'a whole number' if whole else 'a number'}", code="invalid_value"
+            )
         if (low is not None and value < low) or (high is not None and value > high):
             bounds = f"at least {low}" if high is None else f"between {low} and {high}"
             raise RequestError(400, f"'{name}' must be {bounds}, not {value}", code="invalid_value")
@@ -148,7 +150,9 @@ def _response_format(value: Any) -> dict[str, Any] | None:
         spec = value.get("json_schema")
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if not isinstance(schema, dict):
-            raise RequestError(400, "'response_format.json_schema.schema' must be a JSON Schema object", code="invalid_value")
+            raise RequestError(
+                400, "'response_format.json_schema.schema' must be a JSON Schema object", code="invalid_value"
+            )
         from chatllm.errors import UsageError
         from chatllm.jobs.schemas import check_schema
 
@@ -157,18 +161,20 @@ def _response_format(value: Any) -> dict[str, Any] | None:
         except UsageError as error:
             raise RequestError(400, str(error), code="invalid_value") from None
         return schema
-    raise RequestError(400, "'response_format.type' must be \"text\", \"json_object\" or \"json_schema\"", code="invalid_value")
+    raise RequestError(
+        400, '\'response_format.type\' must be "text", "json_object" or "json_schema"', code="invalid_value"
+    )
 
 
 def _repetition(value: Any) -> str | None:
     if value is None or value in ("strict", "loops", "off"):
         return value
-    raise RequestError(400, "'repetition' must be \"strict\", \"loops\" or \"off\"", code="invalid_value")
+    raise RequestError(400, '\'repetition\' must be "strict", "loops" or "off"', code="invalid_value")
 
 
 def _variables(value: Any) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise RequestError(400, "'variables' must be an object of text values, e.g. {\"to\": \"French\"}")
+        raise RequestError(400, '\'variables\' must be an object of text values, e.g. {"to": "French"}')
     return dict(value)

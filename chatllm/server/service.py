@@ -13,19 +13,22 @@ request body (the OpenAI SDKs send it with `extra_body`).
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from chatllm.engine.base import Engine, GenerationStats, Message, generation_params
-from chatllm.errors import ChatLLMError
+from chatllm.engine.base import Engine, GenerationParams, Message, generation_params
 from chatllm.engine.reasoning import Reasoning
+from chatllm.errors import ChatLLMError
 from chatllm.jobs.chat import Persona
 from chatllm.jobs.grounding import GroundingFilter, grounded
 from chatllm.jobs.repetition import RepetitionGuard, guarded
 from chatllm.server.requests import RequestError, parse_chat_request
 from chatllm.templates import Template, load_template, template_names
+
 
 @dataclass(frozen=True)
 class ChatRequest:
@@ -47,9 +50,16 @@ class ChatService:
     """The served model and templates. Callers hold `lock` around `prepare` and the
     whole of `start`'s iterator: the engine serves one request at a time."""
 
-    def __init__(self, engine: Engine, model_name: str, defaults: dict[str, Any] | None = None,
-                 aliases: tuple[str, ...] = (), templates: list[Template] | None = None, tiny_model: bool = False,
-                 api_key: str | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        model_name: str,
+        defaults: dict[str, Any] | None = None,
+        aliases: tuple[str, ...] = (),
+        templates: list[Template] | None = None,
+        tiny_model: bool = False,
+        api_key: str | None = None,
+    ) -> None:
         """`tiny_model`: the model is too small to read long knowledge well
         (persona knowledge is then searched; jobs/persona.py). `api_key`: the
         key every request but /health must carry."""
@@ -78,7 +88,10 @@ class ChatService:
         else:
             return None
         return {
-            "id": model_id, "object": "model", "created": self.created, "owned_by": "chatllm",
+            "id": model_id,
+            "object": "model",
+            "created": self.created,
+            "owned_by": "chatllm",
             # vLLM's field: OpenAI-compatible clients (chatllm's included) read the context from it.
             "max_model_len": self.engine.context_size,
             "chatllm": {"kind": kind, "description": description},
@@ -97,7 +110,8 @@ class ChatService:
             template = self.templates[request.model]
         else:
             raise RequestError(
-                400, f"model '{request.model}' does not exist; this server has: {', '.join(self.model_ids())}",
+                400,
+                f"model '{request.model}' does not exist; this server has: {', '.join(self.model_ids())}",
                 code="model_not_found",
             )
         settings = dict(template.defaults) if template else {}
@@ -124,11 +138,20 @@ class ChatService:
         facts = None
         if persona is not None and persona.facts is not None and schema is None:
             facts = "\n".join([persona.facts, *(m.content for m in messages if m.role == "user")])
-        return ChatRequest(request.model, messages, params, request.stream, request.include_usage,
-                           repetition, facts, persona.fallback if persona is not None else "")
+        return ChatRequest(
+            request.model,
+            messages,
+            params,
+            request.stream,
+            request.include_usage,
+            repetition,
+            facts,
+            persona.fallback if persona is not None else "",
+        )
 
-    def _apply_template(self, template: Template, given: dict[str, str],
-                        messages: list[Message]) -> tuple[list[Message], Persona | None]:
+    def _apply_template(
+        self, template: Template, given: dict[str, str], messages: list[Message]
+    ) -> tuple[list[Message], Persona | None]:
         """The messages with the template applied, and the persona if it is one."""
         persona = None
         try:
@@ -172,7 +195,8 @@ class ChatService:
             raise RequestError(400, str(error)) from None
         if prompt_tokens >= self.engine.context_size:
             raise RequestError(
-                400, f"the prompt takes {prompt_tokens} tokens but the context holds {self.engine.context_size}",
+                400,
+                f"the prompt takes {prompt_tokens} tokens but the context holds {self.engine.context_size}",
                 code="context_length_exceeded",
             )
         engine = self.engine
@@ -243,5 +267,3 @@ def _chain(first: str | None, rest: Iterator[str], stopping: threading.Event) ->
                 yield piece
     finally:
         rest.close()
-
-
