@@ -11,12 +11,13 @@ from __future__ import annotations
 import importlib.resources
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from chatllm.engine.base import GenerationParams
 from chatllm.errors import TemplateError
 
 Kind = Literal["task", "persona"]
+InputMode = Literal["required", "optional", "none"]
 # Names filled by chatllm itself, never by -v: the user's text, the persona's
 # knowledge (in `system`), and passages retrieved for this turn (in `prompt`).
 INPUT_VARIABLE = "input"
@@ -71,7 +72,7 @@ class Template:
     prompt: str
     path: Path
     source: str  # "built-in" or "user"
-    input: Literal["required", "optional", "none"] = "required"
+    input: InputMode = "required"
     variables: tuple[Variable, ...] = ()
     defaults: dict[str, Any] = field(default_factory=dict)
     greeting: str = ""
@@ -269,12 +270,12 @@ class _TemplateParser:
         return Template(
             name=name,
             description=self.text("description", ""),
-            kind=kind,  # type: ignore[arg-type]
+            kind=cast(Kind, kind),
             system=system,
             prompt=prompt,
             path=self.path,
             source=self.source,
-            input=input_mode,  # type: ignore[arg-type]
+            input=cast(InputMode, input_mode),
             variables=variables,
             defaults=self.defaults(),
             greeting=self.text("greeting", ""),

@@ -67,12 +67,9 @@ def _fail(message: str, exit_code: int) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `chatllm` script."""
-    from chatllm.errors import ChatLLMError
+    from typer._click import exceptions as click  # typer >= 0.26 (the pin) vendors click
 
-    try:  # typer >= 0.24 vendors click
-        from typer._click import exceptions as click
-    except ImportError:  # pragma: no cover - older typer uses click itself
-        from click import exceptions as click  # type: ignore[no-redef]
+    from chatllm.errors import ChatLLMError
 
     debug = "--debug" in (argv if argv is not None else sys.argv) or os.environ.get("CHATLLM_DEBUG") == "1"
     try:

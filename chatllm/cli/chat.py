@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
                 "--knowledge",
                 help="How the persona's knowledge reaches the model: whole (all of it, in the system prompt), search (the passages found for each message), or auto (by its size and the model's).",
             ),
-        ] = "auto",  # type: ignore[assignment]
+        ] = KnowledgeMode.auto,
         variable: Annotated[
             Optional[list[str]], typer.Option("--var", "-v", help="Persona variable as key=value (repeatable).")
         ] = None,
@@ -178,6 +178,7 @@ def _resumed(resume_last: bool, conversation_id: int | None):
         conversation_id = history.last_conversation_id()
         if conversation_id is None:
             raise HistoryError("there is no saved chat to continue yet")
+    assert conversation_id is not None  # --conversation ID, or the last one found above
     return history.load_conversation(conversation_id)
 
 

@@ -78,10 +78,7 @@ def check_value(command: Any, param: Any, value: Any, key_path: str, ctx: Any = 
     """`value` converted as the option converts it (e.g. "0.2" -> 0.2);
     ConfigError naming `key_path` (and its file:line when `in_file`) if the
     option refuses it."""
-    try:
-        from typer import _click as click
-    except ImportError:  # pragma: no cover - older typer uses click itself
-        import click  # type: ignore[no-redef]
+    from typer import _click as click  # typer >= 0.26 (the pin) vendors click
 
     try:
         # The option's own conversion and checks, as click will apply them.

@@ -121,18 +121,19 @@ def _skip_value_conversion_while_completing() -> None:
     Completion only needs the words, so in that mode values are passed through
     as typed. pyproject.toml pins typer below 0.29 for the same cost on every
     command; this keeps completion fast if the pin is lifted."""
-    try:
-        from typer.core import _TyperParameter
-    except ImportError:  # typer without pydantic conversion: nothing to skip
+    import typer.core
+
+    parameter = getattr(typer.core, "_TyperParameter", None)
+    if parameter is None:  # typer without pydantic conversion: nothing to skip
         return
-    convert = _TyperParameter.process_value
+    convert = parameter.process_value
 
     def process_value(self: Any, ctx: Any, value: Any) -> Any:
         if ctx.resilient_parsing:
             return value
         return convert(self, ctx, value)
 
-    _TyperParameter.process_value = process_value  # type: ignore[method-assign]
+    parameter.process_value = process_value
 
 
 def _join_words_bash_split_at_colons() -> None:

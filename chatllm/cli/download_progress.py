@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 from chatllm.hub.download import format_bytes
 
@@ -34,7 +35,7 @@ class TerminalProgress:
             console=self._console,
             transient=False,
         )
-        self._task: int | None = None
+        self._task: Any = None  # rich's TaskID
 
     def start(self, label: str, total: int | None, completed: int) -> None:
         if self._task is None:

@@ -81,209 +81,168 @@ def _gpu_layers(value: str | None) -> str | None:
     raise typer.BadParameter("use a number of layers (0 = CPU only, -1 = all) or 'auto'")
 
 
+# Each shared option as a type alias (serve declares some of them itself), then
+# the table of them with their defaults.
+ModelOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model: path to a .gguf, 'embedded', an alias, hf:org/repo[:QUANT], or openai:MODEL@URL.",
+        autocompletion=completion.model_references,
+        rich_help_panel="Model",
+    ),
+]
+TemperatureOption = Annotated[
+    Optional[float],
+    typer.Option(
+        "--temperature",
+        min=0.0,
+        max=2.0,
+        help="Sampling temperature (0 = deterministic).",
+        rich_help_panel="Generation",
+    ),
+]
+MaxTokensOption = Annotated[
+    Optional[int],
+    typer.Option("--max-tokens", min=1, help="Most tokens to generate per reply.", rich_help_panel="Generation"),
+]
+ChatTemplateOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--chat-template",
+        callback=_chat_template,
+        help="Chat template to use instead of the model's: a Jinja file, or chatml, llama3, gemma, plain (for a base model).",
+        rich_help_panel="Model",
+        show_default=False,
+    ),
+]
+CtxOption = Annotated[
+    Optional[int],
+    typer.Option(
+        "--ctx",
+        min=128,
+        help="Context window in tokens (default: the model's, at most 4096).",
+        rich_help_panel="Model",
+    ),
+]
+GpuLayersOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--gpu-layers",
+        callback=_gpu_layers,
+        help="Layers to offload to the GPU: a number, -1 for all, or auto.",
+        rich_help_panel="Model",
+    ),
+]
+RepetitionOption = Annotated[
+    Optional[Repetition],
+    typer.Option(
+        "--repetition",
+        help="Stop a reply that repeats itself: strict (any repeated sentence or 8-word span), loops (only loops: a refrain may come back), off. Default: the template's.",
+        rich_help_panel="Generation",
+        show_default=False,
+    ),
+]
+RepeatPenaltyOption = Annotated[
+    Optional[float],
+    typer.Option(
+        "--repeat-penalty",
+        min=0.0,
+        help="Penalty for tokens of the last 64 (1 = off), as llama.cpp's.",
+        rich_help_panel="Generation",
+        show_default=False,
+    ),
+]
+DryMultiplierOption = Annotated[
+    Optional[float],
+    typer.Option(
+        "--dry-multiplier",
+        min=0.0,
+        help="Strength of llama.cpp's DRY sampler against repeated sequences (0 = off).",
+        rich_help_panel="Generation",
+        show_default=False,
+    ),
+]
+ThinkOption = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--think/--no-think",
+        help="Let a reasoning model think first, or not (templates with a thinking switch, such as Qwen3's; servers get chat_template_kwargs). Default: the model's.",
+        rich_help_panel="Reasoning",
+        show_default=False,
+    ),
+]
+ReasoningBudgetOption = Annotated[
+    Optional[int],
+    typer.Option(
+        "--reasoning-budget",
+        min=0,
+        help="Most tokens a reasoning model may think before its thinking is ended (local models).",
+        rich_help_panel="Reasoning",
+        show_default=False,
+    ),
+]
+ShowReasoningOption = Annotated[
+    bool,
+    typer.Option(
+        "--show-reasoning",
+        help="Print a reasoning model's thinking (dim on a terminal; on stderr, so stdout stays the answer).",
+        rich_help_panel="Reasoning",
+    ),
+]
+SeedOption = Annotated[
+    Optional[int],
+    typer.Option("--seed", help="Random seed for reproducible sampling.", rich_help_panel="Generation"),
+]
+JsonOption = Annotated[
+    bool,
+    typer.Option("--json", help="Print one JSON object with text, model, usage and timings.", rich_help_panel="Output"),
+]
+DryRunOption = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Print the rendered messages as JSON and exit without loading a model.",
+        rich_help_panel="Output",
+    ),
+]
+StatsOption = Annotated[
+    bool,
+    typer.Option("--stats", help="Print load time, token counts and speeds to stderr.", rich_help_panel="Output"),
+]
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", help="Show llama.cpp's own log lines.", rich_help_panel="Output")
+]
+PullOption = Annotated[
+    bool,
+    typer.Option("--pull", help="Download the model if it is not cached yet, without asking.", rich_help_panel="Model"),
+]
+LogOption = Annotated[
+    bool,
+    typer.Option("--log/--no-log", help="Save this run to the history database.", rich_help_panel="Output"),
+]
+
 _SHARED: dict[str, tuple[Any, Any]] = {
-    "model": (
-        Annotated[
-            Optional[str],
-            typer.Option(
-                "--model",
-                "-m",
-                help="Model: path to a .gguf, 'embedded', an alias, hf:org/repo[:QUANT], or openai:MODEL@URL.",
-                autocompletion=completion.model_references,
-                rich_help_panel="Model",
-            ),
-        ],
-        None,
-    ),
-    "temperature": (
-        Annotated[
-            Optional[float],
-            typer.Option(
-                "--temperature",
-                min=0.0,
-                max=2.0,
-                help="Sampling temperature (0 = deterministic).",
-                rich_help_panel="Generation",
-            ),
-        ],
-        None,
-    ),
-    "max_tokens": (
-        Annotated[
-            Optional[int],
-            typer.Option(
-                "--max-tokens", min=1, help="Most tokens to generate per reply.", rich_help_panel="Generation"
-            ),
-        ],
-        None,
-    ),
-    "chat_template": (
-        Annotated[
-            Optional[str],
-            typer.Option(
-                "--chat-template",
-                callback=_chat_template,
-                help="Chat template to use instead of the model's: a Jinja file, or chatml, llama3, gemma, plain (for a base model).",
-                rich_help_panel="Model",
-                show_default=False,
-            ),
-        ],
-        None,
-    ),
-    "ctx": (
-        Annotated[
-            Optional[int],
-            typer.Option(
-                "--ctx",
-                min=128,
-                help="Context window in tokens (default: the model's, at most 4096).",
-                rich_help_panel="Model",
-            ),
-        ],
-        None,
-    ),
-    "gpu_layers": (
-        Annotated[
-            Optional[str],
-            typer.Option(
-                "--gpu-layers",
-                callback=_gpu_layers,
-                help="Layers to offload to the GPU: a number, -1 for all, or auto.",
-                rich_help_panel="Model",
-            ),
-        ],
-        None,
-    ),
-    "repetition": (
-        Annotated[
-            Optional[Repetition],
-            typer.Option(
-                "--repetition",
-                help="Stop a reply that repeats itself: strict (any repeated sentence or 8-word span), loops (only loops: a refrain may come back), off. Default: the template's.",
-                rich_help_panel="Generation",
-                show_default=False,
-            ),
-        ],
-        None,
-    ),
-    "repeat_penalty": (
-        Annotated[
-            Optional[float],
-            typer.Option(
-                "--repeat-penalty",
-                min=0.0,
-                help="Penalty for tokens of the last 64 (1 = off), as llama.cpp's.",
-                rich_help_panel="Generation",
-                show_default=False,
-            ),
-        ],
-        None,
-    ),
-    "dry_multiplier": (
-        Annotated[
-            Optional[float],
-            typer.Option(
-                "--dry-multiplier",
-                min=0.0,
-                help="Strength of llama.cpp's DRY sampler against repeated sequences (0 = off).",
-                rich_help_panel="Generation",
-                show_default=False,
-            ),
-        ],
-        None,
-    ),
-    "think": (
-        Annotated[
-            Optional[bool],
-            typer.Option(
-                "--think/--no-think",
-                help="Let a reasoning model think first, or not (templates with a thinking switch, such as Qwen3's; servers get chat_template_kwargs). Default: the model's.",
-                rich_help_panel="Reasoning",
-                show_default=False,
-            ),
-        ],
-        None,
-    ),
-    "reasoning_budget": (
-        Annotated[
-            Optional[int],
-            typer.Option(
-                "--reasoning-budget",
-                min=0,
-                help="Most tokens a reasoning model may think before its thinking is ended (local models).",
-                rich_help_panel="Reasoning",
-                show_default=False,
-            ),
-        ],
-        None,
-    ),
-    "show_reasoning": (
-        Annotated[
-            bool,
-            typer.Option(
-                "--show-reasoning",
-                help="Print a reasoning model's thinking (dim on a terminal; on stderr, so stdout stays the answer).",
-                rich_help_panel="Reasoning",
-            ),
-        ],
-        False,
-    ),
-    "seed": (
-        Annotated[
-            Optional[int],
-            typer.Option("--seed", help="Random seed for reproducible sampling.", rich_help_panel="Generation"),
-        ],
-        None,
-    ),
-    "json": (
-        Annotated[
-            bool,
-            typer.Option(
-                "--json", help="Print one JSON object with text, model, usage and timings.", rich_help_panel="Output"
-            ),
-        ],
-        False,
-    ),
-    "dry_run": (
-        Annotated[
-            bool,
-            typer.Option(
-                "--dry-run",
-                help="Print the rendered messages as JSON and exit without loading a model.",
-                rich_help_panel="Output",
-            ),
-        ],
-        False,
-    ),
-    "stats": (
-        Annotated[
-            bool,
-            typer.Option(
-                "--stats", help="Print load time, token counts and speeds to stderr.", rich_help_panel="Output"
-            ),
-        ],
-        False,
-    ),
-    "verbose": (
-        Annotated[bool, typer.Option("--verbose", help="Show llama.cpp's own log lines.", rich_help_panel="Output")],
-        False,
-    ),
-    "pull": (
-        Annotated[
-            bool,
-            typer.Option(
-                "--pull", help="Download the model if it is not cached yet, without asking.", rich_help_panel="Model"
-            ),
-        ],
-        False,
-    ),
-    "log": (
-        Annotated[
-            bool,
-            typer.Option("--log/--no-log", help="Save this run to the history database.", rich_help_panel="Output"),
-        ],
-        True,
-    ),
+    "model": (ModelOption, None),
+    "temperature": (TemperatureOption, None),
+    "max_tokens": (MaxTokensOption, None),
+    "chat_template": (ChatTemplateOption, None),
+    "ctx": (CtxOption, None),
+    "gpu_layers": (GpuLayersOption, None),
+    "repetition": (RepetitionOption, None),
+    "repeat_penalty": (RepeatPenaltyOption, None),
+    "dry_multiplier": (DryMultiplierOption, None),
+    "think": (ThinkOption, None),
+    "reasoning_budget": (ReasoningBudgetOption, None),
+    "show_reasoning": (ShowReasoningOption, False),
+    "seed": (SeedOption, None),
+    "json": (JsonOption, False),
+    "dry_run": (DryRunOption, False),
+    "stats": (StatsOption, False),
+    "verbose": (VerboseOption, False),
+    "pull": (PullOption, False),
+    "log": (LogOption, True),
 }
 
 

@@ -17,9 +17,10 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from chatllm.cli import slash_commands
+from chatllm.engine.base import Stream
 from chatllm.errors import ChatLLMError
 
 BLOCK_QUOTES = '"""'  # opens and closes a multi-line message, as in `ollama run`
@@ -79,7 +80,7 @@ class Repl:
         self._context_used: int | None = None
         self._hinted_exit = False
         self._cleared_empty_line = False
-        self._spinner = None
+        self._spinner: Any = None  # rich's Status while a reply is awaited
         session.on_notice = self.notice
         self.on_terminal = pt_input is None and sys.stdin.isatty()
         self.prompt = self._prompt_session(pt_input, pt_output)
@@ -109,11 +110,11 @@ class Repl:
                 text = text[1:]
             self.stream_reply(functools.partial(self.session.send, text))
 
-    def stream_reply(self, start: Callable[[], Iterator[str]]) -> None:
+    def stream_reply(self, start: Callable[[], Stream]) -> None:
         """Show the reply from `start()` as it streams; Ctrl-C stops it and keeps
         what came so far. Errors are shown and the conversation goes on."""
         sink = None
-        pieces: Iterator[str] | None = None
+        pieces: Stream | None = None
         interrupted = False
         from chatllm.render import ReasoningDisplay
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from chatllm.cli.options import RunOptions
 from chatllm.config.settings import Settings, load_settings
-from chatllm.engine.base import Engine, EngineOptions, GenerationParams, Message
+from chatllm.engine.base import Engine, EngineOptions, GenerationParams, Message, Stream
 from chatllm.hub.models import ResolvedModel, resolve_model
 from chatllm.jobs.metering import Meter
 from chatllm.render import CollectingSink, ReasoningDisplay, notice, open_sink, print_stats, result_json, write_all
@@ -150,7 +150,7 @@ def run_generation(
     options: RunOptions,
     config: Settings,
     template_name: str,
-    job: Callable[[Meter], Iterator[str]],
+    job: Callable[[Meter], Stream],
     model: ResolvedModel,
     engine: Engine,
     record: dict | None = None,
@@ -179,7 +179,7 @@ def run_generation(
     return text
 
 
-def _after_thinking(pieces: Iterator[str], thinking: ReasoningDisplay) -> Iterator[str]:
+def _after_thinking(pieces: Stream, thinking: ReasoningDisplay) -> Stream:
     """`pieces`, closing the thinking's display when the answer begins."""
     for piece in pieces:
         thinking.done()

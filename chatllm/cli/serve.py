@@ -7,21 +7,22 @@ from typing import Annotated, Optional
 
 import typer
 
-from chatllm.cli.options import _SHARED, RunOptions
-
 # The model options, declared once in options.py; the output options (--json,
 # --dry-run, --stats, --log) mean nothing for a server, so serve leaves them out.
-ModelOption = _SHARED["model"][0]
-CtxOption = _SHARED["ctx"][0]
-GpuLayersOption = _SHARED["gpu_layers"][0]
-PullOption = _SHARED["pull"][0]
-VerboseOption = _SHARED["verbose"][0]
-TemperatureOption = _SHARED["temperature"][0]
-MaxTokensOption = _SHARED["max_tokens"][0]
-SeedOption = _SHARED["seed"][0]
-RepetitionOption = _SHARED["repetition"][0]
-ThinkOption = _SHARED["think"][0]
-ReasoningBudgetOption = _SHARED["reasoning_budget"][0]
+from chatllm.cli.options import (
+    CtxOption,
+    GpuLayersOption,
+    MaxTokensOption,
+    ModelOption,
+    PullOption,
+    ReasoningBudgetOption,
+    RepetitionOption,
+    RunOptions,
+    SeedOption,
+    TemperatureOption,
+    ThinkOption,
+    VerboseOption,
+)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,6 +11,7 @@ import typer
 
 from chatllm.cli import completion
 from chatllm.cli.options import RunOptions, generation_options
+from chatllm.engine.base import Stream
 
 FilesArgument = Annotated[
     Optional[list[Path]], typer.Argument(help="Files to read ('-' for stdin); stdin when none.", show_default=False)
@@ -136,7 +136,7 @@ def structure_for(options: RunOptions, given: str | None, declared: dict | None)
     return schema
 
 
-def _job(job_name: str, template, values, text: str, params, system, progress, structure, meter) -> Iterator[str]:
+def _job(job_name: str, template, values, text: str, params, system, progress, structure, meter) -> Stream:
     """The text pieces of one task: summarize and translate split long input
     themselves; any other template must fit the context in one call."""
     if job_name == "summarize":
@@ -162,7 +162,7 @@ def _job(job_name: str, template, values, text: str, params, system, progress, s
     return meter.stream(task_messages(template, values, text, system), params, source=text)
 
 
-def _json_reply(meter, messages, schema: dict, params) -> Iterator[str]:
+def _json_reply(meter, messages, schema: dict, params) -> Stream:
     import json
 
     from chatllm.jobs.extract import complete_json

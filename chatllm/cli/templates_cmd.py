@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         from chatllm.errors import TemplateError
         from chatllm.templates import load_template_file, template_files
 
-        rows = []
+        rows: list[tuple[str, str, str, str]] = []
         for name, (path, source) in sorted(template_files().items()):
             try:
                 template = load_template_file(path, source)

@@ -6,12 +6,14 @@ engine used by unit tests) through this protocol only.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 Role = Literal["system", "user", "assistant"]
+# A reply as it streams: pieces of text; closing it early stops the generation.
+Stream = Generator[str, None, None]
 FinishReason = Literal["stop", "length", "repetition", "interrupted"]
 
 
@@ -165,7 +167,7 @@ class Engine(Protocol):
     load_s: float
     last_stats: GenerationStats
 
-    def stream(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]: ...
+    def stream(self, messages: Sequence[Message], params: GenerationParams) -> Stream: ...
 
     def count_tokens(self, text: str) -> int:
         """Tokens of plain text (no chat-template wrapping)."""
@@ -177,3 +179,11 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """An engine that can tell how likely a continuation is (local models): for
+    classify's label probabilities."""
+
+    def score(self, messages: Sequence[Message], continuations: Sequence[str]) -> list[float]: ...

@@ -69,6 +69,7 @@ def _install_unfinished_package() -> None:
         importlib.import_module(_PACKAGE)  # an unusual install: import it the ordinary way
         return
     package = importlib.util.module_from_spec(spec)
+    loader = spec.loader
 
     def finish_on_first_use(name: str):
         submodule = sys.modules.get(f"{_PACKAGE}.{name}")
@@ -80,13 +81,13 @@ def _install_unfinished_package() -> None:
         with _finish_lock:
             if package.__dict__.get("__getattr__") is finish_on_first_use:
                 del package.__dict__["__getattr__"]
-                spec.loader.exec_module(package)
+                loader.exec_module(package)
         try:
             return package.__dict__[name]
         except KeyError:
             raise AttributeError(f"module '{_PACKAGE}' has no attribute '{name}'") from None
 
-    package.__getattr__ = finish_on_first_use  # type: ignore[attr-defined]
+    setattr(package, "__getattr__", finish_on_first_use)  # noqa: B010 - a module's __getattr__ (PEP 562)
     sys.modules[_PACKAGE] = package
 
 

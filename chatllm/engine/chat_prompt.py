@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Sequence
+from typing import Any
 
 from chatllm.engine.base import Message
 from chatllm.engine.bindings import llama_bindings
@@ -55,8 +56,8 @@ class ChatPrompt:
 
     def __init__(
         self,
-        model: llama_cpp.llama_model_p,
-        vocab: llama_cpp.llama_vocab_p,
+        model: Any,
+        vocab: Any,
         model_name: str,
         template: str | None = None,
     ) -> None:

@@ -26,7 +26,7 @@ class _IgnoreGenerationTags(Extension):
 
     tags = {"generation"}
 
-    def parse(self, parser):  # type: ignore[no-untyped-def]
+    def parse(self, parser):
         parser.stream.skip(1)
         return parser.parse_statements(("name:endgeneration",), drop_needle=True)
 

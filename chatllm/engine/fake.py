@@ -8,9 +8,9 @@ exactly what a job sent and what it did with the reply.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
-from chatllm.engine.base import GenerationParams, GenerationStats, Message, Timings, Usage
+from chatllm.engine.base import GenerationParams, GenerationStats, Message, Stream, Timings, Usage
 from chatllm.errors import EngineError
 
 ReplyFunction = Callable[[Sequence[Message]], str]
@@ -42,14 +42,14 @@ class FakeEngine:
         # 4 tokens of chat-template scaffolding per message, 3 to open the reply.
         return sum(self.count_tokens(m.content) + 4 for m in messages) + 3
 
-    def stream(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]:
+    def stream(self, messages: Sequence[Message], params: GenerationParams) -> Stream:
         """The reply in word pieces; inline <think> tags become Reasoning pieces,
         as on the real backends (engine/reasoning.py)."""
         from chatllm.engine.reasoning import split_reasoning
 
         return split_reasoning(self._words(messages, params), thinking=False, stats=lambda: self.last_stats)
 
-    def _words(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]:
+    def _words(self, messages: Sequence[Message], params: GenerationParams) -> Stream:
         messages = list(messages)
         prompt_tokens = self.count_prompt_tokens(messages)
         if prompt_tokens >= self.context_size:

@@ -153,7 +153,7 @@ def choose_gpu_layers(model_path: Path, n_ctx: int, requested: str | None) -> in
     reported; else the number of layers that fit."""
     if requested not in (None, "", "auto"):
         try:
-            layers = int(requested)  # type: ignore[arg-type]
+            layers = int(str(requested))
         except ValueError:
             raise UsageError(f"--gpu-layers must be a number, -1 (all) or auto, not '{requested}'") from None
         if layers < -1:
@@ -216,7 +216,7 @@ def _ggml_libraries() -> tuple[ctypes.CDLL, ctypes.CDLL]:
     bindings = llama_bindings()
     from llama_cpp._ctypes_extensions import load_shared_library
 
-    folder = Path(bindings.__file__).parent / "lib"
+    folder = Path(str(bindings.__file__)).parent / "lib"
     return load_shared_library("ggml", folder), load_shared_library("ggml-base", folder)
 
 

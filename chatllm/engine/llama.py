@@ -22,9 +22,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from chatllm.engine.base import EngineOptions, GenerationParams, GenerationStats, Message, Timings
+from chatllm.engine.base import EngineOptions, FinishReason, GenerationParams, GenerationStats, Message, Stream, Timings
 from chatllm.engine.bindings import llama_bindings, quiet_log_callback
 from chatllm.engine.grammar import GRAMMAR_FIRST, ConstrainedSampler, grammar_text
 from chatllm.engine.reasoning import ThinkSplitter
@@ -39,6 +39,7 @@ from llama_cpp._utils import suppress_stdout_stderr  # noqa: E402
 
 if TYPE_CHECKING:
     from chatllm.engine.chat_prompt import ChatPrompt
+    from chatllm.engine.state_cache import PrefixStateCache
 
 DEFAULT_MAX_CONTEXT = 4096
 # llama.cpp's default sequence breakers for DRY: a repeat does not reach across them.
@@ -75,7 +76,7 @@ def _quiet_native_work(verbose: bool) -> Iterator[None]:
         yield
         return
     with suppress_stdout_stderr(disable=False):
-        llama_cpp.llama_log_set(ctypes.cast(None, llama_cpp.llama_log_callback), ctypes.c_void_p(0))
+        llama_cpp.llama_log_set(llama_cpp.llama_log_callback(), ctypes.c_void_p(0))  # a NULL callback
         try:
             yield
         finally:
@@ -120,6 +121,20 @@ def physical_cores() -> int:
 class LlamaEngine:
     """A GGUF model loaded in this process. Not thread-safe: one stream at a time."""
 
+    # llama.cpp's objects are ctypes pointers and structures (typed Any here).
+    context_size: int
+    _model: Any
+    _context: Any
+    _vocab: Any
+    _memory: Any
+    _n_batch: int
+    _seed: int | None
+    _kv_tokens: list[int]
+    _one_token: Any
+    _one_batch: Any
+    _piece: Any
+    _state_cache: PrefixStateCache | None
+
     def __init__(
         self, model: ResolvedModel, options: EngineOptions, on_model_loaded: Callable[[LlamaEngine], None] | None = None
     ) -> None:
@@ -163,7 +178,7 @@ class LlamaEngine:
 
     # ---- loading -------------------------------------------------------------
 
-    def _load_model(self, path: Path, options: EngineOptions) -> llama_cpp.llama_context_params:
+    def _load_model(self, path: Path, options: EngineOptions) -> Any:
         """Load the model file; returns the parameters of the context to make."""
         global _backend_ready
         _configure_logging(options.verbose)
@@ -228,7 +243,7 @@ class LlamaEngine:
         self.context_size = n_ctx
         return params
 
-    def _make_context(self, path: Path, params: llama_cpp.llama_context_params, options: EngineOptions) -> None:
+    def _make_context(self, path: Path, params: Any, options: EngineOptions) -> None:
         with _quiet_native_work(options.verbose):
             started = time.perf_counter()
             self._context = llama_cpp.llama_init_from_model(self._model, params)
@@ -320,7 +335,7 @@ class LlamaEngine:
 
     # ---- generation ----------------------------------------------------------
 
-    def stream(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]:
+    def stream(self, messages: Sequence[Message], params: GenerationParams) -> Stream:
         """Yield the reply in pieces of valid UTF-8 text. Raises EngineError (on the
         first `next`) if the prompt does not fit the context."""
         self._require_model()
@@ -349,7 +364,7 @@ class LlamaEngine:
         started = max(started, self.ready_at or started)
         stats.timings.load_s = self.load_s
         sampler = self._new_sampler(params, prompt)
-        constrained = None
+        constrained: ConstrainedSampler | _GrammarFirst | None = None
         gbnf = grammar_text(params.grammar, params.json_schema) if params.grammar or params.json_schema else None
         if gbnf is not None:
             if GRAMMAR_FIRST:
@@ -389,7 +404,7 @@ class LlamaEngine:
             if first_piece:
                 stats.timings.ttft_s = stats.timings.total_s
 
-    def _new_sampler(self, params: GenerationParams, prompt: list[int]) -> llama_cpp.llama_sampler_p:
+    def _new_sampler(self, params: GenerationParams, prompt: list[int]) -> Any:
         """A native sampler chain in llama.cpp's own order (common/sampling.cpp):
         penalties, DRY, then the truncating samplers, temperature and the draw."""
         chain_params = llama_cpp.llama_sampler_chain_default_params()
@@ -445,21 +460,22 @@ class LlamaEngine:
         while keep < limit and self._kv_tokens[keep] == prompt[keep]:
             keep += 1
         self._truncate_kv(keep)
-        prefix = self._prompt.system_prefix_length(messages, prompt) if self._state_cache is not None else 0
+        cache = self._state_cache
+        prefix = self._prompt.system_prefix_length(messages, prompt) if cache is not None else 0
         save_prefix = False
-        if prefix > keep:
-            if self._state_cache.has(prompt[:prefix]):
+        if cache is not None and prefix > keep:
+            if cache.has(prompt[:prefix]):
                 self._clear_kv()
-                if self._state_cache.load(self._context, prompt[:prefix]):
+                if cache.load(self._context, prompt[:prefix]):
                     self._kv_tokens += prompt[:prefix]
                 else:
                     self._clear_kv()  # a failed load may have left part of the state
             save_prefix = len(self._kv_tokens) < prefix
         cached = len(self._kv_tokens)
         seconds = 0.0
-        if save_prefix:
+        if cache is not None and save_prefix:
             seconds += self._decode_prompt(prompt[cached:prefix])
-            self._state_cache.save(self._context, prompt[:prefix])
+            cache.save(self._context, prompt[:prefix])
         seconds += self._decode_prompt(prompt[len(self._kv_tokens) :])
         return cached, len(prompt) - cached, seconds
 
@@ -485,7 +501,7 @@ class LlamaEngine:
         params: GenerationParams,
         stats: GenerationStats,
         thinking: _Thinking | None = None,
-    ) -> Iterator[str]:
+    ) -> Stream:
         """The decode loop. Everything between two `llama_decode` calls is kept to
         a few C calls and a UTF-8 decoder step (and, for a model that thinks,
         splitting its thinking from its answer)."""
@@ -496,7 +512,8 @@ class LlamaEngine:
         utf8 = codecs.getincrementaldecoder("utf-8")("replace")
         stops, limit, usage = tuple(s for s in params.stop if s), params.max_tokens, stats.usage
         held = ""  # text that may be the start of a stop string
-        decode_s, steps, finish, hit = 0.0, 0, "stop", False
+        decode_s, steps, hit = 0.0, 0, False
+        finish: FinishReason = "stop"
         if limit is not None and limit <= 0:
             stats.finish_reason = "length"
             return

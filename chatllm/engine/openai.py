@@ -41,7 +41,15 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from chatllm.engine.base import EngineOptions, GenerationParams, GenerationStats, Message, Timings, sampling_settings
+from chatllm.engine.base import (
+    EngineOptions,
+    GenerationParams,
+    GenerationStats,
+    Message,
+    Stream,
+    Timings,
+    sampling_settings,
+)
 from chatllm.engine.openai_stream import ReplyReader, error_message, one_line, parse_event, sse_events
 from chatllm.engine.reasoning import Reasoning, ThinkSplitter, may_think
 from chatllm.errors import EngineError
@@ -244,9 +252,12 @@ class OpenAIEngine:
                 continue
             count = data.get("count") if isinstance(data, dict) else None
             tokens = data.get("tokens") if isinstance(data, dict) else None
-            if isinstance(count, int) or isinstance(tokens, list):
+            if isinstance(count, int):
                 self._tokenizer = url
-                return count if isinstance(count, int) else len(tokens)  # type: ignore[arg-type]
+                return count
+            if isinstance(tokens, list):
+                self._tokenizer = url
+                return len(tokens)
         self._tokenizer = ""
         return None
 
@@ -317,7 +328,7 @@ class OpenAIEngine:
                 continue
             raise self._status_error(response)
 
-    def stream(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]:
+    def stream(self, messages: Sequence[Message], params: GenerationParams) -> Stream:
         """Yield the reply's text as the server streams it: the answer as `str`,
         thinking as `Reasoning` pieces (sent apart, or inline `<think>` tags).
         Raises EngineError (on the first `next`) if the server cannot be
@@ -330,7 +341,7 @@ class OpenAIEngine:
         splitter = ThinkSplitter(None if may_think(self.model_name) and params.think is not False else False)
         return self._split(pieces, splitter)
 
-    def _split(self, pieces: Iterator[str], splitter: ThinkSplitter) -> Iterator[str]:
+    def _split(self, pieces: Stream, splitter: ThinkSplitter) -> Stream:
         try:
             for piece in pieces:
                 if isinstance(piece, Reasoning):
@@ -342,7 +353,7 @@ class OpenAIEngine:
         finally:
             pieces.close()
 
-    def _stream(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]:
+    def _stream(self, messages: Sequence[Message], params: GenerationParams) -> Stream:
         stats = GenerationStats(timings=Timings(load_s=self.load_s))
         self.last_stats = stats
         reader = ReplyReader(stats)
@@ -393,7 +404,7 @@ def _positive_int(value: Any) -> int | None:
 
 
 def _context_from_entry(entry: dict[str, Any]) -> int | None:
-    meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
+    meta = entry["meta"] if isinstance(entry.get("meta"), dict) else {}
     for value in (entry.get("max_model_len"), entry.get("context_length"), meta.get("n_ctx"), meta.get("n_ctx_train")):
         size = _positive_int(value)
         if size:

@@ -15,7 +15,9 @@ split across pieces ("</th" + "ink>") is held until it is whole.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from typing import Any
+
+from chatllm.engine.base import Stream
 
 OPEN, CLOSE = "<think>", "</think>"
 
@@ -118,7 +120,7 @@ def _partial_tag(text: str, tags: tuple[str, ...]) -> int:
     return longest
 
 
-def split_reasoning(pieces: Iterator[str], thinking: bool | None = False, stats: object = None) -> Iterator[str]:
+def split_reasoning(pieces: Stream, thinking: bool | None = False, stats: Any = None) -> Stream:
     """`pieces` with inline thinking turned into `Reasoning` pieces. Pieces that
     already are `Reasoning` (a server's reasoning_content) pass as they are.
     `stats` (GenerationStats, or a function giving it once the reply is done)
@@ -133,7 +135,7 @@ def split_reasoning(pieces: Iterator[str], thinking: bool | None = False, stats:
         yield from splitter.finish()
         if stats is not None:
             target = stats() if callable(stats) else stats
-            target.thinking_unclosed = splitter.unclosed  # type: ignore[attr-defined]
+            target.thinking_unclosed = splitter.unclosed
     finally:
         close = getattr(pieces, "close", None)
         if close is not None:

@@ -26,6 +26,7 @@ import time
 from array import array
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from chatllm.engine.bindings import llama_bindings, llama_cpp_version
 
@@ -85,7 +86,7 @@ class PrefixStateCache:
     def has(self, tokens: Sequence[int]) -> bool:
         return self.path_for(tokens).is_file()
 
-    def load(self, ctx: llama_cpp.llama_context_p, tokens: Sequence[int]) -> bool:
+    def load(self, ctx: Any, tokens: Sequence[int]) -> bool:
         """Restore sequence 0 of `ctx` to the state after `tokens`. The caller must
         have emptied that sequence; after False it may hold partial data and must
         be emptied again. A file that fails to load is deleted."""
@@ -110,7 +111,7 @@ class PrefixStateCache:
             pass
         return True
 
-    def save(self, ctx: llama_cpp.llama_context_p, tokens: Sequence[int]) -> Path | None:
+    def save(self, ctx: Any, tokens: Sequence[int]) -> Path | None:
         """Write the state of sequence 0 (which must hold exactly `tokens`), then
         trim the folder to its size cap. Returns the file, or None if it could not
         be written (full disk, read-only folder: the cache is best effort)."""

@@ -199,7 +199,7 @@ class HistoryStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (now, now, title, model, template, _json(params), _json(variables), system, kind),
             )
-            conversation_id = int(cursor.lastrowid)
+            conversation_id = int(cursor.lastrowid or 0)
             self._insert(connection, conversation_id, messages or [], now)
             return conversation_id
 

@@ -130,7 +130,7 @@ def _models_in_folder(folder: Path) -> list[CachedModel]:
 
 
 def _gguf_files(commit_dir: Path) -> list[Path]:
-    found = []
+    found: list[Path] = []
     for root, _dirs, names in os.walk(commit_dir):
         found.extend(Path(root) / n for n in names if is_model_file(n))
     return found
@@ -255,7 +255,7 @@ def remove_cached_model(model: CachedModel) -> int:
 
 
 def _all_snapshot_files(folder: Path) -> list[Path]:
-    files = []
+    files: list[Path] = []
     for root, _dirs, names in os.walk(folder / "snapshots"):
         files.extend(Path(root) / n for n in names)
     return files

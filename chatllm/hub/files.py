@@ -116,7 +116,7 @@ class ModelVariant:
     @property
     def size(self) -> int | None:
         sizes = [f.size for f in self.files]
-        return None if None in sizes else sum(sizes)  # type: ignore[arg-type]
+        return sum(size for size in sizes if size is not None) if None not in sizes else None
 
 
 def parse_hub_reference(text: str) -> HubReference:

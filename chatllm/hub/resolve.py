@@ -64,7 +64,7 @@ class PullPlan:
     @property
     def size(self) -> int | None:
         sizes = [f.size for f in self.files]
-        return None if None in sizes else sum(sizes)  # type: ignore[arg-type]
+        return sum(size for size in sizes if size is not None) if None not in sizes else None
 
 
 @dataclass(frozen=True)

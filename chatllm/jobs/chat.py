@@ -10,11 +10,11 @@ cache is reused and only the new tokens are evaluated.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chatllm.engine.base import Engine, GenerationParams, GenerationStats, Message
+from chatllm.engine.base import Engine, GenerationParams, GenerationStats, Message, Stream
 from chatllm.errors import EngineError, InputError
 from chatllm.jobs.metering import Meter
 from chatllm.jobs.model_fit import ModelFit
@@ -90,7 +90,7 @@ class ChatSession:
 
     # ------------------------------------------------------------ commands
 
-    def send(self, text: str) -> Iterator[str]:
+    def send(self, text: str) -> Stream:
         """Stream the reply to `text`. Closing the iterator early keeps what was
         generated, marked as interrupted."""
         if not text.strip():
@@ -105,7 +105,7 @@ class ChatSession:
         turn = Turn(user=text, prompt=self.persona.render_user(text))
         return self._reply(turn, new=True)
 
-    def retry(self) -> Iterator[str]:
+    def retry(self) -> Stream:
         """Generate the last reply again."""
         if not self.turns:
             raise InputError("nothing to retry yet")
@@ -156,7 +156,7 @@ class ChatSession:
             )
         return messages
 
-    def _reply(self, turn: Turn, new: bool = False) -> Iterator[str]:
+    def _reply(self, turn: Turn, new: bool = False) -> Stream:
         self.last_note = None
         if new:  # added only once the reply starts: a stream closed unstarted leaves no turn
             self.turns.append(turn)

@@ -18,7 +18,8 @@ marker ("3.") is not a number the item states.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+
+from chatllm.engine.base import Stream
 
 # A number stands on its own or follows a symbol ("£23.4"); digits inside a word
 # ("B2B", "mp3") are not a number the sentence states.
@@ -98,7 +99,7 @@ class GroundingFilter:
         return "" if at_line_start or not sentence.endswith("\n") else "\n"
 
 
-def grounded(pieces: Iterator[str], check: GroundingFilter, fallback: str = "") -> Iterator[str]:
+def grounded(pieces: Stream, check: GroundingFilter, fallback: str = "") -> Stream:
     """`pieces` with the sentences that state numbers not in the source left out;
     `fallback` instead when that leaves nothing at all."""
     said = False

@@ -5,9 +5,19 @@ every call through the repetition guard (repetition.py)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
-from chatllm.engine.base import Engine, FinishReason, GenerationParams, GenerationStats, Message, Timings, Usage
+from chatllm.engine.base import (
+    Engine,
+    FinishReason,
+    GenerationParams,
+    GenerationStats,
+    Message,
+    Scorer,
+    Stream,
+    Timings,
+    Usage,
+)
 from chatllm.engine.reasoning import Reasoning
 from chatllm.jobs.grounding import GroundingFilter, grounded
 from chatllm.jobs.repetition import RepetitionGuard, guarded, repeats_in
@@ -58,7 +68,7 @@ class Meter:
         fallback: str = "",
         repetition: str | None = None,
         guard: RepetitionGuard | None = None,
-    ) -> Iterator[str]:
+    ) -> Stream:
         """The engine's stream, guarded and recorded. `visible=False` marks
         intermediate calls (map steps) whose output the user does not see, for
         time to first token. `source` is the text the reply renders (e.g. the
@@ -93,7 +103,7 @@ class Meter:
                 self.ungrounded_sentences += check.dropped
             self._add(stats)
 
-    def _answer_only(self, pieces: Iterator[str]) -> Iterator[str]:
+    def _answer_only(self, pieces: Stream) -> Stream:
         """The answer's pieces; thinking goes to `reasoning` and `on_reasoning`.
         A reply that never closed its thinking and said nothing else is not
         lost: its thinking is the reply, and a note says why."""
@@ -114,7 +124,7 @@ class Meter:
         finally:
             pieces.close()
 
-    def _timed(self, pieces: Iterator[str], visible: bool) -> Iterator[str]:
+    def _timed(self, pieces: Stream, visible: bool) -> Stream:
         """`pieces`, noting when the first one came. Time to first token is the
         model's: the guard and the grounding filter may show it a little later
         (a sentence is shown once its numbers are checked)."""
@@ -139,7 +149,9 @@ class Meter:
     def score(self, messages: Sequence[Message], continuations: Sequence[str]) -> list[float]:
         """The engine's log-probabilities of `continuations` as the reply (only
         engines that have `score`), recorded like a call."""
-        scores = self.engine.score(messages, continuations)  # type: ignore[attr-defined]
+        if not isinstance(self.engine, Scorer):
+            raise TypeError(f"{type(self.engine).__name__} cannot score continuations")
+        scores = self.engine.score(messages, continuations)
         self._add(self.engine.last_stats)
         return scores
 

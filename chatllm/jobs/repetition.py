@@ -38,7 +38,9 @@ from __future__ import annotations
 import re
 import sys
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+
+from chatllm.engine.base import Stream
 
 SPAN_UNITS = 8
 OPENING_UNITS = 5
@@ -372,9 +374,9 @@ class RepetitionGuard:
         first = self._first_seen.setdefault(span, span_start)
         if self._repeats(self._spans, span, self.allowed):
             repeat = min(span_start, self._run_start if self._run_start is not None else span_start)
-            sentence = self._run_sentence
-            if sentence is not None and first < sentence and sentence >= self._shown:
-                self._trip("span", sentence)  # end with the last whole sentence before the repeat
+            run_sentence = self._run_sentence
+            if run_sentence is not None and first < run_sentence and run_sentence >= self._shown:
+                self._trip("span", run_sentence)  # end with the last whole sentence before the repeat
             else:  # the loop is inside one sentence, or its start is out already: keep one round
                 self._trip("span", repeat)
 
@@ -427,9 +429,7 @@ def _suffix(window: deque[tuple[str, float, int]], weight: float) -> tuple[Key |
     return None, window[0][2] if window else 0
 
 
-def guarded(
-    pieces: Iterator[str], guard: RepetitionGuard, on_trip: Callable[[str], None] | None = None
-) -> Iterator[str]:
+def guarded(pieces: Stream, guard: RepetitionGuard, on_trip: Callable[[str], None] | None = None) -> Stream:
     """`pieces` through `guard`. When it trips, `pieces` is closed (a local
     model stops generating, a server sees the connection close) and `on_trip`
     gets the rule's name. On Ctrl-C, what the guard holds back is passed on

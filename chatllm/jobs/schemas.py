@@ -24,7 +24,7 @@ from typing import Any
 
 from chatllm.errors import InputError, UsageError
 
-_TYPES = {
+_TYPES: dict[str, dict[str, Any]] = {
     "str": {"type": "string"},
     "string": {"type": "string"},
     "int": {"type": "integer"},
@@ -81,7 +81,7 @@ def short_schema(text: str) -> dict[str, Any]:
             raise UsageError(f"unknown type '{kind}' for field '{name}'; use one of: str, int, float, bool, list")
         if name in properties:
             raise UsageError(f"field '{name}' is given twice in the schema")
-        properties[name] = dict(_TYPES[kind])
+        properties[name] = {**_TYPES[kind]}
         if description and description.strip():
             properties[name]["description"] = description.strip()
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
@@ -115,8 +115,8 @@ def validated(text: str, schema: dict[str, Any], source: str = "the reply") -> A
     except json.JSONDecodeError as error:
         raise SchemaMismatch(f"{source} is not JSON ({error.msg} at character {error.pos})") from None
     validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(document))
-    if error is not None:
-        field = "/".join(str(p) for p in error.absolute_path) or "(the document)"
-        raise SchemaMismatch(f"{source} does not match the schema at '{field}': {error.message}")
+    mismatch = jsonschema.exceptions.best_match(validator.iter_errors(document))
+    if mismatch is not None:
+        field = "/".join(str(p) for p in mismatch.absolute_path) or "(the document)"
+        raise SchemaMismatch(f"{source} does not match the schema at '{field}': {mismatch.message}")
     return document

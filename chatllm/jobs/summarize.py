@@ -11,10 +11,10 @@ what it summarizes (`summary_bound`), unless the user gave --max-tokens.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 
-from chatllm.engine.base import GenerationParams
+from chatllm.engine.base import GenerationParams, Stream
 from chatllm.errors import EngineError
 from chatllm.jobs.chunking import split_to_budget
 from chatllm.jobs.metering import Meter
@@ -49,7 +49,7 @@ def summarize(
     params: GenerationParams,
     system: str | None = None,
     on_progress: ProgressCallback | None = None,
-) -> Iterator[str]:
+) -> Stream:
     engine = meter.engine
     length = values.get("length", "medium")
 

@@ -10,10 +10,9 @@ of its own tokens (`translation_bound`).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from chatllm.engine.base import GenerationParams
+from chatllm.engine.base import GenerationParams, Stream
 from chatllm.errors import EngineError
 from chatllm.jobs.chunking import split_paragraphs, split_to_budget
 from chatllm.jobs.metering import Meter
@@ -79,7 +78,7 @@ def translate(
     text: str,
     params: GenerationParams,
     system: str | None = None,
-) -> Iterator[str]:
+) -> Stream:
     engine = meter.engine
     target = values.get("to", "")
     if params.max_tokens is not None:
@@ -122,7 +121,7 @@ def translate(
         yield block.text[len(block.text.rstrip("\n")) :]
 
 
-def _strip_surrounding_whitespace(pieces: Iterator[str]) -> Iterator[str]:
+def _strip_surrounding_whitespace(pieces: Stream) -> Stream:
     """The model's pieces without leading or trailing whitespace, still streaming
     (trailing whitespace is held back until more text follows it)."""
     started = False

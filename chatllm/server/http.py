@@ -19,10 +19,10 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from chatllm.engine.base import Stream
 from chatllm.engine.reasoning import Reasoning
 from chatllm.errors import ChatLLMError
 from chatllm.server.openai_json import chunk_json, completion_json, finish_reason, timings_json, usage_json
@@ -142,7 +142,7 @@ class _Handler(BaseHTTPRequestHandler):
             finally:
                 pieces.close()
 
-    def _stream(self, pieces: Iterator[str], request: ChatRequest, reply_id: str, created: int) -> None:
+    def _stream(self, pieces: Stream, request: ChatRequest, reply_id: str, created: int) -> None:
         service = self.server.service
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
@@ -225,6 +225,7 @@ def bind(host: str, port: int) -> ChatHTTPServer:
 
 def base_url(server: ChatHTTPServer) -> str:
     host, port = server.server_address[:2]
+    host = host.decode() if isinstance(host, bytes) else host
     return f"http://{host}:{port}/v1"
 
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatllm.engine.base import Message, sampling_settings
+from chatllm.engine.base import Message, Role, sampling_settings
 
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_ROLES: dict[str, Role] = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
 class RequestError(Exception):
@@ -87,7 +87,7 @@ def _messages(value: Any) -> list[Message]:
         role = item.get("role")
         if role not in _ROLES:
             raise RequestError(400, f"{where}: role {role!r} is not supported (use system, user or assistant)")
-        messages.append(Message(_ROLES[role], _content(item.get("content"), where, role)))  # type: ignore[arg-type]
+        messages.append(Message(_ROLES[role], _content(item.get("content"), where, role)))
     return messages
 
 

@@ -16,11 +16,10 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from chatllm.engine.base import Engine, GenerationParams, Message, generation_params
+from chatllm.engine.base import Engine, GenerationParams, Message, Stream, generation_params
 from chatllm.engine.reasoning import Reasoning
 from chatllm.errors import ChatLLMError
 from chatllm.jobs.chat import Persona
@@ -185,7 +184,7 @@ class ChatService:
             self._personas[key] = build_persona(template, values, self.engine, tiny_model=self.tiny_model)
         return self._personas[key]
 
-    def start(self, request: ChatRequest) -> Iterator[str]:
+    def start(self, request: ChatRequest) -> Stream:
         """The reply's pieces. Anything wrong with the prompt (too long for the
         context, refused by the engine) raises here, before any piece, so the
         caller can still answer with an HTTP error."""
@@ -231,7 +230,7 @@ def load_templates() -> list[Template]:
     return found
 
 
-def _answers(pieces: Iterator[str], thoughts: list[str]) -> Iterator[str]:
+def _answers(pieces: Stream, thoughts: list[str]) -> Stream:
     """The answer's pieces; `Reasoning` pieces are put in `thoughts` instead."""
     try:
         for piece in pieces:
@@ -243,7 +242,7 @@ def _answers(pieces: Iterator[str], thoughts: list[str]) -> Iterator[str]:
         pieces.close()
 
 
-def _with_thoughts(answer: Iterator[str], thoughts: list[str]) -> Iterator[str]:
+def _with_thoughts(answer: Stream, thoughts: list[str]) -> Stream:
     """The answer's pieces with the thinking put aside meanwhile yielded first,
     as `Reasoning`: thinking streams as it comes, before the answer it precedes."""
     try:
@@ -257,7 +256,7 @@ def _with_thoughts(answer: Iterator[str], thoughts: list[str]) -> Iterator[str]:
         answer.close()
 
 
-def _chain(first: str | None, rest: Iterator[str], stopping: threading.Event) -> Iterator[str]:
+def _chain(first: str | None, rest: Stream, stopping: threading.Event) -> Stream:
     try:
         if first is not None:
             yield first
