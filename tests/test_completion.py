@@ -3,7 +3,6 @@ bash (sourcing completions/chatllm.bash) completes commands, options and values.
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import subprocess
@@ -14,14 +13,9 @@ import pytest
 
 from chatllm.cli.completion import COMPLETE_VARIABLE, join_colon_pieces
 from chatllm.cli.completion_scripts import NOTE, SCRIPT_FILES, completion_script, default_folder, main, stale_scripts
+from tests.support.cli import cli_env
 
 COMPLETIONS = default_folder()
-
-
-def chatllm_environment(**extra: str) -> dict[str, str]:
-    """The test's environment with the venv's `chatllm` first on PATH."""
-    bin_dir = str(Path(sys.executable).parent)
-    return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), **extra}
 
 
 def bash_complete(*words: str) -> list[str]:
@@ -37,7 +31,7 @@ def bash_complete(*words: str) -> list[str]:
         ["bash", "--norc", "--noprofile", "-c", script],
         capture_output=True,
         text=True,
-        env=chatllm_environment(),
+        env=cli_env(),
         timeout=60,
     )
     assert result.returncode == 0 and result.stderr == "", result.stderr
@@ -113,16 +107,14 @@ def test_zsh_and_fish_protocols_answer() -> None:
         ["chatllm"],
         capture_output=True,
         text=True,
-        env=chatllm_environment(
-            **{COMPLETE_VARIABLE: "complete_zsh", "_TYPER_COMPLETE_ARGS": "chatllm translate --to f"}
-        ),
+        env=cli_env(**{COMPLETE_VARIABLE: "complete_zsh", "_TYPER_COMPLETE_ARGS": "chatllm translate --to f"}),
     )
     assert zsh.returncode == 0 and '"fr"' in zsh.stdout
     fish = subprocess.run(
         ["chatllm"],
         capture_output=True,
         text=True,
-        env=chatllm_environment(
+        env=cli_env(
             **{
                 COMPLETE_VARIABLE: "complete_fish",
                 "_TYPER_COMPLETE_FISH_ACTION": "get-args",
@@ -139,7 +131,7 @@ def test_fish_completes_with_the_committed_script() -> None:
         ["fish", "--no-config", "-c", f"source {COMPLETIONS / 'chatllm.fish'}; complete -C 'chatllm translate --to f'"],
         capture_output=True,
         text=True,
-        env=chatllm_environment(),
+        env=cli_env(),
     )
     assert "fr" in result.stdout.split()
 
@@ -160,7 +152,7 @@ def test_completion_imports_nothing_heavy() -> None:
             [sys.executable, "-c", code],
             capture_output=True,
             text=True,
-            env=chatllm_environment(**{COMPLETE_VARIABLE: "complete_bash", "COMP_WORDS": words, "COMP_CWORD": index}),
+            env=cli_env(**{COMPLETE_VARIABLE: "complete_bash", "COMP_WORDS": words, "COMP_CWORD": index}),
         )
         assert result.returncode == 0 and result.stdout.strip(), result.stderr
         assert result.stderr.strip() == "loaded:", (words, result.stderr)
@@ -179,7 +171,7 @@ def test_install_completion_installs_the_committed_script(shell: str, installed:
         ["chatllm", "--install-completion", shell],
         capture_output=True,
         text=True,
-        env=chatllm_environment(HOME=str(tmp_path), _TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION="1"),
+        env=cli_env(HOME=str(tmp_path), _TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION="1"),
     )
     assert result.returncode == 0, result.stderr
     assert f"{shell} completion installed in" in result.stdout

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from chatllm.cli.app import app
 from chatllm.config.settings import load_settings, settings_path
-from tests.conftest import run_chatllm
+from tests.support.cli import run_chatllm
 
 runner = CliRunner()
 

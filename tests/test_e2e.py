@@ -7,15 +7,13 @@ stops, stays inside the context, reports its numbers — not quality.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_chatllm
+from tests.support.cli import run_chatllm, start_chatllm
 
 pytestmark = pytest.mark.slow
 
@@ -142,14 +140,7 @@ def test_ctx_larger_than_the_model_supports(embedded_model: Path) -> None:
 
 
 def test_ctrl_c_exits_130_and_leaves_no_partial_files(embedded_model: Path, tmp_path: Path) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "chatllm", "chat", "--max-tokens", "2000", "--temperature", "1"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=tmp_path,
-        env=os.environ.copy(),
-    )
+    process = start_chatllm("chat", "--max-tokens", "2000", "--temperature", "1", stdin=subprocess.PIPE, cwd=tmp_path)
     assert process.stdin and process.stdout
     process.stdin.write(b"Write a very long story about a dragon, with many chapters.\n")
     process.stdin.flush()

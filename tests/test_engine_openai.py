@@ -8,10 +8,8 @@ errors, malformed or cut-off streams, stalls.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 import threading
 import time
 
@@ -21,8 +19,8 @@ from chatllm.engine.base import EngineOptions, GenerationParams, Message
 from chatllm.engine.openai import OpenAIEngine
 from chatllm.errors import EngineError
 from chatllm.hub.models import resolve_model
-from tests.conftest import run_chatllm
-from tests.openai_servers import ScriptedServer, chunk, free_port, start_process, stop_process, streaming
+from tests.support.cli import run_chatllm
+from tests.support.openai_servers import ScriptedServer, chunk, free_port, streaming
 
 ASK = [Message("user", "Name three colours.")]
 SHORT = GenerationParams(temperature=0.0, max_tokens=12)
@@ -269,51 +267,7 @@ def test_cli_reports_an_http_error(stub) -> None:
 
 
 # ---- a real server: llama-cpp-python's llama_cpp.server on the embedded model -----
-
-SERVER_EXTRAS = ("fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings")
-# llama_cpp.server cannot turn weight repacking off; in VMs where the AMX kernels
-# it enables crash, chatllm's own engine turns them off, and so does this launcher.
-LAUNCHER = """
-import runpy, sys
-import llama_cpp.llama_cpp as native
-from chatllm.engine.llama import weight_repacking_enabled
-if not weight_repacking_enabled():
-    default_params = native.llama_model_default_params
-    def model_params():
-        params = default_params()
-        params.use_extra_bufts = False
-        return params
-    native.llama_model_default_params = model_params
-runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
-"""
-
-
-@pytest.fixture(scope="module")
-def llama_server(embedded_model, tmp_path_factory):
-    missing = [name for name in SERVER_EXTRAS if importlib.util.find_spec(name) is None]
-    if missing:
-        pytest.skip(
-            f"llama_cpp.server needs {', '.join(missing)}: pip install fastapi uvicorn sse-starlette starlette-context pydantic-settings"
-        )
-    port = free_port()
-    command = [
-        sys.executable,
-        "-c",
-        LAUNCHER,
-        "--model",
-        str(embedded_model),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--n_ctx",
-        "2048",
-        "--verbose",
-        "False",
-    ]
-    server = start_process(command, port, tmp_path_factory.mktemp("llama-server") / "server.log")
-    yield server
-    stop_process(server)
+# (the llama_server fixture, in tests/support/server_fixtures.py)
 
 
 @pytest.mark.slow

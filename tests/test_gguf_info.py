@@ -12,7 +12,7 @@ from chatllm.errors import ConfigError, ModelError, UsageError
 from chatllm.hub import catalog
 from chatllm.hub.files import QUANT_PREFERENCE
 from chatllm.hub.gguf_info import format_parameter_count, read_gguf_info
-from tests.conftest_hub import CHAT_TEMPLATE, write_tiny_gguf
+from tests.support.gguf_files import CHAT_TEMPLATE, write_tiny_gguf
 
 # GGUF headers -----------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """Hub references, downloads and the cache, against the local Hub stand-in
-(tests/hub_server.py) serving real GGUF files. Nothing here reaches the internet."""
+(tests/support/hub_server.py) serving real GGUF files. Nothing here reaches the internet."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import errno
 import hashlib
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,12 +19,8 @@ from chatllm.hub import resolve as hub
 from chatllm.hub.cache import cached_models, hub_cache_dir, is_verified, repo_folder
 from chatllm.hub.files import HubReference, RepoFile, group_variants, parse_hub_reference, preferred_variant, quant_of
 from chatllm.hub.gguf_info import read_gguf_info
-from tests.conftest_hub import (
-    NO_GGUF_REPO,
-    TINY_REPO,
-    chatllm_command,
-    subprocess_env,
-)
+from tests.support.cli import cli_env, start_chatllm
+from tests.support.hub_fixtures import NO_GGUF_REPO, TINY_REPO
 
 
 def sha256_of(source: Path | bytes) -> str:
@@ -313,9 +310,7 @@ def test_completion_lists_cached_models_without_importing_huggingface_hub(hub_se
         "import sys; from chatllm.hub import resolve as hub; print(sorted(hub.cached_model_references())); "
         "print('huggingface_hub' in sys.modules)"
     )
-    result = subprocess.run(
-        chatllm_command()[:1] + ["-c", script], capture_output=True, text=True, env=subprocess_env(), check=True
-    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=cli_env(), check=True)
     assert result.stdout.splitlines() == [f"['{TINY_REPO}:F16', '{TINY_REPO}:Q4_K_M']", "False"]
 
 
@@ -324,14 +319,12 @@ def test_completion_lists_cached_models_without_importing_huggingface_hub(hub_se
 
 def test_two_concurrent_pulls_download_once(hub_server, tiny_repo_files) -> None:
     hub_server.faults.stall_after_bytes = 100_000
-    command = chatllm_command("models", "pull", f"{TINY_REPO}:Q8_0")
-    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
+    command = ("models", "pull", f"{TINY_REPO}:Q8_0")
+    first = start_chatllm(*command, text=True)
     second = None
     try:
         assert hub_server.faults.stall_reached.wait(60), "the first pull never started downloading"
-        second = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env()
-        )
+        second = start_chatllm(*command, text=True)
         waiting = second.stderr.readline()  # blocks until the second pull reports the lock
         assert "Waiting for another download of Tiny-Q8_0.gguf" in waiting
         hub_server.faults.release.set()
@@ -352,13 +345,7 @@ def test_ctrl_c_keeps_no_corrupt_file_and_the_next_pull_resumes(hub_server, tiny
     hub_server.faults.stall_after_bytes = 100_000
     sha = sha256_of(tiny_repo_files["Tiny-Q8_0.gguf"])
     partial = repo_folder(TINY_REPO) / "blobs" / f"{sha}.incomplete"
-    process = subprocess.Popen(
-        chatllm_command("models", "pull", f"{TINY_REPO}:Q8_0"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=subprocess_env(),
-    )
+    process = start_chatllm("models", "pull", f"{TINY_REPO}:Q8_0", text=True)
     try:
         assert hub_server.faults.stall_reached.wait(60)
         deadline = time.monotonic() + 30  # the bytes are on their way through the socket

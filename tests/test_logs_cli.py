@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from chatllm.cli.app import app
 from chatllm.history.store import history_path, load_conversation
-from tests.conftest import run_chatllm
+from tests.support.cli import run_chatllm
 
 runner = CliRunner()
 

@@ -5,7 +5,6 @@ local Hub stand-in."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,12 +13,8 @@ from typer.testing import CliRunner
 from chatllm.cli.app import app
 from chatllm.errors import ConfigError, ModelError, UsageError
 from chatllm.hub import resolve as hub
-from tests.conftest_hub import (
-    SMOLLM_REPO,
-    TINY_REPO,
-    chatllm_command,
-    subprocess_env,
-)
+from tests.support.cli import run_chatllm
+from tests.support.hub_fixtures import SMOLLM_REPO, TINY_REPO
 
 runner = CliRunner()
 
@@ -51,30 +46,21 @@ def user_catalog(hub_env: Path) -> Path:
 
 
 def test_pull_in_a_subprocess_prints_only_the_path_on_stdout(hub_server, tiny_repo_files) -> None:
-    result = subprocess.run(
-        chatllm_command("models", "pull", f"{TINY_REPO}:Q8_0"),
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    path = Path(result.stdout.strip())
-    assert result.stdout.count("\n") == 1 and path.name == "Tiny-Q8_0.gguf"
+    result = run_chatllm("models", "pull", f"{TINY_REPO}:Q8_0", timeout=120)
+    stdout, stderr = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 0, stderr
+    path = Path(stdout.strip())
+    assert stdout.count("\n") == 1 and path.name == "Tiny-Q8_0.gguf"
     assert path.read_bytes() == tiny_repo_files["Tiny-Q8_0.gguf"].read_bytes()
-    assert "Downloading Tiny-Q8_0.gguf (524.9 KB)" in result.stderr
+    assert "Downloading Tiny-Q8_0.gguf (524.9 KB)" in stderr
 
 
 def test_pull_errors_are_one_line(hub_server) -> None:
-    result = subprocess.run(
-        chatllm_command("models", "pull", f"{TINY_REPO}:Q3_K_S"),
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        timeout=120,
+    result = run_chatllm("models", "pull", f"{TINY_REPO}:Q3_K_S", timeout=120)
+    assert result.returncode == 1 and result.stdout == b""
+    assert (
+        result.stderr.decode() == f"Error: {TINY_REPO} has no Q3_K_S file; available quantizations: Q4_K_M, Q8_0, F16\n"
     )
-    assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr == f"Error: {TINY_REPO} has no Q3_K_S file; available quantizations: Q4_K_M, Q8_0, F16\n"
 
 
 def test_pull_with_quant_option_and_up_to_date_message(hub_server) -> None:
@@ -264,16 +250,21 @@ def test_doctor_reports_build_threads_and_cache(hub_server) -> None:
 def test_a_pulled_model_runs_end_to_end(hub_server, embedded_model) -> None:
     """`summarize -m org/repo:Q4_1 --pull`: download from the stand-in, verify, load in llama.cpp, answer."""
     hub_server.add_repo(SMOLLM_REPO, {embedded_model.name: embedded_model})
-    result = subprocess.run(
-        chatllm_command("summarize", "-m", f"{SMOLLM_REPO}:Q4_1", "--pull", "--max-tokens", "24", "--json", "--no-log"),
+    result = run_chatllm(
+        "summarize",
+        "-m",
+        f"{SMOLLM_REPO}:Q4_1",
+        "--pull",
+        "--max-tokens",
+        "24",
+        "--json",
+        "--no-log",
         input="The city library opened a new reading room on Monday. It has two hundred seats and free wifi.",
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
         timeout=280,
     )
-    assert result.returncode == 0, result.stderr
+    stderr = result.stderr.decode()
+    assert result.returncode == 0, stderr
     answer = json.loads(result.stdout)
     assert answer["model"] == embedded_model.name and answer["text"].strip()
-    assert "Downloading SmolLM2-135M-Instruct.Q4_1.gguf" in result.stderr
+    assert "Downloading SmolLM2-135M-Instruct.Q4_1.gguf" in stderr
     assert len(hub_server.body_requests()) == 1

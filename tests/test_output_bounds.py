@@ -24,8 +24,8 @@ from chatllm.jobs.repetition import RepetitionGuard, repeats_in
 from chatllm.jobs.summarize import summarize, summary_bound
 from chatllm.jobs.translate import translate, translation_bound
 from chatllm.templates import load_template
-from tests.conftest import run_chatllm
-from tests.openai_servers import ScriptedServer, chunk
+from tests.support.cli import run_chatllm
+from tests.support.openai_servers import ScriptedServer, chunk
 
 GUARD_TEXTS = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "quality" / "guard"
 PARAMS = GenerationParams(temperature=0)

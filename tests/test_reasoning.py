@@ -10,8 +10,6 @@ chat template that opens `<think>` (rewritten with the `gguf` package)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,8 +21,9 @@ from chatllm.engine.reasoning import Reasoning, ThinkSplitter, may_think, split_
 from chatllm.hub.models import resolve_model
 from chatllm.jobs.chat import ChatSession, Persona
 from chatllm.jobs.metering import Meter
-from tests.conftest import run_chatllm
-from tests.openai_servers import ScriptedServer, chunk, free_port, start_process, stop_process, streaming
+from tests.support.cli import chatllm_command, cli_env, run_chatllm
+from tests.support.gguf_files import with_chat_template, without_chat_template
+from tests.support.openai_servers import ScriptedServer, chunk, free_port, start_process, stop_process, streaming
 
 THINKING_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
@@ -154,22 +153,9 @@ def test_the_remote_backend_takes_reasoning_content_apart_and_sends_the_switch()
 @pytest.fixture(scope="module")
 def thinking_gguf(embedded_model: Path, tmp_path_factory) -> Path:
     """The embedded model with a chat template that opens <think> (Qwen3's switch)."""
-    target = tmp_path_factory.mktemp("thinking") / "SmolLM2-think.gguf"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gguf.scripts.gguf_new_metadata",
-            str(embedded_model),
-            str(target),
-            "--chat-template",
-            THINKING_TEMPLATE,
-            "--force",
-        ],
-        check=True,
-        capture_output=True,
+    return with_chat_template(
+        embedded_model, tmp_path_factory.mktemp("thinking") / "SmolLM2-think.gguf", THINKING_TEMPLATE
     )
-    return target
 
 
 @pytest.mark.slow
@@ -225,22 +211,12 @@ def test_serve_sends_thinking_as_reasoning_content_and_the_remote_backend_reads_
 
     port = free_port()
     server = start_process(
-        [
-            sys.executable,
-            "-m",
-            "chatllm",
-            "serve",
-            "--port",
-            str(port),
-            "-m",
-            str(thinking_gguf),
-            "--reasoning-budget",
-            "5",
-            "--temperature",
-            "0",
-        ],
+        chatllm_command(
+            "serve", "--port", str(port), "-m", str(thinking_gguf), "--reasoning-budget", "5", "--temperature", "0"
+        ),
         port,
         tmp_path / "serve.log",
+        env=cli_env(),
     )
     try:
         client = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0, timeout=240)
@@ -274,35 +250,13 @@ def test_inline_thinking_from_llama_cpp_pythons_server(llama_server) -> None:
     engine.close()
 
 
-@pytest.fixture(scope="module")
-def llama_server(embedded_model, tmp_path_factory):
-    from tests.test_engine_openai import llama_server as make
-
-    yield from make.__wrapped__(embedded_model, tmp_path_factory)
-
-
 # ---------------------------------------------------------------- a model without a chat template (issue 15)
 
 
 @pytest.fixture(scope="module")
 def base_gguf(embedded_model: Path, tmp_path_factory) -> Path:
     """The embedded model without its chat template, as a base model comes."""
-    target = tmp_path_factory.mktemp("base") / "SmolLM2-base.gguf"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gguf.scripts.gguf_new_metadata",
-            str(embedded_model),
-            str(target),
-            "--remove-metadata",
-            "tokenizer.chat_template",
-            "--force",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return target
+    return without_chat_template(embedded_model, tmp_path_factory.mktemp("base") / "SmolLM2-base.gguf")
 
 
 @pytest.mark.slow

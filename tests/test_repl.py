@@ -11,7 +11,6 @@ import io
 import json
 import os
 import signal
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from chatllm.engine.base import GenerationParams, Message
 from chatllm.engine.fake import FakeEngine
 from chatllm.hub.models import ResolvedModel
 from chatllm.jobs.chat import ChatSession, Persona
-from tests.conftest import run_chatllm
+from tests.support.cli import chatllm_command, cli_env, run_chatllm
 
 ENTER = "\r"
 NEWLINE = "\x1b\r"  # Alt-Enter / Esc Enter
@@ -345,8 +344,8 @@ ACCEPTED = r"\x1b\[\?2004l"  # the prompt let go of the terminal: what follows i
 
 
 def _spawn_env(tmp_path: Path) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key != "NO_COLOR"}
-    env.update(TERM="xterm-256color", COLUMNS="100", LINES="30")
+    env = cli_env(TERM="xterm-256color", COLUMNS="100", LINES="30")
+    env.pop("NO_COLOR", None)
     return env
 
 
@@ -354,9 +353,10 @@ def _spawn_env(tmp_path: Path) -> dict[str, str]:
 @pytest.mark.timeout(900)
 def test_the_repl_in_a_real_terminal_on_the_embedded_model(embedded_model: Path, tmp_path: Path) -> None:
     pexpect = pytest.importorskip("pexpect")
+    program, *args = chatllm_command("chat", "--max-tokens", "200", "--seed", "1")
     child = pexpect.spawn(
-        sys.executable,
-        ["-m", "chatllm", "chat", "--max-tokens", "200", "--seed", "1"],
+        program,
+        args,
         cwd=str(tmp_path),
         env=_spawn_env(tmp_path),
         dimensions=(30, 100),

@@ -3,7 +3,9 @@
 
 The server core runs in-process over the fake engine for the protocol and the
 templates-as-models logic; `chatllm serve` itself runs as a subprocess on the
-embedded model for the end-to-end path and Ctrl-C.
+embedded model for the end-to-end path and Ctrl-C. Both servers are fixtures
+in tests/support/server_fixtures.py (`served`, `chatllm_serve`), which other
+test modules use too.
 """
 
 from __future__ import annotations
@@ -11,56 +13,22 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import threading
-from types import SimpleNamespace
 
 import httpx
 import openai
 import pytest
 
 from chatllm.engine.base import EngineOptions, GenerationParams, Message
-from chatllm.engine.fake import FakeEngine
 from chatllm.engine.openai import OpenAIEngine
 from chatllm.errors import EngineError
 from chatllm.hub.models import resolve_model
 from chatllm.server import http as server
-from tests.conftest import run_chatllm
-from tests.openai_servers import free_port, start_process, stop_process
+from tests.support.cli import cli_env, run_chatllm
+from tests.support.openai_servers import free_port, start_process, stop_process
+from tests.support.server_fixtures import RecordingEngine, serve_command
 
 HELLO = [{"role": "user", "content": "hello there"}]
-
-
-class RecordingEngine(FakeEngine):
-    """The fake engine, also remembering the GenerationParams of each call."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.params: list[GenerationParams] = []
-        self.closed = False
-
-    def stream(self, messages, params):
-        self.params.append(params)
-        return super().stream(messages, params)
-
-    def close(self) -> None:
-        self.closed = True
-
-
-@pytest.fixture
-def served():
-    """The server core on a free port, over a RecordingEngine, in this process."""
-    engine = RecordingEngine()
-    http = server.bind("127.0.0.1", 0)
-    http.service = server.ChatService(engine, "fake.gguf", defaults={"seed": 11}, aliases=("fake",))
-    thread = threading.Thread(target=http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    url = server.base_url(http)
-    client = openai.OpenAI(base_url=url, api_key="x", max_retries=0)
-    yield SimpleNamespace(url=url, engine=engine, service=http.service, client=client)
-    client.close()
-    http.shutdown()
-    http.server_close()
 
 
 def test_completion(served) -> None:
@@ -227,23 +195,6 @@ def test_chatllms_remote_engine_talks_to_chatllm_serve(served) -> None:
 # ---- `chatllm serve` on the embedded model -------------------------------------
 
 
-def serve_command(port: int) -> list[str]:
-    return [sys.executable, "-m", "chatllm", "serve", "--host", "127.0.0.1", "--port", str(port), "-m", "embedded"]
-
-
-@pytest.fixture(scope="module")
-def chatllm_serve(embedded_model, tmp_path_factory):
-    # Module-scoped, so it sets up its own folders (the autouse isolation is per test).
-    home = tmp_path_factory.mktemp("serve-home")
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CHATLLM_")}
-    env.update({f"XDG_{name.upper()}_HOME": str(home / name) for name in ("config", "data", "cache")})
-    port = free_port()
-    process = start_process(serve_command(port), port, home / "serve.log", env=env)
-    process.extra["client"] = openai.OpenAI(base_url=process.url, api_key="x", max_retries=0, timeout=240)
-    yield process
-    stop_process(process)
-
-
 @pytest.mark.slow
 def test_serve_answers_the_openai_client(chatllm_serve) -> None:
     client = chatllm_serve.extra["client"]
@@ -276,7 +227,13 @@ def test_serve_support_persona_and_a_bad_request(chatllm_serve) -> None:
         model="support", messages=[{"role": "user", "content": "Can I return a jacket?"}], max_tokens=16
     )
     assert reply.choices[0].message.content.strip()
-    assert reply.usage.prompt_tokens > 1000  # the persona's knowledge came along
+    plain = client.chat.completions.create(
+        model="embedded",
+        messages=[{"role": "user", "content": "Can I return a jacket?"}],
+        max_tokens=1,
+    )
+    # the persona's instructions and its retrieved knowledge came along
+    assert reply.usage.prompt_tokens > plain.usage.prompt_tokens + 300
     with pytest.raises(openai.BadRequestError) as raised:
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
     assert raised.value.status_code == 400 and "does not exist" in raised.value.body["message"]
@@ -285,7 +242,7 @@ def test_serve_support_persona_and_a_bad_request(chatllm_serve) -> None:
 @pytest.mark.slow
 def test_ctrl_c_stops_serve_cleanly(embedded_model, tmp_path) -> None:
     port = free_port()
-    process = start_process(serve_command(port), port, tmp_path / "serve.log")
+    process = start_process(serve_command(port), port, tmp_path / "serve.log", env=cli_env())
     assert stop_process(process, signal.SIGINT) == 0
     assert process.log().rstrip().endswith("Stopped.")
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_chatllm
+from tests.support.cli import run_chatllm
 
 HEAVY_MODULES = ("llama_cpp", "huggingface_hub", "prompt_toolkit", "numpy")
 

@@ -23,8 +23,8 @@ from chatllm.jobs.classify import Classifier, parse_labels
 from chatllm.jobs.extract import extract
 from chatllm.jobs.metering import Meter
 from chatllm.jobs.schemas import SchemaMismatch, parse_schema, short_schema, validated
-from tests.conftest import run_chatllm
-from tests.openai_servers import ScriptedServer, chunk, streaming
+from tests.support.cli import run_chatllm
+from tests.support.openai_servers import ScriptedServer, chunk, streaming
 
 PERSON = {
     "type": "object",
@@ -182,13 +182,6 @@ def test_serve_honours_response_format(served) -> None:
         )
 
 
-@pytest.fixture
-def served():
-    from tests.test_serve import served as make  # the same in-process server as test_serve.py
-
-    yield from make.__wrapped__()
-
-
 # ---------------------------------------------------------------- the command line
 
 
@@ -286,23 +279,9 @@ def test_chatllm_serve_constrains_replies_for_the_openai_client(chatllm_serve) -
     validated(reply.choices[0].message.content, PERSON)
 
 
-@pytest.fixture(scope="module")
-def chatllm_serve(embedded_model, tmp_path_factory):
-    from tests.test_serve import chatllm_serve as make
-
-    yield from make.__wrapped__(embedded_model, tmp_path_factory)
-
-
 @pytest.mark.slow
 def test_the_remote_backend_against_llama_cpp_pythons_server(llama_server) -> None:
     engine = OpenAIEngine(resolve_model(f"openai:smollm@{llama_server.url}"), EngineOptions(n_ctx=2048))
     document = extract(Meter(engine), PERSON, "Ana is 34.", GenerationParams(temperature=1.0, seed=3))
     assert set(document) == {"name", "age"}
     engine.close()
-
-
-@pytest.fixture(scope="module")
-def llama_server(embedded_model, tmp_path_factory):
-    from tests.test_engine_openai import llama_server as make
-
-    yield from make.__wrapped__(embedded_model, tmp_path_factory)

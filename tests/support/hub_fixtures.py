@@ -1,58 +1,24 @@
 """Fixtures for Hub tests: isolated cache/config folders, tiny real GGUF files,
-and the local Hub stand-in (tests/hub_server.py) with HF_ENDPOINT pointing at it.
+and the local Hub stand-in (tests/support/hub_server.py) with HF_ENDPOINT
+pointing at it.
 
-Loaded for every test module as a plugin (`pytest_plugins` in tests/conftest.py).
+A pytest plugin, loaded for every test module by `pytest_plugins` in
+tests/conftest.py. The repo names are here too, for tests to name what the
+stand-in serves.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from tests.hub_server import HubServer
+from tests.support.gguf_files import write_tiny_gguf
+from tests.support.hub_server import HubServer
 
 TINY_REPO = "test-org/Tiny-GGUF"
 NO_GGUF_REPO = "test-org/no-gguf"
 SMOLLM_REPO = "test-org/SmolLM2-135M-Instruct-GGUF"
-CHAT_TEMPLATE = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}<|assistant|>"
-
-# general.file_type numbers (llama.cpp's llama_ftype)
-FILE_TYPE = {"F16": 1, "Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17}
-
-
-def write_tiny_gguf(
-    path: Path, file_type: str, *, seed: int, elements: int = 128 * 1024, split: tuple[int, int] | None = None
-) -> Path:
-    """A valid GGUF with llama-style metadata and one float32 tensor of
-    `elements` values (512 KB by default): real enough for metadata readers and
-    big enough for downloads to take several chunks."""
-    import gguf
-
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name("Tiny Test Model")
-    writer.add_license("mit")
-    writer.add_context_length(2048)
-    writer.add_block_count(4)
-    writer.add_embedding_length(64)
-    writer.add_head_count(4)
-    writer.add_head_count_kv(2)
-    writer.add_file_type(FILE_TYPE[file_type])
-    writer.add_chat_template(CHAT_TEMPLATE)
-    if split:
-        writer.add_uint16("split.no", split[0] - 1)
-        writer.add_uint16("split.count", split[1])
-        writer.add_int32("split.tensors.count", split[1])
-    data = np.random.default_rng(seed).standard_normal(elements).astype(np.float32)
-    writer.add_tensor(f"blk.{seed}.weight", data)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -115,14 +81,3 @@ def hub_server(hub_env: Path, tiny_repo_files: dict, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("HF_ENDPOINT", server.url)
     yield server
     server.stop()
-
-
-def subprocess_env(**extra: str) -> dict[str, str]:
-    """The current (monkeypatched) environment for a `chatllm` subprocess."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", **extra)
-    env.pop("COLUMNS", None)
-    return env
-
-
-def chatllm_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "chatllm", *args]
