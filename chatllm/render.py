@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable
 from typing import IO, Protocol
 
-from chatllm.engine.base import GenerationStats
+from chatllm.engine.base import GenerationStats, usage_json
 
 
 class Sink(Protocol):
@@ -161,8 +161,6 @@ def write_all(pieces: Iterable[str], sink: Sink) -> str:
 def result_json(text: str, model: str, template: str, stats: GenerationStats, reasoning: str = "") -> str:
     """The --json object; field names follow OpenAI's API and DESIGN.md. A
     reasoning model's thinking is in `reasoning`, never in `text`."""
-    from chatllm.engine.base import usage_json
-
     timings = stats.timings
     extra = {"reasoning": reasoning} if reasoning else {}
     return json.dumps(

@@ -20,8 +20,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from chatllm.cli import slash_commands
+from chatllm.config.settings import data_dir
 from chatllm.engine.base import Stream
 from chatllm.errors import ChatLLMError
+from chatllm.render import MarkdownSink, PlainSink, ReasoningDisplay, wants_markdown
+
+try:
+    import termios
+except ImportError:  # Windows
+    termios = None  # type: ignore[assignment]
 
 BLOCK_QUOTES = '"""'  # opens and closes a multi-line message, as in `ollama run`
 HISTORY_FILE = "repl_history"
@@ -66,8 +73,6 @@ class Repl:
         err: IO[str] | None = None,
         history_path: Path | None = None,
     ) -> None:
-        from chatllm.render import wants_markdown
-
         self.session = session
         self.options = options
         self.config = config
@@ -116,7 +121,6 @@ class Repl:
         sink = None
         pieces: Stream | None = None
         interrupted = False
-        from chatllm.render import ReasoningDisplay
 
         thinking = ReasoningDisplay(self.options.show_reasoning)
         self.session.on_reasoning = thinking.piece
@@ -237,8 +241,6 @@ class Repl:
             self.out.flush()
 
     def _open_sink(self):
-        from chatllm.render import MarkdownSink, PlainSink
-
         return MarkdownSink(self.out, theme=self.config.theme) if self.markdown else PlainSink(self.out)
 
     @contextmanager
@@ -370,8 +372,6 @@ def _stats_line(stats) -> str:
 
 
 def _default_history_path() -> Path:
-    from chatllm.config.settings import data_dir
-
     return data_dir() / HISTORY_FILE
 
 
@@ -386,9 +386,7 @@ def _typing_hidden(on_terminal: bool) -> Iterator[None]:
     """While a reply streams, keys typed are not echoed into it but wait, as they
     are, for the next prompt (Ctrl-D included), and Ctrl-C does not make the
     terminal drop output already written, which would garble the live view."""
-    try:
-        import termios
-    except ImportError:  # Windows: its console has no such settings
+    if termios is None:  # Windows: its console has no such settings
         on_terminal = False
     if not on_terminal:
         yield

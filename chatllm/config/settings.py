@@ -11,7 +11,7 @@ accepts always loads, and a malformed file is an error naming its line.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -247,8 +247,6 @@ def environment_overrides() -> dict[str, tuple[str, Any]]:
 
 def load_settings() -> Settings:
     """The settings file overlaid with CHATLLM_* environment variables."""
-    from dataclasses import replace
-
     path = settings_path()
     settings = parse_settings(settings_text(), str(path)) if path.exists() else Settings()
     overrides = {key: value for key, (_, value) in environment_overrides().items()}

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import urlsplit
 
+import httpx2
+
 from chatllm.errors import DownloadError
 from chatllm.hub.cache import INCOMPLETE_SUFFIX, file_sha256, is_verified, lock_path, mark_verified, repo_folder
 
@@ -186,7 +188,6 @@ def _transfer(
 ) -> tuple[int, hashlib._Hash]:
     """GET the rest of the file into `handle`, retrying with Range after
     network errors. Returns the final size and the digest of the whole file."""
-    import httpx2
     from huggingface_hub.utils import get_session, hf_raise_for_status
 
     timeout = float(os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT") or 10)

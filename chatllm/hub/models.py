@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chatllm.errors import ModelError
+from chatllm.hub import resolve as hub
 from chatllm.hub.references import ResolvedModel
 
 if TYPE_CHECKING:
@@ -98,7 +99,6 @@ def resolve_model(
         path = Path(reference).expanduser()
         check_gguf_file(path)
         return ResolvedModel(reference=reference, name=path.name, path=path)
-    from chatllm.hub import resolve as hub
 
     return hub.resolve_hub_model(reference, allow_download=allow_download, interaction=interaction)
 

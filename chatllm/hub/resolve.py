@@ -10,12 +10,17 @@ chatllm.hub.download; this module talks to the Hub API and decides.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+import httpx2
+
+from chatllm import __version__
 from chatllm.errors import ChatLLMError, DownloadError, ModelError
+from chatllm.hub import catalog
 from chatllm.hub.cache import (
     SHA256_PATTERN,
     CachedModel,
@@ -26,6 +31,7 @@ from chatllm.hub.cache import (
     mark_verified,
 )
 from chatllm.hub.cache import cached_model_references as _cached_references
+from chatllm.hub.download import RemoteFile, SilentProgress, fetch_file, format_bytes
 from chatllm.hub.files import (
     HubReference,
     ModelVariant,
@@ -35,6 +41,7 @@ from chatllm.hub.files import (
     normalize_quant,
     parse_hub_reference,
 )
+from chatllm.hub.references import ResolvedModel
 
 if TYPE_CHECKING:
     from chatllm.hub.download import RemoteFile, TransferProgress
@@ -86,14 +93,10 @@ def hub_endpoint() -> str:
 def parse_model_reference(reference: str, *, quant: str | None = None) -> ModelTarget:
     """A catalog alias or a Hub reference; `quant` overrides the quantization.
     Raises ModelError (with a did-you-mean for near-miss aliases)."""
-    from chatllm.hub import catalog
-
     entry = catalog.find_alias(reference)
     try:
         hub = parse_hub_reference(entry.hub_reference if entry else reference)
     except ModelError:
-        import difflib
-
         close = difflib.get_close_matches(reference.lower(), catalog.alias_names(), n=1, cutoff=0.6)
         hint = f"; did you mean '{close[0]}'?" if close else "; see `chatllm models catalog` for aliases"
         raise ModelError(
@@ -122,8 +125,6 @@ def resolve_hub_model(reference: str, *, allow_download: bool, interaction: Inte
     Cached models need no network. A missing model is downloaded when
     `allow_download`; otherwise `interaction.confirm` is asked, and without it a
     ModelError points at `--pull` and `chatllm models pull`."""
-    from chatllm.hub.references import ResolvedModel
-
     interaction = interaction or Interaction()
     target = parse_model_reference(reference)
     model = find_cached_model(target.hub)
@@ -181,8 +182,6 @@ def plan_pull(target: ModelTarget) -> PullPlan:
 def run_pull(plan: PullPlan, progress: TransferProgress | None = None) -> PullResult:
     """Fetch every shard of the plan (each resumable, locked, verified);
     `progress` hears of each file's bytes (None: nobody watches)."""
-    from chatllm.hub.download import SilentProgress, fetch_file
-
     progress = progress or SilentProgress()
     headers = _hub_headers()
     downloaded = False
@@ -244,8 +243,6 @@ def find_local_model(reference: str) -> CachedModel | None:
 
 
 def describe_plan(plan: PullPlan) -> str:
-    from chatllm.hub.download import format_bytes
-
     size = f", {format_bytes(plan.size)}" if plan.size is not None else ""
     shards = f", {len(plan.files)} files" if len(plan.files) > 1 else ""
     return f"{plan.target.hub.repo}/{plan.variant.first.path} ({plan.variant.quant or 'GGUF'}{size}{shards})"
@@ -258,8 +255,6 @@ def cached_model_references() -> list[str]:
 
 def _remote_file(repo: str, commit: str, listed: RepoFile) -> RemoteFile:
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
-
-    from chatllm.hub.download import RemoteFile
 
     url = hf_hub_url(repo, listed.path, revision=commit, endpoint=hub_endpoint())
     try:
@@ -285,7 +280,6 @@ def _remote_file(repo: str, commit: str, listed: RepoFile) -> RemoteFile:
 
 def _hub_error(error: Exception, repo: str, path: str | None = None) -> Exception:
     """A one-line ChatLLMError for what huggingface_hub or the network raised."""
-    import httpx2
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -329,6 +323,4 @@ def _timeout() -> float:
 
 
 def _version() -> str:
-    from chatllm import __version__
-
     return __version__
