@@ -28,7 +28,7 @@ def doctor_facts() -> dict:
     from chatllm.config.settings import load_settings, settings_path
     from chatllm.engine.gpu import system_report
     from chatllm.hub.cache import cache_size, cached_models, hub_cache_dir
-    from chatllm.hub.resolve import hub_endpoint, is_offline
+    from chatllm.hub.environment import hub_endpoint, is_offline
 
     report = system_report()
     settings = load_settings()

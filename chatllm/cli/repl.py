@@ -10,7 +10,6 @@ prompt clears the line; Ctrl-D on an empty line leaves.
 from __future__ import annotations
 
 import functools
-import os
 import signal
 import sys
 import threading
@@ -23,7 +22,7 @@ from chatllm.cli import slash_commands
 from chatllm.config.settings import data_dir
 from chatllm.engine.base import Stream
 from chatllm.errors import ChatLLMError
-from chatllm.render import MarkdownSink, PlainSink, ReasoningDisplay, wants_markdown
+from chatllm.render import MarkdownSink, PlainSink, ReasoningDisplay, styling_allowed
 
 try:
     import termios
@@ -79,8 +78,8 @@ class Repl:
         self.model_label = Path(model.name).stem if model.name.endswith(".gguf") else model.name
         self.out = out or sys.stdout
         self.err = err or sys.stderr
-        self.markdown = wants_markdown(self.out)
-        self.err_color = _colors_wanted(self.err)
+        self.markdown = styling_allowed(self.out)
+        self.err_color = styling_allowed(self.err)
         self.history_path = history_path or _default_history_path()
         self._context_used: int | None = None
         self._hinted_exit = False
@@ -373,12 +372,6 @@ def _stats_line(stats) -> str:
 
 def _default_history_path() -> Path:
     return data_dir() / HISTORY_FILE
-
-
-def _colors_wanted(stream: IO[str]) -> bool:
-    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
-        return False
-    return hasattr(stream, "isatty") and stream.isatty()
 
 
 @contextmanager

@@ -71,6 +71,12 @@ class Settings:
     flash_attn: bool | None = _setting(
         None, "llama.cpp flash attention: on, off, or auto (llama.cpp decides)", "CHATLLM_FLASH_ATTN", "on_off_auto"
     )
+    weight_repack: bool | None = _setting(
+        None,
+        "llama.cpp's CPU weight repacking: on, off, or auto (off on CPUs with AMX, where some VMs crash)",
+        "CHATLLM_WEIGHT_REPACK",
+        "on_off_auto",
+    )
     log: bool = _setting(True, "save runs and chats to the history database", "CHATLLM_LOG", "bool")
     hints: bool = _setting(
         True, "say (on stderr) when a job needs a bigger model than the one in use", "CHATLLM_HINTS", "bool"

@@ -57,6 +57,7 @@ def engine_options(
         n_gpu_layers=None if layers in (None, "auto") else int(layers),
         n_threads=config.threads,
         flash_attn=config.flash_attn,
+        weight_repack=config.weight_repack,
         seed=seed,
         verbose=verbose,
         state_cache_dir=cache_dir() / "prompt-states",

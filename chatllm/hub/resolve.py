@@ -11,7 +11,6 @@ chatllm.hub.download; this module talks to the Hub API and decides.
 from __future__ import annotations
 
 import difflib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -32,6 +31,7 @@ from chatllm.hub.cache import (
 )
 from chatllm.hub.cache import cached_model_references as _cached_references
 from chatllm.hub.download import RemoteFile, SilentProgress, fetch_file, format_bytes
+from chatllm.hub.environment import hub_endpoint, is_offline, metadata_timeout_s
 from chatllm.hub.files import (
     HubReference,
     ModelVariant,
@@ -46,9 +46,6 @@ from chatllm.hub.references import ResolvedModel
 if TYPE_CHECKING:
     from chatllm.hub.download import RemoteFile, TransferProgress
     from chatllm.hub.references import ResolvedModel
-
-DEFAULT_ENDPOINT = "https://huggingface.co"
-_TRUE = {"1", "ON", "YES", "TRUE"}
 
 
 @dataclass(frozen=True)
@@ -78,16 +75,6 @@ class PullPlan:
 class PullResult:
     model: CachedModel
     downloaded: bool  # False when everything was already in the cache
-
-
-def is_offline() -> bool:
-    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set, read now, not at import."""
-    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return value.strip().upper() in _TRUE
-
-
-def hub_endpoint() -> str:
-    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
 
 
 def parse_model_reference(reference: str, *, quant: str | None = None) -> ModelTarget:
@@ -204,7 +191,7 @@ def list_repo_files(repo: str) -> tuple[str, list[RepoFile]]:
 
     api = HfApi(endpoint=hub_endpoint(), library_name="chatllm", library_version=_version())
     try:
-        info = api.model_info(repo, files_metadata=True, timeout=_timeout())
+        info = api.model_info(repo, files_metadata=True, timeout=metadata_timeout_s())
     except Exception as error:
         raise _hub_error(error, repo) from None
     files = [
@@ -259,7 +246,11 @@ def _remote_file(repo: str, commit: str, listed: RepoFile) -> RemoteFile:
     url = hf_hub_url(repo, listed.path, revision=commit, endpoint=hub_endpoint())
     try:
         meta = get_hf_file_metadata(
-            url, timeout=_timeout(), library_name="chatllm", library_version=_version(), endpoint=hub_endpoint()
+            url,
+            timeout=metadata_timeout_s(),
+            library_name="chatllm",
+            library_version=_version(),
+            endpoint=hub_endpoint(),
         )
     except Exception as error:
         raise _hub_error(error, repo, listed.path) from None
@@ -316,10 +307,6 @@ def _hub_headers() -> dict[str, str]:
     from huggingface_hub.utils import build_hf_headers
 
     return build_hf_headers(library_name="chatllm", library_version=_version())
-
-
-def _timeout() -> float:
-    return float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or 10)
 
 
 def _version() -> str:
