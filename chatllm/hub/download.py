@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import urlsplit
 
-import httpx2
-
 from chatllm.errors import DownloadError
 from chatllm.hub.cache import INCOMPLETE_SUFFIX, file_sha256, is_verified, lock_path, mark_verified, repo_folder
 from chatllm.hub.environment import download_timeout_s, hub_endpoint
@@ -189,6 +187,7 @@ def _transfer(
 ) -> tuple[int, hashlib._Hash]:
     """GET the rest of the file into `handle`, retrying with Range after
     network errors. Returns the final size and the digest of the whole file."""
+    import httpx2
     from huggingface_hub.utils import get_session, hf_raise_for_status
 
     timeout = download_timeout_s()

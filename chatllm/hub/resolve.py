@@ -15,8 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-import httpx2
-
 from chatllm import __version__
 from chatllm.errors import ChatLLMError, DownloadError, ModelError
 from chatllm.hub import catalog
@@ -271,6 +269,7 @@ def _remote_file(repo: str, commit: str, listed: RepoFile) -> RemoteFile:
 
 def _hub_error(error: Exception, repo: str, path: str | None = None) -> Exception:
     """A one-line ChatLLMError for what huggingface_hub or the network raised."""
+    import httpx2
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
