@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from chatllm.errors import LanguageError
+from chatllm.language_names import LANGUAGE_NAMES
 
 # Offered by shell completion for --to/--from; any valid tag is accepted.
 COMMON_LANGUAGE_CODES = (
@@ -85,8 +86,6 @@ def parse_language(text: str) -> Language:
 def _common_language(text: str) -> Language | None:
     """The language from the generated table when `text` is one of its codes,
     English names or autonyms (compared case-insensitively)."""
-    from chatllm.language_names import LANGUAGE_NAMES
-
     wanted = text.casefold().replace("_", "-")
     for code, (tag, name, autonym) in LANGUAGE_NAMES.items():
         if wanted in (code.casefold(), name.casefold(), autonym.casefold()):
@@ -118,8 +117,6 @@ def _langcodes_language(text: str, cleaned: str) -> Language:
 
 
 def _suggestion(text: str) -> str:
-    from chatllm.language_names import LANGUAGE_NAMES
-
     names = {name: code for code, (_tag, name, _autonym) in LANGUAGE_NAMES.items()}
     close = [f"{name} ({names[name]})" for name in difflib.get_close_matches(text.title(), names, n=3, cutoff=0.6)]
     close += difflib.get_close_matches(text, COMMON_LANGUAGE_CODES, n=2, cutoff=0.7)

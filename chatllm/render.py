@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable
 from typing import IO, Protocol
 
-from chatllm.engine.base import GenerationStats
+from chatllm.engine.base import GenerationStats, usage_json
 
 
 class Sink(Protocol):
@@ -133,16 +133,18 @@ class CollectingSink:
         pass
 
 
-def wants_markdown(stream: IO[str]) -> bool:
+def styling_allowed(stream: IO[str]) -> bool:
+    """Colours, live lines and Markdown rendering only on a terminal, and not
+    when NO_COLOR is set (no-color.org) or the terminal is dumb."""
     if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
         return False
-    return stream.isatty()
+    return hasattr(stream, "isatty") and stream.isatty()
 
 
 def open_sink(stream: IO[str] | None = None, markdown: bool | None = None, theme: str = "monokai") -> Sink:
     stream = stream or sys.stdout
     if markdown is None:
-        markdown = wants_markdown(stream)
+        markdown = styling_allowed(stream)
     return MarkdownSink(stream, theme) if markdown else PlainSink(stream)
 
 
@@ -161,8 +163,6 @@ def write_all(pieces: Iterable[str], sink: Sink) -> str:
 def result_json(text: str, model: str, template: str, stats: GenerationStats, reasoning: str = "") -> str:
     """The --json object; field names follow OpenAI's API and DESIGN.md. A
     reasoning model's thinking is in `reasoning`, never in `text`."""
-    from chatllm.engine.base import usage_json
-
     timings = stats.timings
     extra = {"reasoning": reasoning} if reasoning else {}
     return json.dumps(
@@ -220,7 +220,7 @@ class ReasoningDisplay:
     def __init__(self, show: bool, stream: IO[str] | None = None) -> None:
         self.show = show
         self.stream = stream or sys.stderr
-        self.terminal = self.stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+        self.terminal = styling_allowed(self.stream)
         self.pieces = 0
         self._open = False
 

@@ -8,13 +8,16 @@ file and reports problems as `file:line: message`.
 
 from __future__ import annotations
 
+import difflib
 import importlib.resources
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from chatllm.config.settings import user_templates_dir
 from chatllm.engine.base import GenerationParams
-from chatllm.errors import TemplateError
+from chatllm.errors import TemplateError, UsageError
+from chatllm.jobs.schemas import check_schema, short_schema
 
 Kind = Literal["task", "persona"]
 InputMode = Literal["required", "optional", "none"]
@@ -150,8 +153,6 @@ def builtin_dir() -> Path:
 
 
 def user_dir() -> Path:
-    from chatllm.config.settings import user_templates_dir
-
     return user_templates_dir()
 
 
@@ -180,7 +181,6 @@ def load_template(name_or_path: str) -> Template:
     candidate = Path(name_or_path).expanduser()
     if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
         return load_template_file(candidate, "file")
-    import difflib
 
     close = difflib.get_close_matches(name_or_path, files, n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else "; see `chatllm templates list`"
@@ -368,9 +368,6 @@ class _TemplateParser:
 
     def schema(self) -> dict[str, Any] | None:
         """A JSON Schema mapping, or the short field syntax as text."""
-        from chatllm.errors import UsageError
-        from chatllm.jobs.schemas import check_schema, short_schema
-
         raw = self.document.get("schema")
         if raw is None:
             return None

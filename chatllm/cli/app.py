@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from typing import Annotated, NoReturn, Optional
 
 import typer
+from typer._click import exceptions as click
 
 from chatllm import __version__
+from chatllm.cli import chat, config_cmd, doctor, logs, models_cmd, serve, structured, tasks, templates_cmd
+from chatllm.errors import ChatLLMError
 
 app = typer.Typer(
     name="chatllm",
     help="Local large language models in your shell: chat, summarize, translate, and customer-service personas.",
     no_args_is_help=True,
+    # Panels and colours on a terminal; in a pipe, click's plain help, which is
+    # easier to grep and does not wait ~90 ms for typer's rich formatting to import.
+    rich_markup_mode="rich" if sys.stdout.isatty() else None,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -50,8 +57,6 @@ def root(
 
 
 def _register_commands() -> None:
-    from chatllm.cli import chat, config_cmd, doctor, logs, models_cmd, serve, structured, tasks, templates_cmd
-
     for module in (chat, tasks, structured, templates_cmd, models_cmd, logs, config_cmd, doctor, serve):
         module.register(app)
 
@@ -67,17 +72,11 @@ def _fail(message: str, exit_code: int) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `chatllm` script."""
-    from typer._click import exceptions as click  # typer >= 0.26 (the pin) vendors click
-
-    from chatllm.errors import ChatLLMError
-
     debug = "--debug" in (argv if argv is not None else sys.argv) or os.environ.get("CHATLLM_DEBUG") == "1"
     try:
         result = app(args=argv, prog_name="chatllm", standalone_mode=False)
     except ChatLLMError as error:
         if debug:
-            import traceback
-
             traceback.print_exc()
         _fail(str(error), error.exit_code)
     except click.NoArgsIsHelpError:

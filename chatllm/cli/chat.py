@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
+from dataclasses import replace
 from enum import Enum
 from typing import Annotated, Optional
 
@@ -10,6 +12,8 @@ import typer
 
 from chatllm.cli import completion
 from chatllm.cli.options import RunOptions, generation_options
+from chatllm.cli.tasks import parse_variables, structure_for
+from chatllm.errors import HistoryError, InputError, UsageError
 
 
 class KnowledgeMode(str, Enum):
@@ -73,7 +77,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Talk with a model: a REPL on a terminal; in a pipe, each input line is one turn."""
         from chatllm.cli import running
-        from chatllm.cli.tasks import parse_variables
         from chatllm.jobs.chat import ChatSession
         from chatllm.jobs.model_fit import ModelFit, is_tiny
         from chatllm.jobs.persona import build_persona, choose_knowledge
@@ -89,13 +92,10 @@ def register(app: typer.Typer) -> None:
         values = template.resolve_variables(parse_variables(variable))
         knowledge = choose_knowledge(template, kb or [])  # a bad --kb fails before the model loads
         params = generation_params(template, **options.sampling())
-        from chatllm.cli.tasks import structure_for
 
         structure = structure_for(options, schema, template.schema)
         repetition = repetition_mode(template, options.repetition)
         if structure is not None:  # each reply is constrained by the schema; a guard cutting it would break the JSON
-            from dataclasses import replace
-
             from chatllm.engine.grammar import json_schema_text
 
             params = replace(params, json_schema=json_schema_text(structure))
@@ -130,8 +130,6 @@ def register(app: typer.Typer) -> None:
                 )
             interactive = sys.stdin.isatty() and sys.stdout.isatty() and not options.json
             if interactive:
-                import importlib
-
                 from chatllm.cli.repl import run_repl
 
                 importlib.import_module("prompt_toolkit")  # while the model loads: the two overlap
@@ -169,7 +167,6 @@ def _resumed(resume_last: bool, conversation_id: int | None):
     """The saved conversation --continue or --conversation asks for, or None."""
     if not resume_last and conversation_id is None:
         return None
-    from chatllm.errors import HistoryError, UsageError
     from chatllm.history import store as history
 
     if resume_last and conversation_id is not None:
@@ -218,6 +215,4 @@ def _chat_lines(session, options: RunOptions, config, model) -> None:
         if options.stats:
             print_stats(session.last_stats)
     if not replies:
-        from chatllm.errors import InputError
-
         raise InputError("no input: type messages on a terminal, or pipe lines in (one turn per line)")

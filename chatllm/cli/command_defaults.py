@@ -17,14 +17,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from typer import _click as click
+
+from chatllm.config.settings import load_settings, where_is
 from chatllm.errors import ConfigError
 
 
 def apply_command_defaults(ctx: Any) -> None:
     """Load the settings and set `ctx.default_map` (a click Context of the root
     command); defaults already in `ctx.default_map` (e.g. set by a test) win."""
-    from chatllm.config.settings import load_settings
-
     commands = load_settings().commands
     if not commands:
         return
@@ -78,8 +79,6 @@ def check_value(command: Any, param: Any, value: Any, key_path: str, ctx: Any = 
     """`value` converted as the option converts it (e.g. "0.2" -> 0.2);
     ConfigError naming `key_path` (and its file:line when `in_file`) if the
     option refuses it."""
-    from typer import _click as click  # typer >= 0.26 (the pin) vendors click
-
     try:
         # The option's own conversion and checks, as click will apply them.
         return param.process_value(click.Context(command, parent=ctx, info_name=command.name), _as_given(param, value))
@@ -123,6 +122,5 @@ def _where(key_path: str, in_file: bool = True) -> str:
     is not from the file (`chatllm config set` checks a value before writing)."""
     if not in_file:
         return ""
-    from chatllm.config.settings import where_is
 
     return f"{where_is(key_path)}: "

@@ -11,6 +11,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import typer.core
+from typer._completion_classes import BashComplete
+
 COMPLETE_VARIABLE = "_CHATLLM_COMPLETE"
 
 
@@ -121,8 +124,6 @@ def _skip_value_conversion_while_completing() -> None:
     Completion only needs the words, so in that mode values are passed through
     as typed. pyproject.toml pins typer below 0.29 for the same cost on every
     command; this keeps completion fast if the pin is lifted."""
-    import typer.core
-
     parameter = getattr(typer.core, "_TyperParameter", None)
     if parameter is None:  # typer without pydantic conversion: nothing to skip
         return
@@ -142,10 +143,6 @@ def _join_words_bash_split_at_colons() -> None:
     only the text after the last ':'. Glue the pieces back for matching, and
     answer with what follows that colon (bash-completion's
     __ltrim_colon_completions does the same)."""
-    try:
-        from typer._completion_classes import BashComplete
-    except ImportError:
-        return
     get_args, format_item = BashComplete.get_completion_args, BashComplete.format_completion
 
     def get_completion_args(self: Any) -> tuple[list[str], str]:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json as json_module
+from dataclasses import asdict
+from enum import Enum
+from pathlib import PurePath
 from typing import Annotated, Any
 
 import typer
 
 from chatllm.cli import completion
+from chatllm.errors import ConfigError
 
 KeyArgument = Annotated[
     str,
@@ -31,9 +36,6 @@ def register(app: typer.Typer) -> None:
 
         settings, sources, path = load_settings(), setting_sources(), settings_path()
         if json:
-            import json as json_module
-            from dataclasses import asdict
-
             typer.echo(
                 json_module.dumps(
                     {"file": str(path), "settings": asdict(settings), "sources": sources}, ensure_ascii=False, indent=2
@@ -92,11 +94,7 @@ def command_option_value(root: Any, key: str, text: str) -> Any:
     """`text` for setting `commands.CMD[.SUB].OPTION`, typed as that option
     takes it (0.2 for --temperature, true for --json, 'no' stays a string for
     --to); ConfigError for an unknown command or option or a refused value."""
-    from enum import Enum
-    from pathlib import PurePath
-
     from chatllm.cli.command_defaults import check_value, option_parameter
-    from chatllm.errors import ConfigError
 
     *names, option = key.split(".")[1:]
     if not names:

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from chatllm import __version__
+
 
 def register(app: typer.Typer) -> None:
     @app.command("doctor")
@@ -23,11 +25,10 @@ def register(app: typer.Typer) -> None:
 
 def doctor_facts() -> dict:
     """Everything doctor prints, as plain data (JSON-ready)."""
-    from chatllm import __version__
     from chatllm.config.settings import load_settings, settings_path
     from chatllm.engine.gpu import system_report
     from chatllm.hub.cache import cache_size, cached_models, hub_cache_dir
-    from chatllm.hub.resolve import hub_endpoint, is_offline
+    from chatllm.hub.environment import hub_endpoint, is_offline
 
     report = system_report()
     settings = load_settings()

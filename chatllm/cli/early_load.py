@@ -14,9 +14,13 @@ Nothing here may print: errors are left for the parsed command to report.
 
 from __future__ import annotations
 
+import atexit
+import importlib
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from chatllm.engine import engine_options, open_engine_in_background
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -45,9 +49,6 @@ def start(argv: list[str]) -> None:
         return
     if guess is None:
         return
-    import atexit
-
-    from chatllm.engine import open_engine_in_background
 
     model, options = guess
     # Its error, if any, is reported by the parsed command if it adopts this load.
@@ -56,7 +57,6 @@ def start(argv: list[str]) -> None:
     atexit.register(settle)
     # What the engine needs once llama.cpp has read the file (Jinja2, hashlib:
     # ~40 ms of Python), imported now, while the load runs outside the GIL.
-    import importlib
 
     importlib.import_module("chatllm.engine.chat_prompt")  # imports state_cache too
 
@@ -122,6 +122,5 @@ def _guess(argv: list[str]) -> tuple[ResolvedModel, EngineOptions] | None:
     model = resolve_model(reference, default=config.default_model, allow_download=False)
     if model.path is None or model.remote_url is not None:
         return None
-    from chatllm.engine import engine_options
 
     return model, engine_options(config)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import json as json_module
+from dataclasses import asdict
+from datetime import datetime
 from enum import Enum
 from typing import Annotated, Optional
 
@@ -42,9 +46,6 @@ def register(app: typer.Typer) -> None:
 
         rows = recent_conversations(limit=number, search=search)
         if json:
-            import json as json_module
-            from dataclasses import asdict
-
             typer.echo(json_module.dumps([asdict(row) for row in rows], ensure_ascii=False, indent=2))
             return
         if not rows:
@@ -98,8 +99,6 @@ def register(app: typer.Typer) -> None:
 
 def local_time(stamp: str) -> str:
     """An ISO UTC timestamp as local 'YYYY-MM-DD HH:MM'."""
-    from datetime import datetime
-
     try:
         return datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M")
     except ValueError:
@@ -150,9 +149,6 @@ def to_markdown(conversation) -> str:
 
 def to_json(conversation) -> str:
     """Everything saved; messages use OpenAI's names (role, content, usage)."""
-    import json
-    from dataclasses import asdict
-
     data = asdict(conversation)
     data["messages"] = [
         {key: value for key, value in message.items() if key != "index" and value is not None}

@@ -14,6 +14,7 @@ import typer
 
 from chatllm.cli import completion
 from chatllm.cli.interaction import can_ask, confirm
+from chatllm.errors import UsageError
 
 ModelArgument = Annotated[
     str,
@@ -89,7 +90,6 @@ def register(app: typer.Typer) -> None:
         yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
     ) -> None:
         """Delete a downloaded model from the cache (all quantizations for a bare org/repo)."""
-        from chatllm.errors import UsageError
         from chatllm.hub import listing as model_listing
         from chatllm.hub.download import format_bytes
 

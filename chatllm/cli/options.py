@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import functools
 import inspect
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -68,7 +70,6 @@ def _chat_template(value: str | None) -> str | None:
 
     if value in BUILTIN_NAMES:
         return value
-    from pathlib import Path
 
     if not Path(value).expanduser().is_file():
         raise typer.BadParameter(f"'{value}' is neither a file nor a built-in template ({', '.join(BUILTIN_NAMES)})")
@@ -249,8 +250,6 @@ _SHARED: dict[str, tuple[Any, Any]] = {
 def generation_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate a command taking `options: RunOptions` so typer sees the shared
     options as ordinary parameters."""
-    import typing
-
     signature = inspect.signature(command)
     # Resolve the command's own (string) annotations here, with their Annotated
     # metadata, because typer would look them up in this module's globals.

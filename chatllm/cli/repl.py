@@ -10,7 +10,6 @@ prompt clears the line; Ctrl-D on an empty line leaves.
 from __future__ import annotations
 
 import functools
-import os
 import signal
 import sys
 import threading
@@ -20,8 +19,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from chatllm.cli import slash_commands
+from chatllm.config.settings import data_dir
 from chatllm.engine.base import Stream
 from chatllm.errors import ChatLLMError
+from chatllm.render import MarkdownSink, PlainSink, ReasoningDisplay, styling_allowed
+
+try:
+    import termios
+except ImportError:  # Windows
+    termios = None  # type: ignore[assignment]
 
 BLOCK_QUOTES = '"""'  # opens and closes a multi-line message, as in `ollama run`
 HISTORY_FILE = "repl_history"
@@ -66,16 +72,14 @@ class Repl:
         err: IO[str] | None = None,
         history_path: Path | None = None,
     ) -> None:
-        from chatllm.render import wants_markdown
-
         self.session = session
         self.options = options
         self.config = config
         self.model_label = Path(model.name).stem if model.name.endswith(".gguf") else model.name
         self.out = out or sys.stdout
         self.err = err or sys.stderr
-        self.markdown = wants_markdown(self.out)
-        self.err_color = _colors_wanted(self.err)
+        self.markdown = styling_allowed(self.out)
+        self.err_color = styling_allowed(self.err)
         self.history_path = history_path or _default_history_path()
         self._context_used: int | None = None
         self._hinted_exit = False
@@ -116,7 +120,6 @@ class Repl:
         sink = None
         pieces: Stream | None = None
         interrupted = False
-        from chatllm.render import ReasoningDisplay
 
         thinking = ReasoningDisplay(self.options.show_reasoning)
         self.session.on_reasoning = thinking.piece
@@ -237,8 +240,6 @@ class Repl:
             self.out.flush()
 
     def _open_sink(self):
-        from chatllm.render import MarkdownSink, PlainSink
-
         return MarkdownSink(self.out, theme=self.config.theme) if self.markdown else PlainSink(self.out)
 
     @contextmanager
@@ -370,15 +371,7 @@ def _stats_line(stats) -> str:
 
 
 def _default_history_path() -> Path:
-    from chatllm.config.settings import data_dir
-
     return data_dir() / HISTORY_FILE
-
-
-def _colors_wanted(stream: IO[str]) -> bool:
-    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
-        return False
-    return hasattr(stream, "isatty") and stream.isatty()
 
 
 @contextmanager
@@ -386,9 +379,7 @@ def _typing_hidden(on_terminal: bool) -> Iterator[None]:
     """While a reply streams, keys typed are not echoed into it but wait, as they
     are, for the next prompt (Ctrl-D included), and Ctrl-C does not make the
     terminal drop output already written, which would garble the live view."""
-    try:
-        import termios
-    except ImportError:  # Windows: its console has no such settings
+    if termios is None:  # Windows: its console has no such settings
         on_terminal = False
     if not on_terminal:
         yield

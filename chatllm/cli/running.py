@@ -9,10 +9,17 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from chatllm import engine
+from chatllm.cli import early_load
+from chatllm.cli.interaction import hub_interaction
 from chatllm.cli.options import RunOptions
 from chatllm.config.settings import Settings, load_settings
+from chatllm.engine import engine_options as from_settings
 from chatllm.engine.base import Engine, EngineOptions, GenerationParams, Message, Stream
+from chatllm.engine.grammar import json_schema_text, schema_to_gbnf
+from chatllm.errors import UsageError
 from chatllm.hub.models import ResolvedModel, resolve_model
+from chatllm.inputs import read_file
 from chatllm.jobs.metering import Meter
 from chatllm.render import CollectingSink, ReasoningDisplay, notice, open_sink, print_stats, result_json, write_all
 
@@ -22,16 +29,12 @@ def settings() -> Settings:
 
 
 def engine_options(options: RunOptions, config: Settings) -> EngineOptions:
-    from chatllm.engine import engine_options as from_settings
-
     return from_settings(
         config, ctx=options.ctx, gpu_layers=options.gpu_layers, seed=options.seed, verbose=options.verbose
     )
 
 
 def resolve(options: RunOptions, config: Settings) -> ResolvedModel:
-    from chatllm.cli.interaction import hub_interaction
-
     return resolve_model(
         options.model, default=config.default_model, allow_download=options.pull, interaction=hub_interaction()
     )
@@ -50,8 +53,6 @@ def local_model_path(options: RunOptions, config: Settings) -> Path | None:
 
 
 def open_model(options: RunOptions, config: Settings) -> tuple[ResolvedModel, Engine]:
-    from chatllm import engine
-
     model = resolve(options, config)
     return model, engine.open_engine(model, engine_options(options, config))
 
@@ -76,9 +77,6 @@ class ModelLoading:
 def loading_model(options: RunOptions, config: Settings) -> Iterator[ModelLoading]:
     """Resolve the model now (a bad name fails before any input is read), load
     it in the background, and close the engine on the way out, whatever happened."""
-    from chatllm import engine
-    from chatllm.cli import early_load
-
     model = resolve(options, config)
     wanted = engine_options(options, config)
     future = early_load.take(model, wanted)  # begun before the command line was parsed
@@ -103,8 +101,6 @@ def print_dry_run(
         "params": {k: v for k, v in vars(params).items() if v not in (None, ())},
     }
     if schema is not None:
-        from chatllm.engine.grammar import json_schema_text, schema_to_gbnf
-
         payload["schema"] = schema
         payload["grammar"] = schema_to_gbnf(json_schema_text(schema))
     sys.stdout.write(json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
@@ -205,8 +201,6 @@ def prepare_engine(options: RunOptions, engine: Engine) -> None:
 
 def chat_template_text(value: str) -> str:
     from chatllm.engine.chat_prompt import BUILTIN_TEMPLATES
-    from chatllm.errors import UsageError
-    from chatllm.inputs import read_file
 
     if value in BUILTIN_TEMPLATES:
         return BUILTIN_TEMPLATES[value]

@@ -3,6 +3,7 @@ OpenAI-compatible HTTP API (the server itself is chatllm/server/)."""
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -62,8 +63,6 @@ def register(app: typer.Typer) -> None:
         the support persona. Sampling options set the server's defaults; a
         request's own values win. Stop with Ctrl-C (exit code 0).
         """
-        import sys
-
         from chatllm.cli import running
         from chatllm.server import http as server
 

@@ -11,6 +11,9 @@ import typer
 
 from chatllm.cli import completion
 from chatllm.cli.options import RunOptions, generation_options
+from chatllm.cli.tasks import structure_for
+from chatllm.engine.base import Message, generation_params
+from chatllm.errors import InputError, UsageError
 
 FilesArgument = Annotated[
     Optional[list[Path]], typer.Argument(help="Files to read ('-' for stdin); stdin when none.", show_default=False)
@@ -31,7 +34,6 @@ SystemOption = Annotated[
 
 def _items(files: list[Path] | None, whole: bool) -> list[str]:
     """Each non-empty line of the input, or each file whole (stdin as one)."""
-    from chatllm.errors import InputError
     from chatllm.inputs import read_file, read_input
 
     if whole:
@@ -76,7 +78,6 @@ def register(app: typer.Typer) -> None:
         The label is chosen by the model's own probabilities; --json adds them.
         """
         from chatllm.cli import running
-        from chatllm.errors import UsageError
         from chatllm.inputs import read_file
         from chatllm.jobs.classify import Classifier, labels_schema, parse_labels
         from chatllm.jobs.prompting import generation_params
@@ -164,13 +165,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Pull fields out of each input as JSON matching a schema."""
         from chatllm.cli import running
-        from chatllm.errors import UsageError
         from chatllm.jobs.extract import DEFAULT_INSTRUCTION, describe_fields
         from chatllm.jobs.extract import extract as run_extract
         from chatllm.templates import load_template
 
         chosen = load_template(template) if template else None
-        from chatllm.cli.tasks import structure_for
 
         the_schema = structure_for(options, schema, chosen.schema if chosen is not None else None)
         if the_schema is None:
@@ -183,8 +182,6 @@ def register(app: typer.Typer) -> None:
         name = chosen.name if chosen else "extract"
         config = running.settings()
         if options.dry_run:
-            from chatllm.engine.base import Message
-
             messages = [
                 Message("system", instruction or DEFAULT_INSTRUCTION.format(fields=describe_fields(the_schema))),
                 Message("user", items[0]),
@@ -220,8 +217,6 @@ def register(app: typer.Typer) -> None:
 
 def generation_params_plain(options: RunOptions):
     """Sampling for a job without a template: deterministic unless asked."""
-    from chatllm.engine.base import generation_params
-
     settings = {"temperature": 0.0, **{k: v for k, v in options.sampling().items() if v is not None}}
     return generation_params(settings)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,6 +13,7 @@ import typer
 from chatllm.cli import completion
 from chatllm.cli.options import RunOptions, generation_options
 from chatllm.engine.base import Stream
+from chatllm.errors import InputError, TemplateError, UsageError
 
 FilesArgument = Annotated[
     Optional[list[Path]], typer.Argument(help="Files to read ('-' for stdin); stdin when none.", show_default=False)
@@ -147,7 +149,6 @@ def _job(job_name: str, template, values, text: str, params, system, progress, s
         from chatllm.jobs.translate import translate
 
         return translate(meter, template, values, text, params, system)
-    from chatllm.errors import InputError
     from chatllm.jobs.prompting import input_budget, task_messages
 
     budget = input_budget(meter.engine, template, values, params, system)
@@ -163,16 +164,12 @@ def _job(job_name: str, template, values, text: str, params, system, progress, s
 
 
 def _json_reply(meter, messages, schema: dict, params) -> Stream:
-    import json
-
     from chatllm.jobs.extract import complete_json
 
     yield json.dumps(complete_json(meter, messages, schema, params), ensure_ascii=False, indent=2)
 
 
 def parse_variables(pairs: list[str] | None) -> dict[str, str]:
-    from chatllm.errors import UsageError
-
     values = {}
     for pair in pairs or []:
         key, equals, value = pair.partition("=")
@@ -257,7 +254,6 @@ def register(app: typer.Typer) -> None:
         schema: SchemaOption = None,
     ) -> None:
         """Run any task template on files or stdin."""
-        from chatllm.errors import TemplateError
         from chatllm.templates import load_template
 
         if load_template(template).kind == "persona":

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from chatllm.cli import completion
+from chatllm.errors import TemplateError
 
 
 def register(app: typer.Typer) -> None:
@@ -17,7 +18,6 @@ def register(app: typer.Typer) -> None:
     def list_templates() -> None:
         """Every template: name, kind, source (built-in or user) and description."""
         from chatllm.cli.tables import print_table
-        from chatllm.errors import TemplateError
         from chatllm.templates import load_template_file, template_files
 
         rows: list[tuple[str, str, str, str]] = []

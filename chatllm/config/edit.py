@@ -5,6 +5,7 @@ rewrites only its own top-level entry."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -147,8 +148,6 @@ def unset_setting(key_path: str) -> Path:
 
 
 def _rewrite(change: Any) -> Path:
-    import tempfile
-
     path = settings_path()
     text = settings_text()
     load_document(text, str(path))  # YAML we cannot parse is not ours to rewrite

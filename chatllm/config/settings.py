@@ -11,7 +11,7 @@ accepts always loads, and a malformed file is an error naming its line.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,12 @@ class Settings:
     threads: int | None = _setting(None, "CPU threads for generation", "CHATLLM_THREADS", "count")
     flash_attn: bool | None = _setting(
         None, "llama.cpp flash attention: on, off, or auto (llama.cpp decides)", "CHATLLM_FLASH_ATTN", "on_off_auto"
+    )
+    weight_repack: bool | None = _setting(
+        None,
+        "llama.cpp's CPU weight repacking: on, off, or auto (off on CPUs with AMX, where some VMs crash)",
+        "CHATLLM_WEIGHT_REPACK",
+        "on_off_auto",
     )
     log: bool = _setting(True, "save runs and chats to the history database", "CHATLLM_LOG", "bool")
     hints: bool = _setting(
@@ -247,8 +253,6 @@ def environment_overrides() -> dict[str, tuple[str, Any]]:
 
 def load_settings() -> Settings:
     """The settings file overlaid with CHATLLM_* environment variables."""
-    from dataclasses import replace
-
     path = settings_path()
     settings = parse_settings(settings_text(), str(path)) if path.exists() else Settings()
     overrides = {key: value for key, (_, value) in environment_overrides().items()}

@@ -6,6 +6,7 @@ jobs and the CLI never import llama_cpp or httpx themselves.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -56,6 +57,7 @@ def engine_options(
         n_gpu_layers=None if layers in (None, "auto") else int(layers),
         n_threads=config.threads,
         flash_attn=config.flash_attn,
+        weight_repack=config.weight_repack,
         seed=seed,
         verbose=verbose,
         state_cache_dir=cache_dir() / "prompt-states",
@@ -85,7 +87,6 @@ def open_engine_in_background(model: ResolvedModel, options: EngineOptions, thre
     the caller goes on meanwhile). The future holds the engine as soon as it can
     tokenize (see `open_engine`), or the error that stopped the load; an error
     after that (making the context) is raised by the engine where it is needed."""
-    import threading
     from concurrent.futures import Future
 
     future: Future[Engine] = Future()

@@ -103,6 +103,7 @@ class EngineOptions:
     seed: int | None = None
     verbose: bool = False
     flash_attn: bool | None = None
+    weight_repack: bool | None = None  # None: off on CPUs with AMX (see llama.weight_repacking_enabled)
     # Folder for saved llama.cpp prefix states (None disables the disk cache).
     state_cache_dir: Path | None = None
     state_cache_max_bytes: int = 2 * 1024**3

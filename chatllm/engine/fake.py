@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from chatllm.engine.base import GenerationParams, GenerationStats, Message, Stream, Timings, Usage
+from chatllm.engine.reasoning import split_reasoning
 from chatllm.errors import EngineError
 
 ReplyFunction = Callable[[Sequence[Message]], str]
@@ -45,8 +46,6 @@ class FakeEngine:
     def stream(self, messages: Sequence[Message], params: GenerationParams) -> Stream:
         """The reply in word pieces; inline <think> tags become Reasoning pieces,
         as on the real backends (engine/reasoning.py)."""
-        from chatllm.engine.reasoning import split_reasoning
-
         return split_reasoning(self._words(messages, params), thinking=False, stats=lambda: self.last_stats)
 
     def _words(self, messages: Sequence[Message], params: GenerationParams) -> Stream:

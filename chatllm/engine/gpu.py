@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from chatllm.engine.bindings import llama_bindings, llama_cpp_version
 from chatllm.errors import UsageError
+from chatllm.hub.gguf_info import read_gguf_info
 
 # ggml_backend_dev_type: CPU, GPU (own memory), IGPU (host memory), ACCEL (BLAS, AMX), META
 _DEVICE_KINDS = {0: "CPU", 1: "GPU", 2: "iGPU", 3: "accelerator", 4: "meta"}
@@ -57,8 +60,6 @@ class LlamaBuild:
 @functools.lru_cache(maxsize=1)
 def llama_build() -> LlamaBuild:
     """Facts about the installed llama-cpp-python (loads its libraries)."""
-    from chatllm.engine.bindings import llama_bindings, llama_cpp_version
-
     llama_cpp = llama_bindings()
 
     backends: tuple[str, ...] = ()
@@ -175,8 +176,6 @@ def layers_that_fit(model_path: Path, n_ctx: int, free_bytes: int) -> int:
     Estimate: the file's bytes spread evenly over its layers plus one more for
     the output head, an f16 KV cache of `n_ctx` tokens per layer, and a reserve
     for compute buffers."""
-    from chatllm.hub.gguf_info import read_gguf_info
-
     info = read_gguf_info(model_path)
     if not info.block_count:
         return -1  # unknown layout: let llama.cpp try
@@ -211,8 +210,6 @@ def _model_bytes(first_shard: Path, split_count: int) -> int:
 
 def _ggml_libraries() -> tuple[ctypes.CDLL, ctypes.CDLL]:
     """libggml (registry) and libggml-base (device calls), as llama_cpp loaded them."""
-    from chatllm.engine.bindings import llama_bindings
-
     bindings = llama_bindings()
     from llama_cpp._ctypes_extensions import load_shared_library
 
@@ -249,8 +246,6 @@ class SystemReport:
 
 
 def system_report() -> SystemReport:
-    import os
-
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows

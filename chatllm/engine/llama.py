@@ -83,15 +83,15 @@ def _quiet_native_work(verbose: bool) -> Iterator[None]:
             llama_cpp.llama_log_set(_SILENT_LOG, ctypes.c_void_p(0))
 
 
-def weight_repacking_enabled() -> bool:
+def weight_repacking_enabled(choice: bool | None = None) -> bool:
     """Whether llama.cpp may repack weights into its extra CPU buffer types (AMX,
-    AVX/NEON repacks). `CHATLLM_WEIGHT_REPACK=1|0` decides; by default it is off
-    only on CPUs that advertise AMX: in some VMs (Firecracker here) the AMX tile
-    kernels llama.cpp uses for batches of more than one token die with SIGILL, and
-    a crash during prefill is worse than the speed AMX gives where it works."""
-    choice = os.environ.get("CHATLLM_WEIGHT_REPACK", "").strip().lower()
-    if choice in ("0", "1", "false", "true", "no", "yes", "off", "on"):
-        return choice in ("1", "true", "yes", "on")
+    AVX/NEON repacks). The `weight_repack` setting (CHATLLM_WEIGHT_REPACK)
+    decides; by default it is off only on CPUs that advertise AMX: in some VMs
+    (Firecracker here) the AMX tile kernels llama.cpp uses for batches of more
+    than one token die with SIGILL, and a crash during prefill is worse than the
+    speed AMX gives where it works."""
+    if choice is not None:
+        return choice
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
             for line in handle:
@@ -197,7 +197,7 @@ class LlamaEngine:
             layers = choose_gpu_layers(path, options.n_ctx or min(trained, DEFAULT_MAX_CONTEXT), "auto")
         # llama.cpp reads any count above the layer count as "all layers".
         model_params.n_gpu_layers = 0x7FFFFFFF if layers < 0 else layers
-        model_params.use_extra_bufts = weight_repacking_enabled()
+        model_params.use_extra_bufts = weight_repacking_enabled(options.weight_repack)
         with _quiet_native_work(options.verbose):
             if not _backend_ready:
                 llama_cpp.llama_backend_init()

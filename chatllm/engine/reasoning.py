@@ -15,6 +15,7 @@ split across pieces ("</th" + "ink>") is held until it is whole.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from chatllm.engine.base import Stream
@@ -151,8 +152,6 @@ def prompt_opens_thinking(prompt_text: str) -> bool:
 def may_think(model_name: str) -> bool:
     """Whether a remote model's name says it reasons (its template may open a
     <think> we never see)."""
-    import re
-
     return bool(
         re.search(r"(^|[^a-z])(r1|qwq|qwen3|think|thinking|reason\w*|magistral|deepseek-r)", model_name.lower())
     )

@@ -31,8 +31,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chatllm.config.settings import data_dir
 from chatllm.errors import HistoryError
 from chatllm.history.schema import migrate
+from chatllm.jobs.chat import Turn
 
 if TYPE_CHECKING:
     from chatllm.jobs.chat import Turn
@@ -85,8 +87,6 @@ class Conversation:
 
     def turns(self) -> list[Turn]:
         """The messages as chat turns, for `ChatSession.restore`."""
-        from chatllm.jobs.chat import Turn
-
         turns: list[Turn] = []
         for message in self.messages:
             if message.role == "user":
@@ -97,8 +97,6 @@ class Conversation:
 
 
 def history_path() -> Path:
-    from chatllm.config.settings import data_dir
-
     return data_dir() / "history.db"
 
 

@@ -21,6 +21,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from chatllm.config.settings import cache_dir
 from chatllm.errors import ModelError
 from chatllm.hub.files import HubReference, ModelVariant, RepoFile, choose_variant, group_variants, is_model_file
 
@@ -173,8 +174,6 @@ def _mtime(path: Path) -> float:
 
 
 def _marker_path(blob: Path) -> Path:
-    from chatllm.config.settings import cache_dir
-
     key = hashlib.sha256(str(blob.resolve()).encode()).hexdigest()[:32]
     return cache_dir() / "verified" / key
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
+from chatllm.config.settings import config_dir
 from chatllm.errors import ConfigError
 
 PACKAGED_CATALOG = "catalog.yaml"
@@ -36,8 +38,6 @@ class CatalogEntry:
 
 
 def user_catalog_path() -> Path:
-    from chatllm.config.settings import config_dir
-
     return config_dir() / "catalog.yaml"
 
 
@@ -82,8 +82,6 @@ def alias_for(repo: str, quant: str | None) -> str | None:
 
 @functools.lru_cache(maxsize=1)
 def _packaged_entries() -> dict[str, CatalogEntry]:
-    from importlib.resources import files
-
     text = files("chatllm.data").joinpath(PACKAGED_CATALOG).read_text(encoding="utf-8")
     return _parse(text, f"chatllm/data/{PACKAGED_CATALOG}")
 

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from chatllm.errors import DownloadError
 from chatllm.hub.cache import INCOMPLETE_SUFFIX, file_sha256, is_verified, lock_path, mark_verified, repo_folder
+from chatllm.hub.environment import download_timeout_s, hub_endpoint
 
 # Pause before each retry of a download that stopped making progress.
 RETRY_DELAYS_S = (0.0, 1.0, 2.0, 4.0, 8.0)
@@ -189,7 +190,7 @@ def _transfer(
     import httpx2
     from huggingface_hub.utils import get_session, hf_raise_for_status
 
-    timeout = float(os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT") or 10)
+    timeout = download_timeout_s()
     failures = 0
     while remote.size is None or offset < remote.size:
         ranged = dict(headers, Range=f"bytes={offset}-") if offset else headers
@@ -249,8 +250,7 @@ def _download_headers(headers: dict[str, str], url: str) -> dict[str, str]:
     """Hub headers for the GET; the token is dropped when the file is served by
     another host (a CDN), as huggingface_hub does."""
     result = dict(headers, **{"Accept-Encoding": "identity"})
-    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-    if urlsplit(url).netloc != urlsplit(endpoint).netloc:
+    if urlsplit(url).netloc != urlsplit(hub_endpoint()).netloc:
         result = {k: v for k, v in result.items() if k.lower() != "authorization"}
     return result
 

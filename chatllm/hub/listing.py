@@ -6,10 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from chatllm.config.edit import set_setting
+from chatllm.config.settings import load_settings
 from chatllm.errors import ModelError
-from chatllm.hub.cache import CachedModel
+from chatllm.hub import catalog
+from chatllm.hub import resolve as hub
+from chatllm.hub.cache import CachedModel, cached_models, find_cached_model, remove_cached_model
 from chatllm.hub.download import format_bytes
+from chatllm.hub.files import parse_hub_reference
 from chatllm.hub.gguf_info import GGUFInfo, format_parameter_count, read_gguf_info
+from chatllm.hub.models import EMBEDDED_NAME, check_gguf_file, embedded_model_path
 
 
 @dataclass(frozen=True)
@@ -55,10 +61,6 @@ class LocalModel:
 
 def local_models() -> list[LocalModel]:
     """The embedded model (when installed) and every GGUF model in the HF cache."""
-    from chatllm.hub import catalog
-    from chatllm.hub.cache import cached_models
-    from chatllm.hub.models import EMBEDDED_NAME, embedded_model_path
-
     rows = []
     embedded = embedded_model_path()
     if embedded is not None:
@@ -145,9 +147,6 @@ def model_details(reference: str) -> ModelDetails:
 
 
 def _local_file(reference: str) -> tuple[Path, str | None, int]:
-    from chatllm.hub import resolve as hub
-    from chatllm.hub.models import EMBEDDED_NAME, check_gguf_file, embedded_model_path
-
     if reference == EMBEDDED_NAME:
         path = embedded_model_path()
         if path is None:
@@ -166,9 +165,6 @@ def _local_file(reference: str) -> tuple[Path, str | None, int]:
 def models_to_remove(reference: str) -> list[CachedModel]:
     """The cached models `rm REF` deletes: what REF selects, or every
     quantization of the repo for a bare `org/repo`. ModelError when none."""
-    from chatllm.hub import resolve as hub
-    from chatllm.hub.cache import cached_models, find_cached_model
-
     target = hub.parse_model_reference(reference)
     if target.alias is None and not target.hub.quant and not target.hub.filename:
         found = cached_models(target.hub.repo)
@@ -181,15 +177,10 @@ def models_to_remove(reference: str) -> list[CachedModel]:
 
 
 def remove_models(models: list[CachedModel]) -> int:
-    from chatllm.hub.cache import remove_cached_model
-
     return sum(remove_cached_model(model) for model in models)
 
 
 def current_default_model() -> str:
-    from chatllm.config.settings import load_settings
-    from chatllm.hub.models import embedded_model_path
-
     configured = load_settings().default_model
     if configured:
         return configured
@@ -200,16 +191,11 @@ def set_default_model(reference: str) -> Path:
     """Write `default_model: REF` into the settings file (the rest of the file
     is kept; see config.set_setting) and return the file's path. Checks the
     reference's form, not that it is downloaded."""
-    from chatllm.config.edit import set_setting
-
     _check_reference(reference)
     return set_setting("default_model", reference)
 
 
 def _check_reference(reference: str) -> None:
-    from chatllm.hub import resolve as hub
-    from chatllm.hub.models import EMBEDDED_NAME, check_gguf_file
-
     if reference == EMBEDDED_NAME or reference.startswith("openai:"):
         return
     candidate = Path(reference).expanduser()
@@ -251,10 +237,6 @@ class CatalogRow:
 
 def catalog_rows() -> list[CatalogRow]:
     """Every alias, in catalog order, marked when it is downloaded."""
-    from chatllm.hub import catalog
-    from chatllm.hub.cache import find_cached_model
-    from chatllm.hub.files import parse_hub_reference
-
     rows = []
     for entry in catalog.catalog_entries().values():
         pulled = find_cached_model(parse_hub_reference(entry.hub_reference)) is not None

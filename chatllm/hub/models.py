@@ -11,11 +11,11 @@ Accepted forms:
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chatllm.errors import ModelError
+from chatllm.hub import resolve as hub
 from chatllm.hub.references import ResolvedModel
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def resolve_model(
     """Turn a `-m` value (or the configured default, or the embedded model) into a
     ResolvedModel. Downloads when `allow_download` is true, or when
     `interaction` asks and the user says yes (hub.resolve.Interaction)."""
-    reference = reference or default or os.environ.get("CHATLLM_MODEL") or None
+    reference = reference or default or None  # default: the setting (config.yaml or CHATLLM_MODEL)
     if reference is None:
         path = embedded_model_path()
         if path is None:
@@ -98,7 +98,6 @@ def resolve_model(
         path = Path(reference).expanduser()
         check_gguf_file(path)
         return ResolvedModel(reference=reference, name=path.name, path=path)
-    from chatllm.hub import resolve as hub
 
     return hub.resolve_hub_model(reference, allow_download=allow_download, interaction=interaction)
 

@@ -10,12 +10,14 @@ chatllm.hub.download; this module talks to the Hub API and decides.
 
 from __future__ import annotations
 
-import os
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from chatllm import __version__
 from chatllm.errors import ChatLLMError, DownloadError, ModelError
+from chatllm.hub import catalog
 from chatllm.hub.cache import (
     SHA256_PATTERN,
     CachedModel,
@@ -26,6 +28,8 @@ from chatllm.hub.cache import (
     mark_verified,
 )
 from chatllm.hub.cache import cached_model_references as _cached_references
+from chatllm.hub.download import RemoteFile, SilentProgress, fetch_file, format_bytes
+from chatllm.hub.environment import hub_endpoint, is_offline, metadata_timeout_s
 from chatllm.hub.files import (
     HubReference,
     ModelVariant,
@@ -35,13 +39,11 @@ from chatllm.hub.files import (
     normalize_quant,
     parse_hub_reference,
 )
+from chatllm.hub.references import ResolvedModel
 
 if TYPE_CHECKING:
     from chatllm.hub.download import RemoteFile, TransferProgress
     from chatllm.hub.references import ResolvedModel
-
-DEFAULT_ENDPOINT = "https://huggingface.co"
-_TRUE = {"1", "ON", "YES", "TRUE"}
 
 
 @dataclass(frozen=True)
@@ -73,27 +75,13 @@ class PullResult:
     downloaded: bool  # False when everything was already in the cache
 
 
-def is_offline() -> bool:
-    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set, read now, not at import."""
-    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return value.strip().upper() in _TRUE
-
-
-def hub_endpoint() -> str:
-    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-
-
 def parse_model_reference(reference: str, *, quant: str | None = None) -> ModelTarget:
     """A catalog alias or a Hub reference; `quant` overrides the quantization.
     Raises ModelError (with a did-you-mean for near-miss aliases)."""
-    from chatllm.hub import catalog
-
     entry = catalog.find_alias(reference)
     try:
         hub = parse_hub_reference(entry.hub_reference if entry else reference)
     except ModelError:
-        import difflib
-
         close = difflib.get_close_matches(reference.lower(), catalog.alias_names(), n=1, cutoff=0.6)
         hint = f"; did you mean '{close[0]}'?" if close else "; see `chatllm models catalog` for aliases"
         raise ModelError(
@@ -122,8 +110,6 @@ def resolve_hub_model(reference: str, *, allow_download: bool, interaction: Inte
     Cached models need no network. A missing model is downloaded when
     `allow_download`; otherwise `interaction.confirm` is asked, and without it a
     ModelError points at `--pull` and `chatllm models pull`."""
-    from chatllm.hub.references import ResolvedModel
-
     interaction = interaction or Interaction()
     target = parse_model_reference(reference)
     model = find_cached_model(target.hub)
@@ -181,8 +167,6 @@ def plan_pull(target: ModelTarget) -> PullPlan:
 def run_pull(plan: PullPlan, progress: TransferProgress | None = None) -> PullResult:
     """Fetch every shard of the plan (each resumable, locked, verified);
     `progress` hears of each file's bytes (None: nobody watches)."""
-    from chatllm.hub.download import SilentProgress, fetch_file
-
     progress = progress or SilentProgress()
     headers = _hub_headers()
     downloaded = False
@@ -205,7 +189,7 @@ def list_repo_files(repo: str) -> tuple[str, list[RepoFile]]:
 
     api = HfApi(endpoint=hub_endpoint(), library_name="chatllm", library_version=_version())
     try:
-        info = api.model_info(repo, files_metadata=True, timeout=_timeout())
+        info = api.model_info(repo, files_metadata=True, timeout=metadata_timeout_s())
     except Exception as error:
         raise _hub_error(error, repo) from None
     files = [
@@ -244,8 +228,6 @@ def find_local_model(reference: str) -> CachedModel | None:
 
 
 def describe_plan(plan: PullPlan) -> str:
-    from chatllm.hub.download import format_bytes
-
     size = f", {format_bytes(plan.size)}" if plan.size is not None else ""
     shards = f", {len(plan.files)} files" if len(plan.files) > 1 else ""
     return f"{plan.target.hub.repo}/{plan.variant.first.path} ({plan.variant.quant or 'GGUF'}{size}{shards})"
@@ -259,12 +241,14 @@ def cached_model_references() -> list[str]:
 def _remote_file(repo: str, commit: str, listed: RepoFile) -> RemoteFile:
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
-    from chatllm.hub.download import RemoteFile
-
     url = hf_hub_url(repo, listed.path, revision=commit, endpoint=hub_endpoint())
     try:
         meta = get_hf_file_metadata(
-            url, timeout=_timeout(), library_name="chatllm", library_version=_version(), endpoint=hub_endpoint()
+            url,
+            timeout=metadata_timeout_s(),
+            library_name="chatllm",
+            library_version=_version(),
+            endpoint=hub_endpoint(),
         )
     except Exception as error:
         raise _hub_error(error, repo, listed.path) from None
@@ -324,11 +308,5 @@ def _hub_headers() -> dict[str, str]:
     return build_hf_headers(library_name="chatllm", library_version=_version())
 
 
-def _timeout() -> float:
-    return float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or 10)
-
-
 def _version() -> str:
-    from chatllm import __version__
-
     return __version__

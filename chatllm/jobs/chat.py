@@ -10,6 +10,8 @@ cache is reused and only the new tokens are evaluated.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from chatllm.errors import EngineError, InputError
 from chatllm.jobs.metering import Meter
 from chatllm.jobs.model_fit import ModelFit
 from chatllm.jobs.prompting import reply_reserve
+from chatllm.languages import detect_language
 
 INTERRUPTED_MARK = " [interrupted]"
 
@@ -96,8 +99,6 @@ class ChatSession:
         if not text.strip():
             raise InputError("empty message")
         if self.fit is not None:
-            from chatllm.languages import detect_language
-
             language = detect_language(text)
             hint = self.fit.for_language(language.tag if language else None, language.name if language else "")
             if hint:
@@ -215,9 +216,6 @@ class ChatSession:
 
     def save(self, path: Path) -> None:
         """Write the transcript (Markdown, or JSON for a .json file) atomically."""
-        import os
-        import tempfile
-
         text = self.to_json() if path.suffix.lower() == ".json" else self.to_markdown()
         path = path.expanduser()
         if path.is_dir():

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from chatllm.errors import InputError, UsageError
+from chatllm.inputs import read_file
 
 _TYPES: dict[str, dict[str, Any]] = {
     "str": {"type": "string"},
@@ -46,8 +47,6 @@ def parse_schema(value: str) -> dict[str, Any]:
         raise UsageError("--schema is empty; give a JSON Schema file, inline JSON, or fields such as 'name, age int'")
     path = Path(text).expanduser()
     if not text.startswith(("{", "[")) and len(text) < 4096 and "\n" not in text and path.is_file():
-        from chatllm.inputs import read_file
-
         text = read_file(path).strip()
         where = f"'{path}'"
     else:

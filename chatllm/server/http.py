@@ -13,6 +13,7 @@ buy nothing.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import signal
 import sys
@@ -205,8 +206,6 @@ class ChatHTTPServer(ThreadingHTTPServer):
 
 def is_loopback(host: str) -> bool:
     """Whether `host` only listens on this machine."""
-    import ipaddress
-
     if host in ("localhost", ""):
         return host == "localhost"
     try:

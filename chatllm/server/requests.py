@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatllm.engine.base import Message, Role, sampling_settings
+from chatllm.errors import UsageError
+from chatllm.jobs.schemas import check_schema
 
 _ROLES: dict[str, Role] = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
@@ -153,8 +155,6 @@ def _response_format(value: Any) -> dict[str, Any] | None:
             raise RequestError(
                 400, "'response_format.json_schema.schema' must be a JSON Schema object", code="invalid_value"
             )
-        from chatllm.errors import UsageError
-        from chatllm.jobs.schemas import check_schema
 
         try:
             check_schema(schema, "'response_format.json_schema.schema'")

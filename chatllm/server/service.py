@@ -16,14 +16,16 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from chatllm.engine.base import Engine, GenerationParams, Message, Stream, generation_params
+from chatllm.engine.grammar import json_schema_text, schema_to_gbnf
 from chatllm.engine.reasoning import Reasoning
 from chatllm.errors import ChatLLMError
 from chatllm.jobs.chat import Persona
 from chatllm.jobs.grounding import GroundingFilter, grounded
+from chatllm.jobs.persona import build_persona
 from chatllm.jobs.repetition import RepetitionGuard, guarded
 from chatllm.server.requests import RequestError, parse_chat_request
 from chatllm.templates import Template, load_template, template_names
@@ -124,10 +126,6 @@ class ChatService:
         params = generation_params(settings)
         schema = request.schema if request.schema is not None else (template.schema if template is not None else None)
         if schema is not None:
-            from dataclasses import replace
-
-            from chatllm.engine.grammar import json_schema_text, schema_to_gbnf
-
             try:
                 schema_to_gbnf(json_schema_text(schema))  # a schema no grammar can express is the client's error
             except ChatLLMError as error:
@@ -177,8 +175,6 @@ class ChatService:
     def _persona(self, template: Template, values: dict[str, str]) -> Persona:
         # Indexing a persona's knowledge costs time, so each persona is built once
         # per set of variable values.
-        from chatllm.jobs.persona import build_persona
-
         key = (template.name, tuple(sorted(values.items())))
         if key not in self._personas:
             self._personas[key] = build_persona(template, values, self.engine, tiny_model=self.tiny_model)
