@@ -172,6 +172,19 @@ def template_names(kind: Kind | None = None) -> list[str]:
     return [name for name in sorted(template_files()) if load_template(name).kind == kind]
 
 
+def template_kind(name: str) -> str | None:
+    """A named template's kind from its YAML alone (None if unreadable): shell
+    completion asks for it on every <TAB>, without compiling the Jinja."""
+    import yaml
+
+    path, _ = template_files()[name]
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return str(document.get("kind", "task")) if isinstance(document, dict) else None
+
+
 def load_template(name_or_path: str) -> Template:
     """A template by name (user folder first, then built-in) or by path to a YAML file."""
     files = template_files()

@@ -6,8 +6,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from chatllm.hub import resolve as hub
 from chatllm.hub.cache import cached_models, hub_cache_dir, is_verified, repo_folder
 from chatllm.hub.files import HubReference, RepoFile, group_variants, parse_hub_reference, preferred_variant, quant_of
 from chatllm.hub.gguf_info import read_gguf_info
-from tests.support.cli import cli_env, start_chatllm
+from tests.support.cli import start_chatllm
 from tests.support.hub_fixtures import NO_GGUF_REPO, TINY_REPO
 
 
@@ -301,17 +299,6 @@ def test_a_blob_from_another_tool_is_verified_once(hub_server, tiny_repo_files) 
     hub_server.requests.clear()
     assert hub.resolve_hub_model(f"{TINY_REPO}:Q8_0", allow_download=False).path == path
     assert is_verified(path.resolve()) and hub_server.requests == []
-
-
-def test_completion_lists_cached_models_without_importing_huggingface_hub(hub_server) -> None:
-    hub.pull_model(TINY_REPO)
-    hub.pull_model(f"{TINY_REPO}:F16")
-    script = (
-        "import sys; from chatllm.hub import resolve as hub; print(sorted(hub.cached_model_references())); "
-        "print('huggingface_hub' in sys.modules)"
-    )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=cli_env(), check=True)
-    assert result.stdout.splitlines() == [f"['{TINY_REPO}:F16', '{TINY_REPO}:Q4_K_M']", "False"]
 
 
 # Concurrency and interruption (real processes) ---------------------------------

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from functools import cache
@@ -81,7 +82,7 @@ def loaded_modules(args: list[str], **env: str) -> tuple[set[str], subprocess.Co
         capture_output=True,
         text=True,
         timeout=60,
-        env={**__import__("os").environ, **env},
+        env={**os.environ, **env},
     )
     marker = result.stderr.rfind("MODULES ")
     assert marker >= 0, result.stderr[-2000:]
@@ -179,3 +180,80 @@ def test_imports_inside_functions_follow_the_rule(fast_paths: dict[str, set[str]
             where = MODULES[module].relative_to(PACKAGE.parent)
             findings.append(f"{where}:{line}: import {name} belongs at the top")
     assert not findings, "\n".join(findings)
+
+
+# ---- what each fast path may load -------------------------------------------------
+
+# Heavy libraries a fast path may still load, and why.
+MAY_LOAD = {
+    "platformdirs": "the config file's command defaults apply to --help and completion too",
+    "yaml": "completion reads the config file's aliases and the template names",
+}
+
+
+def heavy_loaded(modules: set[str]) -> set[str]:
+    return {name for name in HEAVY_LIBRARIES if name in modules} - set(MAY_LOAD)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["chat", "--help"], ["summarize", "--help"], ["--version"]])
+def test_help_and_version_load_nothing_heavy(args: list[str]) -> None:
+    modules, result = loaded_modules(args)
+    assert result.returncode == 0 and result.stdout.strip(), result.stderr
+    assert not heavy_loaded(modules), f"`chatllm {' '.join(args)}` imported {sorted(heavy_loaded(modules))}"
+    if args == ["--version"]:  # answered before the command line parser is imported
+        assert "typer" not in modules and "chatllm.cli.app" not in modules
+
+
+@pytest.mark.parametrize(
+    "words, index, expected",
+    [
+        ("chatllm tr", "1", "translate"),
+        ("chatllm translate --to f", "3", "fr"),
+        ("chatllm chat -m ''", "3", "embedded"),
+        ("chatllm chat --persona ", "3", "support"),
+    ],
+)
+def test_completion_loads_nothing_heavy(words: str, index: str, expected: str) -> None:
+    """A <TAB> must answer in well under 150 ms: no pydantic (typer's value
+    conversion is skipped while completing), no rich, no model or HTTP library."""
+    modules, result = loaded_modules([], _CHATLLM_COMPLETE="complete_bash", COMP_WORDS=words, COMP_CWORD=index)
+    assert result.returncode == 0 and expected in result.stdout.split(), result.stderr[-2000:]
+    assert not heavy_loaded(modules) and "pydantic" not in modules, (words, sorted(heavy_loaded(modules)))
+
+
+def test_listing_cached_hub_models_loads_no_hub_client(hub_server) -> None:
+    """Completing -m with models in the Hub cache reads folder names only."""
+    from chatllm.hub import resolve
+    from tests.support.hub_fixtures import TINY_REPO
+
+    resolve.pull_model(TINY_REPO)
+    modules, result = loaded_modules(
+        [], _CHATLLM_COMPLETE="complete_bash", COMP_WORDS="chatllm chat -m ''", COMP_CWORD="3"
+    )
+    assert f"{TINY_REPO}:Q4_K_M" in result.stdout.split(), result.stderr[-2000:]
+    assert not {"huggingface_hub", "httpx2", "httpx"} & modules
+
+
+MODEL_LOAD_PROBE = """
+import sys
+import chatllm.engine.llama  # loads the ctypes bindings only
+assert "numpy" not in sys.modules and "llama_cpp.llama" not in sys.modules, "the package init ran"
+# Jinja2 comes after llama.cpp has started reading the model (see LlamaEngine._make_context and _prompt).
+assert "jinja2" not in sys.modules, "the engine module imports Jinja2 before the load can start"
+import chatllm.engine.chat_template
+assert "numpy" not in sys.modules, "chat templates need no numpy"
+import llama_cpp.llama_chat_format  # other code may still use the rest of the package
+from chatllm.engine.bindings import llama_cpp_version
+import llama_cpp
+from llama_cpp import Llama, LlamaGrammar
+assert llama_cpp.Llama is Llama and llama_cpp.llama_decode is not None
+assert llama_cpp.__version__ == llama_cpp_version()
+print("ok")
+"""
+
+
+def test_the_model_load_imports_the_bindings_without_the_package_init() -> None:
+    """The load thread starts reading the model before numpy and llama-cpp-python's
+    package init would have finished importing; the package still works afterwards."""
+    result = subprocess.run([sys.executable, "-c", MODEL_LOAD_PROBE], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

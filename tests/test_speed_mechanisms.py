@@ -13,8 +13,8 @@ do, never by how fast they run (benchmarks/run.py measures speed):
   from llama.cpp's bindings alone (llama-cpp-python's package init and numpy
   are never imported);
 * the flash_attn setting reaches llama.cpp;
-* `chatllm --help`, `--version` and shell completion never import the heavy
-  libraries (llama_cpp, huggingface_hub, prompt_toolkit, numpy).
+* what `--help`, `--version`, completion and the model load may import is
+  checked in tests/test_imports.py.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -31,61 +30,6 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import run_chatllm
-
-HEAVY_MODULES = ("llama_cpp", "huggingface_hub", "prompt_toolkit", "numpy")
-
-# Runs chatllm's entry point in this interpreter, then reports which heavy
-# modules got imported (whatever way the command ended).
-_IMPORT_PROBE = """
-import json, sys
-from chatllm.cli.app import main
-code = 0
-try:
-    main(sys.argv[1:])
-except SystemExit as exit:
-    code = exit.code if isinstance(exit.code, int) else 1
-except BaseException as error:
-    code = repr(error)
-heavy = [name for name in {heavy!r} if name in sys.modules]
-sys.stderr.write("PROBE " + json.dumps({{"heavy": heavy, "code": code}}) + "\\n")
-"""
-
-
-def probe_imports(*args: str, env: dict[str, str] | None = None) -> tuple[dict, subprocess.CompletedProcess]:
-    result = subprocess.run(
-        [sys.executable, "-c", _IMPORT_PROBE.format(heavy=HEAVY_MODULES), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=60,
-    )
-    lines = [line for line in result.stderr.splitlines() if line.startswith("PROBE ")]
-    assert lines, f"the probe did not finish:\n{result.stderr}"
-    return json.loads(lines[-1][len("PROBE ") :]), result
-
-
-# ---------------------------------------------------------------- start-up stays light
-
-
-@pytest.mark.parametrize("args", [["--help"], ["--version"], ["chat", "--help"], ["summarize", "--help"]])
-def test_help_and_version_import_nothing_heavy(args: list[str]) -> None:
-    probe, result = probe_imports(*args)
-    assert probe["code"] == 0, result.stderr
-    assert probe["heavy"] == [], f"`chatllm {' '.join(args)}` imported {probe['heavy']}"
-    assert result.stdout.strip()
-
-
-@pytest.mark.parametrize(
-    "words, expected",
-    [("chatllm tr", "translate"), ("chatllm chat --model ", "embedded"), ("chatllm chat --persona ", "support")],
-)
-def test_shell_completion_imports_nothing_heavy_and_exits_cleanly(words: str, expected: str) -> None:
-    env = {"_CHATLLM_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split(" ")) - 1)}
-    probe, result = probe_imports(env=env)
-    assert probe["heavy"] == [], f"completing {words!r} imported {probe['heavy']}"
-    assert expected in result.stdout.split()
-    assert probe["code"] == 0, f"completion ended with {probe['code']}:\n{result.stderr}"
-
 
 # ---------------------------------------------------------------- state cache size limit
 
@@ -313,29 +257,6 @@ def test_model_loads_while_the_input_is_read_and_is_always_closed(monkeypatch: p
         from chatllm.errors import InputError
 
         assert isinstance(result.exception, InputError)  # main() turns it into a one-line error
-
-
-_BINDINGS_PROBE = """
-import sys
-import chatllm.engine.llama  # loads the ctypes bindings only
-assert "numpy" not in sys.modules and "llama_cpp.llama" not in sys.modules, "the package init ran"
-# Jinja2 comes after llama.cpp has started reading the model (see LlamaEngine._make_context and _prompt).
-assert "jinja2" not in sys.modules, "the engine module imports Jinja2 before the load can start"
-import chatllm.engine.chat_template
-assert "numpy" not in sys.modules, "chat templates need no numpy"
-import llama_cpp.llama_chat_format  # other code may still use the rest of the package
-from chatllm.engine.bindings import llama_cpp_version
-import llama_cpp
-from llama_cpp import Llama, LlamaGrammar
-assert llama_cpp.Llama is Llama and llama_cpp.llama_decode is not None
-assert llama_cpp.__version__ == llama_cpp_version()
-print("ok")
-"""
-
-
-def test_engine_imports_llama_bindings_without_the_package_init_and_the_package_still_works() -> None:
-    result = subprocess.run([sys.executable, "-c", _BINDINGS_PROBE], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 
 @pytest.mark.parametrize(

@@ -41,16 +41,9 @@ def template_names(incomplete: str) -> list[str]:
 
 
 def persona_names(incomplete: str) -> list[str]:
-    from chatllm.templates import load_template, template_files
+    from chatllm.templates import template_files, template_kind
 
-    names = []
-    for name in template_files():
-        try:
-            if name.startswith(incomplete) and load_template(name).kind == "persona":
-                names.append(name)
-        except Exception:
-            continue
-    return names
+    return [name for name in template_files() if name.startswith(incomplete) and template_kind(name) == "persona"]
 
 
 def language_codes(incomplete: str) -> list[str]:
