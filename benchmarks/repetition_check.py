@@ -4,10 +4,10 @@ whose answer is known, in both of its modes:
 * legitimate text that must pass whole: the guard/ replies with repeated
   structure (lists, tables, code, refrains), every summarization input and
   every translation source and reference of benchmarks/data/quality;
-* replies of a run made with the guard off (`quality.py --label unguarded
-  --chatllm-arg=...`, whose replies are in benchmarks/results/quality-*.jsonl):
-  how many the guard stops, and whether what it keeps still repeats itself by
-  quality.py's independent bar (a repeated 8-word or 16-CJK-character span).
+* replies of a run made before the guard existed (quality.py's replies, kept
+  in benchmarks/data/quality/unguarded-replies.jsonl; or any quality-*.jsonl
+  from benchmarks/results given as arguments): how many the guard stops, and
+  whether what it keeps still repeats itself by quality.py's independent bar (a repeated 8-word or 16-CJK-character span).
 
     python benchmarks/repetition_check.py [REPLIES.jsonl ...]
 
@@ -72,7 +72,7 @@ def main(argv: list[str]) -> None:
                     cut.append(f"{name} ({tripped or 'changed'})")
                     break
         print(f"| {mode} | {len(cut)}/{len(texts)} | {'; '.join(cut) or '–'} |")
-    files = [Path(a) for a in argv] or sorted((HERE / "results").glob("quality-unguarded*.jsonl"))
+    files = [Path(a) for a in argv] or [DATA / "unguarded-replies.jsonl"]
     replies = [json.loads(line) for path in files for line in path.read_text(encoding="utf-8").splitlines()]
     replies = [r for r in replies if r["reply"]["text"].strip()]
     if not replies:
