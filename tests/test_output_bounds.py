@@ -200,6 +200,27 @@ def test_a_summary_is_bounded_unless_max_tokens_is_given() -> None:
     )
 
 
+def test_a_summary_with_nothing_left_is_written_again_once() -> None:
+    """All invented numbers (or all repeat) leaves nothing to show: one retry,
+    whose finish reason and notes are the ones reported."""
+    template = load_template("summarize")
+    values = template.resolve_variables({})
+    replies = iter(["It opened in 1999 with 12 rooms.", "The hotel opened with few rooms."])
+    engine = FakeEngine(context_size=4096, reply=lambda messages: next(replies))
+    meter = Meter(engine)
+    text = "The hotel opened last spring with a handful of rooms. " * 4
+    assert "".join(summarize(meter, template, values, text, PARAMS)).strip() == "The hotel opened with few rooms."
+    stats = meter.stats()
+    assert stats.finish_reason == "stop" and stats.usage.completion_tokens > engine.count_tokens("The hotel")
+    assert meter.finish_note() == "The first reply was all repeats or invented numbers, so it was written again."
+
+    # A good first reply is kept as it is, with no second call.
+    replies = iter(["The hotel opened with few rooms."])
+    meter = Meter(engine)
+    assert "".join(summarize(meter, template, values, text, PARAMS)).strip() == "The hotel opened with few rooms."
+    assert meter.finish_note() is None
+
+
 def test_a_translation_chunk_is_bounded_by_its_source() -> None:
     template = load_template("translate")
     values = template.resolve_variables({"to": "French"})

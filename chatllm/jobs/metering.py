@@ -51,6 +51,10 @@ class Meter:
         self.length_limit: int | None = None
         # Sentences left out because they stated numbers not in the facts.
         self.ungrounded_sentences = 0
+        # A reply thrown away and written again (see forget_reply).
+        self.retried = False
+        self._last_reason: FinishReason = "stop"
+        self._last_dropped = 0
         self.calls = 0
         self._prefill_seconds = 0.0
         self._prefill_tokens = 0
@@ -99,8 +103,8 @@ class Meter:
                 stats.finish_reason = "repetition"
             if stats.finish_reason == "length":
                 self.length_limit = params.max_tokens
-            if check is not None:
-                self.ungrounded_sentences += check.dropped
+            self._last_dropped = check.dropped if check is not None else 0
+            self.ungrounded_sentences += self._last_dropped
             self._add(stats)
 
     def _answer_only(self, pieces: Stream) -> Stream:
@@ -161,7 +165,7 @@ class Meter:
         self.usage.completion_tokens += stats.usage.completion_tokens
         self.usage.cached_prompt_tokens += stats.usage.cached_prompt_tokens
         self.usage.reasoning_tokens += stats.usage.reasoning_tokens
-        reason = stats.finish_reason
+        reason = self._last_reason = stats.finish_reason
         self.finish_counts[reason] = self.finish_counts.get(reason, 0) + 1
         if _NOTABLE.index(reason) >= _NOTABLE.index(self.finish_reason):
             self.finish_reason = reason
@@ -175,11 +179,24 @@ class Meter:
             self._decode_tokens += decoded
             self._decode_seconds += decoded / timings.decode_tokens_per_s
 
+    def forget_reply(self) -> None:
+        """The last call's reply is thrown away and written again: its tokens
+        and time still count, but its finish reason and notes no longer
+        describe what the user gets."""
+        self.calls -= 1
+        self.finish_counts[self._last_reason] -= 1
+        self.ungrounded_sentences -= self._last_dropped
+        reasons = [reason for reason in _NOTABLE if self.finish_counts.get(reason)]
+        self.finish_reason = reasons[-1] if reasons else "stop"
+        self.retried = True
+
     def finish_note(self) -> str | None:
         """A sentence for the user when a call did not end by itself: the guard
         stopped a repeat, or a length limit cut the reply. None otherwise."""
         parts = lambda reason: "" if self.calls == 1 else f" ({self.finish_counts[reason]} of {self.calls} parts)"  # noqa: E731
         notes = []
+        if self.retried:
+            notes.append("The first reply was all repeats or invented numbers, so it was written again.")
         if self.finish_counts.get("repetition"):
             notes.append(f"Stopped: the model began repeating itself{parts('repetition')}; the repeat is not shown.")
         elif self.finish_counts.get("length"):
