@@ -78,6 +78,13 @@ def test_a_feature_no_grammar_can_express_is_named() -> None:
     assert "root ::=" in schema_to_gbnf(json_schema_text(PERSON))
 
 
+def test_strings_in_the_grammar_hold_no_raw_control_characters() -> None:
+    """JSON strings may not hold a raw tab or line break; the converter's own
+    rule allows them, chatllm's grammar must not."""
+    rules = dict(line.split(" ::= ", 1) for line in schema_to_gbnf(json_schema_text(PERSON)).splitlines())
+    assert rules["char"].startswith(r'[^"\\\x7F\x00-\x1F] | '), rules["char"]
+
+
 def test_validation_names_the_field() -> None:
     assert validated('{"name": "Ana", "age": 3}', PERSON) == {"name": "Ana", "age": 3}
     with pytest.raises(SchemaMismatch, match="at 'age'"):
