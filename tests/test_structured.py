@@ -116,9 +116,20 @@ def test_the_label_comes_from_the_engines_scores_with_probabilities() -> None:
     assert max(results[0].probabilities, key=results[0].probabilities.get) == "weather"
 
 
+def test_calibration_is_off_by_default_and_takes_out_a_label_preference() -> None:
+    """The content-free input ("N/A") names no label: calibrated, the shorter
+    label's head start over the longer one is taken out."""
+    engine = FakeEngine()
+    text = "neither label is here"
+    raw = Classifier(Meter(engine), ("up", "downwards"), PARAMS).classify_one(text).probabilities
+    calibrated = Classifier(Meter(engine), ("up", "downwards"), PARAMS, calibrate=True).classify_one(text).probabilities
+    assert raw["up"] > raw["downwards"]
+    assert abs(calibrated["up"] - calibrated["downwards"]) < 1e-6
+
+
 def test_the_instruction_prefix_is_shared_by_every_item() -> None:
     engine = FakeEngine()
-    classifier = Classifier(Meter(engine), ("a", "b"), PARAMS, calibrate=False)
+    classifier = Classifier(Meter(engine), ("a", "b"), PARAMS)
     list(classifier.classify(["one", "two"]))
     assert engine.calls[0][0] == engine.calls[1][0]  # the same system message: its KV is reused
 
