@@ -17,7 +17,7 @@ from chatllm.engine.openai import OpenAIEngine
 from chatllm.errors import InputError
 from chatllm.hub.models import resolve_model
 from chatllm.jobs.chat import ChatSession
-from chatllm.jobs.grounding import GroundingFilter
+from chatllm.jobs.grounding import GroundingFilter, grounded
 from chatllm.jobs.metering import Meter
 from chatllm.jobs.persona import build_persona, choose_knowledge
 from chatllm.jobs.repetition import RepetitionGuard, repeats_in
@@ -219,6 +219,31 @@ def test_a_summary_with_nothing_left_is_written_again_once() -> None:
     meter = Meter(engine)
     assert "".join(summarize(meter, template, values, text, PARAMS)).strip() == "The hotel opened with few rooms."
     assert meter.finish_note() is None
+
+
+def stream_of(pieces: list[str]):
+    yield from pieces
+
+
+def test_a_cut_reply_ends_at_its_last_whole_sentence() -> None:
+    reply = ["The hotel opened last spring. ", "It has a handful of rooms", " and a"]
+    assert "".join(grounded(stream_of(reply), GroundingFilter("spring"), ended_by_itself=lambda: False)) == (
+        "The hotel opened last spring. "
+    )
+    assert "".join(grounded(stream_of(reply), GroundingFilter("spring"))) == "".join(reply)  # ended by itself
+    ended = ["The hotel opened. ", "It has rooms."]  # cut right after a sentence's end: kept
+    assert "".join(grounded(stream_of(ended), GroundingFilter(""), ended_by_itself=lambda: False)) == "".join(ended)
+    only = ["A sentence that never ends"]  # all there is: kept
+    assert "".join(grounded(stream_of(only), GroundingFilter(""), ended_by_itself=lambda: False)) == only[0]
+
+    # Through a job: a summary cut by its length bound ends with a whole sentence.
+    template = load_template("summarize")
+    engine = FakeEngine(
+        context_size=4096, reply=lambda messages: "The hotel opened. It has " + " ".join(f"w{n}" for n in range(900))
+    )
+    meter = Meter(engine)
+    summary = "".join(summarize(meter, template, template.resolve_variables({}), "Word " * 400, PARAMS))
+    assert summary.strip() == "The hotel opened." and meter.stats().finish_reason == "length"
 
 
 def test_a_translation_chunk_is_bounded_by_its_source() -> None:

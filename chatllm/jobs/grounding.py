@@ -18,6 +18,7 @@ marker ("3.") is not a number the item states.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from chatllm.engine.base import Stream
 
@@ -27,6 +28,8 @@ from chatllm.engine.base import Stream
 _NUMBER = re.compile(r"(?<![0-9A-Za-z\u00c0-\u024f])\d+(?:[.,]\d+)*")
 # A sentence ends at . ! ? followed by a space, at CJK end punctuation, or at a line break.
 _SENTENCE_END = re.compile(r"[.!?][\"')\]»”’]*[ \t]+|[。！？；]|\n")
+# A sentence whose end is the last thing in the reply (no space after it yet).
+_FINISHED = re.compile(r"[.!?。！？][\"')\]»”’]*\s*$")
 _LIST_MARKER = re.compile(r"[ \t]*(?:[-*+•]|\d{1,3}[.)、])[ \t]+")
 
 
@@ -52,6 +55,7 @@ class GroundingFilter:
         self._at_line_start = True
         self.dropped = 0
         self.kept = 0
+        self.cut = 0  # unfinished sentences left out of a cut reply
 
     def grounded(self, sentence: str, at_line_start: bool = True) -> bool:
         """Whether every number `sentence` states occurs in the source."""
@@ -80,6 +84,14 @@ class GroundingFilter:
             shown.append(self._judge(sentence))
         return "".join(shown)
 
+    def discard_unfinished(self) -> None:
+        """Leave out the sentence being held (a reply cut in the middle of it),
+        unless its end was the reply's last token."""
+        if _FINISHED.search(self._held) or not self._held.strip():
+            return
+        self.cut += 1
+        self._held = ""
+
     def finish(self) -> str:
         sentence, self._held = self._held, ""
         return self._judge(sentence) if sentence else ""
@@ -99,9 +111,14 @@ class GroundingFilter:
         return "" if at_line_start or not sentence.endswith("\n") else "\n"
 
 
-def grounded(pieces: Stream, check: GroundingFilter, fallback: str = "") -> Stream:
+def grounded(
+    pieces: Stream, check: GroundingFilter, fallback: str = "", ended_by_itself: Callable[[], bool] = lambda: True
+) -> Stream:
     """`pieces` with the sentences that state numbers not in the source left out;
-    `fallback` instead when that leaves nothing at all."""
+    `fallback` instead when that leaves nothing at all. When the reply was cut
+    (`ended_by_itself()` is false once the pieces end: a length limit, a stopped
+    repeat), its unfinished last sentence is left out too, unless it is all
+    there is: the reply ends at its last whole sentence."""
     said = False
     try:
         for piece in pieces:
@@ -109,6 +126,8 @@ def grounded(pieces: Stream, check: GroundingFilter, fallback: str = "") -> Stre
             if shown:
                 said = said or bool(shown.strip())
                 yield shown
+        if said and not ended_by_itself():
+            check.discard_unfinished()
         rest = check.finish()
         if rest:
             said = said or bool(rest.strip())

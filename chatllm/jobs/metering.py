@@ -92,7 +92,7 @@ class Meter:
         check = None
         if facts is not None:
             check = GroundingFilter(facts)
-            output = grounded(output, check, fallback)
+            output = grounded(output, check, fallback, lambda: self._ended_by_itself(guard))
         try:
             yield from output
         finally:
@@ -106,6 +106,11 @@ class Meter:
             self._last_dropped = check.dropped if check is not None else 0
             self.ungrounded_sentences += self._last_dropped
             self._add(stats)
+
+    def _ended_by_itself(self, guard: RepetitionGuard | None) -> bool:
+        """Whether the reply just streamed ended where the model ended it."""
+        stopped = guard is not None and guard.tripped is not None
+        return not stopped and self.engine.last_stats.finish_reason == "stop"
 
     def _answer_only(self, pieces: Stream) -> Stream:
         """The answer's pieces; thinking goes to `reasoning` and `on_reasoning`.
