@@ -55,7 +55,6 @@ class GroundingFilter:
         self._at_line_start = True
         self.dropped = 0
         self.kept = 0
-        self.cut = 0  # unfinished sentences left out of a cut reply
 
     def grounded(self, sentence: str, at_line_start: bool = True) -> bool:
         """Whether every number `sentence` states occurs in the source."""
@@ -87,10 +86,8 @@ class GroundingFilter:
     def discard_unfinished(self) -> None:
         """Leave out the sentence being held (a reply cut in the middle of it),
         unless its end was the reply's last token."""
-        if _FINISHED.search(self._held) or not self._held.strip():
-            return
-        self.cut += 1
-        self._held = ""
+        if not _FINISHED.search(self._held):
+            self._held = ""
 
     def finish(self) -> str:
         sentence, self._held = self._held, ""
