@@ -223,6 +223,23 @@ def note_thinking_switch(options: RunOptions, engine: Engine) -> None:
         )
 
 
+def finish_run(
+    options: RunOptions,
+    config: Settings,
+    model: ResolvedModel,
+    template_name: str,
+    record: dict,
+    text: str,
+    meter: Meter,
+) -> None:
+    """After a run whose output is written: --stats, and the run saved to history."""
+    stats = meter.stats()
+    if options.stats:
+        print_stats(stats)
+    if options.log and config.log:
+        record_run(model, template_name, record, text, stats)
+
+
 def record_run(model: ResolvedModel, template_name: str, record: dict, text: str, stats) -> None:
     """Save a one-shot run to history (`record` holds prompt, variables, params)."""
     from chatllm.history.recording import record_run

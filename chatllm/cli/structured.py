@@ -107,7 +107,7 @@ def register(app: typer.Typer) -> None:
             _dry_run(options, name, preview._messages(items[0]), params, labels_schema(label_set, multi))
             return
         from chatllm.jobs.metering import Meter
-        from chatllm.render import print_stats, result_json
+        from chatllm.render import result_json
 
         with running.loading_model(options, config) as loading:
             engine = loading.engine()
@@ -133,16 +133,15 @@ def register(app: typer.Typer) -> None:
                 else:
                     sys.stdout.write(shown + "\n")
                 sys.stdout.flush()
-            if options.stats:
-                print_stats(meter.stats())
-            if options.log and config.log:
-                running.record_run(
-                    loading.model,
-                    name,
-                    {"prompt": "\n".join(items), "variables": {"labels": ", ".join(label_set)}, "params": params},
-                    "\n".join(lines),
-                    meter.stats(),
-                )
+            running.finish_run(
+                options,
+                config,
+                loading.model,
+                name,
+                {"prompt": "\n".join(items), "variables": {"labels": ", ".join(label_set)}, "params": params},
+                "\n".join(lines),
+                meter,
+            )
 
     @app.command()
     @generation_options
@@ -189,7 +188,7 @@ def register(app: typer.Typer) -> None:
             _dry_run(options, name, messages, params, the_schema)
             return
         from chatllm.jobs.metering import Meter
-        from chatllm.render import print_stats, result_json
+        from chatllm.render import result_json
 
         with running.loading_model(options, config) as loading:
             meter = Meter(loading.engine())
@@ -203,16 +202,15 @@ def register(app: typer.Typer) -> None:
                     text = result_json(text, loading.model.name, name, meter.engine.last_stats)
                 sys.stdout.write(text + "\n")
                 sys.stdout.flush()
-            if options.stats:
-                print_stats(meter.stats())
-            if options.log and config.log:
-                running.record_run(
-                    loading.model,
-                    name,
-                    {"prompt": "\n\n".join(items), "variables": {}, "params": params},
-                    "\n".join(outputs),
-                    meter.stats(),
-                )
+            running.finish_run(
+                options,
+                config,
+                loading.model,
+                name,
+                {"prompt": "\n\n".join(items), "variables": {}, "params": params},
+                "\n".join(outputs),
+                meter,
+            )
 
 
 def generation_params_plain(options: RunOptions):
