@@ -39,6 +39,7 @@ TOP_LEVEL_KEYS = {
     "examples",
     "knowledge",
     "fallback",
+    "handover",
     "labels",
     "schema",
 }
@@ -81,6 +82,8 @@ class Template:
     greeting: str = ""
     # What a persona says when none of its reply could be kept (jobs/grounding.py).
     fallback: str = ""
+    # What a persona adds when its reply declines without offering it (jobs/handover.py).
+    handover: str = ""
     examples: tuple[Example, ...] = ()
     knowledge: tuple[Path, ...] = ()
     # Structured output: the labels of a classifier (`chatllm classify -t NAME`),
@@ -280,6 +283,7 @@ class _TemplateParser:
         self.check_jinja(prompt, "prompt", declared | {INPUT_VARIABLE, CONTEXT_VARIABLE})
         self.check_jinja(self.text("greeting", ""), "greeting", declared)
         self.check_jinja(self.text("fallback", ""), "fallback", declared)
+        self.check_jinja(self.text("handover", ""), "handover", declared)
         return Template(
             name=name,
             description=self.text("description", ""),
@@ -293,6 +297,7 @@ class _TemplateParser:
             defaults=self.defaults(),
             greeting=self.text("greeting", ""),
             fallback=self.text("fallback", ""),
+            handover=self.text("handover", ""),
             examples=self.examples(),
             knowledge=self.knowledge(),
             labels=self.labels(),

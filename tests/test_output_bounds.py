@@ -290,6 +290,48 @@ def test_a_persona_whose_whole_reply_is_ungrounded_says_its_fallback(tmp_path: P
     assert "Left out 1 sentence" in session.last_note
 
 
+@pytest.mark.parametrize(
+    "reply, offered",
+    [
+        ("I'm sorry, I'm unable to provide that information.", True),
+        ("I don't have that information.", True),
+        ("抱歉，我没有相关信息。", True),
+        ("I'm sorry your bike arrived damaged. Report it within 72 hours.", False),  # an apology is not declining
+        ("I don't have that information. I can hand this over to a human colleague.", False),  # offered already
+        ("Returns are accepted within 45 days.", False),
+    ],
+)
+def test_a_persona_reply_that_declines_offers_the_handover(tmp_path: Path, reply: str, offered: bool) -> None:
+    faq = tmp_path / "faq.md"
+    faq.write_text("## Returns\nReturns are accepted within 45 days. Report damage within 72 hours.\n")
+    template = load_template("support")
+    values = template.resolve_variables({"handoff": "Shall I pass this to our team?"})
+    engine = FakeEngine(reply=lambda messages: reply)
+    persona = build_persona(template, values, engine, choose_knowledge(template, [faq]))
+    said = "".join(ChatSession(engine, persona, PARAMS).send("Do you sell scooters?"))
+    assert said.startswith(reply.rstrip())
+    assert said.endswith(" Shall I pass this to our team?") is offered
+
+
+def test_a_persona_reply_ends_where_the_model_starts_the_prompts_next_turn(tmp_path: Path) -> None:
+    faq = tmp_path / "faq.md"
+    faq.write_text("## Returns\nReturns are accepted within 45 days.\n")
+    template = load_template("support")
+    values = template.resolve_variables({})
+    echoes = [
+        "\nCustomer: And exchanges?",
+        "\nQuestion: And exchanges?\nAnswer: No.",
+        "\n[faq.md — Returns]\nReturns are accepted within 45 days.",
+    ]
+    for echo in echoes:
+        engine = FakeEngine(reply=lambda messages, echo=echo: "Returns are accepted within 45 days." + echo)
+        persona = build_persona(template, values, engine, choose_knowledge(template, [faq]))
+        params = GenerationParams(**{**vars(PARAMS), "stop": tuple(template.defaults["stop"])})
+        assert "".join(ChatSession(engine, persona, params).send("Returns?")).strip() == (
+            "Returns are accepted within 45 days."
+        )
+
+
 # ---------------------------------------------------------------- a persona's knowledge
 
 

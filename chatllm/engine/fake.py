@@ -57,6 +57,8 @@ class FakeEngine:
         reused = self._common_prefix_tokens(messages)
         self._previous_prompt = messages
         text = self.reply(messages)
+        # Stop strings end the reply before them, as on the real backends.
+        text = text[: min((i for i in (text.find(stop) for stop in params.stop if stop) if i >= 0), default=len(text))]
         pieces = [word + " " for word in text.split(" ")]
         pieces[-1] = pieces[-1].rstrip(" ")
         limit = params.max_tokens

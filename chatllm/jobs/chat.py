@@ -18,6 +18,7 @@ from pathlib import Path
 
 from chatllm.engine.base import Engine, GenerationParams, GenerationStats, Message, Stream
 from chatllm.errors import EngineError, InputError
+from chatllm.jobs.handover import offering_handover
 from chatllm.jobs.metering import Meter
 from chatllm.jobs.model_fit import ModelFit
 from chatllm.jobs.prompting import reply_reserve
@@ -53,6 +54,8 @@ class Persona:
     facts: str | None = None
     # Said instead when nothing of a reply could be kept.
     fallback: str = ""
+    # Added to a reply that declines without offering it (jobs/handover.py).
+    handover: str = ""
     # The knowledge is too long to give whole: each message carries passages found for it.
     retrieves: bool = False
 
@@ -170,7 +173,9 @@ class ChatSession:
         facts = None
         if self.persona.facts is not None:
             facts = "\n".join([self.persona.facts, *(m.content for m in messages if m.role == "user")])
-        pieces = meter.stream(messages, self.params, facts=facts, fallback=self.persona.fallback)
+        pieces = offering_handover(
+            meter.stream(messages, self.params, facts=facts, fallback=self.persona.fallback), self.persona.handover
+        )
         stopped_early = False
         try:
             for piece in pieces:

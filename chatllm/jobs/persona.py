@@ -126,5 +126,6 @@ def build_persona(
         knowledge=whole if fits_whole else "",
         facts=whole if base.passages else None,
         fallback=template.render_text(template.fallback, values) if template.fallback else "",
+        handover=template.render_text(template.handover, values) if template.handover else "",
         retrieves=bool(base.passages) and not fits_whole,
     )

@@ -25,6 +25,7 @@ from chatllm.engine.reasoning import Reasoning
 from chatllm.errors import ChatLLMError
 from chatllm.jobs.chat import Persona
 from chatllm.jobs.grounding import GroundingFilter, grounded
+from chatllm.jobs.handover import offering_handover
 from chatllm.jobs.persona import build_persona
 from chatllm.jobs.repetition import RepetitionGuard, guarded
 from chatllm.server.requests import RequestError, parse_chat_request
@@ -45,6 +46,7 @@ class ChatRequest:
     # (jobs/grounding.py), and what it says when nothing of its reply is left.
     facts: str | None = None
     fallback: str = ""
+    handover: str = ""  # added to a reply that declines (jobs/handover.py)
 
 
 class ChatService:
@@ -144,6 +146,7 @@ class ChatService:
             repetition,
             facts,
             persona.fallback if persona is not None else "",
+            persona.handover if persona is not None else "",
         )
 
     def _apply_template(
@@ -207,6 +210,7 @@ class ChatService:
             pieces = guarded(pieces, RepetitionGuard(mode=request.repetition), on_trip=tripped)
         if request.facts is not None:
             pieces = grounded(pieces, GroundingFilter(request.facts), request.fallback)
+        pieces = offering_handover(pieces, request.handover)
         pieces = _with_thoughts(pieces, thoughts)
         try:
             first = next(pieces, None)

@@ -1,0 +1,46 @@
+"""A persona reply that declines offers the handover.
+
+A support persona's rules tell the model to offer a human colleague when it
+cannot answer. A small model declines ("I'm sorry, I don't have that
+information.") and stops there, leaving the customer at a dead end. Whether
+a reply declines is plain from its words, so the tool finishes the rule: the
+template's `handover` text is added to a reply that declines and offers no
+handover of its own. On the evaluation set (benchmarks/quality.py, one seed)
+uncovered questions offered the handover went from 2 of 14 to 5 of 14.
+"""
+
+from __future__ import annotations
+
+import re
+
+from chatllm.engine.base import Stream
+
+# Saying it cannot answer, in English or Chinese. An apology alone ("I'm sorry
+# your bike arrived damaged") is not declining.
+DECLINES = re.compile(
+    r"\b(?:unable to|not able to|can ?not (?:help|provide|answer|find|say)|can'?t (?:help|provide|answer|find|say)|"
+    r"(?:do not|don't|does not|doesn't) have (?:that|this|the|any|enough|such)?\s*(?:information|details|answer)|"
+    r"no information|not sure)\b|"
+    r"无法|不能回答|没有(?:相关|这方面的)?(?:信息|资料)|不清楚",
+    re.IGNORECASE,
+)
+# Already offering a person.
+OFFERS = re.compile(r"\b(?:human|colleague|hand (?:this|it) over|handover)\b|人工|同事|转交|转接", re.IGNORECASE)
+
+
+def declines_without_offer(reply: str) -> bool:
+    return bool(DECLINES.search(reply)) and not OFFERS.search(reply)
+
+
+def offering_handover(pieces: Stream, handover: str) -> Stream:
+    """`pieces`, then `handover` when the reply they make declines without
+    offering it (nothing is added when `handover` is empty)."""
+    reply = ""
+    try:
+        for piece in pieces:
+            reply += piece
+            yield piece
+        if handover and reply.strip() and declines_without_offer(reply):
+            yield ("" if reply.endswith((" ", "\n")) else " ") + handover
+    finally:
+        pieces.close()
