@@ -316,7 +316,7 @@ def figures(records: list[Record]) -> dict[str, str]:
     for record in records:
         by_job.setdefault(record.job, []).append(record)
     for job, items in by_job.items():
-        failed = [r for r in items if r.reply.error]
+        failed = [r for r in items if r.reply.error or not r.reply.text.strip()]  # an empty reply is no reply
         judged = [r for r in items if r.measures.get("repeats_judged", True)]
         rows[
             f"{job}: replies that repeat themselves (8 words / 16 CJK chars){' *' if len(judged) < len(items) else ''}"

@@ -14,7 +14,7 @@ import pytest
 from chatllm.engine.base import EngineOptions, GenerationParams, Message
 from chatllm.engine.fake import FakeEngine
 from chatllm.engine.openai import OpenAIEngine
-from chatllm.errors import InputError
+from chatllm.errors import EngineError, InputError
 from chatllm.hub.models import resolve_model
 from chatllm.jobs.chat import ChatSession
 from chatllm.jobs.grounding import GroundingFilter, grounded
@@ -221,6 +221,27 @@ def test_a_summary_with_nothing_left_is_written_again_once() -> None:
     assert meter.finish_note() is None
 
 
+def test_half_a_sentence_cut_by_a_repeat_is_no_summary_and_twice_nothing_is_an_error() -> None:
+    template = load_template("summarize")
+    values = template.resolve_variables({})
+    text = "The hotel opened last spring with a handful of rooms. " * 4
+    loop = "The return of a desk and a desk and a desk and a desk and a desk and a desk and a desk and a desk"
+    replies = iter([loop, "The hotel opened with few rooms."])
+    engine = FakeEngine(context_size=4096, reply=lambda messages: next(replies))
+    meter = Meter(engine)
+    assert "".join(summarize(meter, template, values, text, PARAMS)).strip() == "The hotel opened with few rooms."
+    assert "written again" in meter.finish_note()
+
+    replies = iter([loop, "It opened in 1999 with 12 rooms."])
+    with pytest.raises(EngineError, match="no usable summary"):
+        "".join(summarize(Meter(engine), template, values, text, PARAMS))
+
+    # Half a sentence the length limit cut stays when it is all a second try has.
+    replies = iter([loop, "The hotel opened with a few of its rooms"])
+    shown = "".join(summarize(Meter(engine), template, values, text, GenerationParams(temperature=0, max_tokens=5)))
+    assert shown.strip() == "The hotel opened with a"
+
+
 def stream_of(pieces: list[str]):
     yield from pieces
 
@@ -244,6 +265,17 @@ def test_a_cut_reply_ends_at_its_last_whole_sentence() -> None:
     meter = Meter(engine)
     summary = "".join(summarize(meter, template, template.resolve_variables({}), "Word " * 400, PARAMS))
     assert summary.strip() == "The hotel opened." and meter.stats().finish_reason == "length"
+
+
+@pytest.mark.parametrize("step", [1, 3, 100])
+def test_a_heading_is_shown_only_with_a_sentence_under_it(step: int) -> None:
+    reply = "## Returns\n\nWithin 45 days.\n\n**Exchanges**\n\nExchanges are fr"
+    pieces = [reply[i : i + step] for i in range(0, len(reply), step)]
+    shown = "".join(grounded(stream_of(pieces), GroundingFilter("45"), ended_by_itself=lambda: False))
+    assert shown == "## Returns\n\nWithin 45 days.\n\n"  # the cut left "Exchanges" with nothing under it
+    # A heading over a sentence that was left out waits for the next one.
+    reply = "# Title\nWithin 99 days.\nOk."
+    assert "".join(grounded(stream_of([reply]), GroundingFilter("45"))) == "# Title\nOk."
 
 
 def test_a_translation_chunk_is_bounded_by_its_source() -> None:

@@ -31,6 +31,8 @@ _SENTENCE_END = re.compile(r"[.!?][\"')\]»”’]*[ \t]+|[。！？；]|\n")
 # A sentence whose end is the last thing in the reply (no space after it yet).
 _FINISHED = re.compile(r"[.!?。！？][\"')\]»”’]*\s*$")
 _LIST_MARKER = re.compile(r"[ \t]*(?:[-*+•]|\d{1,3}[.)、])[ \t]+")
+# A line that only titles what follows: a Markdown heading, or a bold line.
+_HEADING = re.compile(r"[ \t]*(?:#{1,6}[ \t]+\S.*|\*\*[^*\n]+\*\*:?[ \t]*)\n")
 
 
 def normal_number(number: str) -> str:
@@ -46,12 +48,15 @@ def normal_number(number: str) -> str:
 class GroundingFilter:
     """Feed a reply's pieces; each `feed` returns the sentences that may be shown
     now (whole sentences only: a sentence is held until it ends), `finish` the
-    rest. `dropped` counts the sentences left out."""
+    rest. `dropped` counts the sentences left out. A heading is shown with the
+    first sentence under it, so a reply that ends (or is cut) right after a
+    heading does not end in a title with nothing under it."""
 
     def __init__(self, source: str) -> None:
         self._numbers = {normal_number(n) for n in _NUMBER.findall(source)}
         self._digits = " " + " ".join(re.findall(r"\d+", source)) + " "
         self._held = ""
+        self._heading = ""  # a heading (and blank lines) waiting for a sentence under it
         self._at_line_start = True
         self.dropped = 0
         self.kept = 0
@@ -80,18 +85,36 @@ class GroundingFilter:
             if end is None:
                 break
             sentence, self._held = self._held[: end.end()], self._held[end.end() :]
-            shown.append(self._judge(sentence))
+            shown.append(self._under_heading(sentence))
         return "".join(shown)
 
-    def discard_unfinished(self) -> None:
+    def _under_heading(self, sentence: str) -> str:
+        """The judged sentence, with the heading before it; a heading (or a blank
+        line after one) is held for the next sentence."""
+        at_line_start = self._at_line_start
+        kept = self._judge(sentence)
+        if at_line_start and _HEADING.fullmatch(kept) or self._heading and not kept.strip():
+            self._heading += kept
+            return ""
+        if kept.strip():
+            kept, self._heading = self._heading + kept, ""
+        return kept
+
+    def discard_unfinished(self) -> bool:
         """Leave out the sentence being held (a reply cut in the middle of it),
-        unless its end was the reply's last token."""
-        if not _FINISHED.search(self._held):
-            self._held = ""
+        unless its end was the reply's last token. Whether it was left out."""
+        if _FINISHED.search(self._held) or not self._held.strip():
+            return False
+        self._held = ""
+        return True
 
     def finish(self) -> str:
+        """The last sentence, if it may be shown; a heading still waiting for
+        one is left out."""
         sentence, self._held = self._held, ""
-        return self._judge(sentence) if sentence else ""
+        shown = self._under_heading(sentence) if sentence else ""
+        self._heading = ""
+        return shown
 
     def _judge(self, sentence: str) -> str:
         at_line_start = self._at_line_start
@@ -109,13 +132,18 @@ class GroundingFilter:
 
 
 def grounded(
-    pieces: Stream, check: GroundingFilter, fallback: str = "", ended_by_itself: Callable[[], bool] = lambda: True
+    pieces: Stream,
+    check: GroundingFilter,
+    fallback: str = "",
+    ended_by_itself: Callable[[], bool] = lambda: True,
+    keep_lone_fragment: bool = True,
 ) -> Stream:
     """`pieces` with the sentences that state numbers not in the source left out;
     `fallback` instead when that leaves nothing at all. When the reply was cut
     (`ended_by_itself()` is false once the pieces end: a length limit, a stopped
-    repeat), its unfinished last sentence is left out too, unless it is all
-    there is: the reply ends at its last whole sentence."""
+    repeat), its unfinished last sentence is left out too: the reply ends at its
+    last whole sentence. An unfinished sentence that is all there is stays
+    unless `keep_lone_fragment` is false (a caller that will ask again)."""
     said = False
     try:
         for piece in pieces:
@@ -123,7 +151,7 @@ def grounded(
             if shown:
                 said = said or bool(shown.strip())
                 yield shown
-        if said and not ended_by_itself():
+        if (said or not keep_lone_fragment) and not ended_by_itself():
             check.discard_unfinished()
         rest = check.finish()
         if rest:

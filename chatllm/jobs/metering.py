@@ -72,6 +72,7 @@ class Meter:
         fallback: str = "",
         repetition: str | None = None,
         guard: RepetitionGuard | None = None,
+        keep_lone_fragment: bool = True,
     ) -> Stream:
         """The engine's stream, guarded and recorded. `visible=False` marks
         intermediate calls (map steps) whose output the user does not see, for
@@ -82,7 +83,9 @@ class Meter:
         said instead when that leaves nothing. `repetition` overrides the
         guard's mode for this call (structured output is constrained by its
         schema, and a guard cutting it would break the JSON); `guard` is one
-        shared by the calls of one reply (see RepetitionGuard.next_part)."""
+        shared by the calls of one reply (see RepetitionGuard.next_part).
+        `keep_lone_fragment=False` leaves out a cut reply that is one unfinished
+        sentence (see grounding.grounded)."""
         self.last_reasoning = ""
         pieces = self._answer_only(self._timed(self.engine.stream(messages, params), visible))
         mode = repetition or self.repetition
@@ -92,7 +95,9 @@ class Meter:
         check = None
         if facts is not None:
             check = GroundingFilter(facts)
-            output = grounded(output, check, fallback, lambda: self._ended_by_itself(guard))
+            output = grounded(
+                output, check, fallback, lambda: self._ended_by_itself(guard), keep_lone_fragment=keep_lone_fragment
+            )
         try:
             yield from output
         finally:
