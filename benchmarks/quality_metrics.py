@@ -64,8 +64,12 @@ def _normal_number(number: str) -> str:
     return number
 
 
+# A list item's own marker ("1. ", "2、") is not a number the item states.
+_LIST_MARKER = re.compile(r"^[ \t]*\d{1,3}(?:[.)][ \t]+|、)", re.MULTILINE)
+
+
 def numbers(text: str) -> set[str]:
-    return {_normal_number(n) for n in _NUMBER.findall(text)}
+    return {_normal_number(n) for n in _NUMBER.findall(_LIST_MARKER.sub("", text))}
 
 
 def new_numbers(output: str, source: str) -> list[str]:

@@ -202,6 +202,17 @@ def test_a_summary_is_shorter_than_its_input_and_adds_no_number(embedded_model: 
         assert new_numbers(text, source) == [] and repeated_span(text) is None
 
 
+def test_chat_on_the_embedded_model_never_repeats_itself(embedded_model: Path) -> None:
+    """With the "loops" guard these two questions (seed 1) looped on the embedded
+    model; on a tiny model chat's guard is "strict"."""
+    from benchmarks.quality_metrics import repeated_span
+
+    for question in ("中国最长的河流是哪条？", "Which command lists the files in a directory on Linux?"):
+        payload = json_result(run_chatllm("chat", "--json", "--seed", "1", input=question + "\n"))
+        assert payload["text"].strip() and repeated_span(payload["text"]) is None
+        assert payload["finish_reason"] in ("stop", "length", "repetition")
+
+
 def test_the_support_persona_answers_from_the_users_knowledge_only(embedded_model: Path, tmp_path: Path) -> None:
     faq = tmp_path / "faq.md"
     faq.write_text("## Returns\nReturns are accepted within 45 days of delivery. Refunds take 10 working days.\n")

@@ -140,6 +140,17 @@ def test_the_meter_reports_repetition_and_stops_the_engine() -> None:
     assert "repeating itself" in meter.finish_note()
 
 
+def test_the_guard_is_strict_by_default_on_a_tiny_model() -> None:
+    from chatllm.jobs.prompting import repetition_mode
+
+    chat, summarize = load_template("chat"), load_template("summarize")
+    assert "repetition" not in chat.defaults
+    assert repetition_mode(chat) == "loops" and repetition_mode(chat, tiny_model=True) == "strict"
+    assert repetition_mode(chat, "off", tiny_model=True) == "off"  # --repetition wins
+    assert repetition_mode(summarize) == "strict" == summarize.defaults["repetition"]
+    assert repetition_mode(None, tiny_model=True) == "strict"  # a served model without a template
+
+
 def test_repetition_off_lets_everything_through() -> None:
     reply = "again " * 40
     meter = Meter(FakeEngine(reply=lambda messages: reply.strip()), repetition="off")

@@ -94,12 +94,10 @@ def register(app: typer.Typer) -> None:
         params = generation_params(template, **options.sampling())
 
         structure = structure_for(options, schema, template.schema)
-        repetition = repetition_mode(template, options.repetition)
-        if structure is not None:  # each reply is constrained by the schema; a guard cutting it would break the JSON
+        if structure is not None:
             from chatllm.engine.grammar import json_schema_text
 
             params = replace(params, json_schema=json_schema_text(structure))
-            repetition = "off"
         if options.dry_run:
             persona_ = build_persona(
                 template,
@@ -136,6 +134,10 @@ def register(app: typer.Typer) -> None:
             engine = loading.engine()
             running.prepare_engine(options, engine)
             fit = ModelFit(model.path, enabled=config.hints)
+            # Each reply of a schema is constrained by it; a guard cutting it would break the JSON.
+            repetition = (
+                "off" if structure is not None else repetition_mode(template, options.repetition, is_tiny(model.path))
+            )
             persona_ = build_persona(
                 template,
                 values,

@@ -74,7 +74,7 @@ def _prepare_and_run(
     loads; then the job. `loading` is None for --dry-run."""
     from chatllm.cli import running
     from chatllm.inputs import read_input
-    from chatllm.jobs.model_fit import ModelFit
+    from chatllm.jobs.model_fit import ModelFit, is_tiny
     from chatllm.jobs.prompting import generation_params, repetition_mode, task_messages
     from chatllm.languages import detect_language
     from chatllm.render import notice
@@ -120,7 +120,7 @@ def _prepare_and_run(
             loading.model,
             loading.engine(),
             record={"prompt": source.text, "variables": values, "params": params},
-            repetition=repetition_mode(template, options.repetition),
+            repetition=repetition_mode(template, options.repetition, tiny_model=is_tiny(loading.model.path)),
         )
 
 

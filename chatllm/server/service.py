@@ -27,6 +27,7 @@ from chatllm.jobs.chat import Persona
 from chatllm.jobs.grounding import GroundingFilter, grounded
 from chatllm.jobs.handover import offering_handover
 from chatllm.jobs.persona import build_persona
+from chatllm.jobs.prompting import default_repetition
 from chatllm.jobs.repetition import RepetitionGuard, guarded
 from chatllm.server.requests import RequestError, parse_chat_request
 from chatllm.templates import Template, load_template, template_names
@@ -124,7 +125,7 @@ class ChatService:
         persona = None
         if template is not None:
             messages, persona = self._apply_template(template, request.variables, messages)
-        repetition = request.repetition or str(settings.get("repetition", "loops"))
+        repetition = request.repetition or str(settings.get("repetition") or default_repetition(self.tiny_model))
         params = generation_params(settings)
         schema = request.schema if request.schema is not None else (template.schema if template is not None else None)
         if schema is not None:
