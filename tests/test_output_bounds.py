@@ -342,6 +342,7 @@ def test_a_persona_whose_whole_reply_is_ungrounded_says_its_fallback(tmp_path: P
         ("I'm sorry your bike arrived damaged. Report it within 72 hours.", False),  # an apology is not declining
         ("I don't have that information. I can hand this over to a human colleague.", False),  # offered already
         ("Returns are accepted within 45 days.", False),
+        ("If you are unable to return it within 45 days, email us.", False),  # the customer, not the agent
     ],
 )
 def test_a_persona_reply_that_declines_offers_the_handover(tmp_path: Path, reply: str, offered: bool) -> None:

@@ -100,13 +100,11 @@ class GroundingFilter:
             kept, self._heading = self._heading + kept, ""
         return kept
 
-    def discard_unfinished(self) -> bool:
+    def discard_unfinished(self) -> None:
         """Leave out the sentence being held (a reply cut in the middle of it),
-        unless its end was the reply's last token. Whether it was left out."""
-        if _FINISHED.search(self._held) or not self._held.strip():
-            return False
-        self._held = ""
-        return True
+        unless its end was the reply's last token."""
+        if not _FINISHED.search(self._held):
+            self._held = ""
 
     def finish(self) -> str:
         """The last sentence, if it may be shown; a heading still waiting for

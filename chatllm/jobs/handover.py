@@ -15,13 +15,14 @@ import re
 
 from chatllm.engine.base import Stream
 
-# Saying it cannot answer, in English or Chinese. An apology alone ("I'm sorry
-# your bike arrived damaged") is not declining.
+# The agent saying it cannot answer, in English or Chinese. An apology alone
+# ("I'm sorry your bike arrived damaged") is not declining, nor is an answer
+# about the customer ("if you are unable to come, call us").
 DECLINES = re.compile(
-    r"\b(?:unable to|not able to|can ?not (?:help|provide|answer|find|say)|can'?t (?:help|provide|answer|find|say)|"
-    r"(?:do not|don't|does not|doesn't) have (?:that|this|the|any|enough|such)?\s*(?:information|details|answer)|"
-    r"no information|not sure)\b|"
-    r"无法|不能回答|没有(?:相关|这方面的)?(?:信息|资料)|不清楚",
+    r"\b(?:I|we)(?:['’]m|['’]re| am| are)? (?:afraid )?(?:unable to|not able to|not sure)\b|"
+    r"\b(?:I|we) (?:cannot|can ?not|can['’]t|do not|don['’]t) (?:help|provide|answer|find|say|tell|"
+    r"have (?:(?:that|this|the|any|enough|such) )?(?:information|details|answer))\b|"
+    r"\bno information\b|无法|不能回答|没有(?:相关|这方面的)?(?:信息|资料)|不清楚",
     re.IGNORECASE,
 )
 # Already offering a person.
