@@ -83,6 +83,19 @@ def test_a_loop_is_stopped_and_its_repeat_not_shown(text: str, kept: str, rule: 
     assert shown.strip() == kept
 
 
+@pytest.mark.parametrize("step", [1, 3, 100])
+def test_strict_mode_stops_a_whole_sentence_said_again(step: int) -> None:
+    """Shorter than a span and not at an opening, but the whole sentence again."""
+    text = "I'm sorry, I'm unable to provide that answer. I'm unable to provide that answer. Thanks."
+    shown, tripped = guard(text, step=step)
+    assert tripped == "sentence" and shown.strip() == "I'm sorry, I'm unable to provide that answer."
+    assert guard(text, mode="loops", step=step) == (text, None)
+    short = "Call us. Call us."  # under five units: not judged
+    assert guard(short, step=step) == (short, None)
+    twice = "It is red. The car is red and fast. The car is red and fast."
+    assert guard(twice, allowed=2, step=step) == (twice, None)  # the source says it twice too
+
+
 @pytest.mark.parametrize("path", sorted(GUARD_TEXTS.glob("[0-9]*.md")), ids=lambda p: p.stem)
 def test_replies_with_legitimate_repeated_structure_pass_whole(path: Path) -> None:
     """Lists whose items start alike, tables, code, refrains, restated sentences:

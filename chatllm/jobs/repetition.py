@@ -20,6 +20,9 @@ benchmarks/data/quality (benchmarks/README.md, "Repetition"):
    items and headings get LIST_OPENING_UNITS (6) and may share an opening once
    ("You can pay by card." / "You can pay by transfer.").
 3. run: one character (not a space) repeated RUN_CHARS (16) times in a row.
+   In "strict" mode also: a sentence of prose of at least OPENING_UNITS units
+   that is, word for word, earlier text again ("I'm sorry, I'm unable to
+   provide that answer. I'm unable to provide that answer."), however short.
 4. line: code and tables are exempt from rules 1-3 (similar lines are normal
    there); instead the same line as written (of at least 3 units) may not
    come a CODE_LINE_REPEATS-th (5th) time, in strict mode a
@@ -109,6 +112,12 @@ class RepetitionGuard:
         self._opening_weight = 0.0
         self._hold_opening: int | None = None
         self._end_pending = False
+        # Every unit of prose so far, and the current sentence's (the "sentence" rule).
+        self._prose_units: list[str] = []
+        self._unit_positions: dict[str, list[int]] = {}  # where each unit occurs in _prose_units
+        self._sentence_units: list[str] = []
+        self._sentence_weight = 0.0
+        self._sentence_from = 0  # index in _prose_units where the sentence begins
         # Keys seen (count, novelty then), and the prefixes of those that may recur.
         self._openings: dict[Key, tuple[int, int]] = {}
         self._opening_prefixes: set[Key] = set()
@@ -143,6 +152,8 @@ class RepetitionGuard:
             self._read_items(final=True)
             if self.tripped is None:
                 self._end_line()
+            if self.tripped is None:
+                self._end_sentence()
         if self.tripped is None:
             return self._release(end=len(self._text))
         return self._release()
@@ -271,10 +282,18 @@ class RepetitionGuard:
             self._hold_code_line(match.end())
             return
         self._check_opening(unit, weight, start)
+        if self._line_kind == "prose":
+            self._unit_positions.setdefault(unit, []).append(len(self._prose_units))
+            self._prose_units.append(unit)
+            self._sentence_units.append(unit)
+            self._sentence_weight += weight
         if self.tripped is None:
             self._check_span(unit, weight, start)
 
     def _end_sentence(self) -> None:
+        self._check_sentence()
+        self._sentence_units, self._sentence_weight = [], 0.0
+        self._sentence_from = len(self._prose_units)
         self._sentence_start = None
         self._opening, self._opening_weight = [], 0.0
         self._hold_opening = None
@@ -322,6 +341,21 @@ class RepetitionGuard:
             return
         self._opening_prefixes.update(key[:size] for size in range(2, len(key) + 1))
         self._opening_prefixes.update(("line", *key[1:size]) for size in range(2, len(key) + 1))
+
+    def _check_sentence(self) -> None:
+        """The "sentence" rule of rule 3 (strict mode): a whole sentence of
+        prose that is earlier text again, however short."""
+        if self.mode != "strict" or self.tripped is not None or self._sentence_start is None:
+            return
+        units = self._sentence_units
+        if self._sentence_weight < OPENING_UNITS or not units:
+            return
+        prose, size, begins = self._prose_units, len(units), self._sentence_from
+        seen = sum(
+            1 for i in self._unit_positions.get(units[0], ()) if i + size <= begins and prose[i : i + size] == units
+        )
+        if seen + 1 > self.allowed:
+            self._trip("sentence", self._sentence_cut)
 
     # ---- rule 4: lines of code and tables ------------------------------------
 
