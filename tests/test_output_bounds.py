@@ -260,10 +260,11 @@ def test_half_a_sentence_cut_by_a_repeat_is_no_summary_and_twice_nothing_is_an_e
     with pytest.raises(EngineError, match="no usable summary"):
         "".join(summarize(Meter(engine), template, values, text, PARAMS))
 
-    # Half a sentence the length limit cut stays when it is all a second try has.
-    replies = iter([loop, "The hotel opened with a few of its rooms"])
-    shown = "".join(summarize(Meter(engine), template, values, text, GenerationParams(temperature=0, max_tokens=5)))
-    assert shown.strip() == "The hotel opened with a"
+    # Half a sentence that a length limit cut is what was asked for: kept, no second try.
+    replies = iter(["The hotel opened with a few of its rooms"])
+    meter = Meter(engine)
+    shown = "".join(summarize(meter, template, values, text, GenerationParams(temperature=0, max_tokens=5)))
+    assert shown.strip() == "The hotel opened with a" and meter.calls == 1
 
 
 def stream_of(pieces: list[str]):

@@ -134,14 +134,15 @@ def grounded(
     check: GroundingFilter,
     fallback: str = "",
     ended_by_itself: Callable[[], bool] = lambda: True,
-    keep_lone_fragment: bool = True,
+    drop_lone_fragment: Callable[[], bool] = lambda: False,
 ) -> Stream:
     """`pieces` with the sentences that state numbers not in the source left out;
     `fallback` instead when that leaves nothing at all. When the reply was cut
     (`ended_by_itself()` is false once the pieces end: a length limit, a stopped
     repeat), its unfinished last sentence is left out too: the reply ends at its
-    last whole sentence. An unfinished sentence that is all there is stays
-    unless `keep_lone_fragment` is false (a caller that will ask again)."""
+    last whole sentence. An unfinished sentence that is all there is stays,
+    unless `drop_lone_fragment()` says otherwise once the pieces end (a caller
+    that will ask again)."""
     said = False
     try:
         for piece in pieces:
@@ -149,7 +150,7 @@ def grounded(
             if shown:
                 said = said or bool(shown.strip())
                 yield shown
-        if (said or not keep_lone_fragment) and not ended_by_itself():
+        if (said or drop_lone_fragment()) and not ended_by_itself():
             check.discard_unfinished()
         rest = check.finish()
         if rest:

@@ -72,7 +72,7 @@ class Meter:
         fallback: str = "",
         repetition: str | None = None,
         guard: RepetitionGuard | None = None,
-        keep_lone_fragment: bool = True,
+        drop_fragment_of_repeat: bool = False,
     ) -> Stream:
         """The engine's stream, guarded and recorded. `visible=False` marks
         intermediate calls (map steps) whose output the user does not see, for
@@ -84,8 +84,9 @@ class Meter:
         guard's mode for this call (structured output is constrained by its
         schema, and a guard cutting it would break the JSON); `guard` is one
         shared by the calls of one reply (see RepetitionGuard.next_part).
-        `keep_lone_fragment=False` leaves out a cut reply that is one unfinished
-        sentence (see grounding.grounded)."""
+        `drop_fragment_of_repeat=True` leaves out a reply that is one unfinished
+        sentence because the guard stopped a repeat in it (see
+        grounding.grounded); one cut by a length limit stays, as asked."""
         self.last_reasoning = ""
         pieces = self._answer_only(self._timed(self.engine.stream(messages, params), visible))
         mode = repetition or self.repetition
@@ -96,7 +97,11 @@ class Meter:
         if facts is not None:
             check = GroundingFilter(facts)
             output = grounded(
-                output, check, fallback, lambda: self._ended_by_itself(guard), keep_lone_fragment=keep_lone_fragment
+                output,
+                check,
+                fallback,
+                lambda: self._ended_by_itself(guard),
+                lambda: drop_fragment_of_repeat and guard is not None and guard.tripped is not None,
             )
         try:
             yield from output

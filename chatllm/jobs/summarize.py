@@ -91,7 +91,7 @@ def summarize(
         text, size = combined, combined_size
     messages = task_messages(template, final_values, text, system)
     shown = False
-    for piece in meter.stream(messages, final_params, facts=facts, keep_lone_fragment=False):
+    for piece in meter.stream(messages, final_params, facts=facts, drop_fragment_of_repeat=True):
         shown = shown or bool(piece.strip())
         yield piece
     if shown:
