@@ -94,6 +94,19 @@ def test_a_persona_as_model_brings_its_prompt_knowledge_and_defaults(served) -> 
     assert (params.temperature, params.max_tokens, params.seed, params.top_p, params.stop) == (0.9, 7, 3, 0.5, ("\n",))
 
 
+def test_a_served_persona_that_declines_offers_the_handover(served) -> None:
+    served.engine.reply = lambda messages: "I'm sorry, I'm unable to provide that information."
+    reply = served.client.chat.completions.create(model="support", messages=HELLO)
+    assert reply.choices[0].message.content.endswith("who will reply by email within one business day.")
+    pieces = served.client.chat.completions.create(model="support", messages=HELLO, stream=True)
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in pieces if chunk.choices)
+    assert streamed == reply.choices[0].message.content
+    served.engine.reply = lambda messages: "I'm unable to say."  # a plain model (no template) adds nothing
+    assert served.client.chat.completions.create(model="fake", messages=HELLO).choices[0].message.content == (
+        "I'm unable to say."
+    )
+
+
 def test_a_task_template_as_model_renders_the_input(served) -> None:
     messages = [
         {"role": "system", "content": "Answer in French."},
