@@ -256,9 +256,11 @@ def test_half_a_sentence_cut_by_a_repeat_is_no_summary_and_twice_nothing_is_an_e
     assert "".join(summarize(meter, template, values, text, PARAMS)).strip() == "The hotel opened with few rooms."
     assert "written again" in meter.finish_note()
 
-    replies = iter([loop, "It opened in 1999 with 12 rooms."])
+    replies = iter([loop, "\n\nIt opened in 1999 with 12 rooms."])
+    shown: list[str] = []
     with pytest.raises(EngineError, match="no usable summary"):
-        "".join(summarize(Meter(engine), template, values, text, PARAMS))
+        shown.extend(summarize(Meter(engine), template, values, text, PARAMS))
+    assert shown == []  # not even the blank lines before it: a script sees no output and exit status 1
 
     # Half a sentence that a length limit cut is what was asked for: kept, no second try.
     replies = iter(["The hotel opened with a few of its rooms"])

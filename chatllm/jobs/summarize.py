@@ -91,8 +91,8 @@ def summarize(
         text, size = combined, combined_size
     messages = task_messages(template, final_values, text, system)
     shown = False
-    for piece in meter.stream(messages, final_params, facts=facts, drop_fragment_of_repeat=True):
-        shown = shown or bool(piece.strip())
+    for piece in _from_first_word(meter.stream(messages, final_params, facts=facts, drop_fragment_of_repeat=True)):
+        shown = True
         yield piece
     if shown:
         return
@@ -102,8 +102,8 @@ def summarize(
     # summaries of benchmarks/data/quality): one more try.
     seed = None if final_params.seed is None else final_params.seed + 1
     meter.forget_reply()
-    for piece in meter.stream(messages, replace(final_params, seed=seed), facts=facts):
-        shown = shown or bool(piece.strip())
+    for piece in _from_first_word(meter.stream(messages, replace(final_params, seed=seed), facts=facts)):
+        shown = True
         yield piece
     if not shown:
         # An empty summary with exit status 0 would pass for a result in a script.
@@ -111,3 +111,18 @@ def summarize(
             "the model wrote no usable summary: twice, everything it wrote repeated itself or stated numbers "
             f"that are not in the text; a larger model does this well (-m {SUGGESTED_MODEL})"
         )
+
+
+def _from_first_word(pieces: Stream) -> Stream:
+    """`pieces` from the first that is not blank: blank lines before a summary
+    are not shown, since it may yet turn out empty (and fail)."""
+    started = False
+    try:
+        for piece in pieces:
+            if not started:
+                piece = piece.lstrip()
+                started = bool(piece)
+            if piece:
+                yield piece
+    finally:
+        pieces.close()
