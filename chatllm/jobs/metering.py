@@ -101,7 +101,7 @@ class Meter:
                 check,
                 fallback,
                 lambda: self._ended_by_itself(guard),
-                lambda: drop_fragment_of_repeat and guard is not None and guard.tripped is not None,
+                lambda: drop_fragment_of_repeat and _stopped_a_repeat(guard),
             )
         try:
             yield from output
@@ -109,7 +109,7 @@ class Meter:
             output.close()
             pieces.close()
             stats = self.engine.last_stats
-            if guard is not None and guard.tripped is not None:
+            if _stopped_a_repeat(guard):
                 stats.finish_reason = "repetition"
             if stats.finish_reason == "length":
                 self.length_limit = params.max_tokens
@@ -119,8 +119,7 @@ class Meter:
 
     def _ended_by_itself(self, guard: RepetitionGuard | None) -> bool:
         """Whether the reply just streamed ended where the model ended it."""
-        stopped = guard is not None and guard.tripped is not None
-        return not stopped and self.engine.last_stats.finish_reason == "stop"
+        return not _stopped_a_repeat(guard) and self.engine.last_stats.finish_reason == "stop"
 
     def _answer_only(self, pieces: Stream) -> Stream:
         """The answer's pieces; thinking goes to `reasoning` and `on_reasoning`.
@@ -242,3 +241,7 @@ class Meter:
             total_s=round(now - begun, 3),
         )
         return GenerationStats(usage=Usage(**vars(self.usage)), timings=timings, finish_reason=self.finish_reason)
+
+
+def _stopped_a_repeat(guard: RepetitionGuard | None) -> bool:
+    return guard is not None and guard.tripped is not None
