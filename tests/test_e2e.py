@@ -235,3 +235,27 @@ def test_the_support_persona_answers_from_the_users_knowledge_only(embedded_mode
         from benchmarks.quality_metrics import repeated_span
 
         assert repeated_span(reply) is None
+
+
+def test_the_embedded_support_persona_declines_what_its_knowledge_does_not_cover(
+    embedded_model: Path, tmp_path: Path
+) -> None:
+    # Left to itself the model answers "Yes, there is. Loyalty is a rewards
+    # program that…": nothing of that is in the knowledge (jobs/knowledge_use.py).
+    faq = tmp_path / "faq.md"
+    faq.write_text("## Returns\nReturns are accepted within 45 days of delivery. Refunds take 10 working days.\n")
+    result = run_chatllm(
+        "chat",
+        "-p",
+        "support",
+        "--kb",
+        str(faq),
+        "--temperature",
+        "0",
+        input="Is there a loyalty programme where I collect points?\n",
+    )
+    assert ok(result).strip() == (
+        "I'm sorry, I don't have that information. "
+        "I can hand this over to a human colleague, who will reply by email within one business day."
+    )
+    assert "drew on nothing in the knowledge" in result.stderr.decode()

@@ -19,6 +19,7 @@ from pathlib import Path
 from chatllm.engine.base import Engine, GenerationParams, GenerationStats, Message, Stream
 from chatllm.errors import EngineError, InputError
 from chatllm.jobs.handover import offering_handover
+from chatllm.jobs.knowledge_use import KnowledgeUse, asks, drawing_on_knowledge
 from chatllm.jobs.metering import Meter
 from chatllm.jobs.model_fit import ModelFit
 from chatllm.jobs.prompting import reply_reserve
@@ -58,6 +59,9 @@ class Persona:
     handover: str = ""
     # The knowledge is too long to give whole: each message carries passages found for it.
     retrieves: bool = False
+    # A reply to a question that draws on nothing in `facts` is replaced by the
+    # fallback (jobs/knowledge_use.py; tiny models).
+    checks_answers: bool = False
 
 
 def with_knowledge(system: str, knowledge: str) -> str:
@@ -173,9 +177,12 @@ class ChatSession:
         facts = None
         if self.persona.facts is not None:
             facts = "\n".join([self.persona.facts, *(m.content for m in messages if m.role == "user")])
-        pieces = offering_handover(
-            meter.stream(messages, self.params, facts=facts, fallback=self.persona.fallback), self.persona.handover
-        )
+        pieces = meter.stream(messages, self.params, facts=facts, fallback=self.persona.fallback)
+        use = None
+        if self.persona.checks_answers and self.persona.facts and asks(turn.user):
+            use = KnowledgeUse(self.persona.facts, turn.user)
+            pieces = drawing_on_knowledge(pieces, use, self.persona.fallback)
+        pieces = offering_handover(pieces, self.persona.handover)
         stopped_early = False
         try:
             for piece in pieces:
@@ -188,6 +195,9 @@ class ChatSession:
             pieces.close()
             self.last_stats = meter.stats()
             self.last_note = meter.finish_note()
+            if use is not None and use.replaced:
+                said = "The reply drew on nothing in the knowledge, so the agent declined instead."
+                self.last_note = f"{self.last_note} {said}" if self.last_note else said
             turn.reasoning = meter.reasoning
             turn.interrupted = stopped_early or self.last_stats.finish_reason == "interrupted"
             if turn.interrupted and not turn.reply:

@@ -42,7 +42,7 @@ def offering_handover(pieces: Stream, handover: str) -> Stream:
             said.append(piece)
             yield piece
         reply = "".join(said)
-        if handover and reply.strip() and declines_without_offer(reply):
+        if handover and reply.strip() and handover not in reply and declines_without_offer(reply):
             yield ("" if reply.endswith((" ", "\n")) else " ") + handover
     finally:
         pieces.close()

@@ -128,4 +128,5 @@ def build_persona(
         fallback=template.render_text(template.fallback, values) if template.fallback else "",
         handover=template.render_text(template.handover, values) if template.handover else "",
         retrieves=bool(base.passages) and not fits_whole,
+        checks_answers=tiny_model and bool(base.passages),
     )

@@ -26,6 +26,7 @@ from chatllm.errors import ChatLLMError
 from chatllm.jobs.chat import Persona
 from chatllm.jobs.grounding import GroundingFilter, grounded
 from chatllm.jobs.handover import offering_handover
+from chatllm.jobs.knowledge_use import KnowledgeUse, asks, drawing_on_knowledge
 from chatllm.jobs.persona import build_persona
 from chatllm.jobs.prompting import default_repetition
 from chatllm.jobs.repetition import RepetitionGuard, guarded
@@ -48,6 +49,10 @@ class ChatRequest:
     facts: str | None = None
     fallback: str = ""
     handover: str = ""  # added to a reply that declines (jobs/handover.py)
+    # The customer's question, when a reply that draws on nothing in the
+    # knowledge is to be replaced by the fallback (jobs/knowledge_use.py).
+    question: str = ""
+    knowledge: str = ""
 
 
 class ChatService:
@@ -122,6 +127,7 @@ class ChatService:
         settings.update(self.defaults)
         settings.update(request.overrides)
         messages = request.messages
+        question = next((m.content for m in reversed(messages) if m.role == "user"), "")
         persona = None
         if template is not None:
             messages, persona = self._apply_template(template, request.variables, messages)
@@ -138,6 +144,8 @@ class ChatService:
         facts = None
         if persona is not None and persona.facts is not None and schema is None:
             facts = "\n".join([persona.facts, *(m.content for m in messages if m.role == "user")])
+        checked = persona is not None and persona.checks_answers and facts is not None and asks(question)
+        knowledge = persona.facts or "" if persona is not None and checked else ""
         return ChatRequest(
             request.model,
             messages,
@@ -148,6 +156,8 @@ class ChatService:
             facts,
             persona.fallback if persona is not None else "",
             persona.handover if persona is not None else "",
+            question if checked else "",
+            knowledge,
         )
 
     def _apply_template(
@@ -211,6 +221,8 @@ class ChatService:
             pieces = guarded(pieces, RepetitionGuard(mode=request.repetition), on_trip=tripped)
         if request.facts is not None:
             pieces = grounded(pieces, GroundingFilter(request.facts), request.fallback)
+        if request.question:
+            pieces = drawing_on_knowledge(pieces, KnowledgeUse(request.knowledge, request.question), request.fallback)
         pieces = offering_handover(pieces, request.handover)
         pieces = _with_thoughts(pieces, thoughts)
         try:
