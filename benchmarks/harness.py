@@ -78,24 +78,46 @@ def wait_for_quiet(threshold: float = 0.10, max_wait_s: float = 300.0) -> float:
     return busy
 
 
+# What a terminal does not show as text: escape sequences and white space.
+_INVISIBLE = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\x1b[()][A-Z0-9]|\s+")
+TERMINAL_SIZE = (30, 100)  # rows, columns
+
+
 def run_process(
     argv: Sequence[str],
     env: dict[str, str] | None = None,
     stdin: str | None = None,
     cwd: Path | None = None,
     timeout: float = 1800,
+    terminal: bool = False,
 ) -> ProcessRun:
-    """Run `argv`, feeding `stdin`, and measure it (see ProcessRun)."""
+    """Run `argv`, feeding `stdin`, and measure it (see ProcessRun). With
+    `terminal=True` its stdout is a pseudo-terminal (TERMINAL_SIZE, TERM=xterm)
+    and `first_byte_s` is when the first visible text appeared on it: what a
+    person at a terminal waits for, escape sequences not counted."""
     busy_before = _cpu_busy_seconds()
+    screen = None
+    if terminal:
+        import fcntl
+        import pty
+        import struct
+        import termios
+
+        screen, stdout_target = pty.openpty()
+        fcntl.ioctl(stdout_target, termios.TIOCSWINSZ, struct.pack("HHHH", *TERMINAL_SIZE, 0, 0))
+        env = {k: v for k, v in (env or os.environ).items() if k != "NO_COLOR"}
+        env.update(TERM="xterm-256color", LINES=str(TERMINAL_SIZE[0]), COLUMNS=str(TERMINAL_SIZE[1]))
     started = time.perf_counter()
     child = subprocess.Popen(
         list(argv),
         stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
+        stdout=stdout_target if terminal else subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
         cwd=cwd,
     )
+    if terminal:
+        os.close(stdout_target)
     errors: list[bytes] = []
 
     def feed() -> None:
@@ -114,15 +136,18 @@ def run_process(
         thread.start()
     out = bytearray()
     first: float | None = None
-    descriptor = child.stdout.fileno()
+    descriptor = screen if screen is not None else child.stdout.fileno()
     deadline = started + timeout
     while True:
-        chunk = os.read(descriptor, 65536)
+        try:
+            chunk = os.read(descriptor, 65536)
+        except OSError:  # a pseudo-terminal whose other end closed
+            break
         if not chunk:
             break
-        if first is None:
-            first = time.perf_counter() - started
         out += chunk
+        if first is None and (screen is None or _INVISIBLE.sub(b"", bytes(out))):
+            first = time.perf_counter() - started
         if time.perf_counter() > deadline:
             child.kill()
             break
@@ -134,6 +159,8 @@ def run_process(
     if busy_before is not None and busy_after is not None and wall > 0:
         foreign = max(0.0, (busy_after - busy_before - cpu_s) / (wall * (os.cpu_count() or 1)))
     child.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait for it again
+    if screen is not None:
+        os.close(screen)
     for thread in threads:
         thread.join(timeout=10)
     return ProcessRun(
@@ -305,9 +332,10 @@ class Sandbox:
         return env
 
 
-def chatllm(sandbox: Sandbox, *args: str, stdin: str | None = None, timeout: float = 1800) -> ProcessRun:
-    run = run_process([*chatllm_argv(), *args], env=sandbox.env(), stdin=stdin, timeout=timeout)
-    return run
+def chatllm(
+    sandbox: Sandbox, *args: str, stdin: str | None = None, timeout: float = 1800, terminal: bool = False
+) -> ProcessRun:
+    return run_process([*chatllm_argv(), *args], env=sandbox.env(), stdin=stdin, timeout=timeout, terminal=terminal)
 
 
 def json_lines(run: ProcessRun) -> list[dict]:

@@ -126,8 +126,8 @@ def one_shot_rounds(
             "foreign_cpu": run.foreign_cpu,
         }
 
-    def stream_run() -> dict:
-        stats, run = m.one_shot_streaming(sandbox, path, n_gen)
+    def stream_run(terminal: bool = False) -> dict:
+        stats, run = m.one_shot_streaming(sandbox, path, n_gen, terminal=terminal)
         return {
             **stats,
             "wall_s": run.wall_s,
@@ -143,7 +143,10 @@ def one_shot_rounds(
     # measures the drift. The order reverses every round.
     steps = [("bench_pp", bench_pp), ("bench_tg", bench_tg), ("json", json_run), ("stream", stream_run)]
     if cli_reference is not None:
+        # Into a pipe, then on a terminal (each pair back to back).
         steps.append(("llama_cli", cli_reference))
+        steps.append(("llama_cli_terminal", lambda: cli_reference(terminal=True)))
+        steps.append(("stream_terminal", lambda: stream_run(terminal=True)))
     if same is not None:
         steps[:0] = [("bench_pp_same_library", bench_pp_same_library), ("bench_tg_same_library", bench_tg_same_library)]
     samples = []
@@ -213,6 +216,14 @@ def derive_one_shot(samples: list[dict], prompt: int) -> dict:
             s["stream"]["first_byte_s"] - s["llama_cli"]["first_byte_s"] for s in cli
         ]
         out["first_byte_minus_cli_s"] = med(out["first_byte_minus_cli_per_round"])
+    on_terminal = [s for s in samples if "llama_cli_terminal" in s]
+    if on_terminal:
+        out["terminal_first_text_s"] = med(s["stream_terminal"]["first_byte_s"] for s in on_terminal)
+        out["cli_terminal_first_text_s"] = med(s["llama_cli_terminal"]["first_byte_s"] for s in on_terminal)
+        out["terminal_first_text_minus_cli_per_round"] = [
+            s["stream_terminal"]["first_byte_s"] - s["llama_cli_terminal"]["first_byte_s"] for s in on_terminal
+        ]
+        out["terminal_first_text_minus_cli_s"] = med(out["terminal_first_text_minus_cli_per_round"])
     for key in rows[0]:
         out[key] = med(r[key] for r in rows)
     out["max_rss_bytes"] = max(max(s["json"]["max_rss_bytes"], s["stream"]["max_rss_bytes"]) for s in samples)
@@ -286,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
                 prompt_file = folder / "prompt.txt"
                 prompt_file.write_text(m.templated_prompt(sandbox, count, path), encoding="utf-8")
                 n_ctx = _default_ctx(model)
-                cli_reference = lambda: m.llama_completion_first_byte(bench, prompt_file, n_ctx, n_gen)  # noqa: E731
+                cli_reference = lambda terminal=False: m.llama_completion_first_byte(  # noqa: E731
+                    bench, prompt_file, n_ctx, n_gen, terminal=terminal
+                )
             else:
                 m.log(
                     "  llama-completion not built (benchmarks/build_llama_bench.sh --force builds it): no CLI reference"

@@ -19,6 +19,10 @@ from chatllm.engine.base import GenerationStats, usage_json
 class Sink(Protocol):
     def write(self, piece: str) -> None: ...
 
+    def draft(self, text: str) -> None:
+        """Text that may follow but may yet be taken back (a sentence whose
+        numbers are not checked yet); the next `write` or `draft` replaces it."""
+
     def close(self) -> None: ...
 
 
@@ -34,6 +38,9 @@ class PlainSink:
             self.stream.write(piece)
             self.stream.flush()
             self.ended_with_newline = piece.endswith("\n")
+
+    def draft(self, text: str) -> None:
+        """Nothing: what a pipe was given cannot be taken back."""
 
     def close(self) -> None:
         if not self.ended_with_newline:
@@ -56,22 +63,36 @@ class MarkdownSink:
         self.console = Console(file=stream)
         self.theme = theme
         self.text = ""  # not yet printed for good
+        self._draft = ""  # shown after the text until replaced (see Sink.draft)
+        self._shown_anything = False
         self.live = Live(console=self.console, refresh_per_second=12, transient=False)
         self.live.start()
 
-    def _markdown(self, text: str):
-        from rich.markdown import Markdown
-
-        return Markdown(text, code_theme=self.theme)
+    def _markdown(self, text: str) -> _Markdown:
+        return _Markdown(text, self.theme)
 
     def write(self, piece: str) -> None:
         self.text += piece
+        self._draft = ""
         done = finished_length(self.text)
         finished, self.text = self.text[:done], self.text[done:]
-        self.live.update(_Lines(self._markdown(self.text), max(self.console.size.height - 1, 1)))
+        self._update()
         if finished:
             self.console.print(_Lines(self._markdown(finished)))  # above the live view
             self.console.line()
+
+    def draft(self, text: str) -> None:
+        self._draft = text
+        self._update()
+
+    def _update(self) -> None:
+        """Show the live text; the first words at once, the rest at the next refresh."""
+        visible = (self.text + self._draft).strip()
+        first = visible and not self._shown_anything
+        self._shown_anything = self._shown_anything or bool(visible)
+        self.live.update(
+            _Lines(self._markdown(self.text + self._draft), max(self.console.size.height - 1, 1)), refresh=bool(first)
+        )
 
     def close(self) -> None:
         self.live.update(_Lines(self._markdown(self.text)))
@@ -96,6 +117,20 @@ def finished_length(text: str) -> int:
         previous_blank = not stripped
         offset += len(line)
     return end
+
+
+class _Markdown:
+    """Markdown parsed only when drawn: the live view is given new text with
+    every token but draws it at most 12 times a second."""
+
+    def __init__(self, text: str, theme: str) -> None:
+        self.text = text
+        self.theme = theme
+
+    def __rich_console__(self, console, options):
+        from rich.markdown import Markdown
+
+        yield Markdown(self.text, code_theme=self.theme)
 
 
 class _Lines:
@@ -128,6 +163,9 @@ class CollectingSink:
 
     def write(self, piece: str) -> None:
         self.text += piece
+
+    def draft(self, text: str) -> None:
+        pass
 
     def close(self) -> None:
         pass

@@ -155,9 +155,9 @@ def run_generation(
     """Run `job`, show its text the way the options ask, print stats, save the run.
     `repetition` is the guard's mode (jobs/repetition.py)."""
     thinking = ReasoningDisplay(options.show_reasoning)
-    meter = Meter(engine, repetition=repetition, on_reasoning=thinking.piece)
     prepare_engine(options, engine)
     sink = CollectingSink() if options.json else open_sink(theme=config.theme)
+    meter = Meter(engine, repetition=repetition, on_reasoning=thinking.piece, on_draft=sink.draft)
     try:
         text = write_all(_after_thinking(job(meter), thinking), sink)
     finally:

@@ -29,14 +29,22 @@ _NOTABLE: tuple[FinishReason, ...] = ("stop", "length", "repetition", "interrupt
 
 class Meter:
     def __init__(
-        self, engine: Engine, repetition: str = "strict", on_reasoning: Callable[[str], None] | None = None
+        self,
+        engine: Engine,
+        repetition: str = "strict",
+        on_reasoning: Callable[[str], None] | None = None,
+        on_draft: Callable[[str], None] | None = None,
     ) -> None:
         """`repetition` is the guard's mode for every call: "strict", "loops" or
         "off" (see RepetitionGuard). A reasoning model's thinking never joins the
         reply: it is kept in `reasoning` (per call: `last_reasoning`) and passed
-        to `on_reasoning` as it comes, for the renderer to show or hide."""
+        to `on_reasoning` as it comes, for the renderer to show or hide.
+        `on_draft` receives the words a visible call's grounding holds back
+        until their sentence is checked (see grounding.grounded), for a live
+        view that can show them at once and take them back."""
         self.engine = engine
         self.on_reasoning = on_reasoning
+        self.on_draft = on_draft
         self.reasoning = ""
         self.last_reasoning = ""
         self.unclosed_thinking = False
@@ -102,6 +110,7 @@ class Meter:
                 fallback,
                 lambda: self._ended_by_itself(guard),
                 lambda: drop_fragment_of_repeat and _stopped_a_repeat(guard),
+                self.on_draft if visible else None,
             )
         try:
             yield from output
