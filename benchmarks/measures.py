@@ -466,10 +466,11 @@ def output_guard_cost(count: TokenCounter) -> dict:
     in this process on real token pieces: the summarization inputs of
     benchmarks/data/quality, cut into the model's own tokens, fed one token at a
     time as the decode loop yields them, with the drafts a terminal's live view
-    is given (grounding.grounded's `on_draft`)."""
+    is given (metering.with_drafts)."""
     import time
 
     from chatllm.jobs.grounding import GroundingFilter, grounded
+    from chatllm.jobs.metering import with_drafts
     from chatllm.jobs.repetition import RepetitionGuard, guarded
 
     folder = Path(__file__).resolve().parent / "data" / "quality" / "summarize"
@@ -483,9 +484,9 @@ def output_guard_cost(count: TokenCounter) -> dict:
     for _ in range(5):
         guard = RepetitionGuard(mode="loops")
         started = time.perf_counter()
-        shown = "".join(
-            grounded(guarded((piece for piece in pieces), guard), GroundingFilter(text), on_draft=lambda draft: None)
-        )
+        check = GroundingFilter(text)
+        tokens = with_drafts((piece for piece in pieces), guard, check, lambda draft: None)
+        shown = "".join(grounded(guarded(tokens, guard), check))
         best = min(best, time.perf_counter() - started)
     if guard.tripped or len(shown) < len(text) * 0.9:  # every piece must have gone through both
         raise RuntimeError(f"the guard stopped the sample text ({guard.tripped}); the cost would be understated")

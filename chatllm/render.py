@@ -67,6 +67,10 @@ class MarkdownSink:
         self._shown_anything = False
         self.live = Live(console=self.console, refresh_per_second=12, transient=False)
         self.live.start()
+        # The Markdown parser takes ~40 ms to import: done now, while llama.cpp
+        # makes the model's context, not on the way to the first word (nor
+        # during the prefill, where it would take a core from llama.cpp).
+        import rich.markdown  # noqa: F401
 
     def _markdown(self, text: str) -> _Markdown:
         return _Markdown(text, self.theme)

@@ -11,32 +11,25 @@ from pathlib import Path
 
 import pytest
 
-from chatllm.jobs.grounding import GroundingFilter, grounded
+from chatllm.engine.base import GenerationParams, Message
+from chatllm.engine.fake import FakeEngine
+from chatllm.jobs.metering import Meter
 from chatllm.render import CollectingSink, MarkdownSink, PlainSink
 from tests.support.cli import chatllm_command, cli_env
 
 ARTICLE = Path(__file__).parent.parent / "benchmarks/data/quality/summarize/01-council-electric-buses.en.md"
 
 
-def _stream(text: str):
-    yield from re.findall(r"\s*\S+", text)
-
-
-def test_grounding_shows_held_words_as_a_draft_and_takes_back_a_dropped_sentence() -> None:
+def test_held_words_show_as_a_draft_and_a_dropped_sentence_is_taken_back() -> None:
     drafts: list[str] = []
-    shown = list(
-        grounded(
-            _stream("Buses cost 23 million. Fares rise by 99 cents. Routes"),
-            GroundingFilter("The buses cost 23 million."),
-            ended_by_itself=lambda: False,  # cut: the unfinished "Routes" is left out
-            on_draft=drafts.append,
-        )
-    )
-    assert "".join(shown) == "Buses cost 23 million. "
-    assert drafts[:3] == ["Buses", "Buses cost", "Buses cost 23"]  # each word at once
-    assert "Fares rise by 99 cents." in drafts  # shown while it was written…
-    assert drafts[-2:] == ["Routes", ""]  # …then taken back, and so is the unfinished "Routes"
-    assert not any(draft.startswith("Buses") for draft in drafts[drafts.index("Fares") :])
+    engine = FakeEngine(reply=lambda messages: "Buses cost 23 million. Fares rise by 99 cents. Routes change.")
+    meter = Meter(engine, repetition="strict", on_draft=drafts.append)
+    params = GenerationParams(temperature=0, max_tokens=10)  # cut: the unfinished "Routes" is left out
+    shown = "".join(meter.stream([Message("user", "Summarize.")], params, facts="The buses cost 23 million."))
+    assert shown == "Buses cost 23 million. "
+    assert drafts[0].strip() == "Buses"  # the first word at once, though its sentence is not checked yet
+    assert "Fares rise by 99 cents." in " ".join(drafts)  # the invented figure was on screen a moment…
+    assert drafts[-1] == ""  # …and is gone at the end, as is "Routes"
 
 
 def test_a_live_view_shows_the_draft_but_keeps_only_what_was_written() -> None:

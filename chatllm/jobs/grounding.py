@@ -140,7 +140,6 @@ def grounded(
     fallback: str = "",
     ended_by_itself: Callable[[], bool] = lambda: True,
     drop_lone_fragment: Callable[[], bool] = lambda: False,
-    on_draft: Callable[[str], None] | None = None,
 ) -> Stream:
     """`pieces` with the sentences that state numbers not in the source left out;
     `fallback` instead when that leaves nothing at all. When the reply was cut
@@ -148,38 +147,21 @@ def grounded(
     repeat), its unfinished last sentence is left out too: the reply ends at its
     last whole sentence. An unfinished sentence that is all there is stays,
     unless `drop_lone_fragment()` says otherwise once the pieces end (a caller
-    that will ask again).
-
-    `on_draft`, when given, receives the text held back and not yet judged
-    each time it changes ("" once it is judged or dropped), for a display that
-    can take it back (a terminal's live view; a pipe cannot)."""
+    that will ask again)."""
     said = False
-    draft = ""
-
-    def show_draft(text: str) -> None:
-        nonlocal draft
-        if on_draft is not None and text != draft:
-            draft = text
-            on_draft(text)
-
     try:
         for piece in pieces:
             shown = check.feed(piece)
             if shown:
                 said = said or bool(shown.strip())
-                draft = ""  # what is shown replaces the draft it came from
                 yield shown
-            show_draft(check.pending)
         if (said or drop_lone_fragment()) and not ended_by_itself():
             check.discard_unfinished()
         rest = check.finish()
         if rest:
             said = said or bool(rest.strip())
-            draft = ""
             yield rest
-        show_draft("")
         if not said and check.dropped and fallback:
             yield fallback
     finally:
-        show_draft("")
         pieces.close()

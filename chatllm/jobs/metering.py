@@ -39,9 +39,10 @@ class Meter:
         "off" (see RepetitionGuard). A reasoning model's thinking never joins the
         reply: it is kept in `reasoning` (per call: `last_reasoning`) and passed
         to `on_reasoning` as it comes, for the renderer to show or hide.
-        `on_draft` receives the words a visible call's grounding holds back
-        until their sentence is checked (see grounding.grounded), for a live
-        view that can show them at once and take them back."""
+        `on_draft` receives, after every token of a visible call, the text the
+        repetition guard and the grounding filter hold back (a suspect span, a
+        sentence whose numbers are not checked yet), for a live view that can
+        show it at once and take it back (Sink.draft)."""
         self.engine = engine
         self.on_reasoning = on_reasoning
         self.on_draft = on_draft
@@ -100,23 +101,26 @@ class Meter:
         mode = repetition or self.repetition
         if guard is None and mode != "off":
             guard = RepetitionGuard(mode=mode, allowed=repeats_in(source) if source else 1)
+        check = GroundingFilter(facts) if facts is not None else None
+        on_draft = self.on_draft if visible and (guard is not None or check is not None) else None
+        if on_draft is not None:
+            pieces = with_drafts(pieces, guard, check, on_draft)
         output = guarded(pieces, guard) if guard is not None else pieces
-        check = None
-        if facts is not None:
-            check = GroundingFilter(facts)
+        if check is not None:
             output = grounded(
                 output,
                 check,
                 fallback,
                 lambda: self._ended_by_itself(guard),
                 lambda: drop_fragment_of_repeat and _stopped_a_repeat(guard),
-                self.on_draft if visible else None,
             )
         try:
             yield from output
         finally:
             output.close()
             pieces.close()
+            if on_draft is not None:
+                on_draft("")
             stats = self.engine.last_stats
             if _stopped_a_repeat(guard):
                 stats.finish_reason = "repetition"
@@ -250,6 +254,20 @@ class Meter:
             total_s=round(now - begun, 3),
         )
         return GenerationStats(usage=Usage(**vars(self.usage)), timings=timings, finish_reason=self.finish_reason)
+
+
+def with_drafts(
+    pieces: Stream, guard: RepetitionGuard | None, check: GroundingFilter | None, on_draft: Callable[[str], None]
+) -> Stream:
+    """`pieces`, telling `on_draft` what the guard and the grounding filter hold
+    back each time the next piece is asked for: by then the last one has gone
+    all the way through them and out to the display."""
+    try:
+        for piece in pieces:
+            yield piece
+            on_draft((check.pending if check is not None else "") + (guard.pending if guard is not None else ""))
+    finally:
+        pieces.close()
 
 
 def _stopped_a_repeat(guard: RepetitionGuard | None) -> bool:

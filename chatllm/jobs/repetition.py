@@ -159,6 +159,11 @@ class RepetitionGuard:
         return self._release()
 
     @property
+    def pending(self) -> str:
+        """Text held back, not shown yet (nothing once tripped: the repeat is cut)."""
+        return "" if self.tripped is not None else self._text[self._shown :]
+
+    @property
     def started(self) -> bool:
         """Whether any reply text went through this guard yet."""
         return bool(self._text)
