@@ -226,7 +226,9 @@ def derive_one_shot(samples: list[dict], prompt: int) -> dict:
         out["terminal_first_text_minus_cli_s"] = med(out["terminal_first_text_minus_cli_per_round"])
     for key in rows[0]:
         out[key] = med(r[key] for r in rows)
-    out["max_rss_bytes"] = max(max(s["json"]["max_rss_bytes"], s["stream"]["max_rss_bytes"]) for s in samples)
+    out["max_rss_bytes"] = max(
+        s[name]["max_rss_bytes"] for s in samples for name in ("json", "stream", "stream_terminal") if name in s
+    )
     out["decode_with_python_tokens_per_s"] = med(
         (s["json"]["completion_tokens"] - 1) / (s["json"]["total_s"] - s["json"]["ttft_s"])
         for s in samples
