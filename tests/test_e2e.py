@@ -213,19 +213,16 @@ def test_chat_on_the_embedded_model_never_repeats_itself(embedded_model: Path) -
         assert payload["finish_reason"] in ("stop", "length", "repetition")
 
 
-def test_the_support_persona_answers_from_the_users_knowledge_only(embedded_model: Path, tmp_path: Path) -> None:
+def _support_on_returns_faq(tmp_path: Path, questions: str, *options: str):
+    """`chatllm chat -p support` at temperature 0 over a one-section FAQ."""
     faq = tmp_path / "faq.md"
     faq.write_text("## Returns\nReturns are accepted within 45 days of delivery. Refunds take 10 working days.\n")
-    result = run_chatllm(
-        "chat",
-        "-p",
-        "support",
-        "--kb",
-        str(faq),
-        "--json",
-        "--temperature",
-        "0",
-        input="How long do I have to return an item?\nDo you ship to Mars?\n",
+    return run_chatllm("chat", "-p", "support", "--kb", str(faq), "--temperature", "0", *options, input=questions)
+
+
+def test_the_support_persona_answers_from_the_users_knowledge_only(embedded_model: Path, tmp_path: Path) -> None:
+    result = _support_on_returns_faq(
+        tmp_path, "How long do I have to return an item?\nDo you ship to Mars?\n", "--json"
     )
     replies = [json.loads(line)["text"] for line in ok(result).strip().splitlines()]
     assert len(replies) == 2
@@ -242,18 +239,7 @@ def test_the_embedded_support_persona_declines_what_its_knowledge_does_not_cover
 ) -> None:
     # Left to itself the model answers "Yes, there is. Loyalty is a rewards
     # program that…": nothing of that is in the knowledge (jobs/knowledge_use.py).
-    faq = tmp_path / "faq.md"
-    faq.write_text("## Returns\nReturns are accepted within 45 days of delivery. Refunds take 10 working days.\n")
-    result = run_chatllm(
-        "chat",
-        "-p",
-        "support",
-        "--kb",
-        str(faq),
-        "--temperature",
-        "0",
-        input="Is there a loyalty programme where I collect points?\n",
-    )
+    result = _support_on_returns_faq(tmp_path, "Is there a loyalty programme where I collect points?\n")
     assert ok(result).strip() == (
         "I'm sorry, I don't have that information. "
         "I can hand this over to a human colleague, who will reply by email within one business day."
