@@ -144,8 +144,10 @@ class ChatService:
         facts = None
         if persona is not None and persona.facts is not None and schema is None:
             facts = "\n".join([persona.facts, *(m.content for m in messages if m.role == "user")])
-        checked = persona is not None and persona.checks_answers and facts is not None and asks(question)
-        knowledge = persona.facts or "" if persona is not None and checked else ""
+        # A tiny model's answer to a question must draw on the knowledge (jobs/knowledge_use.py).
+        checked_question = knowledge = ""
+        if persona is not None and persona.checks_answers and persona.facts and facts is not None and asks(question):
+            checked_question, knowledge = question, persona.facts
         return ChatRequest(
             request.model,
             messages,
@@ -156,7 +158,7 @@ class ChatService:
             facts,
             persona.fallback if persona is not None else "",
             persona.handover if persona is not None else "",
-            question if checked else "",
+            checked_question,
             knowledge,
         )
 
