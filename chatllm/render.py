@@ -80,7 +80,9 @@ class MarkdownSink:
         self._draft = ""
         done = finished_length(self.text)
         finished, self.text = self.text[:done], self.text[done:]
-        self._update()
+        # Drawn now when a block is printed for good: rich draws the live view
+        # again under it as last drawn, which would show the block twice.
+        self._update(refresh=bool(finished))
         if finished:
             self.console.print(_Lines(self._markdown(finished)))  # above the live view
             self.console.line()
@@ -89,20 +91,31 @@ class MarkdownSink:
         self._draft = text
         self._update()
 
-    def _update(self) -> None:
+    def live_text(self) -> str:
+        """The text the live view shows: what was written, then the draft. A job
+        may hold back a space between them (translate strips a part's trailing
+        white space until more text follows), so two words that would touch
+        are shown apart."""
+        joiner = ""
+        if _WORD_END.search(self.text) and _WORD_START.match(self._draft):
+            joiner = " "
+        return self.text + joiner + self._draft
+
+    def _update(self, refresh: bool = False) -> None:
         """Show the live text; the first words at once, the rest at the next refresh."""
-        visible = (self.text + self._draft).strip()
-        first = visible and not self._shown_anything
-        self._shown_anything = self._shown_anything or bool(visible)
-        self.live.update(
-            _Lines(self._markdown(self.text + self._draft), max(self.console.size.height - 1, 1)), refresh=bool(first)
-        )
+        text = self.live_text()
+        first = bool(text.strip()) and not self._shown_anything
+        self._shown_anything = self._shown_anything or first
+        self.live.update(_Lines(self._markdown(text), max(self.console.size.height - 1, 1)), refresh=first or refresh)
 
     def close(self) -> None:
         self.live.update(_Lines(self._markdown(self.text)))
         self.live.stop()
 
 
+# Letters or digits of a script that puts spaces between words (not CJK).
+_WORD_END = re.compile(r"[^\W_\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]$")
+_WORD_START = re.compile(r"[^\W_\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 _LIST_ITEM = re.compile(r"([-*+]|\d+[.)])(\s|$)")
 
 

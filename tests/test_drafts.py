@@ -39,6 +39,14 @@ def test_a_live_view_shows_the_draft_but_keeps_only_what_was_written() -> None:
     sink.draft("Unchecked words")
     sink.close()
     assert "Checked sentence." in out.getvalue() and "Unchecked" not in out.getvalue()
+    joined = MarkdownSink(io.StringIO())
+    joined.write("Council")
+    joined.draft("ne pas")  # translate holds back the space between them
+    assert joined.live_text() == "Council ne pas"
+    joined.write("\n\n理事会")
+    joined.draft("否决了")
+    assert joined.live_text().endswith("理事会否决了")
+    joined.close()
     for other in (PlainSink(io.StringIO()), CollectingSink()):
         other.draft("ignored")  # a pipe and --json never show a draft
 
