@@ -67,3 +67,48 @@ def test_a_summary_on_a_terminal_starts_before_its_first_sentence_ends(embedded_
     visible = next((frame for frame in frames if frame), "")
     assert visible, raw[-400:]
     assert not re.search(r"[.!?](\s|$)", visible), f"the first frame waited for a whole sentence: {visible!r}"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_repl_shows_a_personas_words_before_their_sentence_is_checked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from chatllm.cli.options import RunOptions
+    from chatllm.cli.repl import Repl
+    from chatllm.config.settings import Settings
+    from chatllm.hub.models import ResolvedModel
+    from chatllm.jobs.chat import ChatSession, Persona
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    reply = "Returns are free within 45 days. Refunds take 99 days. Keep the receipt."
+    engine = FakeEngine(reply=lambda messages: reply)
+    persona = Persona("support", "You answer from the FAQ.", facts="Returns are free within 45 days.")
+    session = ChatSession(engine, persona, GenerationParams(temperature=0), repetition="strict")
+    out = _Terminal()
+    with create_pipe_input() as keyboard:
+        keyboard.send_text("How long do I have?\r")
+        keyboard.close()
+        model = ResolvedModel(reference="fake", name="fake.gguf", path=None)
+        Repl(
+            session,
+            RunOptions(),
+            Settings(),
+            model,
+            pt_input=keyboard,
+            pt_output=DummyOutput(),
+            out=out,
+            err=io.StringIO(),
+            history_path=tmp_path / "history",
+        ).run()
+    first_frame = out.getvalue().split("\x1b[2K")[0]
+    assert re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", first_frame).strip() == "Returns"  # before its sentence ended
+    assert session.turns[0].reply == "Returns are free within 45 days. Keep the receipt."  # the 99 days left out
+    assert "99" not in out.getvalue().rsplit("\x1b[2K", 1)[-1]

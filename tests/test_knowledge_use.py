@@ -96,3 +96,13 @@ def test_a_served_tiny_persona_declines_an_unfounded_answer(served) -> None:
     served.engine.reply = lambda messages: "Unworn items can be returned within 30 days of delivery."
     reply = served.client.chat.completions.create(model="support", messages=question)
     assert reply.choices[0].message.content.startswith("Unworn items can be returned")
+
+
+def test_a_reply_held_for_the_knowledge_check_shows_no_drafts(tmp_path: Path) -> None:
+    drafts: list[str] = []
+    session = _persona_session(tmp_path, "Returns are accepted within 45 days.", tiny_model=True)
+    session.on_draft = drafts.append
+    "".join(session.send("How long do I have to send a bike back?"))
+    assert drafts == []  # its later words would show before its first
+    "".join(session.send("Thanks!"))  # not a question: not held, so drafts show
+    assert drafts and drafts[-1] == ""

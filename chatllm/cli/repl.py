@@ -123,6 +123,18 @@ class Repl:
 
         thinking = ReasoningDisplay(self.options.show_reasoning)
         self.session.on_reasoning = thinking.piece
+
+        def draft(text: str) -> None:
+            # Words held back for checking show at once on a terminal (Sink.draft);
+            # the first of them ends the spinner.
+            nonlocal sink
+            if sink is None and text.strip():
+                self._stop_spinner()
+                sink = self._open_sink()
+            if sink is not None:
+                sink.draft(text)
+
+        self.session.on_draft = draft if self.markdown else None
         with _typing_hidden(self.on_terminal):
             try:
                 pieces = start()
@@ -130,7 +142,8 @@ class Repl:
                     first = next(pieces, None)
                 thinking.done()
                 if first is not None:
-                    sink = self._open_sink()
+                    if sink is None:
+                        sink = self._open_sink()
                     sink.write(first)
                     for piece in pieces:
                         sink.write(piece)
@@ -256,6 +269,10 @@ class Repl:
         try:
             yield
         finally:
+            self._stop_spinner()
+
+    def _stop_spinner(self) -> None:
+        if self._spinner is not None:
             self._spinner.stop()
             self._spinner = None
 

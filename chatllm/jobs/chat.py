@@ -94,6 +94,8 @@ class ChatSession:
         self.on_turn = on_turn
         # Receives a reasoning model's thinking as it comes (the renderer's choice to show it).
         self.on_reasoning: Callable[[str], None] | None = None
+        # Receives what the guards hold back, for a live view (Meter's on_draft).
+        self.on_draft: Callable[[str], None] | None = None
         self.last_stats = GenerationStats()
         # Why the last reply stopped when it did not end by itself (Meter.finish_note).
         self.last_note: str | None = None
@@ -173,14 +175,22 @@ class ChatSession:
         except EngineError:
             self.turns.remove(turn)
             raise
-        meter = Meter(self.engine, repetition=self.repetition, on_reasoning=self.on_reasoning)
+        use = None
+        if self.persona.checks_answers and self.persona.facts and asks(turn.user):
+            use = KnowledgeUse(self.persona.facts, turn.user)
+        # While the knowledge check holds a reply, drafts would show its later
+        # words before its first: none then.
+        meter = Meter(
+            self.engine,
+            repetition=self.repetition,
+            on_reasoning=self.on_reasoning,
+            on_draft=self.on_draft if use is None else None,
+        )
         facts = None
         if self.persona.facts is not None:
             facts = "\n".join([self.persona.facts, *(m.content for m in messages if m.role == "user")])
         pieces = meter.stream(messages, self.params, facts=facts, fallback=self.persona.fallback)
-        use = None
-        if self.persona.checks_answers and self.persona.facts and asks(turn.user):
-            use = KnowledgeUse(self.persona.facts, turn.user)
+        if use is not None:
             pieces = drawing_on_knowledge(pieces, use, self.persona.fallback)
         pieces = offering_handover(pieces, self.persona.handover)
         stopped_early = False
