@@ -62,6 +62,15 @@ def _knowledge_terms(knowledge: str) -> frozenset[str]:
     return frozenset(content_terms(knowledge))
 
 
+def _scripts(text: str) -> set[str]:
+    """ "cjk" and/or "other": whether `text` has CJK characters, and letters of
+    other scripts."""
+    found = {"cjk"} if CJK.search(text) else set()
+    if re.search(r"[^\W\d_]", CJK.sub("", text)):
+        found.add("other")
+    return found
+
+
 def asks(text: str) -> bool:
     """Whether the customer's message asks something (a greeting or a thank-you
     gets its reply unjudged)."""
@@ -75,8 +84,7 @@ class KnowledgeUse:
         self._known = _knowledge_terms(knowledge)
         self._asked = content_terms(question)
         self.replaced = False  # the reply was replaced by the fallback
-        self._knowledge_has_cjk = bool(CJK.search(knowledge))
-        self._knowledge_has_other = bool(re.search(r"[^\W\d_]", CJK.sub("", knowledge)))
+        self._knowledge_scripts = _scripts(knowledge)
 
     def draws_on_knowledge(self, reply: str) -> bool:
         """Some word or number of `reply` is the knowledge's and not the
@@ -93,9 +101,7 @@ class KnowledgeUse:
 
     def judgeable(self, reply: str) -> bool:
         """Whether `reply` is written in a script the knowledge uses at all."""
-        has_cjk = bool(CJK.search(reply))
-        has_other = bool(re.search(r"[^\W\d_]", CJK.sub("", reply)))
-        return has_cjk and self._knowledge_has_cjk or has_other and self._knowledge_has_other
+        return bool(_scripts(reply) & self._knowledge_scripts)
 
     def settled(self, reply: str) -> bool:
         """`reply` (so far) may be shown: it draws on the knowledge or asks back."""

@@ -90,27 +90,29 @@ def summarize(
             )
         text, size = combined, combined_size
     messages = task_messages(template, final_values, text, system)
-    shown = False
-    for piece in _from_first_word(meter.stream(messages, final_params, facts=facts, drop_fragment_of_repeat=True)):
-        shown = True
-        yield piece
-    if shown:
-        return
     # A small model's summary is sometimes nothing but a repeat, sentences with
     # invented numbers or half a sentence cut by a repeat ("The return of a desk
     # and a"), and once those are taken out nothing is left (2 of the 22
-    # summaries of benchmarks/data/quality): one more try.
-    seed = None if final_params.seed is None else final_params.seed + 1
-    meter.forget_reply()
-    for piece in _from_first_word(meter.stream(messages, replace(final_params, seed=seed), facts=facts)):
-        shown = True
-        yield piece
-    if not shown:
-        # An empty summary with exit status 0 would pass for a result in a script.
-        raise EngineError(
-            "the model wrote no usable summary: twice, everything it wrote repeated itself or stated numbers "
-            f"that are not in the text; a larger model does this well (-m {SUGGESTED_MODEL})"
+    # summaries of benchmarks/data/quality): one more try, with another seed.
+    # Only the first try drops half a sentence: the second is what there is.
+    seeds = (final_params.seed, None if final_params.seed is None else final_params.seed + 1)
+    for attempt, seed in enumerate(seeds):
+        if attempt:
+            meter.forget_reply()
+        pieces = meter.stream(
+            messages, replace(final_params, seed=seed), facts=facts, drop_fragment_of_repeat=attempt == 0
         )
+        shown = False
+        for piece in _from_first_word(pieces):
+            shown = True
+            yield piece
+        if shown:
+            return
+    # An empty summary with exit status 0 would pass for a result in a script.
+    raise EngineError(
+        "the model wrote no usable summary: twice, everything it wrote repeated itself or stated numbers "
+        f"that are not in the text; a larger model does this well (-m {SUGGESTED_MODEL})"
+    )
 
 
 def _from_first_word(pieces: Stream) -> Stream:
