@@ -17,6 +17,7 @@ benchmarks/results/quality.json (git-ignored). See benchmarks/README.md,
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -76,6 +77,9 @@ class Chatllm:
 
     def _run(self, args: list[str], stdin: str = "") -> Reply:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHATLLM_")}
+        # Models stay where they are (benchmarks/models.py puts them in the usual
+        # Hugging Face cache); only chatllm's own folders are fresh.
+        env["HF_HUB_CACHE"] = str(hub_cache())
         env.update(
             XDG_CONFIG_HOME=str(self.home / "config"),
             XDG_DATA_HOME=str(self.home / "data"),
@@ -167,6 +171,7 @@ class LlamaCompletion(PlainInstructions):
             "--no-warmup",
             "--seed",
             "42",
+            *repack_flags(),
         ]
         started = time.perf_counter()
         try:
@@ -212,6 +217,22 @@ class LlmCli(PlainInstructions):
         if done.returncode != 0:
             return Reply(error=(done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1], seconds=seconds)
         return Reply(done.stdout.strip(), "", 0, seconds)
+
+
+def hub_cache() -> Path:
+    sys.path.insert(0, str(HERE.parent))
+    from chatllm.hub.cache import hub_cache_dir
+
+    return hub_cache_dir()
+
+
+def repack_flags() -> list[str]:
+    """`--no-repack` where chatllm turns weight repacking off (CPUs with AMX,
+    whose kernels crash in this VM): the anchor then runs the same kernels."""
+    sys.path.insert(0, str(HERE.parent))
+    from chatllm.engine.llama import weight_repacking_enabled
+
+    return [] if weight_repacking_enabled() else ["--no-repack"]
 
 
 def support_instruction(question: str, knowledge: Path) -> str:
@@ -277,16 +298,18 @@ def run_translations(program, limit: int | None, log: Callable[[str], None]) -> 
     return records
 
 
-def run_support(program, limit: int | None, log: Callable[[str], None]) -> list[Record]:
-    knowledge = DATA / "support" / "knowledge.md"
+def run_support(program, limit: int | None, log: Callable[[str], None], folder: str = "support") -> list[Record]:
+    """The support persona over one question set: `support` (the set chatllm
+    was tuned on) or `support-heldout` (another shop, kept apart)."""
+    knowledge = DATA / folder / "knowledge.md"
     demo = yaml.safe_load((DATA / "support" / "demo_facts.yaml").read_text(encoding="utf-8"))
     records = []
-    for question in yaml.safe_load((DATA / "support" / "questions.yaml").read_text(encoding="utf-8"))[:limit]:
+    for question in yaml.safe_load((DATA / folder / "questions.yaml").read_text(encoding="utf-8"))[:limit]:
         reply = program.support(question["question"], knowledge)
         text = reply.text
         records.append(
             Record(
-                "support",
+                folder,
                 question["id"],
                 reply,
                 {
@@ -294,12 +317,14 @@ def run_support(program, limit: int | None, log: Callable[[str], None]) -> list[
                     "fact": measure.has_any(text, question["facts"]) if question["covered"] else None,
                     "handover": measure.offers_handover(text),
                     "demo_leak": [fact for fact in demo if fact.casefold() in text.casefold()],
+                    "order_status": measure.states_order_status(text),
+                    "internal_label": measure.internal_label(text, knowledge.name),
                     "repeats": measure.repeated_span(text),
                     "words": round(measure.length(text)),
                 },
             )
         )
-        log(f"support {question['id']}: {records[-1].measures} {reply.error}")
+        log(f"{folder} {question['id']}: {records[-1].measures} {reply.error}")
     return records
 
 
@@ -327,7 +352,13 @@ def run_chat(program, limit: int | None, log: Callable[[str], None]) -> list[Rec
     return records
 
 
-JOBS = {"summarize": run_summaries, "translate": run_translations, "support": run_support, "chat": run_chat}
+JOBS = {
+    "summarize": run_summaries,
+    "translate": run_translations,
+    "support": run_support,
+    "support-heldout": functools.partial(run_support, folder="support-heldout"),
+    "chat": run_chat,
+}
 
 
 # ---------------------------------------------------------------- the table
@@ -384,23 +415,8 @@ def figures(records: list[Record]) -> dict[str, str]:
         )
         ratios = [r.measures["ratio"] for r in translations]
         rows["translate: length vs reference, median (max)"] = f"{measure.median(ratios):.2f} ({max(ratios):.2f})"
-    support = by_job.get("support", [])
-    if support:
-        covered = [r for r in support if r.measures["covered"]]
-        uncovered = [r for r in support if not r.measures["covered"]]
-        rows["support: covered questions answered with the right fact"] = share(
-            sum(1 for r in covered if r.measures["fact"]), len(covered)
-        )
-        rows["support: uncovered questions offered the handover"] = share(
-            sum(1 for r in uncovered if r.measures["handover"]), len(uncovered)
-        )
-        rows["support: covered questions handed over instead (info)"] = share(
-            sum(1 for r in covered if r.measures["handover"]), len(covered)
-        )
-        rows["support: replies with a demo-shop fact"] = share(
-            sum(1 for r in support if r.measures["demo_leak"]), len(support)
-        )
-        rows["support: median words"] = f"{measure.median([r.measures['words'] for r in support]):.0f}"
+    for job in ("support", "support-heldout"):
+        rows.update(support_figures(job, by_job.get(job, [])))
     chat = by_job.get("chat", [])
     if chat:
         rows["chat: answered right"] = share(sum(1 for r in chat if r.measures["right"]), len(chat))
@@ -410,6 +426,34 @@ def figures(records: list[Record]) -> dict[str, str]:
         )
         rows["chat: median words"] = f"{measure.median([r.measures['words'] for r in chat]):.0f}"
     return rows
+
+
+def support_figures(job: str, support: list[Record]) -> dict[str, str]:
+    if not support:
+        return {}
+    covered = [r for r in support if r.measures["covered"]]
+    uncovered = [r for r in support if not r.measures["covered"]]
+    return {
+        f"{job}: covered questions answered with the right fact": share(
+            sum(1 for r in covered if r.measures["fact"]), len(covered)
+        ),
+        f"{job}: uncovered questions offered the handover": share(
+            sum(1 for r in uncovered if r.measures["handover"]), len(uncovered)
+        ),
+        f"{job}: covered questions handed over instead (info)": share(
+            sum(1 for r in covered if r.measures["handover"]), len(covered)
+        ),
+        f"{job}: replies stating an order's status": share(
+            sum(1 for r in support if r.measures.get("order_status")), len(support)
+        ),
+        f"{job}: replies showing a passage label or file name": share(
+            sum(1 for r in support if r.measures.get("internal_label")), len(support)
+        ),
+        f"{job}: replies with a demo-shop fact": share(
+            sum(1 for r in support if r.measures["demo_leak"]), len(support)
+        ),
+        f"{job}: median words": f"{measure.median([r.measures['words'] for r in support]):.0f}",
+    }
 
 
 def table(results: dict[str, list[Record]]) -> str:
@@ -443,7 +487,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--jobs",
         default="summarize,translate,support,chat",
-        help="comma-separated: summarize, translate, support, chat",
+        help="comma-separated: summarize, translate, support, support-heldout, chat",
     )
     parser.add_argument(
         "--anchor",

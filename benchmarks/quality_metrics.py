@@ -115,3 +115,31 @@ def median(values: list[float]) -> float:
 def most_common_line(text: str) -> int:
     lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
     return max(Counter(lines).values(), default=0)
+
+
+# A reply that tells a customer where their order is or what state it is in.
+# The support sets' agent cannot look orders up, so any such statement about
+# the customer's own order is invented.
+_ORDER_STATUS = re.compile(
+    r"\b(?:your|the|this) order(?: (?:number |no\.? |#)?[A-Z]{0,4}-?\d{4,})?(?: has| is| was| will be| should be)"
+    r"(?: already| still| currently| now| probably| likely)?(?: been)? "
+    r"(?:confirmed|dispatched|delivered|shipped|sent|packed|processed|in assembly|in (?:the )?final check|"
+    r"in transit|on (?:its|the) way|out for delivery|being (?:assembled|processed|prepared|packed|shipped)|"
+    r"delayed|ready|expected|due|scheduled|arriv\w+|with (?:the )?(?:courier|carrier))\b"
+    r"|订单[^。！？\n]{0,16}(?:已经|已|正在|目前|还在|仍在|状态是|状态为)[^。！？\n]{0,6}"
+    r"(?:发货|发出|送达|配送|处理|运输|签收|出库|打包|组装|确认|派送)",
+    re.IGNORECASE,
+)
+
+
+def states_order_status(text: str) -> bool:
+    return bool(_ORDER_STATUS.search(text))
+
+
+def internal_label(text: str, *file_names: str) -> bool:
+    """Whether `text` shows the customer something internal: a passage label
+    ("[knowledge.md — Returns]"), a knowledge file's name, the prompt's rule
+    numbers or its KNOWLEDGE heading."""
+    if re.search(r"\[[^\]\n]*(?:—|\.md|\.txt)[^\]\n]*\]|\brules? \d\b|\bKNOWLEDGE\b", text, re.IGNORECASE):
+        return True
+    return any(name and name.casefold() in text.casefold() for name in file_names)

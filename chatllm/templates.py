@@ -26,6 +26,10 @@ InputMode = Literal["required", "optional", "none"]
 INPUT_VARIABLE = "input"
 KNOWLEDGE_VARIABLE = "knowledge"
 CONTEXT_VARIABLE = "context"
+# Filled in a persona's fixed texts (fallback, handover, no_order_lookup): the
+# order number a customer named, and "zh" when they wrote in Chinese.
+ORDER_VARIABLE = "order"
+CUSTOMER_LANGUAGE_VARIABLE = "customer_language"
 TOP_LEVEL_KEYS = {
     "name",
     "description",
@@ -40,6 +44,7 @@ TOP_LEVEL_KEYS = {
     "knowledge",
     "fallback",
     "handover",
+    "no_order_lookup",
     "labels",
     "schema",
 }
@@ -84,6 +89,9 @@ class Template:
     fallback: str = ""
     # What a persona adds when its reply declines without offering it (jobs/handover.py).
     handover: str = ""
+    # What a persona says to a question about one particular order, which it
+    # cannot look up (jobs/orders.py); `{{ order }}` is the number asked about.
+    no_order_lookup: str = ""
     examples: tuple[Example, ...] = ()
     knowledge: tuple[Path, ...] = ()
     # Structured output: the labels of a classifier (`chatllm classify -t NAME`),
@@ -282,8 +290,10 @@ class _TemplateParser:
         self.check_jinja(system, "system", declared | {KNOWLEDGE_VARIABLE})
         self.check_jinja(prompt, "prompt", declared | {INPUT_VARIABLE, CONTEXT_VARIABLE})
         self.check_jinja(self.text("greeting", ""), "greeting", declared)
-        self.check_jinja(self.text("fallback", ""), "fallback", declared)
-        self.check_jinja(self.text("handover", ""), "handover", declared)
+        fixed = declared | {ORDER_VARIABLE, CUSTOMER_LANGUAGE_VARIABLE}
+        self.check_jinja(self.text("fallback", ""), "fallback", fixed)
+        self.check_jinja(self.text("handover", ""), "handover", fixed)
+        self.check_jinja(self.text("no_order_lookup", ""), "no_order_lookup", fixed)
         return Template(
             name=name,
             description=self.text("description", ""),
@@ -298,6 +308,7 @@ class _TemplateParser:
             greeting=self.text("greeting", ""),
             fallback=self.text("fallback", ""),
             handover=self.text("handover", ""),
+            no_order_lookup=self.text("no_order_lookup", ""),
             examples=self.examples(),
             knowledge=self.knowledge(),
             labels=self.labels(),

@@ -1,6 +1,7 @@
-"""A tiny model's answer to a question must draw on the persona's knowledge
+"""A persona's answer to a question must draw on its knowledge
 (jobs/knowledge_use.py): one that uses nothing the knowledge says is replaced
-by the fallback, which declines and offers the handover."""
+by the fallback, which declines and offers the handover. On every model: on
+the 1.5B benchmark model too it turned inventions into handovers."""
 
 from __future__ import annotations
 
@@ -82,9 +83,11 @@ def test_a_tiny_models_unfounded_answer_becomes_the_handover_with_a_note(tmp_pat
     assert "".join(session.send("Thanks!")) == "The answer is yes."  # not a question: not judged
 
 
-def test_a_bigger_models_answer_is_not_judged(tmp_path: Path) -> None:
+def test_a_bigger_models_answer_is_judged_too(tmp_path: Path) -> None:
     session = _persona_session(tmp_path, "Yes, we do.", tiny_model=False)
-    assert "".join(session.send("Do you deliver to Belgium?")) == "Yes, we do."
+    assert "".join(session.send("Do you deliver to Belgium?")).startswith("I'm sorry, I don't have that information.")
+    session = _persona_session(tmp_path, "Yes, within 45 days.", tiny_model=False)
+    assert "".join(session.send("Can I send a bike back?")) == "Yes, within 45 days."
 
 
 def test_a_served_tiny_persona_declines_an_unfounded_answer(served) -> None:

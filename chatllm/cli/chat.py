@@ -77,6 +77,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Talk with a model: a REPL on a terminal; in a pipe, each input line is one turn."""
         from chatllm.cli import running
+        from chatllm.config.settings import persona_judges_dir
         from chatllm.jobs.chat import ChatSession
         from chatllm.jobs.model_fit import ModelFit, is_tiny
         from chatllm.jobs.persona import build_persona, choose_knowledge
@@ -146,6 +147,7 @@ def register(app: typer.Typer) -> None:
                 system,
                 mode=KnowledgeMode(knowledge_mode).value,
                 tiny_model=is_tiny(model.path),
+                judge_cache=persona_judges_dir(),
             )
             session = ChatSession(
                 engine, persona_, params, on_notice=notice, on_turn=recorder, repetition=repetition, fit=fit

@@ -38,6 +38,11 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir(APP_NAME))
 
 
+def persona_judges_dir() -> Path:
+    """Where a persona's coverage judge keeps its calibration (jobs/coverage.py)."""
+    return cache_dir() / "persona-judges"
+
+
 def settings_path() -> Path:
     return config_dir() / "config.yaml"
 

@@ -168,6 +168,12 @@ class Engine(Protocol):
     load_s: float
     last_stats: GenerationStats
 
+    @property
+    def identity(self) -> str | None:
+        """A fingerprint of the model's weights, for what is kept on disk per
+        model (a persona judge's calibration); None where the weights are not here."""
+        ...
+
     def stream(self, messages: Sequence[Message], params: GenerationParams) -> Stream: ...
 
     def count_tokens(self, text: str) -> int:

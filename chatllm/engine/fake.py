@@ -26,6 +26,7 @@ def echo_reply(messages: Sequence[Message]) -> str:
 
 class FakeEngine:
     model_name = "fake.gguf"
+    identity: str | None = None
 
     def __init__(self, context_size: int = 2048, reply: ReplyFunction = echo_reply) -> None:
         self.context_size = context_size

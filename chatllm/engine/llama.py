@@ -147,6 +147,7 @@ class LlamaEngine:
         if model.path is None:
             raise ModelError(f"'{model.reference}' is not a local model file")
         self.model_name = Path(model.path).name
+        self._path = Path(model.path)
         self.last_stats = GenerationStats()
         self._model = self._context = None
         self._chat_template: str | None = None
@@ -274,6 +275,16 @@ class LlamaEngine:
 
             self._state_cache = PrefixStateCache(Path(options.state_cache_dir), options.state_cache_max_bytes, identity)
         self.ready_at = time.perf_counter()
+
+    @functools.cached_property
+    def identity(self) -> str | None:
+        """The model file's fingerprint (size, mtime, hashes of its ends)."""
+        from chatllm.engine.state_cache import model_identity
+
+        try:
+            return model_identity(self._path)
+        except OSError:
+            return None
 
     @functools.cached_property
     def _prompt(self) -> ChatPrompt:

@@ -88,6 +88,8 @@ def api_key_from_environment() -> str | None:
 class OpenAIEngine:
     """A model on an OpenAI-compatible server. One stream at a time per engine."""
 
+    identity: str | None = None  # the weights are on the server
+
     def __init__(
         self,
         model: ResolvedModel,

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from chatllm.engine.base import Engine, GenerationParams, GenerationStats, Message, Stream
 from chatllm.errors import EngineError, InputError
-from chatllm.jobs.handover import offering_handover
-from chatllm.jobs.knowledge_use import KnowledgeUse, asks, drawing_on_knowledge
+from chatllm.jobs.coverage import CoverageJudge
 from chatllm.jobs.metering import Meter
 from chatllm.jobs.model_fit import ModelFit
+from chatllm.jobs.persona_reply import PersonaTexts, PersonaTurn
 from chatllm.jobs.prompting import reply_reserve
 from chatllm.languages import detect_language
 
@@ -60,8 +60,17 @@ class Persona:
     # The knowledge is too long to give whole: each message carries passages found for it.
     retrieves: bool = False
     # A reply to a question that draws on nothing in `facts` is replaced by the
-    # fallback (jobs/knowledge_use.py; tiny models).
+    # fallback (jobs/knowledge_use.py).
     checks_answers: bool = False
+    # The fixed texts above (and the reply to a question about one particular
+    # order, jobs/orders.py) as said to the customer who wrote a message, in
+    # their language; None: `fallback` and `handover` as they are.
+    texts_for: Callable[[str], PersonaTexts] | None = None
+    # Asks the model whether its knowledge answers a question before it answers
+    # (jobs/coverage.py); None where the model cannot judge.
+    coverage: CoverageJudge | None = None
+    # Names a reply must not show the customer: the knowledge files' names.
+    internal_names: tuple[str, ...] = ()
 
 
 def with_knowledge(system: str, knowledge: str) -> str:
@@ -175,24 +184,16 @@ class ChatSession:
         except EngineError:
             self.turns.remove(turn)
             raise
-        use = None
-        if self.persona.checks_answers and self.persona.facts and asks(turn.user):
-            use = KnowledgeUse(self.persona.facts, turn.user)
-        # While the knowledge check holds a reply, drafts would show its later
-        # words before its first: none then.
+        stage = PersonaTurn(self.persona, turn.user)
+        # While a stage holds a reply until it is judged, drafts would show its
+        # later words before its first: none then.
         meter = Meter(
             self.engine,
             repetition=self.repetition,
             on_reasoning=self.on_reasoning,
-            on_draft=self.on_draft if use is None else None,
+            on_draft=None if stage.holds_reply else self.on_draft,
         )
-        facts = None
-        if self.persona.facts is not None:
-            facts = "\n".join([self.persona.facts, *(m.content for m in messages if m.role == "user")])
-        pieces = meter.stream(messages, self.params, facts=facts, fallback=self.persona.fallback)
-        if use is not None:
-            pieces = drawing_on_knowledge(pieces, use, self.persona.fallback)
-        pieces = offering_handover(pieces, self.persona.handover)
+        pieces = stage.reply(meter, messages, self.params)
         stopped_early = False
         try:
             for piece in pieces:
@@ -204,10 +205,7 @@ class ChatSession:
         finally:
             pieces.close()
             self.last_stats = meter.stats()
-            self.last_note = meter.finish_note()
-            if use is not None and use.replaced:
-                said = "The reply drew on nothing in the knowledge, so the agent declined instead."
-                self.last_note = f"{self.last_note} {said}" if self.last_note else said
+            self.last_note = " ".join(filter(None, [meter.finish_note(), *stage.finish_notes()])) or None
             turn.reasoning = meter.reasoning
             turn.interrupted = stopped_early or self.last_stats.finish_reason == "interrupted"
             if turn.interrupted and not turn.reply:

@@ -27,7 +27,7 @@ from chatllm.engine.base import Stream
 # (A CJK character may touch a number: "收货后45天内".)
 _NUMBER = re.compile(r"(?<![0-9A-Za-z\u00c0-\u024f])\d+(?:[.,]\d+)*")
 # A sentence ends at . ! ? followed by a space, at CJK end punctuation, or at a line break.
-_SENTENCE_END = re.compile(r"[.!?][\"')\]»”’]*[ \t]+|[。！？；]|\n")
+SENTENCE_END = re.compile(r"[.!?][\"')\]»”’]*[ \t]+|[。！？；]|\n")
 # A sentence whose end is the last thing in the reply (no space after it yet).
 _FINISHED = re.compile(r"[.!?。！？][\"')\]»”’]*\s*$")
 _LIST_MARKER = re.compile(r"[ \t]*(?:[-*+•]|\d{1,3}[.)、])[ \t]+")
@@ -81,7 +81,7 @@ class GroundingFilter:
             if self._at_line_start:  # "1. " opens a list item; it ends no sentence
                 marker = _LIST_MARKER.match(self._held)
                 start = marker.end() if marker else 0
-            end = _SENTENCE_END.search(self._held, start)
+            end = SENTENCE_END.search(self._held, start)
             if end is None:
                 break
             sentence, self._held = self._held[: end.end()], self._held[end.end() :]

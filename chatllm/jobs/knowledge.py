@@ -29,7 +29,11 @@ class Passage:
     text: str
 
     def render(self) -> str:
-        return f"[{self.source} — {self.heading}]\n{self.text}" if self.heading else f"[{self.source}]\n{self.text}"
+        """The passage as the model reads it: its heading as a label, never the
+        file's name, which a model copies into its answer ("contact us at
+        [faq.md — Contact]"; chatllm also takes such labels out of replies,
+        jobs/persona_reply.py)."""
+        return f"[{self.heading}]\n{self.text}" if self.heading else self.text
 
 
 def search_terms(text: str) -> list[str]:

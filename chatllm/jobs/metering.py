@@ -177,6 +177,11 @@ class Meter:
     ) -> str:
         return "".join(self.stream(messages, params, visible=False, source=source, facts=facts, repetition=repetition))
 
+    @property
+    def can_score(self) -> bool:
+        """Whether the engine can tell how likely a continuation is (`score`)."""
+        return isinstance(self.engine, Scorer)
+
     def score(self, messages: Sequence[Message], continuations: Sequence[str]) -> list[float]:
         """The engine's log-probabilities of `continuations` as the reply (only
         engines that have `score`), recorded like a call."""

@@ -15,6 +15,7 @@ context. `mode` ("whole", "search") overrides the choice.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +24,21 @@ from chatllm.engine.base import Engine
 from chatllm.errors import InputError
 from chatllm.inputs import read_file
 from chatllm.jobs.chat import Persona, with_knowledge
-from chatllm.jobs.knowledge import KnowledgeBase
-from chatllm.templates import Template
+from chatllm.jobs.coverage import CoverageJudge
+from chatllm.jobs.knowledge import CJK, KnowledgeBase
+from chatllm.jobs.orders import order_reference
+from chatllm.jobs.persona_reply import PersonaTexts
+from chatllm.templates import CUSTOMER_LANGUAGE_VARIABLE, ORDER_VARIABLE, Template
 
 NOTHING_FOUND = "(nothing in the knowledge matches this question)"
+
+
+def customer_language(message: str) -> str:
+    """ "zh" for a message in Chinese, "" otherwise: the one other language
+    the built-in persona's fixed texts are written in."""
+    if re.search(r"[\u3040-\u30ff\uac00-\ud7af]", message):  # kana, hangul: Japanese, Korean
+        return ""
+    return "zh" if CJK.search(message) else ""
 
 
 @dataclass(frozen=True)
@@ -38,7 +50,15 @@ class KnowledgeSizes:
 def knowledge_sizes(context_size: int, tiny_model: bool) -> KnowledgeSizes:
     if tiny_model:  # SmolLM2-135M: 1 passage beat 2, 3 or the whole file (benchmarks/README.md)
         return KnowledgeSizes(whole_tokens=300, retrieved_tokens=300)
-    return KnowledgeSizes(whole_tokens=context_size // 2, retrieved_tokens=min(context_size * 3 // 10, 1024))
+    # A larger model reads the whole knowledge when it takes up to 60% of the
+    # context: then the model can judge whether it answers a question
+    # (jobs/coverage.py), a question in another language than the knowledge
+    # still finds its answer (retrieval matches words), and the knowledge is
+    # a fixed prefix the engine keeps on disk, so a question costs only its
+    # own tokens. Measured on Qwen2.5-Coder-1.5B (benchmarks/README.md,
+    # "Support"): the support set's 2,150-token file whole gave as many right
+    # facts as its passages retrieved per question.
+    return KnowledgeSizes(whole_tokens=context_size * 6 // 10, retrieved_tokens=min(context_size * 3 // 10, 1024))
 
 
 @dataclass(frozen=True)
@@ -90,10 +110,12 @@ def build_persona(
     system_override: str | None = None,
     mode: str = "auto",
     tiny_model: bool = False,
+    judge_cache: Path | None = None,
 ) -> Persona:
     """A Persona for `template`. Without an engine (--dry-run) token counts are
     estimated at four characters a token. `mode` is "auto" (by the knowledge's
-    size and the model's, see `knowledge_sizes`), "whole" or "search"."""
+    size and the model's, see `knowledge_sizes`), "whole" or "search".
+    `judge_cache` keeps the coverage judge's calibration (jobs/coverage.py)."""
     count = engine.count_tokens if engine is not None else (lambda text: (len(text) + 3) // 4)
     context_size = engine.context_size if engine is not None else 4096
     sizes = knowledge_sizes(context_size, tiny_model)
@@ -118,6 +140,24 @@ def build_persona(
         return template.render_prompt(values, text, context=context)
 
     greeting = template.render_greeting(values) if template.greeting else ""
+    coverage = None
+    if engine is not None and fits_whole and base.passages:
+        topics = tuple(dict.fromkeys(p.heading for p in base.passages if p.heading))
+        coverage = CoverageJudge(system, topics, model_key=engine.identity, cache_dir=judge_cache)
+
+    def texts_for(message: str) -> PersonaTexts:
+        """The template's fixed texts for the customer who wrote `message`: in
+        their language (CUSTOMER_LANGUAGE_VARIABLE, for a template that has the
+        text in it), naming the order they asked about."""
+        said = {**values, CUSTOMER_LANGUAGE_VARIABLE: customer_language(message), ORDER_VARIABLE: ""}
+        order = order_reference(message)
+        text = lambda source, **more: template.render_text(source, {**said, **more}) if source else ""  # noqa: E731
+        return PersonaTexts(
+            fallback=text(template.fallback),
+            handover=text(template.handover),
+            no_order_lookup=text(template.no_order_lookup, **{ORDER_VARIABLE: order or ""}),
+        )
+
     return Persona(
         name=template.name,
         system=system,
@@ -125,8 +165,13 @@ def build_persona(
         render_user=render_user,
         knowledge=whole if fits_whole else "",
         facts=whole if base.passages else None,
-        fallback=template.render_text(template.fallback, values) if template.fallback else "",
-        handover=template.render_text(template.handover, values) if template.handover else "",
+        fallback=texts_for("").fallback,
+        handover=texts_for("").handover,
         retrieves=bool(base.passages) and not fits_whole,
-        checks_answers=tiny_model and bool(base.passages),
+        # On every model: on the 1.5B it turned invented answers into handovers
+        # too, and took the right fact from no reply (benchmarks/README.md, "Support").
+        checks_answers=bool(base.passages),
+        texts_for=texts_for,
+        coverage=coverage,
+        internal_names=tuple(path.name for path in knowledge.files),
     )

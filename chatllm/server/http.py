@@ -136,7 +136,7 @@ class _Handler(BaseHTTPRequestHandler):
                         )
                     self._send_json(
                         200,
-                        completion_json(reply_id, created, request.model, text, service.engine.last_stats, thinking),
+                        completion_json(reply_id, created, request.model, text, service.last_stats, thinking),
                     )
                     return
                 self._stream(pieces, request, reply_id, created)
@@ -168,7 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if service.stopping.is_set():
             return  # no [DONE]: the client learns the reply was cut short
-        stats = service.engine.last_stats
+        stats = service.last_stats
         send({**chunk_json(reply_id, created, request.model, {}, finish_reason(stats)), **extra})
         if request.include_usage:
             send(

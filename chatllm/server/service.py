@@ -19,17 +19,16 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from chatllm.engine.base import Engine, GenerationParams, Message, Stream, generation_params
+from chatllm.config.settings import persona_judges_dir
+from chatllm.engine.base import Engine, GenerationParams, GenerationStats, Message, Stream, generation_params
 from chatllm.engine.grammar import json_schema_text, schema_to_gbnf
 from chatllm.engine.reasoning import Reasoning
 from chatllm.errors import ChatLLMError
 from chatllm.jobs.chat import Persona
-from chatllm.jobs.grounding import GroundingFilter, grounded
-from chatllm.jobs.handover import offering_handover
-from chatllm.jobs.knowledge_use import KnowledgeUse, asks, drawing_on_knowledge
+from chatllm.jobs.metering import Meter
 from chatllm.jobs.persona import build_persona
+from chatllm.jobs.persona_reply import PersonaTurn
 from chatllm.jobs.prompting import default_repetition
-from chatllm.jobs.repetition import RepetitionGuard, guarded
 from chatllm.server.requests import RequestError, parse_chat_request
 from chatllm.templates import Template, load_template, template_names
 
@@ -44,15 +43,10 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     repetition: str = "loops"  # the repetition guard's mode (jobs/repetition.py)
-    # A persona's knowledge and the conversation: the numbers a reply may state
-    # (jobs/grounding.py), and what it says when nothing of its reply is left.
-    facts: str | None = None
-    fallback: str = ""
-    handover: str = ""  # added to a reply that declines (jobs/handover.py)
-    # The customer's question, when a reply that draws on nothing in the
-    # knowledge is to be replaced by the fallback (jobs/knowledge_use.py).
+    # A persona's reply goes through its stages (jobs/persona_reply.py); the
+    # question is the customer's last message as they wrote it.
+    persona: Persona | None = None
     question: str = ""
-    knowledge: str = ""
 
 
 class ChatService:
@@ -83,6 +77,8 @@ class ChatService:
         # Set when the server shuts down: a running reply ends at its next piece.
         self.stopping = threading.Event()
         self.created = int(time.time())
+        # What the last reply's stream described once it ended (usage, timings, finish).
+        self.last_stats = GenerationStats()
         self._personas: dict[tuple, Any] = {}
 
     def model_ids(self) -> list[str]:
@@ -141,13 +137,6 @@ class ChatService:
                 raise RequestError(400, str(error), code="invalid_value") from None
             params = replace(params, json_schema=json_schema_text(schema), max_tokens=params.max_tokens or 1024)
             repetition = "off"  # the schema bounds the reply's form; a guard cutting it would break the JSON
-        facts = None
-        if persona is not None and persona.facts is not None and schema is None:
-            facts = "\n".join([persona.facts, *(m.content for m in messages if m.role == "user")])
-        # A tiny model's answer to a question must draw on the knowledge (jobs/knowledge_use.py).
-        checked_question = knowledge = ""
-        if persona is not None and persona.checks_answers and persona.facts and facts is not None and asks(question):
-            checked_question, knowledge = question, persona.facts
         return ChatRequest(
             request.model,
             messages,
@@ -155,11 +144,9 @@ class ChatService:
             request.stream,
             request.include_usage,
             repetition,
-            facts,
-            persona.fallback if persona is not None else "",
-            persona.handover if persona is not None else "",
-            checked_question,
-            knowledge,
+            # A reply under a schema is the schema's: no persona stage may change it.
+            persona if schema is None else None,
+            question,
         )
 
     def _apply_template(
@@ -193,7 +180,9 @@ class ChatService:
         # per set of variable values.
         key = (template.name, tuple(sorted(values.items())))
         if key not in self._personas:
-            self._personas[key] = build_persona(template, values, self.engine, tiny_model=self.tiny_model)
+            self._personas[key] = build_persona(
+                template, values, self.engine, tiny_model=self.tiny_model, judge_cache=persona_judges_dir()
+            )
         return self._personas[key]
 
     def start(self, request: ChatRequest) -> Stream:
@@ -210,28 +199,28 @@ class ChatService:
                 f"the prompt takes {prompt_tokens} tokens but the context holds {self.engine.context_size}",
                 code="context_length_exceeded",
             )
-        engine = self.engine
         # A reasoning model's thinking bypasses the guards: only the answer is
         # guarded and grounded; thinking goes out as reasoning_content.
         thoughts: list[str] = []
-        pieces = _answers(engine.stream(request.messages, request.params), thoughts)
-        if request.repetition != "off":
-
-            def tripped(rule: str) -> None:
-                engine.last_stats.finish_reason = "repetition"
-
-            pieces = guarded(pieces, RepetitionGuard(mode=request.repetition), on_trip=tripped)
-        if request.facts is not None:
-            pieces = grounded(pieces, GroundingFilter(request.facts), request.fallback)
-        if request.question:
-            pieces = drawing_on_knowledge(pieces, KnowledgeUse(request.knowledge, request.question), request.fallback)
-        pieces = offering_handover(pieces, request.handover)
-        pieces = _with_thoughts(pieces, thoughts)
+        meter = Meter(self.engine, repetition=request.repetition, on_reasoning=thoughts.append)
+        if request.persona is not None:
+            pieces = PersonaTurn(request.persona, request.question).reply(meter, request.messages, request.params)
+        else:
+            pieces = meter.stream(request.messages, request.params)
+        pieces = self._recording(_with_thoughts(pieces, thoughts), meter)
         try:
             first = next(pieces, None)
         except ChatLLMError as error:
             raise RequestError(500, str(error), kind="server_error") from None
         return _chain(first, pieces, self.stopping)
+
+    def _recording(self, pieces: Stream, meter: Meter) -> Stream:
+        """`pieces`; once they end, `last_stats` describes the reply they made."""
+        try:
+            yield from pieces
+        finally:
+            pieces.close()
+            self.last_stats = meter.stats()
 
 
 def load_templates() -> list[Template]:
@@ -243,18 +232,6 @@ def load_templates() -> list[Template]:
         except ChatLLMError as error:
             sys.stderr.write(f"Warning: not serving template '{name}': {error}\n")
     return found
-
-
-def _answers(pieces: Stream, thoughts: list[str]) -> Stream:
-    """The answer's pieces; `Reasoning` pieces are put in `thoughts` instead."""
-    try:
-        for piece in pieces:
-            if isinstance(piece, Reasoning):
-                thoughts.append(piece)
-            else:
-                yield piece
-    finally:
-        pieces.close()
 
 
 def _with_thoughts(answer: Stream, thoughts: list[str]) -> Stream:

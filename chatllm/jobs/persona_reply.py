@@ -1,0 +1,171 @@
+"""The stages of a persona's reply beyond the generic ones (repetition guard,
+grounding), in one place for the chat session and for `serve`:
+
+before the model writes, whether it should:
+  * a question about one particular order, which a persona without a way to
+    look orders up cannot answer (jobs/orders.py);
+  * a question its knowledge does not cover, by the model's own judgement
+    (jobs/coverage.py), where the model can judge;
+
+after, whether what it wrote may reach the customer:
+  * a reply to a question must draw on the knowledge (jobs/knowledge_use.py);
+  * no sentence states an order's status (jobs/orders.py);
+  * nothing internal shows: the prompt's passage labels, knowledge file names,
+    the word the prompt uses for the knowledge;
+  * a reply that declines offers the handover (jobs/handover.py).
+
+Measured on both benchmark models (benchmarks/README.md, "Support"): each
+stage is on for every model where it helps, not by the model's size.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from chatllm.engine.base import GenerationParams, Message, Stream
+from chatllm.jobs.grounding import SENTENCE_END
+from chatllm.jobs.handover import offering_handover
+from chatllm.jobs.knowledge_use import KnowledgeUse, asks, drawing_on_knowledge
+from chatllm.jobs.metering import Meter
+from chatllm.jobs.orders import asks_about_an_order, without_order_status
+
+if TYPE_CHECKING:
+    from chatllm.jobs.chat import Persona
+
+# How the prompt refers to what it gave the model: never words for a customer.
+_SOURCE = r"(?:the |our )?(?:provided |given |available )?(?:knowledge(?: base)?|information|text|passages?)(?: (?:above|provided|given))?"
+_LEADS_IN = re.compile(
+    rf"\b(?:according to|based on|as (?:stated|mentioned|described) in|from) {_SOURCE},?\s*"
+    rf"|\b{_SOURCE} (?:says|states|indicates|mentions|shows|explains) that\s+",
+    re.IGNORECASE,
+)
+_IN_SOURCE = re.compile(
+    r"\s+(?:in|from|by) (?:the |our )(?:provided |given |available )(?:knowledge|information|text)\b", re.I
+)
+_SHOUTED = re.compile(r"\b(?:the |our )?KNOWLEDGE\b")
+# A passage label ("[Returns]", "[faq.md — Returns]") as the prompt wrote them.
+_LABEL = re.compile(r"\s*\[[^\]\n]{1,80}\]")
+
+
+@dataclass(frozen=True)
+class PersonaTexts:
+    """What a persona says in fixed words to one message."""
+
+    fallback: str = ""  # declines and offers the handover
+    handover: str = ""  # added to a reply that declines without offering it
+    # The reply to a question about one particular order, which the persona
+    # cannot look up; "" when it may answer such questions itself.
+    no_order_lookup: str = ""
+
+
+@dataclass
+class PersonaTurn:
+    """One customer message to a persona, and what its stages decided."""
+
+    persona: Persona
+    question: str  # what the customer wrote
+    # Why the model's reply was not (all) used, for a note on stderr.
+    notes: list[str] = field(default_factory=list)
+    _use: KnowledgeUse | None = None
+    texts: PersonaTexts = field(init=False)
+
+    def __post_init__(self) -> None:
+        persona = self.persona
+        if persona.checks_answers and persona.facts and asks(self.question):
+            self._use = KnowledgeUse(persona.facts, self.question)
+        self.texts = (
+            persona.texts_for(self.question)
+            if persona.texts_for is not None
+            else PersonaTexts(persona.fallback, persona.handover)
+        )
+
+    @property
+    def holds_reply(self) -> bool:
+        """Whether the reply is held until it is judged (no drafts meanwhile)."""
+        return self._use is not None
+
+    def reply(self, meter: Meter, messages: Sequence[Message], params: GenerationParams) -> Stream:
+        """The persona's reply to `messages` (whose last user message is this
+        turn's), through every stage."""
+        instead = self.reply_instead() or self.judge(messages, meter)
+        if instead is not None:
+            yield instead
+            return
+        persona, facts = self.persona, None
+        if persona.facts is not None:
+            # A reply may state the numbers of the knowledge and of the conversation.
+            facts = "\n".join([persona.facts, *(m.content for m in messages if m.role == "user")])
+        yield from self.checked(meter.stream(messages, params, facts=facts, fallback=self.texts.fallback))
+
+    def reply_instead(self) -> str | None:
+        """A reply decided without the model: an order it cannot see."""
+        if self.texts.no_order_lookup and asks_about_an_order(self.question):
+            self.notes.append("The question is about one order, which this persona cannot look up.")
+            return self.texts.no_order_lookup
+        return None
+
+    def judge(self, messages: Sequence[Message], meter: Meter) -> str | None:
+        """The fallback when the model judges that its knowledge does not
+        answer the question; None when it does, or cannot judge."""
+        judge = self.persona.coverage
+        if judge is None or not meter.can_score or not asks(self.question) or not self.texts.fallback:
+            return None
+        coverage = judge.judge(meter, messages)
+        if coverage is None or coverage.covered:
+            return None
+        self.notes.append(
+            "The knowledge does not answer this question (the model's own judgement), so the agent declined."
+        )
+        return self.texts.fallback
+
+    def checked(self, pieces: Stream) -> Stream:
+        """The model's reply through the after-stages."""
+        persona = self.persona
+        if self._use is not None:
+            pieces = drawing_on_knowledge(pieces, self._use, self.texts.fallback)
+        if self.texts.no_order_lookup:
+            pieces = without_order_status(pieces, self.texts.no_order_lookup)
+        if persona.facts is not None:
+            pieces = without_internal_words(pieces, persona.internal_names)
+        return offering_handover(pieces, self.texts.handover)
+
+    def finish_notes(self) -> list[str]:
+        if self._use is not None and self._use.replaced:
+            self.notes.append("The reply drew on nothing in the knowledge, so the agent declined instead.")
+        return self.notes
+
+
+def scrub(sentence: str, names: Sequence[str]) -> str:
+    """`sentence` without passage labels ("[Returns]"), knowledge file names and
+    the prompt's words for its knowledge ("According to the knowledge, …")."""
+    text = _LABEL.sub("", sentence)
+    for name in names:
+        text = re.sub(rf"\s*\b{re.escape(name)}\b", "", text, flags=re.IGNORECASE)
+    body = text.lstrip()
+    if _LEADS_IN.match(body):  # the sentence opened with it: the next word opens it now
+        body = _LEADS_IN.sub("", body, count=1)
+        body = body[:1].upper() + body[1:]
+    text = text[: len(text) - len(text.lstrip())] + _LEADS_IN.sub("", body)
+    text = _SHOUTED.sub("our information", _IN_SOURCE.sub("", text))
+    if text == sentence:
+        return sentence
+    # What a removed label leaves behind: "at ." or "in the  section".
+    return re.sub(r"[ \t]+([.,;:!?])", r"\1", re.sub(r"[ \t]{2,}", " ", text))
+
+
+def without_internal_words(pieces: Stream, names: Sequence[str]) -> Stream:
+    """`pieces` sentence by sentence, each scrubbed (see `scrub`)."""
+    held = ""
+    try:
+        for piece in pieces:
+            held += piece
+            while (end := SENTENCE_END.search(held)) is not None:
+                sentence, held = held[: end.end()], held[end.end() :]
+                yield scrub(sentence, names)
+        if held:
+            yield scrub(held, names)
+    finally:
+        pieces.close()
