@@ -44,7 +44,9 @@ RESULTS = HERE / "results"
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-m", "--model", default=None, help="chatllm -m reference (default: the embedded model)")
-    parser.add_argument("--set", default="support", help="folder under benchmarks/data/quality (support, support-heldout)")
+    parser.add_argument(
+        "--set", default="support", help="folder under benchmarks/data/quality (support, support-heldout)"
+    )
     parser.add_argument("--knowledge", default="auto", choices=["auto", "whole", "search"])
     args = parser.parse_args(argv)
 

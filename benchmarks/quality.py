@@ -302,7 +302,13 @@ def run_support(program, limit: int | None, log: Callable[[str], None], folder: 
     """The support persona over one question set: `support` (the set chatllm
     was tuned on) or `support-heldout` (another shop, kept apart)."""
     knowledge = DATA / folder / "knowledge.md"
-    demo = yaml.safe_load((DATA / "support" / "demo_facts.yaml").read_text(encoding="utf-8"))
+    own = knowledge.read_text(encoding="utf-8").casefold()
+    # The demo shop's facts, less any this set's own knowledge states too.
+    demo = [
+        fact
+        for fact in yaml.safe_load((DATA / "support" / "demo_facts.yaml").read_text(encoding="utf-8"))
+        if fact.casefold() not in own
+    ]
     records = []
     for question in yaml.safe_load((DATA / folder / "questions.yaml").read_text(encoding="utf-8"))[:limit]:
         reply = program.support(question["question"], knowledge)

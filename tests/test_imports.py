@@ -52,6 +52,7 @@ HEAVY_LIBRARIES = {
     "bm25s": "~200 ms with numpy and scipy; knowledge search only",
     "langcodes": "~40 ms; language names outside the built-in table",
     "pycld2": "language detection's native module",
+    "cn2an": "~110 ms; a translation's numbers, for a text with Chinese in it",
     "sqlite3": "~5 ms; history only",
     "importlib.metadata": "~15 ms; version lookups of other packages",
     "http.server": "~15 ms; `chatllm serve` only",

@@ -21,7 +21,7 @@ from chatllm.jobs.grounding import GroundingFilter, grounded
 from chatllm.jobs.metering import Meter
 from chatllm.jobs.persona import build_persona, choose_knowledge
 from chatllm.jobs.repetition import RepetitionGuard, repeats_in
-from chatllm.jobs.summarize import summarize, summary_bound
+from chatllm.jobs.summarize import summarize, summary_bound, summary_limit
 from chatllm.jobs.translate import translate, translation_bound
 from chatllm.templates import load_template
 from tests.support.cli import run_chatllm
@@ -207,21 +207,24 @@ def test_summary_bounds_follow_the_input_with_floors_and_ceilings() -> None:
     assert summary_bound("long", 100_000) == 512
 
 
-def test_a_summary_is_bounded_unless_max_tokens_is_given() -> None:
+def test_a_summary_is_asked_for_a_length_and_bounded_by_a_safety_net_unless_max_tokens_is_given() -> None:
     template = load_template("summarize")
     values = template.resolve_variables({})
     text = "Word " * 400
-    engine = FakeEngine(context_size=4096, reply=lambda messages: " ".join(f"w{n}" for n in range(1000)))  # no numbers
-    meter = Meter(engine)
-    assert len("".join(summarize(meter, template, values, text, PARAMS)).split()) == summary_bound(
-        "medium", engine.count_tokens(text)
+    # Sentences of four words (one token each, no numbers) for as long as it is let.
+    engine = FakeEngine(
+        context_size=4096, reply=lambda messages: " ".join(f"w{n} w{n} w{n} w{n}." for n in range(1000))
     )
+    meter = Meter(engine)
+    summary = "".join(summarize(meter, template, values, text, PARAMS)).split()
+    limit = summary_limit("medium", engine.count_tokens(text))
+    assert limit - 4 < len(summary) <= limit and limit > summary_bound("medium", engine.count_tokens(text))
     assert meter.stats().finish_reason == "length" and "length limit" in meter.finish_note()
+    # The prompt asks for the length in words at the input's own tokens per word (here 1.25).
+    prompt = engine.calls[-1][-1].content
+    assert f"in at most {round(summary_bound('medium', engine.count_tokens(text)) / 1.25)} words" in prompt
     meter = Meter(engine)
-    assert (
-        len("".join(summarize(meter, template, values, text, GenerationParams(temperature=0, max_tokens=500))).split())
-        == 500
-    )
+    assert 495 < len("".join(summarize(meter, template, values, text, GenerationParams(max_tokens=500))).split()) <= 500
 
 
 def test_a_summary_with_nothing_left_is_written_again_once() -> None:
@@ -262,11 +265,13 @@ def test_half_a_sentence_cut_by_a_repeat_is_no_summary_and_twice_nothing_is_an_e
         shown.extend(summarize(Meter(engine), template, values, text, PARAMS))
     assert shown == []  # not even the blank lines before it: a script sees no output and exit status 1
 
-    # Half a sentence that a length limit cut is what was asked for: kept, no second try.
+    # Half a sentence is no summary: a --max-tokens too small for one whole
+    # sentence is an error that says so, without a second try.
     replies = iter(["The hotel opened with a few of its rooms"])
     meter = Meter(engine)
-    shown = "".join(summarize(meter, template, values, text, GenerationParams(temperature=0, max_tokens=5)))
-    assert shown.strip() == "The hotel opened with a" and meter.calls == 1
+    with pytest.raises(EngineError, match="--max-tokens 5 is too small for one whole sentence"):
+        "".join(summarize(meter, template, values, text, GenerationParams(temperature=0, max_tokens=5)))
+    assert meter.calls == 1
 
 
 def stream_of(pieces: list[str]):

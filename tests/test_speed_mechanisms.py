@@ -208,7 +208,8 @@ class _SlowLoadingEngine:
     def __init__(self, loaded: threading.Event) -> None:
         from chatllm.engine.fake import FakeEngine
 
-        self.fake, self.loaded, self.closed = FakeEngine(), loaded, False
+        # A summary of a text this short is a short whole sentence.
+        self.fake, self.loaded, self.closed = FakeEngine(reply=lambda messages: "Some words."), loaded, False
         self.load_thread = threading.current_thread().name
         loaded.wait(5)  # the load finishes only once the main thread has read the input
 
@@ -316,7 +317,7 @@ def test_early_load_is_adopted_only_by_the_same_model_and_options(monkeypatch: p
             self.closed = True
 
     def open_engine(model, options, on_loaded=None):
-        opened.append((options, Closing()))
+        opened.append((options, Closing(reply=lambda messages: "Spring words.")))
         return opened[-1][1]
 
     monkeypatch.setattr("chatllm.engine.open_engine", open_engine)

@@ -90,13 +90,16 @@ def _prepare_and_run(
     if job_name == "translate" and not given.get("from") and detected:
         values["from"] = detected.name
     params = generation_params(template, **options.sampling())
-    if job_name == "summarize" and template.variable("words"):
+    if job_name == "summarize":
         # What the summary's prompt asks for; the job sets it again from the
         # model's own token count (this estimate is for --dry-run).
-        from chatllm.jobs.summarize import TOKENS_PER_WORD, summary_bound
+        from chatllm.jobs.summarize import asked_length, prompt_values, summary_language
 
-        bound = params.max_tokens or summary_bound(values.get("length", "medium"), (len(source.text) + 3) // 4)
-        values["words"] = str(max(5, round(bound / TOKENS_PER_WORD)))
+        estimate = (len(source.text) + 3) // 4
+        asked = asked_length(
+            values.get("length", "medium"), source.text, estimate, summary_language(values), params.max_tokens
+        )
+        values = prompt_values(template, values, asked)
     if loading is None:
         running.print_dry_run(
             task_messages(template, values, source.text, system), params, template.name, options.model, schema=structure

@@ -60,8 +60,11 @@ class Meter:
         self.length_limit: int | None = None
         # Sentences left out because they stated numbers not in the facts.
         self.ungrounded_sentences = 0
-        # A reply thrown away and written again (see forget_reply).
+        # A reply thrown away and written again, and why (see forget_reply).
         self.retried = False
+        self.retried_because = ""
+        # What a job has to tell the user beside the finish (see add_note).
+        self.notes: list[str] = []
         self._last_reason: FinishReason = "stop"
         self._last_dropped = 0
         self.calls = 0
@@ -69,6 +72,9 @@ class Meter:
         self._prefill_tokens = 0
         self._decode_seconds = 0.0
         self._decode_tokens = 0
+        # Text a job holds back until it has judged it (see hold): a live view
+        # shows it as a draft meanwhile.
+        self.held = ""
 
     def stream(
         self,
@@ -82,6 +88,7 @@ class Meter:
         repetition: str | None = None,
         guard: RepetitionGuard | None = None,
         drop_fragment_of_repeat: bool = False,
+        drop_cut_fragment: bool = False,
     ) -> Stream:
         """The engine's stream, guarded and recorded. `visible=False` marks
         intermediate calls (map steps) whose output the user does not see, for
@@ -95,7 +102,8 @@ class Meter:
         shared by the calls of one reply (see RepetitionGuard.next_part).
         `drop_fragment_of_repeat=True` leaves out a reply that is one unfinished
         sentence because the guard stopped a repeat in it (see
-        grounding.grounded); one cut by a length limit stays, as asked."""
+        grounding.grounded); one cut by a length limit stays, as asked, unless
+        `drop_cut_fragment=True` (a caller that says the reply was too short)."""
         self.last_reasoning = ""
         pieces = self._answer_only(self._timed(self.engine.stream(messages, params), visible))
         mode = repetition or self.repetition
@@ -104,7 +112,7 @@ class Meter:
         check = GroundingFilter(facts) if facts is not None else None
         on_draft = self.on_draft if visible and (guard is not None or check is not None) else None
         if on_draft is not None:
-            pieces = with_drafts(pieces, guard, check, on_draft)
+            pieces = with_drafts(pieces, guard, check, on_draft, lambda: self.held)
         output = guarded(pieces, guard) if guard is not None else pieces
         if check is not None:
             output = grounded(
@@ -112,7 +120,7 @@ class Meter:
                 check,
                 fallback,
                 lambda: self._ended_by_itself(guard),
-                lambda: drop_fragment_of_repeat and _stopped_a_repeat(guard),
+                lambda: drop_cut_fragment or drop_fragment_of_repeat and _stopped_a_repeat(guard),
             )
         try:
             yield from output
@@ -120,7 +128,7 @@ class Meter:
             output.close()
             pieces.close()
             if on_draft is not None:
-                on_draft("")
+                on_draft(self.held)
             stats = self.engine.last_stats
             if _stopped_a_repeat(guard):
                 stats.finish_reason = "repetition"
@@ -129,6 +137,24 @@ class Meter:
             self._last_dropped = check.dropped if check is not None else 0
             self.ungrounded_sentences += self._last_dropped
             self._add(stats)
+
+    def hold(self, pieces: Stream) -> str:
+        """The whole of `pieces`, held rather than streamed: a job that judges
+        a reply before showing it (a summary, a translated paragraph). A live
+        view shows the held text as a draft until the job yields it or drops it."""
+        self.held = ""
+        try:
+            for piece in pieces:
+                self.held += piece
+            return self.held
+        finally:
+            pieces.close()
+            self.held = ""
+
+    @property
+    def last_finish_reason(self) -> FinishReason:
+        """How the last call ended."""
+        return self._last_reason
 
     def _ended_by_itself(self, guard: RepetitionGuard | None) -> bool:
         """Whether the reply just streamed ended where the model ended it."""
@@ -211,10 +237,16 @@ class Meter:
             self._decode_tokens += decoded
             self._decode_seconds += decoded / timings.decode_tokens_per_s
 
-    def forget_reply(self) -> None:
-        """The last call's reply is thrown away and written again: its tokens
-        and time still count, but its finish reason and notes no longer
-        describe what the user gets."""
+    def add_note(self, note: str) -> None:
+        """A sentence for the user's finish note (on stderr)."""
+        self.notes.append(note)
+
+    def forget_reply(self, why: str = "all repeats or invented numbers") -> None:
+        """The last call's reply is thrown away and written again (it was
+        `why`, said in the finish note; "" says nothing): its tokens and time
+        still count, but its finish reason and notes no longer describe what
+        the user gets."""
+        self.retried_because = self.retried_because or why
         self.calls -= 1
         self.finish_counts[self._last_reason] -= 1
         self.ungrounded_sentences -= self._last_dropped
@@ -227,8 +259,8 @@ class Meter:
         stopped a repeat, or a length limit cut the reply. None otherwise."""
         parts = lambda reason: "" if self.calls == 1 else f" ({self.finish_counts[reason]} of {self.calls} parts)"  # noqa: E731
         notes = []
-        if self.retried:
-            notes.append("The first reply was all repeats or invented numbers, so it was written again.")
+        if self.retried_because:
+            notes.append(f"The first reply was {self.retried_because}, so it was written again.")
         if self.finish_counts.get("repetition"):
             notes.append(f"Stopped: the model began repeating itself{parts('repetition')}; the repeat is not shown.")
         elif self.finish_counts.get("length"):
@@ -241,7 +273,7 @@ class Meter:
             notes.append(
                 f"Left out {count} sentence{'s' if count > 1 else ''} stating numbers that are not in the source."
             )
-        return " ".join(notes) or None
+        return " ".join(notes + self.notes) or None
 
     def stats(self) -> GenerationStats:
         now = time.perf_counter()
@@ -262,15 +294,21 @@ class Meter:
 
 
 def with_drafts(
-    pieces: Stream, guard: RepetitionGuard | None, check: GroundingFilter | None, on_draft: Callable[[str], None]
+    pieces: Stream,
+    guard: RepetitionGuard | None,
+    check: GroundingFilter | None,
+    on_draft: Callable[[str], None],
+    held: Callable[[], str] = lambda: "",
 ) -> Stream:
-    """`pieces`, telling `on_draft` what the guard and the grounding filter hold
-    back each time the next piece is asked for: by then the last one has gone
-    all the way through them and out to the display."""
+    """`pieces`, telling `on_draft` what the job (`held`), the grounding filter
+    and the guard hold back each time the next piece is asked for: by then the
+    last one has gone all the way through them and out to the display."""
     try:
         for piece in pieces:
             yield piece
-            on_draft((check.pending if check is not None else "") + (guard.pending if guard is not None else ""))
+            on_draft(
+                held() + (check.pending if check is not None else "") + (guard.pending if guard is not None else "")
+            )
     finally:
         pieces.close()
 

@@ -4,20 +4,28 @@ The text is cut into blocks: fenced code blocks are kept verbatim and never sent
 to the model; everything else is translated paragraph by paragraph (a list or
 a heading is a paragraph too), streaming. Blank lines between blocks are
 reproduced as they were. Each paragraph's translation is bounded by a multiple
-of its own tokens (`translation_bound`).
+of its own tokens (`translation_bound`), and held until it is checked: in the
+asked language, every number of the source kept and none added, no words left
+untranslated (`translation_problems`). A paragraph that fails is translated
+once more; the better try is kept, and a note names what is still wrong. A
+paragraph twice in another language fails the job.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, replace
 
-from chatllm.engine.base import GenerationParams, Stream
-from chatllm.errors import EngineError
+from chatllm.engine.base import GenerationParams, Message, Stream
+from chatllm.errors import ChatLLMError, EngineError
 from chatllm.jobs.chunking import split_paragraphs, split_to_budget
 from chatllm.jobs.metering import Meter
+from chatllm.jobs.model_fit import SUGGESTED_MODEL
+from chatllm.jobs.numbers import number_problems
 from chatllm.jobs.prompting import input_budget, task_messages
 from chatllm.jobs.repetition import RepetitionGuard, repeats_in
+from chatllm.languages import detect_language, parse_language
 from chatllm.templates import Template
 
 FENCE = re.compile(r"^(```|~~~)")
@@ -29,6 +37,9 @@ FENCE = re.compile(r"^(```|~~~)")
 GROWTH = {"cjk": 3.5, "other": 2.5}
 GROWTH_SLACK = 16
 _CJK_TARGETS = ("chinese", "japanese", "korean", "中文", "日本語", "한국어")
+# The second try of a paragraph that had a problem samples more freely, so it
+# can differ from the first (translate's own temperature is 0.1).
+RETRY_TEMPERATURE = 0.6
 
 
 def translation_bound(source_tokens: int, target: str) -> int:
@@ -94,6 +105,8 @@ def translate(
     # One guard for the whole translation: a loop from paragraph to paragraph is
     # a loop too. A translation may repeat what its source repeats.
     guard = RepetitionGuard(mode=meter.repetition, allowed=repeats_in(text)) if meter.repetition != "off" else None
+    languages = _tag(values.get("from", "")), _tag(target)
+    paragraphs, not_translated = 0, []
     for index, block in enumerate(split_blocks(text)):
         if index:
             yield "\n"  # the line break split_blocks cut at
@@ -106,6 +119,7 @@ def translate(
         # than a page (benchmarks/README.md, "Quality"); a paragraph too long for
         # the context goes in parts, cut between sentences.
         for number, paragraph in enumerate(split_paragraphs(body)):
+            paragraphs += 1
             if number:
                 yield "\n\n"
             for part, chunk in enumerate(split_to_budget(paragraph, budget, engine.count_tokens)):
@@ -116,9 +130,120 @@ def translate(
                     chunk_params = replace(params, max_tokens=translation_bound(engine.count_tokens(chunk), target))
                 if guard is not None and guard.started:
                     guard.next_part()
-                pieces = meter.stream(task_messages(template, values, chunk, system), chunk_params, guard=guard)
-                yield from _strip_surrounding_whitespace(pieces)
+                messages = task_messages(template, values, chunk, system)
+                translation, problems = _checked_translation(meter, messages, chunk_params, chunk, guard, languages)
+                if problems:
+                    meter.add_note(f"Paragraph {paragraphs}: {'; '.join(problems)}, also when translated again.")
+                    if any(problem.startswith("not in ") for problem in problems):
+                        not_translated.append(paragraphs)
+                yield translation
         yield block.text[len(block.text.rstrip("\n")) :]
+    if not_translated:
+        # A paragraph left in another language is no translation: the job fails
+        # (after the rest), so a script does not take it for one.
+        which = ", ".join(map(str, not_translated[:5])) + (
+            f" and {len(not_translated) - 5} more" if len(not_translated) > 5 else ""
+        )
+        raise EngineError(
+            f"paragraph{'s' if len(not_translated) > 1 else ''} {which} could not be translated into {target}: "
+            f"twice the model wrote another language; a larger model does this well (-m {SUGGESTED_MODEL})"
+        )
+
+
+def _checked_translation(
+    meter: Meter,
+    messages: list[Message],
+    params: GenerationParams,
+    source: str,
+    guard: RepetitionGuard | None,
+    languages: tuple[str, str],
+) -> tuple[str, list[str]]:
+    """A chunk's translation, held until checked (a terminal shows it as a
+    draft meanwhile) and written again once when it has a problem
+    (`translation_problems`), with another seed and more randomness so the
+    second try can differ; the one with fewer problems, and its problems."""
+    tries: list[tuple[str, list[str]]] = []
+    for attempt in range(2):
+        attempt_params = params
+        if attempt:
+            meter.forget_reply("")
+            seed = None if params.seed is None else params.seed + 1
+            attempt_params = replace(params, seed=seed, temperature=max(params.temperature, RETRY_TEMPERATURE))
+        attempt_guard = copy.deepcopy(guard)  # what the first try said is no repeat for the second
+        pieces = meter.stream(messages, attempt_params, guard=attempt_guard)
+        translation = meter.hold(_strip_surrounding_whitespace(pieces))
+        tries.append((translation, translation_problems(source, translation, *languages)))
+        if not tries[-1][1]:
+            break
+    best = min(tries, key=lambda found: len(found[1]))
+    if guard is not None and attempt_guard is not None:
+        guard.__dict__.update(copy.deepcopy(attempt_guard).__dict__)
+    return best
+
+
+def _tag(name: str) -> str:
+    """The tag of a language the prompt names ("French" -> "fr"), or ""."""
+    if not name:
+        return ""
+    try:
+        return parse_language(name).tag
+    except ChatLLMError:
+        return ""
+
+
+_LATIN_WORD = re.compile(r"(?<![\w@/.\-])[A-Za-z]{3,}(?![\w@/.\-])")
+_CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]+")
+_NOT_PROSE = re.compile(r"`[^`]*`|https?://\S+|\S+@\S+")
+
+
+def untranslated_fragments(source: str, translation: str) -> list[str]:
+    """Words of the source left as they were in a translation into another
+    script: Chinese characters in an English translation of Chinese ("human
+    客服"), or a lower-case English word of the source in a Chinese
+    translation ("quieter"; names, acronyms and code may stay as they are)."""
+    source_cjk = bool(_CJK_RUN.search(source))
+    prose = _NOT_PROSE.sub(" ", translation)
+    translation_cjk = len("".join(_CJK_RUN.findall(prose))) > len(prose) / 4
+    if source_cjk and not translation_cjk:
+        return list(dict.fromkeys(_CJK_RUN.findall(prose)))
+    if translation_cjk and not source_cjk:
+        lower = {word for word in _LATIN_WORD.findall(_NOT_PROSE.sub(" ", source)) if word.islower()}
+        return list(dict.fromkeys(word for word in _LATIN_WORD.findall(prose) if word in lower))
+    return []
+
+
+def _other_language(source: str, translation: str, target_tag: str) -> bool:
+    """Whether `translation` is not in the target language: written in
+    another script than the target's, or a language CLD2 tells apart that
+    shares most of its words with the source (a copy). A short French
+    sentence can pass for English with CLD2, so its word alone does not decide."""
+    found = detect_language(translation)
+    if found is None or found.tag.split("-")[0] == target_tag.split("-")[0]:
+        return False
+    prose = _NOT_PROSE.sub(" ", translation)
+    cjk_target = target_tag.split("-")[0] in ("zh", "ja", "ko")
+    if cjk_target != (len("".join(_CJK_RUN.findall(prose))) > len(prose) / 4):
+        return True
+    words = {w.lower() for w in re.findall(r"\w+", prose)}
+    shared = words & {w.lower() for w in re.findall(r"\w+", source)}
+    return bool(words) and len(shared) >= len(words) / 2
+
+
+def translation_problems(source: str, translation: str, source_tag: str, target_tag: str) -> list[str]:
+    """What is wrong with `translation` of `source`, each named: empty, not in
+    the target language, numbers missing or added (jobs/numbers.py), words left
+    untranslated."""
+    if not translation.strip():
+        return ["no translation"]
+    problems = []
+    if target_tag and _other_language(source, translation, target_tag):
+        problems.append("not in the asked language")
+    if not problems:
+        problems += number_problems(source, translation, source_tag, target_tag)
+        left = untranslated_fragments(source, translation)
+        if left:
+            problems.append(f"left untranslated: {', '.join(left[:5])}")
+    return problems
 
 
 def _strip_surrounding_whitespace(pieces: Stream) -> Stream:
