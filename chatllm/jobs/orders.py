@@ -83,7 +83,7 @@ def states_order_status(reply: str) -> bool:
 def without_order_status(pieces: Stream, instead: str) -> Stream:
     """`pieces` sentence by sentence, leaving out a sentence that states an
     order's status; `instead` follows what is left when one was."""
-    held, dropped, said = "", False, False
+    held, dropped, said = "", False, ""
     try:
         for piece in pieces:
             held += piece
@@ -92,14 +92,14 @@ def without_order_status(pieces: Stream, instead: str) -> Stream:
                 if states_order_status(sentence):
                     dropped = True
                 elif sentence:
-                    said = said or bool(sentence.strip())
+                    said += sentence
                     yield sentence
         if held and states_order_status(held):
             dropped, held = True, ""
         if held:
-            said = True
+            said += held
             yield held
         if dropped and instead:
-            yield (" " if said else "") + instead
+            yield (" " if said.strip() and not said[-1].isspace() else "") + instead
     finally:
         pieces.close()

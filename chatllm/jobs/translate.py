@@ -191,7 +191,8 @@ def _tag(name: str) -> str:
         return ""
 
 
-_LATIN_WORD = re.compile(r"(?<![\w@/.\-])[A-Za-z]{3,}(?![\w@/.\-])")
+# A word of Latin letters, not part of a file name, an address or an identifier.
+_LATIN_WORD = re.compile(r"(?<![0-9A-Za-z_@/.\-])[A-Za-z]{3,}(?![0-9A-Za-z_@/\-]|\.[A-Za-z])")
 _CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]+")
 _NOT_PROSE = re.compile(r"`[^`]*`|https?://\S+|\S+@\S+")
 
