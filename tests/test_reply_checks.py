@@ -27,6 +27,7 @@ ARTICLE = "The council approved about 240 million euros for 40 electric buses, w
         ("environ deux cent quarante millions d'euros, 1 200 personnes", "fr", {"240000000", "1200"}),
         ("24000万欧元，十八个月，百分之十五", "zh", {"240000000", "18", "15"}),
         ("eighteen months, 4.5 hours, two depots", "en", {"18"}),  # up to 10 is not compared
+        ("a £23.4 million plan, past 23:00", "en", {"23400000", "23"}),
     ],
 )
 def test_numbers_are_read_as_values_whatever_their_form(text: str, language: str, values: set[str]) -> None:

@@ -97,8 +97,13 @@ def _digits(text: str, language: str) -> str:
                 pass
     base = language.split("-")[0]
     if base in ("en", "fr"):
-        text = alpha2digit(text, base, threshold=SMALLEST_COMPARED - 1)
-        text = re.sub(r"(\d+) (1000(?:000)*)\b", lambda m: str(int(m[1]) * int(m[2])), text)  # "240 million"
+        # Digits with a scale word ("23.4 million") are read by _NUMBER as they
+        # are; alpha2digit would turn the word alone into "1000000".
+        numbers = [match[0] for match in _NUMBER.finditer(text)]
+        masked = _NUMBER.sub("\x00", text)
+        spelled = alpha2digit(masked, base, threshold=SMALLEST_COMPARED - 1)
+        pieces = iter(numbers)
+        text = re.sub("\x00", lambda _: next(pieces, ""), spelled)
     return text
 
 

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from chatllm.engine.base import GenerationParams, Stream
+from chatllm.engine.base import GenerationParams, Message, Stream
 from chatllm.errors import ChatLLMError, EngineError
 from chatllm.jobs.chunking import split_to_budget
 from chatllm.jobs.metering import Meter
@@ -40,7 +40,7 @@ LENGTHS = {"short": (0.15, 32, 128), "medium": (0.3, 64, 256), "long": (0.5, 128
 # equal to the length asked for cut 7 of 22 summaries of the evaluation set
 # (benchmarks/README.md, "Quality"); a summary still never takes more than
 # MOST_OF_INPUT of its input.
-SAFETY_FACTOR = 2.0
+SAFETY_FACTOR = 3.0
 SAFETY_SLACK = 32
 MOST_OF_INPUT = 0.75
 # Tokens per word (per character, for CJK) when the input is in another script
@@ -51,6 +51,8 @@ _WORD = re.compile(r"[^\W\d_]+|\d+")
 _LETTERS = re.compile(r"[^\W\d_]+")
 _CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 _CHARACTER_LANGUAGES = ("zh", "ja")
+# Added to the prompt of a summary's second try.
+RETRY_INSTRUCTION = "Write complete sentences in your own words; do not copy lines of the text."
 
 
 def summary_bound(length: str, input_tokens: int) -> int:
@@ -161,14 +163,18 @@ def summarize(
     # rather than print it. The summary is held until it is judged (a
     # terminal shows it as a draft meanwhile), since a pipe cannot take back
     # what it was given.
-    seeds = (final_params.seed, None if final_params.seed is None else final_params.seed + 1)
     problem = ""
-    for attempt, seed in enumerate(seeds):
+    for attempt in range(2):
+        attempt_params, attempt_messages = final_params, messages
         if attempt:
             meter.forget_reply(problem)
-        summary = meter.hold(
-            meter.stream(messages, replace(final_params, seed=seed), facts=facts, drop_cut_fragment=True)
-        )
+            # Another seed, freer sampling and a word on what went wrong, so the
+            # second try can differ from the first.
+            seed = None if final_params.seed is None else final_params.seed + 1
+            attempt_params = replace(final_params, seed=seed, temperature=max(final_params.temperature, 0.6))
+            last = messages[-1]
+            attempt_messages = [*messages[:-1], Message(last.role, f"{last.content}\n{RETRY_INSTRUCTION}")]
+        summary = meter.hold(meter.stream(attempt_messages, attempt_params, facts=facts, drop_cut_fragment=True))
         problem = summary_problem(summary, facts, language)
         if not problem:
             yield summary.strip()

@@ -33,7 +33,7 @@ def timings_json(stats: GenerationStats) -> dict[str, Any]:
 
 
 def finish_reason(stats: GenerationStats) -> str:
-    """OpenAI's finish_reason, or chatllm's "repetition" (DESIGN.md: the same
+    """OpenAI's finish_reason, or chatllm's "repetition" (docs/ARCHITECTURE.md: the same
     names in --json, history and here)."""
     return stats.finish_reason if stats.finish_reason in ("length", "repetition") else "stop"
 
