@@ -80,13 +80,13 @@ def summarize_input(sandbox: Sandbox, count: TokenCounter, folder: Path, target_
     tokens; returns it and the exact prompt size chatllm reports."""
     probe = folder / "probe.txt"
     probe.write_text(text_of_tokens(count, 100), encoding="utf-8")
-    first = json_lines(chatllm(sandbox, "summarize", "--json", "--temperature", "0", "--max-tokens", "1", str(probe)))[
-        0
-    ]
+    # With the measured rows' own options, so the prompt asks for the same length.
+    probe_args = ("summarize", "--json", "--length", "long", "--temperature", "0", "--max-tokens", "128")
+    first = json_lines(chatllm(sandbox, *probe_args, str(probe)))[0]
     overhead = first["usage"]["prompt_tokens"] - count(probe.read_text(encoding="utf-8"))
     path = folder / f"input-{target_prompt}.txt"
     path.write_text(text_of_tokens(count, target_prompt - overhead), encoding="utf-8")
-    exact = json_lines(chatllm(sandbox, "summarize", "--json", "--temperature", "0", "--max-tokens", "1", str(path)))[0]
+    exact = json_lines(chatllm(sandbox, *probe_args, str(path)))[0]
     return path, exact["usage"]["prompt_tokens"]
 
 
@@ -97,7 +97,7 @@ def engine_flash_attn(sandbox: Sandbox) -> str:
 
     run = chatllm(
         sandbox,
-        "summarize",
+        "chat",
         "--verbose",
         "--max-tokens",
         "1",

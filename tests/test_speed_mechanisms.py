@@ -113,12 +113,12 @@ def test_chat_turns_evaluate_only_new_tokens(embedded_model: Path) -> None:
 @pytest.mark.parametrize(("setting", "expected"), [("on", "enabled"), ("off", "disabled"), ("auto", "auto")])
 def test_flash_attention_setting_reaches_llama_cpp(embedded_model: Path, setting: str, expected: str) -> None:
     result = run_chatllm(
-        "summarize",
+        "chat",
         "--verbose",
         "--max-tokens",
         "1",
         "--no-log",
-        input="Spring is warm and rainy here.",
+        input="Spring is warm and rainy here.\n",
         env={"CHATLLM_FLASH_ATTN": setting},
     )
     assert result.returncode == 0, result.stderr.decode()[-2000:]
