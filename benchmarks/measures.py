@@ -4,6 +4,7 @@ and prints."""
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import sys
@@ -312,6 +313,37 @@ def chat_turns(sandbox: Sandbox, turns: int, max_tokens: int) -> list[dict]:
 # ---------------------------------------------------------------- 5: persona prefix on disk
 
 
+def persona_reference(bench: BenchSettings, pairs: list[dict], noise: float) -> None:
+    """Adds to each pair what llama.cpp itself takes to evaluate the warm run's
+    uncached tokens (every token chatllm evaluated: the persona's coverage
+    judgement and the reply, jobs/coverage.py) at the depth of its cached
+    prefix (`llama-bench -p NEW -d CACHED`), and the TTFT left once that is
+    taken off."""
+    for pair in pairs:
+        warm = pair["warm"]
+        new = warm["prompt_tokens"] - warm["cached_prompt_tokens"]
+        depth = warm["cached_prompt_tokens"] // max(warm.get("calls", 1), 1)
+
+        def measure(new: int = new, depth: int = depth) -> dict:
+            record = llama_bench(bench, max(new, 1), 0, depth=depth, reps=5)
+            return {"tokens_per_s": record["avg_ts"], "foreign_cpu": record["foreign_cpu"]}
+
+        reference = quiet_step(measure, noise)
+        warm["uncached_tokens"] = new
+        warm["bench_prefill_s"] = new / reference["tokens_per_s"]
+        warm["overhead_s"] = warm["ttft_s"] - warm["bench_prefill_s"]
+
+
+def persona_judges(cache: Path) -> bool:
+    """Whether the support persona's coverage judge calibrated as usable in this
+    cache folder (the file jobs/coverage.py keeps)."""
+    for path in (cache / "chatllm" / "persona-judges").glob("*.json"):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data["covered_mean"] - data["uncovered_mean"] >= 1.0:
+            return True
+    return False
+
+
 def persona_pair(sandbox: Sandbox, ctx: int, max_tokens: int) -> dict:
     """A cold run (empty cache folder) then a warm run of the support persona with
     the big FAQ, each a new process."""
@@ -345,6 +377,9 @@ def persona_pair(sandbox: Sandbox, ctx: int, max_tokens: int) -> dict:
             "wall_s": run.wall_s,
             "prompt_tokens": reply["usage"]["prompt_tokens"],
             "cached_prompt_tokens": reply["usage"]["cached_prompt_tokens"],
+            # A model that judges its coverage makes a call of its own before the reply
+            # (jobs/coverage.py); the job's usage adds both.
+            "calls": 2 if persona_judges(cache) else 1,
             "max_rss_bytes": run.max_rss_bytes,
             "foreign_cpu": run.foreign_cpu,
         }

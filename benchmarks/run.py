@@ -334,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                 quiet_step(lambda: _with_foreign(m.persona_pair(sandbox, 8192, 16)), args.noise)
                 for _ in range(1 if args.quick else 3)
             ]
+            m.persona_reference(bench, pairs, args.noise)
             results["persona"] = {"pairs": pairs}
 
         if "long" in wanted and not args.skip_long:

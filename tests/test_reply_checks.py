@@ -83,7 +83,7 @@ def test_a_paragraph_twice_left_in_its_language_fails_the_job_after_the_rest() -
     shown: list[str] = []
     with pytest.raises(EngineError, match="paragraph 2 could not be translated into French"):
         shown.extend(translate(Meter(engine), template, values, source, PARAMS))
-    assert "".join(shown).startswith("Le premier paragraphe parle de la ville.")
+    assert "".join(shown).strip() == "Le premier paragraphe parle de la ville."  # the copy is not printed
 
 
 @pytest.mark.parametrize(

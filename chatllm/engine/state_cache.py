@@ -32,8 +32,13 @@ from chatllm.engine.bindings import llama_bindings, llama_cpp_version
 
 llama_cpp = llama_bindings()
 
-# Prefixes shorter than this evaluate faster than a file round trip is worth.
-MIN_PREFIX_TOKENS = 256
+# Prefixes shorter than this are not worth a file. Measured with
+# benchmarks/prefix_reuse.py (benchmarks/README.md, "Prefix states"): loading
+# a saved state took under a millisecond for 8-32 tokens and 20 ms for 256,
+# evaluating them 17 ms to 1 s on the embedded model and far more on a 1.5B
+# model, so a file pays at any size a system prompt has; the floor only keeps
+# a one-line system prompt from costing a file.
+MIN_PREFIX_TOKENS = 16
 STATE_SUFFIX = ".state"
 _MIB = 1024 * 1024
 # A temporary file this old belongs to a writer that died; nobody will rename it.

@@ -8,7 +8,7 @@ of its own tokens (`translation_bound`), and held until it is checked: in the
 asked language, every number of the source kept and none added, no words left
 untranslated (`translation_problems`). A paragraph that fails is translated
 once more; the better try is kept, and a note names what is still wrong. A
-paragraph twice in another language fails the job.
+paragraph twice in another language is left out and fails the job.
 """
 
 from __future__ import annotations
@@ -134,9 +134,10 @@ def translate(
                 translation, problems = _checked_translation(meter, messages, chunk_params, chunk, guard, languages)
                 if problems:
                     meter.add_note(f"Paragraph {paragraphs}: {'; '.join(problems)}, also when translated again.")
-                    if any(problem.startswith("not in ") for problem in problems):
-                        not_translated.append(paragraphs)
-                yield translation
+                if any(problem.startswith("not in ") for problem in problems):
+                    not_translated.append(paragraphs)  # not printed: it is no translation
+                else:
+                    yield translation
         yield block.text[len(block.text.rstrip("\n")) :]
     if not_translated:
         # A paragraph left in another language is no translation: the job fails
