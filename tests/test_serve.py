@@ -85,7 +85,7 @@ def test_a_persona_as_model_brings_its_prompt_knowledge_and_defaults(served) -> 
     assert "KNOWLEDGE:" in system.content and "Examples of good replies" in system.content
     assert user == Message("user", "hello there")
     params = served.engine.params[-1]
-    assert (params.temperature, params.max_tokens, params.seed) == (0.3, 160, 11)  # template, template, serve option
+    assert (params.temperature, params.max_tokens, params.seed) == (0, 160, 11)  # template, template, serve option
 
     served.client.chat.completions.create(
         model="support", messages=HELLO, temperature=0.9, max_tokens=7, seed=3, top_p=0.5, stop=["\n"]
