@@ -125,10 +125,29 @@ def _suggestion(text: str) -> str:
     return "; did you mean " + ", ".join(close) + "?"
 
 
+_FENCED = re.compile(r"^(```|~~~).*?^\1[^\n]*$", re.MULTILINE | re.DOTALL)
+_CODE_SYMBOLS = re.compile(r"[=(){}\[\];<>|`$\\]")
+
+
+def prose_of(text: str) -> str:
+    """`text` without what is not written in a language: fenced code blocks,
+    table rows, indented code and lines of code ("def f(x):", "x = 2 * y;")."""
+    kept = []
+    for line in _FENCED.sub("", text).splitlines():
+        stripped = line.strip()
+        if line.startswith(("    ", "\t")) or stripped.startswith("|"):
+            continue
+        if len(_CODE_SYMBOLS.findall(stripped)) >= 2 and not re.search(r"[.!?。！？]$", stripped):
+            continue
+        kept.append(line)
+    return "\n".join(kept)
+
+
 def detect_language(text: str) -> Language | None:
-    """The language `text` is mostly written in, or None when there is too
-    little text or CLD2 is unsure."""
-    sample = _REJECTED_BY_CLD2.sub(" ", text[:4000])
+    """The language the prose of `text` (`prose_of`) is mostly written in, or
+    None when there is too little of it or CLD2 is unsure: CLD2 reads code as
+    Latin or Scots."""
+    sample = _REJECTED_BY_CLD2.sub(" ", prose_of(text[:4000]))
     if sum(ch.isalpha() for ch in sample) < 12:
         return None
     import pycld2

@@ -54,14 +54,15 @@ def test_chunks_break_at_paragraphs_when_they_can() -> None:
 # ---------------------------------------------------------------- summarize
 
 
-def test_short_input_is_summarized_in_one_streaming_call() -> None:
-    engine = FakeEngine(context_size=2048)
+def test_short_input_is_summarized_in_one_call() -> None:
+    engine = FakeEngine(context_size=2048, reply=lambda messages: "It is about cats.")
     template = load_template("summarize")
     values = template.resolve_variables({})
-    text = "".join(summarize(Meter(engine), template, values, "A short text about cats.", PARAMS))
+    source = "A short text about cats, which sleep all day and play all night, as cats in this house do."
+    text = "".join(summarize(Meter(engine), template, values, source, PARAMS))
     assert len(engine.calls) == 1
     assert "cats" in engine.calls[0][-1].content
-    assert text.startswith("Echo:")
+    assert text == "It is about cats."
 
 
 def test_long_input_is_mapped_then_reduced_with_progress() -> None:

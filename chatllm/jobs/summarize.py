@@ -51,6 +51,8 @@ _WORD = re.compile(r"[^\W\d_]+|\d+")
 _LETTERS = re.compile(r"[^\W\d_]+")
 _CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 _CHARACTER_LANGUAGES = ("zh", "ja")
+# Below this many tokens a text leaves its summary no room for a whole sentence.
+SHORTEST_SUMMARIZED = 48
 # Added to the prompt of a summary's second try.
 RETRY_INSTRUCTION = "Write complete sentences in your own words; do not copy lines of the text."
 
@@ -185,6 +187,8 @@ def summarize(
                 f"allow more (e.g. --max-tokens {max(2 * params.max_tokens, 64)}) or leave it out"
             )
     # An empty summary with exit status 0 would pass for a result in a script.
+    if params.max_tokens is None and meter.last_finish_reason == "length" and whole < SHORTEST_SUMMARIZED:
+        raise EngineError(f"the text is too short to summarize ({whole} tokens): a summary must be shorter than it")
     raise EngineError(
         f"the model wrote no usable summary: twice, its reply was {problem}; "
         f"a larger model does this well (-m {SUGGESTED_MODEL})"
@@ -200,6 +204,8 @@ def summary_problem(summary: str, source: str, language_tag: str | None) -> str:
         return f"a fragment ({text!r})"
     if len(text) >= 20 and text in " ".join(source.split()):
         return "a copy of a line of the text"
+    if re.search(r"\bsummari[sz]e the text\b|write the summary in\b", text, re.IGNORECASE):
+        return "the instruction written again"
     if language_tag:
         found = detect_language(text)
         if found is not None and found.tag.split("-")[0] != language_tag.split("-")[0]:

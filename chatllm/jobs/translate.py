@@ -25,7 +25,7 @@ from chatllm.jobs.model_fit import SUGGESTED_MODEL
 from chatllm.jobs.numbers import number_problems
 from chatllm.jobs.prompting import input_budget, task_messages
 from chatllm.jobs.repetition import RepetitionGuard, repeats_in
-from chatllm.languages import detect_language, parse_language
+from chatllm.languages import detect_language, parse_language, prose_of
 from chatllm.templates import Template
 
 FENCE = re.compile(r"^(```|~~~)")
@@ -122,6 +122,9 @@ def translate(
             paragraphs += 1
             if number:
                 yield "\n\n"
+            if _is_code(paragraph):  # code outside a fence ("def f(x):") stays as it is, like fenced code
+                yield paragraph
+                continue
             for part, chunk in enumerate(split_to_budget(paragraph, budget, engine.count_tokens)):
                 if part:
                     yield " "
@@ -180,6 +183,13 @@ def _checked_translation(
     if guard is not None and attempt_guard is not None:
         guard.__dict__.update(copy.deepcopy(attempt_guard).__dict__)
     return best
+
+
+def _is_code(paragraph: str) -> bool:
+    """A paragraph of code lines and nothing written in a language (a table
+    is not code: its words are translated)."""
+    lines = [line for line in paragraph.splitlines() if line.strip()]
+    return bool(lines) and not any(line.lstrip().startswith("|") for line in lines) and not prose_of(paragraph).strip()
 
 
 def _tag(name: str) -> str:
