@@ -245,3 +245,50 @@ def test_the_embedded_support_persona_declines_what_its_knowledge_does_not_cover
         "I can hand this over to a human colleague, who will reply by email within one business day."
     )
     assert "drew on nothing in the knowledge" in result.stderr.decode()
+
+
+def test_the_support_persona_never_states_an_order_status(embedded_model: Path) -> None:
+    result = run_chatllm("chat", "-p", "support", "--json", input="What's the status of my order MM-123456?\n")
+    reply = json_result(result)["text"]
+    assert reply.startswith("I can't see orders from here, so I can't check order MM-123456 for you.")
+    assert "cannot look up" in result.stderr.decode()
+
+
+def test_a_max_tokens_too_small_for_a_sentence_is_one_clear_error(embedded_model: Path) -> None:
+    result = run_chatllm("summarize", "--max-tokens", "2", "--temperature", "0", input=ARTICLE)
+    assert result.returncode == 1 and result.stdout == b""
+    lines = result.stderr.decode().strip().splitlines()
+    assert (
+        lines[-1].startswith("Error: --max-tokens 2 is too small for one whole sentence") and "Traceback" not in lines
+    )
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("table.md", "| id | price |\n|---|---|\n| A1 | 10 |\n| B2 | 20 |\n"),
+        ("code.py", "def double(x):\n    return x * 2\n\nprint(double(21))\n"),
+    ],
+)
+def test_input_without_a_sentence_gets_a_clear_result(
+    embedded_model: Path, tmp_path: Path, name: str, text: str
+) -> None:
+    source = tmp_path / name
+    source.write_text(text)
+    for command in (
+        ["summarize", str(source)],
+        ["translate", "--to", "fr", str(source)],
+        ["chat", "-p", "support", "--kb", str(source)],
+    ):
+        result = run_chatllm(
+            *command, "--temperature", "0", input="What does A1 cost?\n" if "chat" in command else None
+        )
+        stderr = result.stderr.decode()
+        assert "Traceback" not in stderr, command
+        if result.returncode != 0:
+            assert stderr.strip().splitlines()[-1].startswith("Error: "), command
+        else:
+            assert result.stdout.strip(), command
+    translated = run_chatllm("translate", "--to", "fr", str(tmp_path / "code.py")) if name == "code.py" else None
+    if translated is not None:
+        assert ok(translated) == text  # code is never sent to the model
