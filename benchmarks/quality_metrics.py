@@ -172,7 +172,7 @@ def untranslated(source: str, translation: str) -> list[str]:
     the source in a Chinese translation."""
     cjk = f"[{CJK}]+"
     source_cjk = bool(re.search(cjk, source))
-    prose = re.sub(r"`[^`]*`|https?://\S+|\S+@\S+", " ", translation)
+    prose = re.sub(r"`[^`]*`|https?://\S+|\S+@\S+|\{[^{}\n]*\}|%[sd]", " ", translation)
     translation_cjk = len("".join(re.findall(cjk, prose))) > len(prose) / 4
     if source_cjk and not translation_cjk:
         return re.findall(cjk, prose)

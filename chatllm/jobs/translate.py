@@ -40,6 +40,8 @@ _CJK_TARGETS = ("chinese", "japanese", "korean", "中文", "日本語", "한국�
 # The second try of a paragraph that had a problem samples more freely, so it
 # can differ from the first (translate's own temperature is 0.1).
 RETRY_TEMPERATURE = 0.6
+# Added to the prompt of a paragraph's second try.
+RETRY_INSTRUCTION = "Translate every word, and keep every number and date of the text."
 
 
 def translation_bound(source_tokens: int, target: str) -> int:
@@ -169,12 +171,16 @@ def _checked_translation(
     tries: list[tuple[str, list[str]]] = []
     for attempt in range(2):
         attempt_params = params
+        attempt_messages = messages
         if attempt:
             meter.forget_reply("")
             seed = None if params.seed is None else params.seed + 1
             attempt_params = replace(params, seed=seed, temperature=max(params.temperature, RETRY_TEMPERATURE))
+            last = messages[-1]
+            # Before the instruction, not after the text: what follows the text is taken for more of it.
+            attempt_messages = [*messages[:-1], Message(last.role, f"{RETRY_INSTRUCTION}\n{last.content}")]
         attempt_guard = copy.deepcopy(guard)  # what the first try said is no repeat for the second
-        pieces = meter.stream(messages, attempt_params, guard=attempt_guard)
+        pieces = meter.stream(attempt_messages, attempt_params, guard=attempt_guard)
         translation = meter.hold(_strip_surrounding_whitespace(pieces))
         tries.append((translation, translation_problems(source, translation, *languages)))
         if not tries[-1][1]:
@@ -205,7 +211,8 @@ def _tag(name: str) -> str:
 # A word of Latin letters, not part of a file name, an address or an identifier.
 _LATIN_WORD = re.compile(r"(?<![0-9A-Za-z_@/.\-])[A-Za-z]{3,}(?![0-9A-Za-z_@/\-]|\.[A-Za-z])")
 _CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]+")
-_NOT_PROSE = re.compile(r"`[^`]*`|https?://\S+|\S+@\S+")
+# Code, addresses and placeholders ("{query}", "%s"): kept as they are in any language.
+_NOT_PROSE = re.compile(r"`[^`]*`|https?://\S+|\S+@\S+|\{[^{}\n]*\}|%[sd]")
 
 
 def untranslated_fragments(source: str, translation: str) -> list[str]:
