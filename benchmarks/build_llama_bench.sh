@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Find or build llama.cpp's `llama-bench` and `llama-completion` (and optionally
-# `llama-server`) from the
+# Find or build llama.cpp's `llama-bench`, `llama-batched-bench` and `llama-completion`
+# (and optionally `llama-server`) from the
 # llama.cpp source that ships inside the llama-cpp-python sdist of the INSTALLED version,
 # so chatllm and llama-bench run the same llama.cpp code.
 #
@@ -43,7 +43,7 @@ if [[ $force == 0 ]]; then
   if [[ $cuda == 0 && $shared == 0 ]] && command -v llama-bench >/dev/null 2>&1; then
     command -v llama-bench; exit 0
   fi
-  if [[ -x "$bin_dir/llama-bench" && -x "$bin_dir/llama-completion" && ( $with_server == 0 || -x "$bin_dir/llama-server" ) ]]; then
+  if [[ -x "$bin_dir/llama-bench" && -x "$bin_dir/llama-completion" && -x "$bin_dir/llama-batched-bench" && ( $with_server == 0 || -x "$bin_dir/llama-server" ) ]]; then
     echo "$bin_dir/llama-bench"; exit 0
   fi
 fi
@@ -76,7 +76,8 @@ flags=(-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF
 echo "configuring llama.cpp ($variant) in $cmake_dir ..." >&2
 cmake -S "$llama_src" -B "$cmake_dir" "${generator[@]}" "${flags[@]}" >&2
 # llama-completion: llama.cpp's own one-shot CLI, the reference for time to first token.
-targets=(llama-bench llama-completion)
+# llama-batched-bench: the ceiling for several sequences decoded in one batch (serve --parallel).
+targets=(llama-bench llama-completion llama-batched-bench)
 [[ $with_server == 1 ]] && targets+=(llama-server)
 echo "building ${targets[*]} with $jobs jobs ..." >&2
 cmake --build "$cmake_dir" --config Release -j "$jobs" --target "${targets[@]}" >&2
