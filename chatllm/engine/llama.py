@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from chatllm.engine.base import EngineOptions, FinishReason, GenerationParams, GenerationStats, Message, Stream, Timings
 from chatllm.engine.bindings import llama_bindings, quiet_log_callback
-from chatllm.engine.grammar import GRAMMAR_FIRST, ConstrainedSampler, grammar_text
 from chatllm.engine.reasoning import ThinkSplitter
+from chatllm.engine.sampling import FORCED_CLOSE, PIECE_BUFFER, ReplySampler, Thinking, split_at_stop
 from chatllm.errors import EngineError, ModelError, UsageError
 from chatllm.hub.models import ResolvedModel
 
@@ -42,9 +42,6 @@ if TYPE_CHECKING:
     from chatllm.engine.state_cache import PrefixStateCache
 
 DEFAULT_MAX_CONTEXT = 4096
-# llama.cpp's default sequence breakers for DRY: a repeat does not reach across them.
-_DRY_BREAKERS = (b"\n", b":", b'"', b"*")
-_PIECE_BUFFER = 256
 
 # llama.cpp keeps the log callback as a raw C pointer: the ctypes object must live
 # as long as the process, or the next log line calls freed memory (segfault).
@@ -262,7 +259,7 @@ class LlamaEngine:
         # One reusable single-token batch: the decode loop allocates nothing.
         self._one_token = (llama_cpp.llama_token * 1)()
         self._one_batch = llama_cpp.llama_batch_get_one(self._one_token, 1)
-        self._piece = ctypes.create_string_buffer(_PIECE_BUFFER)
+        self._piece = ctypes.create_string_buffer(PIECE_BUFFER)
         # Imported only now (hashlib is ~10 ms of Python): when the model loads on
         # a background thread, llama.cpp starts without waiting for it.
         from chatllm.engine.state_cache import PrefixStateCache, model_identity
@@ -353,35 +350,11 @@ class LlamaEngine:
         stats = GenerationStats(timings=Timings(load_s=self.load_s))
         self.last_stats = stats
         started = time.perf_counter()
-        prompt = self._prompt.prompt_tokens(messages, params.think)
-        stats.usage.prompt_tokens = len(prompt)
-        # A reasoning model's thinking comes out as Reasoning pieces; a reply
-        # under a JSON Schema is all answer (the schema decides what it is).
-        thinking = None
-        if self._prompt.may_think and not params.json_schema:
-            thinking = _Thinking(
-                ThinkSplitter(self._prompt.opens_thinking),
-                params.reasoning_budget,
-                stats,
-                self._prompt.tokenize(_FORCED_CLOSE, special=True),
-            )
-        if not prompt:
-            raise EngineError(f"the chat template of '{self.model_name}' produced an empty prompt")
-        if len(prompt) >= self.context_size:
-            raise EngineError(
-                f"the prompt takes {len(prompt)} tokens but the context holds {self.context_size}; shorten the input or raise --ctx"
-            )
+        prompt, thinking = self._prepare(messages, params, stats)
         self._wait_for_context()
         started = max(started, self.ready_at or started)
         stats.timings.load_s = self.load_s
-        sampler = self._new_sampler(params, prompt)
-        constrained: ConstrainedSampler | _GrammarFirst | None = None
-        gbnf = grammar_text(params.grammar, params.json_schema) if params.grammar or params.json_schema else None
-        if gbnf is not None:
-            if GRAMMAR_FIRST:
-                constrained = _GrammarFirst(self._vocab, self._context, sampler, gbnf)
-            else:
-                constrained = ConstrainedSampler(self._vocab, self._context, sampler, gbnf)
+        sampler = ReplySampler(self._vocab, self._context, params, prompt, self.context_size, self._seed)
         first_piece = True
         try:
             cached, evaluated, prefill_s = self._evaluate_prompt(messages, prompt)
@@ -390,10 +363,10 @@ class LlamaEngine:
             # that is no prefill worth a rate.
             if evaluated > 1 or (evaluated == 1 and cached == 0):
                 stats.timings.prefill_tokens_per_s = evaluated / prefill_s if prefill_s > 0 else 0.0
-            if constrained is not None:
-                draw = constrained.sample
+            if sampler.constrained is not None:
+                draw = sampler.constrained.sample
             else:
-                draw = functools.partial(llama_cpp.llama_sampler_sample, sampler, self._context, -1)
+                draw = functools.partial(llama_cpp.llama_sampler_sample, sampler.chain, self._context, -1)
             pieces = self._generate(draw, params, stats, thinking)
             try:
                 for piece in pieces:
@@ -407,61 +380,36 @@ class LlamaEngine:
             stats.finish_reason = "interrupted"
             raise
         finally:
-            if constrained is not None:
-                constrained.close()
-            llama_cpp.llama_sampler_free(sampler)
+            sampler.close()
             self._repair_kv()
             stats.timings.total_s = time.perf_counter() - started
             if first_piece:
                 stats.timings.ttft_s = stats.timings.total_s
 
-    def _new_sampler(self, params: GenerationParams, prompt: list[int]) -> Any:
-        """A native sampler chain in llama.cpp's own order (common/sampling.cpp):
-        penalties, DRY, then the truncating samplers, temperature and the draw."""
-        chain_params = llama_cpp.llama_sampler_chain_default_params()
-        chain_params.no_perf = True
-        chain = llama_cpp.llama_sampler_chain_init(chain_params)
-        add = lambda sampler: llama_cpp.llama_sampler_chain_add(chain, sampler)  # noqa: E731
-        history = 0  # how many of the prompt's last tokens the penalties look back on
-        if params.repeat_penalty != 1.0 or params.frequency_penalty or params.presence_penalty:
-            last_n = self.context_size if params.repeat_last_n < 0 else params.repeat_last_n
-            n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
-            add(
-                llama_cpp.llama_sampler_init_penalties(
-                    n_vocab, last_n, params.repeat_penalty, params.frequency_penalty, params.presence_penalty
-                )
+    def _prepare(
+        self, messages: Sequence[Message], params: GenerationParams, stats: GenerationStats
+    ) -> tuple[list[int], Thinking | None]:
+        """The prompt's tokens (counted in `stats`) and the reply's thinking state;
+        raises EngineError if the prompt is empty or does not fit the context."""
+        prompt = self._prompt.prompt_tokens(messages, params.think)
+        stats.usage.prompt_tokens = len(prompt)
+        # A reasoning model's thinking comes out as Reasoning pieces; a reply
+        # under a JSON Schema is all answer (the schema decides what it is).
+        thinking = None
+        if self._prompt.may_think and not params.json_schema:
+            thinking = Thinking(
+                ThinkSplitter(self._prompt.opens_thinking),
+                params.reasoning_budget,
+                stats,
+                self._prompt.tokenize(FORCED_CLOSE, special=True),
             )
-            history = last_n
-        if params.dry_multiplier > 0:
-            breakers = (ctypes.c_char_p * len(_DRY_BREAKERS))(*_DRY_BREAKERS)
-            last_n = self.context_size if params.dry_penalty_last_n < 0 else params.dry_penalty_last_n
-            add(
-                llama_cpp.llama_sampler_init_dry(
-                    self._vocab,
-                    params.dry_multiplier,
-                    params.dry_base,
-                    params.dry_allowed_length,
-                    last_n,
-                    breakers,
-                    len(_DRY_BREAKERS),
-                )
+        if not prompt:
+            raise EngineError(f"the chat template of '{self.model_name}' produced an empty prompt")
+        if len(prompt) >= self.context_size:
+            raise EngineError(
+                f"the prompt takes {len(prompt)} tokens but the context holds {self.context_size}; shorten the input or raise --ctx"
             )
-            history = max(history, last_n)
-        for token in prompt[-history:] if history else ():  # their window starts in the prompt
-            llama_cpp.llama_sampler_accept(chain, token)
-        if params.temperature <= 0:
-            add(llama_cpp.llama_sampler_init_greedy())
-            return chain
-        seed = self._seed if params.seed is None else params.seed
-        if params.top_k > 0:
-            add(llama_cpp.llama_sampler_init_top_k(params.top_k))
-        if 0 < params.top_p < 1:
-            add(llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
-        if params.min_p > 0:
-            add(llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
-        add(llama_cpp.llama_sampler_init_temp(params.temperature))
-        add(llama_cpp.llama_sampler_init_dist(llama_cpp.LLAMA_DEFAULT_SEED if seed is None else seed & 0xFFFFFFFF))
-        return chain
+        return prompt, thinking
 
     def _evaluate_prompt(self, messages: Sequence[Message], prompt: list[int]) -> tuple[int, int, float]:
         """Bring the KV cache to exactly `prompt`, reusing what is already there and
@@ -511,7 +459,7 @@ class LlamaEngine:
         draw: Callable[[], int],
         params: GenerationParams,
         stats: GenerationStats,
-        thinking: _Thinking | None = None,
+        thinking: Thinking | None = None,
     ) -> Stream:
         """The decode loop. Everything between two `llama_decode` calls is kept to
         a few C calls and a UTF-8 decoder step (and, for a model that thinks,
@@ -532,10 +480,10 @@ class LlamaEngine:
         try:
             while not is_eog(vocab, token):
                 usage.completion_tokens += 1
-                length = to_piece(vocab, token, piece, _PIECE_BUFFER, 0, False)
+                length = to_piece(vocab, token, piece, PIECE_BUFFER, 0, False)
                 text = utf8.decode(piece.raw[:length]) if length > 0 else ""
                 if stops:
-                    text, held, hit = _split_at_stop(held + text, stops)
+                    text, held, hit = split_at_stop(held + text, stops)
                 if thinking is not None:
                     yield from thinking.feed(text)
                 elif text:
@@ -562,7 +510,7 @@ class LlamaEngine:
                             raise EngineError("llama.cpp failed to generate (llama_decode returned an error)")
                         kv.append(forced)
                         usage.completion_tokens += 1
-                        length = to_piece(vocab, forced, piece, _PIECE_BUFFER, 0, True)
+                        length = to_piece(vocab, forced, piece, PIECE_BUFFER, 0, True)
                         yield from thinking.feed(utf8.decode(piece.raw[:length]) if length > 0 else "", forced=True)
                 token = draw()
                 decode_s += clock() - began
@@ -588,19 +536,9 @@ class LlamaEngine:
         import numpy  # only here: scoring is for classify, and numpy is ~50 ms to import
 
         self._require_model()
-        prompt = self._prompt.prompt_tokens(messages, think=False)  # a label needs no deliberation
-        # A template that opens <think> anyway: each continuation first closes it
-        # (the same tokens for every label, so the ranking is the labels' own).
-        opening = self._prompt.tokenize(_FORCED_CLOSE.lstrip("\n"), special=True) if self._prompt.opens_thinking else []
-        if len(prompt) + max((self.count_tokens(c) for c in continuations), default=0) + 2 >= self.context_size:
-            raise EngineError(
-                f"the prompt and its labels do not fit in the {self.context_size}-token context; shorten the input or raise --ctx"
-            )
+        prompt, scored = self._scoring_tokens(messages, continuations)
         self._wait_for_context()
         n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
-        end = llama_cpp.llama_vocab_eot(self._vocab)
-        if end < 0:
-            end = llama_cpp.llama_vocab_eos(self._vocab)
 
         def log_softmax() -> numpy.ndarray:
             logits = numpy.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._context, -1), shape=(n_vocab,))
@@ -617,8 +555,7 @@ class LlamaEngine:
                 stats.timings.prefill_tokens_per_s = evaluated / prefill_s
             first = log_softmax()
             scores = []
-            for text in continuations:
-                tokens = [*opening, *self._prompt.tokenize(text, special=False), end]
+            for tokens in scored:
                 total = float(first[tokens[0]])
                 for previous, token in zip(tokens, tokens[1:]):
                     self._decode_prompt([previous])
@@ -629,6 +566,24 @@ class LlamaEngine:
         finally:
             self._repair_kv()
             stats.timings.total_s = stats.timings.ttft_s = time.perf_counter() - started
+
+    def _scoring_tokens(
+        self, messages: Sequence[Message], continuations: Sequence[str]
+    ) -> tuple[list[int], list[list[int]]]:
+        """The prompt of a scoring, and each continuation's tokens as the whole
+        reply: its text, then the end of the turn."""
+        prompt = self._prompt.prompt_tokens(messages, think=False)  # a label needs no deliberation
+        # A template that opens <think> anyway: each continuation first closes it
+        # (the same tokens for every label, so the ranking is the labels' own).
+        opening = self._prompt.tokenize(FORCED_CLOSE.lstrip("\n"), special=True) if self._prompt.opens_thinking else []
+        if len(prompt) + max((self.count_tokens(c) for c in continuations), default=0) + 2 >= self.context_size:
+            raise EngineError(
+                f"the prompt and its labels do not fit in the {self.context_size}-token context; shorten the input or raise --ctx"
+            )
+        end = llama_cpp.llama_vocab_eot(self._vocab)
+        if end < 0:
+            end = llama_cpp.llama_vocab_eos(self._vocab)
+        return prompt, [[*opening, *self._prompt.tokenize(text, special=False), end] for text in continuations]
 
     # ---- KV bookkeeping ------------------------------------------------------
 
@@ -670,73 +625,3 @@ class LlamaEngine:
             self.close()
         except Exception:  # interpreter shutdown may have torn llama_cpp down already
             pass
-
-
-# What ends a reasoning model's thinking when its budget is spent.
-_FORCED_CLOSE = "\n</think>\n\n"
-
-
-class _Thinking:
-    """The thinking state of one reply: the splitter, the tokens spent thinking
-    (`usage.reasoning_tokens`) and the budget."""
-
-    def __init__(
-        self, splitter: ThinkSplitter, budget: int | None, stats: GenerationStats, close_tokens: list[int]
-    ) -> None:
-        self.splitter, self.budget, self.stats, self.close_tokens = splitter, budget, stats, close_tokens
-        self.forced = False
-
-    def feed(self, text: str, forced: bool = False) -> list[str]:
-        if self.splitter.thinking and not forced:
-            self.stats.usage.reasoning_tokens += 1
-        return self.splitter.feed(text) if text else []
-
-    def over_budget(self) -> bool:
-        if self.budget is None or self.forced or not self.splitter.thinking:
-            return False
-        if self.stats.usage.reasoning_tokens >= self.budget:
-            self.forced = True
-            return True
-        return False
-
-    def finish(self) -> list[str]:
-        pieces = self.splitter.finish()
-        self.stats.thinking_unclosed = self.splitter.unclosed
-        return pieces
-
-
-class _GrammarFirst:
-    """The grammar as the first sampler of the chain: every token is checked
-    against the whole vocabulary (kept to measure ConstrainedSampler against)."""
-
-    def __init__(self, vocab, context, chain, gbnf: str) -> None:
-        self._context = context
-        grammar = llama_cpp.llama_sampler_init_grammar(vocab, gbnf.encode("utf-8"), b"root")
-        if not grammar:
-            raise UsageError("the grammar does not parse (llama.cpp rejected it; --verbose shows where)")
-        # A chain of the grammar then the reply's own chain (which the outer chain frees).
-        self._chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        llama_cpp.llama_sampler_chain_add(self._chain, grammar)
-        llama_cpp.llama_sampler_chain_add(self._chain, llama_cpp.llama_sampler_clone(chain))
-        self.resampled = 0
-
-    def sample(self) -> int:
-        return llama_cpp.llama_sampler_sample(self._chain, self._context, -1)
-
-    def close(self) -> None:
-        llama_cpp.llama_sampler_free(self._chain)
-
-
-def _split_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, str, bool]:
-    """Split `text` into (safe to emit, held back, stop string found). Text before a
-    stop string is emitted; a tail that could begin a stop string is held back."""
-    first = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
-    if first >= 0:
-        return text[:first], "", True
-    hold = 0
-    for stop in stops:
-        for size in range(min(len(stop) - 1, len(text)), hold, -1):
-            if text.endswith(stop[:size]):
-                hold = size
-                break
-    return text[: len(text) - hold], text[len(text) - hold :], False
