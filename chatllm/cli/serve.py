@@ -24,6 +24,7 @@ from chatllm.cli.options import (
     ThinkOption,
     VerboseOption,
 )
+from chatllm.server.capacity import DEFAULT_PARALLEL, DEFAULT_QUEUE, Capacity
 
 
 def register(app: typer.Typer) -> None:
@@ -46,6 +47,23 @@ def register(app: typer.Typer) -> None:
         repetition: RepetitionOption = None,
         think: ThinkOption = None,
         reasoning_budget: ReasoningBudgetOption = None,
+        parallel: Annotated[
+            int,
+            typer.Option(
+                "--parallel",
+                min=1,
+                max=64,
+                help="Requests generated at once, in one batch (each gets --ctx tokens of context).",
+            ),
+        ] = DEFAULT_PARALLEL,
+        queue: Annotated[
+            int,
+            typer.Option(
+                "--queue",
+                min=0,
+                help="Requests that may wait for a free slot; past them a request gets 503 with Retry-After.",
+            ),
+        ] = DEFAULT_QUEUE,
         api_key: Annotated[
             Optional[str],
             typer.Option(
@@ -61,7 +79,8 @@ def register(app: typer.Typer) -> None:
 
         Every template and persona is a model name too: model="support" talks to
         the support persona. Sampling options set the server's defaults; a
-        request's own values win. Stop with Ctrl-C (exit code 0).
+        request's own values win. --parallel requests are generated together;
+        /metrics has Prometheus metrics. Stop with Ctrl-C (exit code 0).
         """
         from chatllm.cli import running
         from chatllm.server import http as server
@@ -80,7 +99,7 @@ def register(app: typer.Typer) -> None:
         # Listen before loading the model: a taken port fails at once, not after a long load.
         http = server.bind(host, port)
         try:
-            resolved, engine = running.open_model(options, config)
+            resolved, engine = running.open_model(options, config, sequences=parallel)
         except BaseException:
             http.server_close()
             raise
@@ -101,6 +120,8 @@ def register(app: typer.Typer) -> None:
             aliases=(resolved.reference,),
             tiny_model=is_tiny(resolved.path),
             api_key=api_key,
+            concurrent=True,
+            capacity=Capacity(parallel, queue),
         )
         if not api_key and not server.is_loopback(host):
             sys.stderr.write(

@@ -5,9 +5,10 @@ Endpoints: `GET /v1/models`, `GET /v1/models/{id}`, `POST /v1/chat/completions`
 (with and without `stream`), `GET /health`; with an API key, every endpoint
 but /health needs `Authorization: Bearer KEY`.
 
-The engine serves one reply at a time anyway (a llama.cpp context is not
-thread-safe), so requests take turns on one lock and an async framework would
-buy nothing.
+Each request has a thread; a batched engine (engine/batched.py) takes them all
+at once, one that serves one reply at a time takes them in turn, and the
+capacity (capacity.py) bounds how many wait. An async framework would buy
+nothing: the engine's scheduler thread does the work.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 from chatllm.engine.base import Stream
 from chatllm.engine.reasoning import Reasoning
 from chatllm.errors import ChatLLMError
+from chatllm.server.capacity import ServerBusy
 from chatllm.server.openai_json import chunk_json, completion_json, finish_reason, timings_json, usage_json
 from chatllm.server.requests import RequestError
 from chatllm.server.service import ChatRequest, ChatService
@@ -81,7 +83,14 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send_json(200, entry)
         elif path == "/health":
-            self._send_json(200, {"status": "ok"})
+            self._send_json(200, health_json(service))
+        elif path == "/metrics":
+            data, content_type = service.metrics.text()
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
         else:
             self._send_error(RequestError(404, f"no such endpoint: GET {path or '/'}", kind="not_found_error"))
 
@@ -90,11 +99,15 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorized(path):
             self.close_connection = True  # the body was not read
             return
+        self._status = 0
         try:
             body = self._read_json()
             if path != "/v1/chat/completions":
                 raise RequestError(404, f"no such endpoint: POST {path or '/'}", kind="not_found_error")
             self._chat(body)
+        except ServerBusy as busy:
+            error = RequestError(503, str(busy), kind="server_error", code="server_busy")
+            self._send_error(error, {"Retry-After": str(busy.retry_after)})
         except RequestError as error:
             self._send_error(error)
         except ConnectionError:  # the client hung up; the engine was already stopped
@@ -104,6 +117,13 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as error:  # a bug: answer 500 and keep serving
             self.log_error("internal error: %r", error)
             self._send_error(RequestError(500, f"internal error: {type(error).__name__}: {error}", kind="server_error"))
+        finally:
+            if path == "/v1/chat/completions":
+                self.server.service.metrics.answered(self._status or 499)  # 499: hung up before an answer
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._status = code
+        super().send_response(code, message)
 
     def _read_json(self) -> Any:
         length = self.headers.get("Content-Length")
@@ -122,7 +142,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _chat(self, body: Any) -> None:
         service = self.server.service
         reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        with service.lock:
+        started = time.perf_counter()
+        with service.capacity.admitted(), service.turn():
             request = service.prepare(body)
             pieces = service.start(request)
             try:
@@ -142,6 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._stream(pieces, request, reply_id, created)
             finally:
                 pieces.close()
+                service.capacity.finished(time.perf_counter() - started)
 
     def _stream(self, pieces: Stream, request: ChatRequest, reply_id: str, created: int) -> None:
         service = self.server.service
@@ -184,19 +206,31 @@ class _Handler(BaseHTTPRequestHandler):
             )
         send("[DONE]")
 
-    def _send_json(self, status: int, payload: dict[str, Any]) -> None:
+    def _send_json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
-    def _send_error(self, error: RequestError) -> None:
-        self._send_json(error.status, error.payload())
+    def _send_error(self, error: RequestError, headers: dict[str, str] | None = None) -> None:
+        self._send_json(error.status, error.payload(), headers)
 
     def log_message(self, format: str, *args: Any) -> None:
         sys.stderr.write(f"{self.address_string()} {format % args}\n")
+
+
+def health_json(service: ChatService) -> dict[str, Any]:
+    """/health: ok, and what each slot is doing, as llama-server's /slots tells."""
+    states = service.slot_states()
+    return {
+        "status": "ok",
+        "slots": {"total": len(states), "busy": sum(s != "idle" for s in states), "states": states},
+        "requests": {"in_flight": service.capacity.in_flight, "waiting": service.waiting()},
+    }
 
 
 class ChatHTTPServer(ThreadingHTTPServer):

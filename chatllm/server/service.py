@@ -13,11 +13,13 @@ request body (the OpenAI SDKs send it with `extra_body`).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from chatllm.config.settings import persona_judges_dir
 from chatllm.engine.base import Engine, GenerationParams, GenerationStats, Message, Stream, generation_params
@@ -29,8 +31,17 @@ from chatllm.jobs.metering import Meter
 from chatllm.jobs.persona import build_persona
 from chatllm.jobs.persona_reply import PersonaTurn
 from chatllm.jobs.prompting import default_repetition
+from chatllm.server.capacity import Capacity
+from chatllm.server.metrics import ServeMetrics
 from chatllm.server.requests import RequestError, parse_chat_request
 from chatllm.templates import Template, load_template, template_names
+
+
+@runtime_checkable
+class SlotView(Protocol):
+    """An engine with slots to report (engine/batched.py)."""
+
+    def slot_states(self) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -50,8 +61,10 @@ class ChatRequest:
 
 
 class ChatService:
-    """The served model and templates. Callers hold `lock` around `prepare` and the
-    whole of `start`'s iterator: the engine serves one request at a time."""
+    """The served model and templates. Each request holds a place in `capacity`
+    and `turn()` around `prepare` and the whole of `start`'s iterator: an
+    engine that serves one request at a time takes them in turn, a
+    `concurrent` one (engine/batched.py) takes them all at once."""
 
     def __init__(
         self,
@@ -62,6 +75,8 @@ class ChatService:
         templates: list[Template] | None = None,
         tiny_model: bool = False,
         api_key: str | None = None,
+        concurrent: bool = False,
+        capacity: Capacity | None = None,
     ) -> None:
         """`tiny_model`: the model is too small to read long knowledge well
         (persona knowledge is then searched; jobs/persona.py). `api_key`: the
@@ -74,12 +89,36 @@ class ChatService:
         self.aliases = {model_name, engine.model_name, *aliases}
         self.templates = {t.name: t for t in (templates if templates is not None else load_templates())}
         self.lock = threading.Lock()
+        self.concurrent = concurrent
+        self.capacity = capacity or Capacity(1, 64)
+        self.metrics = ServeMetrics(self.slot_states, self.waiting, lambda: self.capacity.in_flight)
         # Set when the server shuts down: a running reply ends at its next piece.
         self.stopping = threading.Event()
         self.created = int(time.time())
-        # What the last reply's stream described once it ended (usage, timings, finish).
-        self.last_stats = GenerationStats()
+        self._local = threading.local()  # each handler thread's last reply
         self._personas: dict[tuple, Any] = {}
+        self._personas_lock = threading.Lock()
+
+    @property
+    def last_stats(self) -> GenerationStats:
+        """What the last reply this thread streamed described once it ended
+        (usage, timings, finish)."""
+        return getattr(self._local, "stats", None) or GenerationStats()
+
+    def turn(self) -> AbstractContextManager[Any]:
+        """What a request holds while it is prepared and answered."""
+        return contextlib.nullcontext() if self.concurrent else self.lock
+
+    def slot_states(self) -> list[str]:
+        """Each slot's state (idle, prefill, generating), for /health and /metrics."""
+        if isinstance(self.engine, SlotView):
+            return self.engine.slot_states()
+        return ["generating" if self.lock.locked() else "idle"]
+
+    def waiting(self) -> int:
+        """Requests admitted but not yet in a slot."""
+        busy = sum(state != "idle" for state in self.slot_states())
+        return max(0, self.capacity.in_flight - busy)
 
     def model_ids(self) -> list[str]:
         return [self.model_name, *(name for name in self.templates if name != self.model_name)]
@@ -179,11 +218,12 @@ class ChatService:
         # Indexing a persona's knowledge costs time, so each persona is built once
         # per set of variable values.
         key = (template.name, tuple(sorted(values.items())))
-        if key not in self._personas:
-            self._personas[key] = build_persona(
-                template, values, self.engine, tiny_model=self.tiny_model, judge_cache=persona_judges_dir()
-            )
-        return self._personas[key]
+        with self._personas_lock:  # built once, even for requests that arrive together
+            if key not in self._personas:
+                self._personas[key] = build_persona(
+                    template, values, self.engine, tiny_model=self.tiny_model, judge_cache=persona_judges_dir()
+                )
+            return self._personas[key]
 
     def start(self, request: ChatRequest) -> Stream:
         """The reply's pieces. Anything wrong with the prompt (too long for the
@@ -220,7 +260,8 @@ class ChatService:
             yield from pieces
         finally:
             pieces.close()
-            self.last_stats = meter.stats()
+            self._local.stats = stats = meter.stats()
+            self.metrics.reply(stats)
 
 
 def load_templates() -> list[Template]:
