@@ -113,7 +113,9 @@ class ChatService:
         """Each slot's state (idle, prefill, generating), for /health and /metrics."""
         if isinstance(self.engine, SlotView):
             return self.engine.slot_states()
-        return ["generating" if self.lock.locked() else "idle"]
+        # An engine without slots of its own: the first requests in are the ones answered.
+        busy = min(self.capacity.in_flight, self.capacity.parallel)
+        return ["generating"] * busy + ["idle"] * (self.capacity.parallel - busy)
 
     def waiting(self) -> int:
         """Requests admitted but not yet in a slot."""
