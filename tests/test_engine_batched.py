@@ -198,3 +198,32 @@ def test_closing_ends_open_streams_with_an_error(embedded_model: Path) -> None:
     engine.close()
     with pytest.raises(EngineError, match="closed"):
         list(stream)
+
+
+def test_a_waiting_request_abandoned_from_elsewhere_ends_at_once(embedded_model: Path) -> None:
+    """The server abandons a request whose client hung up while it waited for
+    a slot: its thread stops waiting, and nothing of it is ever evaluated."""
+    engine = open_batched(embedded_model, sequences=1)
+    busy = engine.stream([Message("user", "Write the numbers from 1 to 300.")], GenerationParams(max_tokens=300))
+    next(busy)
+    outcome: list[BaseException | str] = []
+    idents: list[int] = []
+
+    def wait_for_a_slot() -> None:
+        idents.append(threading.get_ident())
+        try:
+            outcome.append("".join(engine.stream(repeat("AB12"), GREEDY)))
+        except EngineError as error:
+            outcome.append(error)
+
+    waiter = threading.Thread(target=wait_for_a_slot)
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while engine.queue_depth() == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    engine.abandon(idents[0])
+    waiter.join(5)
+    assert not waiter.is_alive() and isinstance(outcome[0], EngineError), outcome
+    assert engine.queue_depth() == 0
+    busy.close()
+    engine.close()

@@ -6,6 +6,8 @@ that hangs up frees its slot, and /health and /metrics say what happens.
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
 
@@ -144,6 +146,35 @@ def test_a_client_that_hangs_up_frees_its_slot(server) -> None:
     assert generated_tokens(base) - generated_before < 1000
     reply = post(base, code_question("ZK77"))
     assert "ZK77" in reply.json()["choices"][0]["message"]["content"]
+
+
+def test_a_client_that_hangs_up_while_it_waits_leaves_the_queue(embedded_model, tmp_path_factory) -> None:
+    one = start_serve(tmp_path_factory, "--parallel", "1", "--queue", "2")
+    base = one.extra["base"]
+    long = {**code_question("AA11"), "max_tokens": 300, "min_p": 0, "repetition": "off"}
+    long["messages"] = [{"role": "user", "content": "Write the numbers from 1 to 300 separated by spaces."}]
+    try:
+        with (
+            httpx.Client(timeout=120) as client,
+            client.stream("POST", f"{base}/v1/chat/completions", json={**long, "stream": True}),
+        ):
+            body = json.dumps(code_question("BB22")).encode()
+            waiting = socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])))
+            waiting.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            deadline = time.monotonic() + 10
+            while httpx.get(f"{base}/health").json()["requests"]["in_flight"] < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            waiting.close()
+            deadline = time.monotonic() + 5
+            while httpx.get(f"{base}/health").json()["requests"]["in_flight"] > 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert httpx.get(f"{base}/health").json()["requests"] == {"in_flight": 1, "waiting": 0}
+    finally:
+        stop_process(one)
 
 
 def test_past_the_queue_a_request_gets_503_at_once(embedded_model, tmp_path_factory) -> None:

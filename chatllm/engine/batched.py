@@ -47,6 +47,7 @@ class BatchedLlamaEngine(LlamaEngine):
         self._prompt_lock = threading.RLock()
         self._on_step = on_step
         self._scheduler: Scheduler | None = None
+        self._open_work: dict[int, Work] = {}  # by the thread waiting on it
         super().__init__(model, options, on_model_loaded)
 
     @property
@@ -141,6 +142,8 @@ class BatchedLlamaEngine(LlamaEngine):
         except BaseException:
             work.end()
             raise
+        thread = threading.get_ident()
+        self._open_work[thread] = work
         try:
             while True:
                 item = work.outbox.get()
@@ -150,7 +153,16 @@ class BatchedLlamaEngine(LlamaEngine):
                     raise item
                 yield item
         finally:
+            self._open_work.pop(thread, None)
             scheduler.cancel(work)  # nothing to do once it has ended
+
+    def abandon(self, thread: int) -> None:
+        """Cancel what the thread `thread` waits for (its client went away while
+        it waited for a slot or for its first token): the slot is free at the
+        next step, and the waiting thread raises EngineError."""
+        work = self._open_work.get(thread)
+        if work is not None and self._scheduler is not None:
+            self._scheduler.cancel(work)
 
     def close(self) -> None:
         """Stop the scheduler (open requests end with an error), then free the

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 llama_cpp = llama_bindings()
 
+# What a request cancelled from elsewhere (its client went away) raises in its caller.
+CANCELLED = EngineError("the request was cancelled: its client went away")
 # Sequences kept for shared prefixes (distinct system prompts held at once):
 # each is a stream of `slot_context` cells, as much memory as a slot.
 PREFIX_HOLDERS = 2
@@ -180,7 +182,7 @@ class Scheduler:
     def _step(self) -> None:
         for slot in self._slots:
             if slot.work is not None and slot.work.cancelled:
-                self._release(slot)
+                self._release(slot, CANCELLED)
         self._admit()
         rows = self._build_batch()
         if not rows:
@@ -215,7 +217,7 @@ class Scheduler:
         for work in waiting:
             if work.cancelled:
                 self._drop_pending(work)
-                work.end()
+                work.fail(CANCELLED)  # wakes a caller still waiting (one that left reads nothing)
                 continue
             free = [slot for slot in self._slots if slot.work is None]
             if not free:

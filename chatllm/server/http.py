@@ -143,7 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
         service = self.server.service
         reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         started = time.perf_counter()
-        with service.capacity.admitted(), service.turn():
+        with service.capacity.admitted(), service.hangups.watching(self.connection), service.turn():
             request = service.prepare(body)
             pieces = service.start(request)
             try:
@@ -213,8 +213,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:  # the client has gone: nobody to tell
+            self._status, self.close_connection = 499, True
 
     def _send_error(self, error: RequestError, headers: dict[str, str] | None = None) -> None:
         self._send_json(error.status, error.payload(), headers)

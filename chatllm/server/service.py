@@ -32,6 +32,7 @@ from chatllm.jobs.persona import build_persona
 from chatllm.jobs.persona_reply import PersonaTurn
 from chatllm.jobs.prompting import default_repetition
 from chatllm.server.capacity import Capacity
+from chatllm.server.hangups import HangupWatch
 from chatllm.server.metrics import ServeMetrics
 from chatllm.server.requests import RequestError, parse_chat_request
 from chatllm.templates import Template, load_template, template_names
@@ -39,9 +40,12 @@ from chatllm.templates import Template, load_template, template_names
 
 @runtime_checkable
 class SlotView(Protocol):
-    """An engine with slots to report (engine/batched.py)."""
+    """An engine with slots (engine/batched.py): what they do, and a way to
+    drop the request a thread waits on."""
 
     def slot_states(self) -> list[str]: ...
+
+    def abandon(self, thread: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ class ChatService:
         self.concurrent = concurrent
         self.capacity = capacity or Capacity(1, 64)
         self.metrics = ServeMetrics(self.slot_states, self.waiting, lambda: self.capacity.in_flight)
+        self.hangups = HangupWatch(self._abandon)
         # Set when the server shuts down: a running reply ends at its next piece.
         self.stopping = threading.Event()
         self.created = int(time.time())
@@ -116,6 +121,11 @@ class ChatService:
         # An engine without slots of its own: the first requests in are the ones answered.
         busy = min(self.capacity.in_flight, self.capacity.parallel)
         return ["generating"] * busy + ["idle"] * (self.capacity.parallel - busy)
+
+    def _abandon(self, thread: int) -> None:
+        """The client of the request `thread` answers has gone."""
+        if isinstance(self.engine, SlotView):
+            self.engine.abandon(thread)
 
     def waiting(self) -> int:
         """Requests admitted but not yet in a slot."""
