@@ -12,8 +12,8 @@ connected at once, and whether one has hung up.
 * At most `max_connections` are served at once; one more is answered 503 on
   the accepting thread and closed, so it costs no thread.
 
-The server is built so a later request handler (e.g. one batching several
-requests) keeps these as they are: they see sockets, not requests.
+These see sockets, not requests: a different way of answering requests
+(several at once, say) keeps them as they are. gate.py applies them.
 """
 
 from __future__ import annotations
@@ -62,19 +62,19 @@ class RequestReader(io.RawIOBase):
         self._deadline = time.monotonic() + self._limits.timeout_s
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        wait = self._limits.conn_idle_s
-        if self._deadline is not None:
-            left = self._deadline - time.monotonic()
-            if left <= 0:
-                raise RequestTimeout(f"the request did not arrive within {self._limits.timeout_s:g} s")
-            wait = min(wait, left)
-        self._sock.settimeout(wait)
+        idle = self._limits.conn_idle_s
+        left = self._deadline - time.monotonic() if self._deadline is not None else idle
+        if left <= 0:
+            raise RequestTimeout(f"the request did not arrive within {self._limits.timeout_s:g} s")
+        self._sock.settimeout(min(idle, left))
         try:
             return self._sock.recv_into(buffer)
         except TimeoutError:
-            raise RequestTimeout(f"the client sent nothing for {wait:g} s") from None
+            if left < idle:
+                raise RequestTimeout(f"the request did not arrive within {self._limits.timeout_s:g} s") from None
+            raise RequestTimeout(f"the client sent nothing for {idle:g} s") from None
         finally:
-            self._sock.settimeout(self._limits.conn_idle_s)  # what writes to the client may wait
+            self._sock.settimeout(idle)  # what writes to the client may wait
 
 
 def peer_closed(sock: socket.socket) -> bool:
