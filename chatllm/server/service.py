@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -79,7 +80,7 @@ class ChatService:
         self.created = int(time.time())
         # What the last reply's stream described once it ended (usage, timings, finish).
         self.last_stats = GenerationStats()
-        self._personas: dict[tuple, Any] = {}
+        self.personas = PersonaCache()
 
     def model_ids(self) -> list[str]:
         return [self.model_name, *(name for name in self.templates if name != self.model_name)]
@@ -122,11 +123,15 @@ class ChatService:
         settings = dict(template.defaults) if template else {}
         settings.update(self.defaults)
         settings.update(request.overrides)
+        cap = self.defaults.get("max_tokens")
+        if cap is not None:  # `serve --max-tokens` caps every reply, as llama-server's --n-predict does
+            settings["max_tokens"] = min(settings.get("max_tokens") or cap, cap)
         messages = request.messages
         question = next((m.content for m in reversed(messages) if m.role == "user"), "")
         persona = None
+        persona_key = (template.name if template else "", tuple(sorted(request.variables.items())))
         if template is not None:
-            messages, persona = self._apply_template(template, request.variables, messages)
+            messages, persona = self._apply_template(template, request.variables, messages, persona_key)
         repetition = request.repetition or str(settings.get("repetition") or default_repetition(self.tiny_model))
         params = generation_params(settings)
         schema = request.schema if request.schema is not None else (template.schema if template is not None else None)
@@ -137,6 +142,9 @@ class ChatService:
                 raise RequestError(400, str(error), code="invalid_value") from None
             params = replace(params, json_schema=json_schema_text(schema), max_tokens=params.max_tokens or 1024)
             repetition = "off"  # the schema bounds the reply's form; a guard cutting it would break the JSON
+        self._check_fits(messages)
+        if persona is not None:  # only a request that passed every check is remembered
+            self.personas.put(persona_key, persona)
         return ChatRequest(
             request.model,
             messages,
@@ -150,14 +158,18 @@ class ChatService:
         )
 
     def _apply_template(
-        self, template: Template, given: dict[str, str], messages: list[Message]
+        self, template: Template, given: dict[str, str], messages: list[Message], persona_key: tuple
     ) -> tuple[list[Message], Persona | None]:
         """The messages with the template applied, and the persona if it is one."""
         persona = None
         try:
             values = template.resolve_variables(given)
             if template.kind == "persona":
-                persona = self._persona(template, values)
+                # Indexing a persona's knowledge costs time, so each persona is
+                # kept per set of variable values (see PersonaCache).
+                persona = self.personas.get(persona_key) or build_persona(
+                    template, values, self.engine, tiny_model=self.tiny_model, judge_cache=persona_judges_dir()
+                )
                 system, render_user = persona.system, persona.render_user
             else:
                 system = template.render_system(values)
@@ -175,22 +187,9 @@ class ChatService:
         system = "\n\n".join(text for text in (system, *own) if text)
         return ([Message("system", system)] if system else []) + rest, persona
 
-    def _persona(self, template: Template, values: dict[str, str]) -> Persona:
-        # Indexing a persona's knowledge costs time, so each persona is built once
-        # per set of variable values.
-        key = (template.name, tuple(sorted(values.items())))
-        if key not in self._personas:
-            self._personas[key] = build_persona(
-                template, values, self.engine, tiny_model=self.tiny_model, judge_cache=persona_judges_dir()
-            )
-        return self._personas[key]
-
-    def start(self, request: ChatRequest) -> Stream:
-        """The reply's pieces. Anything wrong with the prompt (too long for the
-        context, refused by the engine) raises here, before any piece, so the
-        caller can still answer with an HTTP error."""
+    def _check_fits(self, messages: list[Message]) -> None:
         try:
-            prompt_tokens = self.engine.count_prompt_tokens(request.messages)
+            prompt_tokens = self.engine.count_prompt_tokens(messages)
         except ChatLLMError as error:  # e.g. a chat template that rejects the roles' order
             raise RequestError(400, str(error)) from None
         if prompt_tokens >= self.engine.context_size:
@@ -199,6 +198,11 @@ class ChatService:
                 f"the prompt takes {prompt_tokens} tokens but the context holds {self.engine.context_size}",
                 code="context_length_exceeded",
             )
+
+    def start(self, request: ChatRequest) -> Stream:
+        """The reply's pieces. An engine that fails before the first piece
+        raises here, so the caller can still answer with an HTTP error (a
+        prompt too long for the context was refused by `prepare`)."""
         # A reasoning model's thinking bypasses the guards: only the answer is
         # guarded and grounded; thinking goes out as reasoning_content.
         thoughts: list[str] = []
@@ -221,6 +225,34 @@ class ChatService:
         finally:
             pieces.close()
             self.last_stats = meter.stats()
+
+
+class PersonaCache:
+    """The personas last used, per template and variable values, least recently
+    used first. Bounded: every distinct set of variables a client sends is
+    another persona, and its texts hold the variables' values several times."""
+
+    # A server usually plays a few personas (one per company, say); 16 keeps
+    # those warm without letting clients grow the server's memory.
+    MAX_ENTRIES = 16
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[tuple, Persona] = OrderedDict()
+
+    def get(self, key: tuple) -> Persona | None:
+        persona = self._entries.get(key)
+        if persona is not None:
+            self._entries.move_to_end(key)
+        return persona
+
+    def put(self, key: tuple, persona: Persona) -> None:
+        self._entries[key] = persona
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.MAX_ENTRIES:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def load_templates() -> list[Template]:
