@@ -25,6 +25,9 @@ from chatllm.cli.options import (
     VerboseOption,
 )
 from chatllm.server.capacity import DEFAULT_PARALLEL, DEFAULT_QUEUE, Capacity
+from chatllm.server.connections import Limits
+
+LIMITS = Limits()  # the defaults, declared once in server/connections.py
 
 
 def register(app: typer.Typer) -> None:
@@ -74,12 +77,44 @@ def register(app: typer.Typer) -> None:
                 help="Require 'Authorization: Bearer KEY' on every endpoint but /health.",
             ),
         ] = None,
+        allowed_hosts: Annotated[
+            Optional[list[str]],
+            typer.Option(
+                "--allowed-hosts",
+                help="Host names clients may reach the server by, besides localhost and its IP addresses (repeat or separate with commas; '*' for any). Guards against DNS rebinding.",
+                show_default=False,
+            ),
+        ] = None,
+        allowed_origins: Annotated[
+            Optional[list[str]],
+            typer.Option(
+                "--allowed-origins",
+                help="Web pages (origins such as http://localhost:3000) that may call the API from a browser (repeat or separate with commas; '*' for any). Other pages get 403.",
+                show_default=False,
+            ),
+        ] = None,
+        timeout: Annotated[
+            float, typer.Option("--timeout", min=1, help="Seconds a client may take to send a whole request.")
+        ] = LIMITS.timeout_s,
+        conn_idle: Annotated[
+            float,
+            typer.Option(
+                "--conn-idle",
+                min=1,
+                help="Seconds a connection may stay silent (before a request, or not reading its reply) before it is closed.",
+            ),
+        ] = LIMITS.conn_idle_s,
+        max_connections: Annotated[
+            int,
+            typer.Option("--max-connections", min=1, help="Connections served at once; one more gets 503 at once."),
+        ] = LIMITS.max_connections,
     ) -> None:
         """Serve the model over an OpenAI-compatible API (/v1/chat/completions, /v1/models).
 
         Every template and persona is a model name too: model="support" talks to
         the support persona. Sampling options set the server's defaults; a
-        request's own values win. --parallel requests are generated together;
+        request's own values win, except that --max-tokens is also the most a
+        request may ask for. --parallel requests are generated together;
         /metrics has Prometheus metrics. Stop with Ctrl-C (exit code 0).
         """
         from chatllm.cli import running
@@ -96,8 +131,10 @@ def register(app: typer.Typer) -> None:
             seed=seed,
         )
         config = running.settings()
+        access = server.Access.from_options(allowed_hosts, allowed_origins, listen_host=host)
+        limits = server.Limits(timeout_s=timeout, conn_idle_s=conn_idle, max_connections=max_connections)
         # Listen before loading the model: a taken port fails at once, not after a long load.
-        http = server.bind(host, port)
+        http = server.bind(host, port, access, limits)
         try:
             resolved, engine = running.open_model(options, config, sequences=parallel)
         except BaseException:
@@ -126,6 +163,11 @@ def register(app: typer.Typer) -> None:
         if not api_key and not server.is_loopback(host):
             sys.stderr.write(
                 f"Warning: listening on {host} without --api-key: anyone who can reach this port can use the model.\n"
+            )
+        if not server.is_loopback(host) and access.listens_on_address() and not access.allowed_hosts:
+            sys.stderr.write(
+                "Note: clients must name this server by localhost or an IP address; to let them use a host name,"
+                " add it with --allowed-hosts NAME (DNS-rebinding protection).\n"
             )
         names = ", ".join(name for name in http.service.model_ids() if name != resolved.name)
         sys.stderr.write(f"Serving {resolved.name} on {server.base_url(http)} (templates: {names})\n")

@@ -10,25 +10,15 @@ has the engine abandon that request: its slot is free at the next step
 
 from __future__ import annotations
 
-import select
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from chatllm.server.connections import peer_closed
+
 # How often the watcher looks: a slot held this long by a gone client at most.
 _INTERVAL_S = 0.2
-
-
-def peer_closed(connection: socket.socket) -> bool:
-    """Whether the other end has closed the connection (or reset it)."""
-    try:
-        readable, _, _ = select.select([connection], [], [], 0)
-        if not readable:
-            return False
-        return connection.recv(1, socket.MSG_PEEK) == b""
-    except (OSError, ValueError):  # reset, or already closed here
-        return True
 
 
 class HangupWatch:

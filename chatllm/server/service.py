@@ -17,6 +17,7 @@ import contextlib
 import sys
 import threading
 import time
+from collections import OrderedDict
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
@@ -101,8 +102,10 @@ class ChatService:
         self.stopping = threading.Event()
         self.created = int(time.time())
         self._local = threading.local()  # each handler thread's last reply
-        self._personas: dict[tuple, Any] = {}
-        self._personas_lock = threading.Lock()
+        self.personas = PersonaCache()
+        # One persona built at a time: requests that arrive together for a new
+        # one wait for the first to build it (indexing, the judge's calibration).
+        self._building = threading.Lock()
 
     @property
     def last_stats(self) -> GenerationStats:
@@ -173,11 +176,15 @@ class ChatService:
         settings = dict(template.defaults) if template else {}
         settings.update(self.defaults)
         settings.update(request.overrides)
+        cap = self.defaults.get("max_tokens")
+        if cap is not None:  # `serve --max-tokens` caps every reply, as llama-server's --n-predict does
+            settings["max_tokens"] = min(settings.get("max_tokens") or cap, cap)
         messages = request.messages
         question = next((m.content for m in reversed(messages) if m.role == "user"), "")
         persona = None
+        persona_key = (template.name if template else "", tuple(sorted(request.variables.items())))
         if template is not None:
-            messages, persona = self._apply_template(template, request.variables, messages)
+            messages, persona = self._apply_template(template, request.variables, messages, persona_key)
         repetition = request.repetition or str(settings.get("repetition") or default_repetition(self.tiny_model))
         params = generation_params(settings)
         schema = request.schema if request.schema is not None else (template.schema if template is not None else None)
@@ -188,6 +195,9 @@ class ChatService:
                 raise RequestError(400, str(error), code="invalid_value") from None
             params = replace(params, json_schema=json_schema_text(schema), max_tokens=params.max_tokens or 1024)
             repetition = "off"  # the schema bounds the reply's form; a guard cutting it would break the JSON
+        self._check_fits(messages)
+        if persona is not None:  # only a request that passed every check is remembered
+            self.personas.put(persona_key, persona)
         return ChatRequest(
             request.model,
             messages,
@@ -201,14 +211,16 @@ class ChatService:
         )
 
     def _apply_template(
-        self, template: Template, given: dict[str, str], messages: list[Message]
+        self, template: Template, given: dict[str, str], messages: list[Message], persona_key: tuple
     ) -> tuple[list[Message], Persona | None]:
         """The messages with the template applied, and the persona if it is one."""
         persona = None
         try:
             values = template.resolve_variables(given)
             if template.kind == "persona":
-                persona = self._persona(template, values)
+                # Indexing a persona's knowledge costs time, so each persona is
+                # kept per set of variable values (see PersonaCache).
+                persona = self.personas.get(persona_key) or self._build_persona(template, values, persona_key)
                 system, render_user = persona.system, persona.render_user
             else:
                 system = template.render_system(values)
@@ -226,23 +238,15 @@ class ChatService:
         system = "\n\n".join(text for text in (system, *own) if text)
         return ([Message("system", system)] if system else []) + rest, persona
 
-    def _persona(self, template: Template, values: dict[str, str]) -> Persona:
-        # Indexing a persona's knowledge costs time, so each persona is built once
-        # per set of variable values.
-        key = (template.name, tuple(sorted(values.items())))
-        with self._personas_lock:  # built once, even for requests that arrive together
-            if key not in self._personas:
-                self._personas[key] = build_persona(
-                    template, values, self.engine, tiny_model=self.tiny_model, judge_cache=persona_judges_dir()
-                )
-            return self._personas[key]
+    def _build_persona(self, template: Template, values: dict[str, str], key: tuple) -> Persona:
+        with self._building:
+            return self.personas.get(key) or build_persona(
+                template, values, self.engine, tiny_model=self.tiny_model, judge_cache=persona_judges_dir()
+            )
 
-    def start(self, request: ChatRequest) -> Stream:
-        """The reply's pieces. Anything wrong with the prompt (too long for the
-        context, refused by the engine) raises here, before any piece, so the
-        caller can still answer with an HTTP error."""
+    def _check_fits(self, messages: list[Message]) -> None:
         try:
-            prompt_tokens = self.engine.count_prompt_tokens(request.messages)
+            prompt_tokens = self.engine.count_prompt_tokens(messages)
         except ChatLLMError as error:  # e.g. a chat template that rejects the roles' order
             raise RequestError(400, str(error)) from None
         if prompt_tokens >= self.engine.context_size:
@@ -251,6 +255,11 @@ class ChatService:
                 f"the prompt takes {prompt_tokens} tokens but the context holds {self.engine.context_size}",
                 code="context_length_exceeded",
             )
+
+    def start(self, request: ChatRequest) -> Stream:
+        """The reply's pieces. An engine that fails before the first piece
+        raises here, so the caller can still answer with an HTTP error (a
+        prompt too long for the context was refused by `prepare`)."""
         # A reasoning model's thinking bypasses the guards: only the answer is
         # guarded and grounded; thinking goes out as reasoning_content.
         thoughts: list[str] = []
@@ -274,6 +283,37 @@ class ChatService:
             pieces.close()
             self._local.stats = stats = meter.stats()
             self.metrics.reply(stats)
+
+
+class PersonaCache:
+    """The personas last used, per template and variable values, least recently
+    used first. Bounded: every distinct set of variables a client sends is
+    another persona, and its texts hold the variables' values several times."""
+
+    # A server usually plays a few personas (one per company, say); 16 keeps
+    # those warm without letting clients grow the server's memory.
+    MAX_ENTRIES = 16
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[tuple, Persona] = OrderedDict()
+        self._lock = threading.Lock()  # requests on several threads at once (serve --parallel)
+
+    def get(self, key: tuple) -> Persona | None:
+        with self._lock:
+            persona = self._entries.get(key)
+            if persona is not None:
+                self._entries.move_to_end(key)
+            return persona
+
+    def put(self, key: tuple, persona: Persona) -> None:
+        with self._lock:
+            self._entries[key] = persona
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.MAX_ENTRIES:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def load_templates() -> list[Template]:
