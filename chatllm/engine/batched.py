@@ -24,7 +24,7 @@ from chatllm.engine.base import EngineOptions, GenerationParams, GenerationStats
 from chatllm.engine.batch_work import END, Generation, Scoring, Work
 from chatllm.engine.llama import LlamaEngine, llama_cpp
 from chatllm.engine.sampling import ReplySampler
-from chatllm.engine.scheduler import PREFIX_HOLDERS, Scheduler, StepReport
+from chatllm.engine.scheduler import PREFIX_HOLDERS, Scheduler
 from chatllm.errors import EngineError
 from chatllm.hub.models import ResolvedModel
 
@@ -37,7 +37,6 @@ class BatchedLlamaEngine(LlamaEngine):
         model: ResolvedModel,
         options: EngineOptions,
         on_model_loaded: Callable[[LlamaEngine], None] | None = None,
-        on_step: Callable[[StepReport], None] | None = None,
     ) -> None:
         self.max_sequences = max(1, options.sequences or 1)
         self._local = threading.local()
@@ -45,7 +44,6 @@ class BatchedLlamaEngine(LlamaEngine):
         # Rendering a prompt sets state on the template (whether it opened a
         # <think>): one caller at a time.
         self._prompt_lock = threading.RLock()
-        self._on_step = on_step
         self._scheduler: Scheduler | None = None
         self._open_work: dict[int, Work] = {}  # by the thread waiting on it
         super().__init__(model, options, on_model_loaded)
@@ -66,7 +64,7 @@ class BatchedLlamaEngine(LlamaEngine):
         params.kv_unified = False
         params.n_ctx = self.context_size * (slots + PREFIX_HOLDERS)
         super()._make_context(path, params, options)
-        self._scheduler = Scheduler(self._context, slots, self.context_size, self._state_cache, self._on_step)
+        self._scheduler = Scheduler(self._context, slots, self.context_size, self._state_cache)
 
     # ---- what callers see -----------------------------------------------------
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import collections
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -84,14 +83,6 @@ class Holder:
     touched: int = 0
 
 
-@dataclass
-class StepReport:
-    """What one step did, for the server's metrics."""
-
-    tokens: int
-    seconds: float
-
-
 class Scheduler:
     """Owns `context` from `start()` to `close()`; requests come in by `submit`."""
 
@@ -101,7 +92,6 @@ class Scheduler:
         slots: int,
         slot_context: int,
         state_cache: PrefixStateCache | None = None,
-        on_step: Callable[[StepReport], None] | None = None,
     ) -> None:
         self._context = context
         self._memory = llama_cpp.llama_get_memory(context)
@@ -111,7 +101,6 @@ class Scheduler:
         self._free_holders = list(range(slots, slots + PREFIX_HOLDERS))
         self._holders: collections.OrderedDict[tuple[int, ...], Holder] = collections.OrderedDict()
         self._state_cache = state_cache
-        self._on_step = on_step
         self._pending: collections.deque[Work] = collections.deque()
         self._wake = threading.Condition()
         self._closing = False
@@ -188,10 +177,8 @@ class Scheduler:
         if not rows:
             self._idle()
             return
-        began = time.perf_counter()
         result = llama_cpp.llama_decode(self._context, self._batch)
-        llama_cpp.llama_synchronize(self._context)
-        seconds = time.perf_counter() - began
+        llama_cpp.llama_synchronize(self._context)  # a GPU backend may still be running
         if result != 0:
             self._decode_failed(result, rows)
             return
@@ -199,12 +186,10 @@ class Scheduler:
         self._save_holders()
         for slot, (tokens, first_row) in rows.items():
             self._advance(slot, tokens, first_row)
-        if self._on_step is not None:
-            self._on_step(StepReport(self._batch.n_tokens, seconds))
 
     def _idle(self) -> None:
-        """Nothing to decode: every request left is waiting for a prefix that
-        no slot is evaluating (cannot happen) or was cancelled; wait briefly."""
+        """Nothing to decode this step (what was waiting was cancelled): wait
+        for a request, briefly."""
         with self._wake:
             if not self._closing:
                 self._wake.wait(0.05)
