@@ -63,6 +63,7 @@ class ChatHTTPServer(ThreadingHTTPServer):
                 sys.stderr.write(f"Busy: {self.limits.max_connections} connections open; refusing more (503)\n")
             self._refusing = True
             refuse_busy(request, self.limits.max_connections)
+            self.service.metrics.answered(503)
             self.shutdown_request(request)
             return
         self._refusing = False

@@ -2,7 +2,8 @@
 text format, by prometheus-client (imported when the server starts, never
 for `--help`).
 
-    chatllm_requests_total{status}              chat completions answered, by HTTP status (503: refused, busy)
+    chatllm_requests_total{status}              chat completions answered, by HTTP status (503: refused, the
+                                                queue full or --max-connections open; 499: the client left first)
     chatllm_requests_in_flight                  being answered or waiting (at most --parallel + --queue)
     chatllm_requests_waiting                    waiting for a free slot
     chatllm_slots, chatllm_slots_busy           slots in all, and generating or evaluating a prompt
