@@ -227,3 +227,24 @@ def test_a_waiting_request_abandoned_from_elsewhere_ends_at_once(embedded_model:
     assert engine.queue_depth() == 0
     busy.close()
     engine.close()
+
+
+def test_the_cli_and_the_server_keep_their_own_prefix_states(embedded_model: Path, tmp_path: Path) -> None:
+    """A state file records its context's KV streams (one for the CLI, one per
+    sequence for the server) and loads only into as many: each keeps its own
+    file, and neither deletes the other's as unreadable."""
+    from chatllm.engine.llama import LlamaEngine
+
+    model = ResolvedModel(reference="embedded", name=embedded_model.name, path=embedded_model)
+    cli = LlamaEngine(model, EngineOptions(n_ctx=512, n_threads=1, state_cache_dir=tmp_path))
+    list(cli.stream(repeat("AB12"), GREEDY))
+    cli.close()
+    (saved,) = tmp_path.glob("*.state")
+    served = open_batched(embedded_model, state_cache_dir=tmp_path)
+    assert "CD34" in reply_and_stats(served, repeat("CD34"))()[0]
+    served.close()
+    assert saved.exists() and len(list(tmp_path.glob("*.state"))) == 2
+    again = LlamaEngine(model, EngineOptions(n_ctx=512, n_threads=1, state_cache_dir=tmp_path))
+    list(again.stream(repeat("EF56"), GREEDY))
+    assert again.last_stats.usage.cached_prompt_tokens >= 100
+    again.close()

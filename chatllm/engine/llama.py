@@ -267,8 +267,14 @@ class LlamaEngine:
         self._state_cache = None
         if options.state_cache_dir is not None:
             # Hashing the model file's ends waits until a prefix is actually looked up.
+            # A state file records the context's KV streams (one per sequence
+            # for `serve --parallel`) and loads only into as many.
+            streams = 1 if params.kv_unified else params.n_seq_max
+            layout = f"\0streams={streams}" if streams > 1 else ""
+
             def identity() -> str:
-                return f"{model_identity(path)}\0fa={params.flash_attn_type}\0k={params.type_k}\0v={params.type_v}"
+                kv = f"fa={params.flash_attn_type}\0k={params.type_k}\0v={params.type_v}{layout}"
+                return f"{model_identity(path)}\0{kv}"
 
             self._state_cache = PrefixStateCache(Path(options.state_cache_dir), options.state_cache_max_bytes, identity)
         self.ready_at = time.perf_counter()
