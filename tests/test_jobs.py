@@ -72,7 +72,9 @@ def test_long_input_is_mapped_then_reduced_with_progress() -> None:
     progress: list[tuple[int, int]] = []
     text = long_text(60)
     output = "".join(
-        summarize(Meter(engine), template, values, text, PARAMS, on_progress=lambda d, t: progress.append((d, t)))
+        summarize(
+            Meter(engine), template, values, text, PARAMS, on_progress=lambda p: progress.append((p.done, p.total))
+        )
     )
     parts = progress[-1][1]
     assert parts > 2 and progress[-1] == (parts, parts)

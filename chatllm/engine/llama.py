@@ -287,6 +287,15 @@ class LlamaEngine:
             return None
 
     @functools.cached_property
+    def model_bytes(self) -> int | None:
+        """The model file's size: what its speed can be guessed from before
+        any is measured (jobs/pacing.py)."""
+        try:
+            return self._path.stat().st_size
+        except OSError:
+            return None
+
+    @functools.cached_property
     def _prompt(self) -> ChatPrompt:
         """The tokenizer and chat template, made on first use: on the thread that
         prepares a prompt, not on the one loading the model (Jinja2 compiles the
