@@ -288,12 +288,8 @@ class LlamaEngine:
 
     @functools.cached_property
     def model_bytes(self) -> int | None:
-        """The model file's size: what its speed can be guessed from before
-        any is measured (jobs/pacing.py)."""
-        try:
-            return self._path.stat().st_size
-        except OSError:
-            return None
+        """The model file's size, to guess its speed from (jobs/pacing.py)."""
+        return self._path.stat().st_size if self._path.is_file() else None
 
     @functools.cached_property
     def _prompt(self) -> ChatPrompt:
