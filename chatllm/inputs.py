@@ -70,7 +70,8 @@ class _Budget:
         limit = f"over the {format_size(self.limit)} input limit"
         if self.earlier:
             raise _over_limit(f"the input is {limit} at {source}")
-        raise _over_limit(f"{source} is {format_size(count) + ', ' if whole else ''}{limit}")
+        size = format_size(count) if format_size(count) != format_size(self.limit) else f"{count:,} bytes"
+        raise _over_limit(f"{source} is {size + ', ' if whole else ''}{limit}")
 
     def take(self, count: int, source: str) -> None:
         self.check(count, source)

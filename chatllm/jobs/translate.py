@@ -117,7 +117,10 @@ def translate(
     languages = _tag(values.get("from", "")), _tag(target)
     layout = list(_layout(text, budget, engine.count_tokens))
     parts = [item for item in layout if isinstance(item, _Part)]
-    calls = [Call(overhead + part.chunk.tokens, expected_translation(part.chunk.tokens, target)) for part in parts]
+    calls = [
+        Call(overhead + part.chunk.tokens, expected_translation(part.chunk.tokens, target, params.max_tokens))
+        for part in parts
+    ]
     tokens, pace = sum(part.chunk.tokens for part in parts), Pace(meter)
     not_translated: list[int] = []
     for item in layout:
@@ -191,10 +194,12 @@ def _layout(text: str, budget: int, count_tokens: Callable[[str], int]) -> Itera
         yield block.text[len(block.text.rstrip("\n")) :]
 
 
-def expected_translation(source_tokens: int, target: str) -> int:
-    """Tokens a translation of `source_tokens` is expected to take, for an estimate of time."""
+def expected_translation(source_tokens: int, target: str, max_tokens: int | None = None) -> int:
+    """Tokens a translation of `source_tokens` is expected to take (at most
+    `max_tokens`), for an estimate of time."""
     cjk = any(name in target.lower() for name in _CJK_TARGETS)
-    return round(TYPICAL_GROWTH["cjk" if cjk else "other"] * source_tokens)
+    expected = round(TYPICAL_GROWTH["cjk" if cjk else "other"] * source_tokens)
+    return min(expected, max_tokens) if max_tokens is not None else expected
 
 
 def _checked_translation(
