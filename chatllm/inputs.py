@@ -55,8 +55,8 @@ class InputText:
 class _Budget:
     """Bytes left to read for one command's input, over all its files."""
 
-    def __init__(self, limit: int | None = None) -> None:
-        self.limit = input_limit() if limit is None else limit
+    def __init__(self) -> None:
+        self.limit = input_limit()
         self.used = 0
         self.earlier = 0  # bytes of the sources read before this one
 

@@ -217,7 +217,8 @@ def _interrupted(process: subprocess.Popen, within: float = 10) -> str:
         pytest.fail(f"still running {within} s after Ctrl-C")
     assert process.returncode == 130
     text = stderr.decode() if isinstance(stderr, bytes) else stderr
-    assert text.strip().splitlines()[-1] == "Interrupted." and "Traceback" not in text
+    lines = text.strip().splitlines()
+    assert lines and lines[-1] == "Interrupted." and "Traceback" not in text, text
     return text
 
 
@@ -228,15 +229,48 @@ def test_ctrl_c_while_waiting_for_slow_stdin() -> None:
 
 
 def test_ctrl_c_while_reading_an_endless_stdin() -> None:
+    """`yes` writes faster than anything reads: chatllm is never left waiting
+    on the pipe, yet Ctrl-C stops it at once (it did nothing: the whole input
+    was read in one call, and memory grew by gigabytes)."""
     endless = subprocess.Popen(["yes", "An endless line of text."], stdout=subprocess.PIPE)
     try:
-        process = start_chatllm("summarize", "--dry-run", "--max-input-size", "100G", stdin=endless.stdout)
-        time.sleep(2)  # reading, as fast as `yes` writes
-        assert process.poll() is None and _rss_kb(process.pid) < MEMORY_BOUND_KB
+        limit = {"CHATLLM_MAX_INPUT_SIZE": "100G"}  # the setting: no flag, which main would refuse
+        process = start_chatllm("summarize", "--dry-run", stdin=endless.stdout, env=limit)
+        deadline = time.monotonic() + 60
+        while _bytes_read(process.pid) < 20_000_000 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert process.poll() is None, "it stopped reading by itself"
+        process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 10
+        while process.poll() is None and time.monotonic() < deadline and _rss_kb(process.pid) < MEMORY_BOUND_KB:
+            time.sleep(0.01)
+        if process.poll() is None:
+            process.kill()
+            pytest.fail(f"still reading after Ctrl-C, {_rss_kb(process.pid)} KB of memory")
         _interrupted(process)
     finally:
         endless.kill()
         endless.wait()
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_a_huge_input_is_split(embedded_model: Path, tmp_path: Path) -> None:
+    source = tmp_path / "huge.md"
+    source.write_text(long_prose(15_000_000), encoding="utf-8")
+    process = start_chatllm("summarize", "--ctx", "512", str(source))
+    deadline = time.monotonic() + 60
+    while _bytes_read(process.pid) < source.stat().st_size and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)  # read: now it is counting and splitting, seconds of work before its first part
+    assert process.poll() is None
+    assert _interrupted(process, within=5).strip() == "Interrupted."  # no part was announced yet
+
+
+def _bytes_read(pid: int) -> int:
+    try:
+        return int(re.search(r"rchar: (\d+)", Path(f"/proc/{pid}/io").read_text()).group(1))  # type: ignore[union-attr]
+    except (OSError, AttributeError):
+        return 0
 
 
 # ---------------------------------------------------------------- long input: parts, estimate, progress
@@ -244,11 +278,12 @@ def test_ctrl_c_while_reading_an_endless_stdin() -> None:
 
 def long_prose(size: int) -> str:
     articles = [path.read_text(encoding="utf-8") for path in sorted(ARTICLES.glob("*.en.md"))]
-    text, n = "", 0
-    while len(text) < size:
-        text += f"\n\n## Part {n}\n\n" + articles[n % len(articles)]
-        n += 1
-    return text
+    pieces: list[str] = []
+    length = 0
+    while length < size:
+        pieces.append(f"\n\n## Part {len(pieces)}\n\n" + articles[len(pieces) % len(articles)])
+        length += len(pieces[-1])
+    return "".join(pieces)
 
 
 ANNOUNCED = re.compile(r"^(Summarizing|Translating): ([\d,]+) tokens in ([\d,]+) parts; about (\d+ (s|min|h)).*Ctrl-C")
