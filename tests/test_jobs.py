@@ -13,6 +13,7 @@ from chatllm.jobs.chat import ChatSession, Persona
 from chatllm.jobs.chunking import split_to_budget
 from chatllm.jobs.knowledge import KnowledgeBase, search_terms, split_passages
 from chatllm.jobs.metering import Meter
+from chatllm.jobs.pacing import REFERENCE_BYTES, REFERENCE_PREFILL_PER_S, Progress
 from chatllm.jobs.persona import build_persona, choose_knowledge
 from chatllm.jobs.summarize import summarize
 from chatllm.jobs.translate import split_blocks, translate
@@ -111,6 +112,27 @@ def test_long_input_is_mapped_then_reduced_with_progress() -> None:
         assert f"Paragraph {n} talks" in sent
     assert all(engine.count_prompt_tokens(call) < engine.context_size for call in engine.calls)
     assert output
+
+
+def test_a_long_summary_says_its_parts_and_a_time_before_the_first_part() -> None:
+    engine = FakeEngine(context_size=1024)
+    engine.model_bytes = 10 * REFERENCE_BYTES  # type: ignore[attr-defined]  # a model ten times the embedded one
+    template = load_template("summarize")
+    seen: list[Progress] = []
+    "".join(
+        summarize(
+            Meter(engine), template, template.resolve_variables({}), long_text(60), PARAMS, on_progress=seen.append
+        )
+    )
+    first = seen[0]
+    assert first.done == 0 and first.total > 2 and len(engine.calls) > first.total
+    # Guessed from the model's size: ten times slower than the embedded model's figures.
+    calls = first.total + 1  # the map steps and the final summary (the parts' summaries fit together)
+    assert first.seconds_left and first.seconds_left > first.tokens / (REFERENCE_PREFILL_PER_S / 10)
+    assert first.seconds_left < (first.tokens + 200 * calls) / (REFERENCE_PREFILL_PER_S / 10) + 64 * calls / 15
+    line = first.announcement()
+    assert line.startswith(f"Summarizing: {first.tokens:,} tokens in {first.total} parts; about ")
+    assert "first guess from the model's size" in line
 
 
 def test_meter_adds_up_usage_over_map_steps() -> None:

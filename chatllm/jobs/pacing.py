@@ -110,7 +110,7 @@ class Pace:
 
 def duration(seconds: float) -> str:
     """A rough, readable length of time: 40 s, 12 min, 2 h 10 min, 28 h."""
-    if seconds < 60:
+    if seconds < 59.5:
         return f"{max(round(seconds), 1)} s"
     minutes = round(seconds / 60)
     if minutes < 60:
