@@ -193,11 +193,11 @@ def _chat_lines(session, options: RunOptions, config, model) -> None:
     """Each stdin line is a user turn; replies go to stdout as plain text, a blank
     line between them, so scripts can drive a conversation."""
     from chatllm.cli.running import _after_thinking
+    from chatllm.inputs import read_lines
     from chatllm.render import PlainSink, ReasoningDisplay, notice, print_stats, result_json, write_all
 
     replies = 0
-    for line in sys.stdin:
-        text = line.rstrip("\n")
+    for text in read_lines(sys.stdin.buffer, "standard input"):
         if not text.strip():
             continue
         thinking = ReasoningDisplay(options.show_reasoning)

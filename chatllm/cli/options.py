@@ -1,8 +1,10 @@
 """Options shared by every generating command, declared once.
 
 `@generation_options` adds --model, --temperature, --max-tokens, --ctx,
---gpu-layers, --seed, --json, --dry-run, --stats, --verbose and --pull to a
-command's signature and hands the command one `RunOptions` instead.
+--gpu-layers, --seed, --json, --dry-run, --stats, --verbose, --pull and
+--max-input-size to a command's signature and hands the command one
+`RunOptions` instead. Every input the command reads (files, stdin, --kb,
+--schema, --labels-file) is bounded by --max-input-size.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from chatllm.cli import completion
+from chatllm.reading import DEFAULT_MAX_INPUT_SIZE
+from chatllm.sizes import format_size, parse_size
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class RunOptions:
     reasoning_budget: int | None = None
     show_reasoning: bool = False
     chat_template: str | None = None
+    max_input_size: int | None = None  # bytes; None: the max_input_size setting
 
     def sampling(self) -> dict[str, object]:
         """The sampling settings given on the command line (None: not given)."""
@@ -80,6 +85,15 @@ def _gpu_layers(value: str | None) -> str | None:
     if value is None or value == "auto" or (value.lstrip("-").isdigit() and int(value) >= -1):
         return value
     raise typer.BadParameter("use a number of layers (0 = CPU only, -1 = all) or 'auto'")
+
+
+def _size(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
 
 
 # Each shared option as a type alias (serve declares some of them itself), then
@@ -223,6 +237,18 @@ LogOption = Annotated[
     bool,
     typer.Option("--log/--no-log", help="Save this run to the history database.", rich_help_panel="Output"),
 ]
+MaxInputSizeOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--max-input-size",
+        callback=_size,
+        metavar="SIZE",
+        help="Most input to read, files and stdin together (e.g. 64M, 1G); more is refused. "
+        f"Default: the max_input_size setting ({format_size(DEFAULT_MAX_INPUT_SIZE)}).",
+        rich_help_panel="Input",
+        show_default=False,
+    ),
+]
 
 _SHARED: dict[str, tuple[Any, Any]] = {
     "model": (ModelOption, None),
@@ -244,6 +270,7 @@ _SHARED: dict[str, tuple[Any, Any]] = {
     "verbose": (VerboseOption, False),
     "pull": (PullOption, False),
     "log": (LogOption, True),
+    "max_input_size": (MaxInputSizeOption, None),
 }
 
 
@@ -270,7 +297,10 @@ def generation_options(command: Callable[..., Any]) -> Callable[..., Any]:
         if isinstance(given["repetition"], Enum):
             given["repetition"] = given["repetition"].value
         options = RunOptions(**given)
-        return command(options=options, **kwargs)
+        from chatllm.inputs import reading_limit
+
+        with reading_limit(options.max_input_size):
+            return command(options=options, **kwargs)
 
     parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared
     wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]

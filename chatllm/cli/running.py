@@ -112,42 +112,6 @@ def print_dry_run(
     sys.stdout.write(json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
 
 
-@contextmanager
-def map_progress(enabled: bool) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on stderr for the parts of a long input (shown only once
-    there is more than one part)."""
-    if not enabled:
-        yield lambda done, total: None
-        return
-    progress = task = None
-
-    def update(done: int, total: int) -> None:
-        nonlocal progress, task
-        if total <= 1:
-            return
-        if progress is None:  # rich.progress costs ~20 ms to import: only for long input
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            progress = Progress(
-                TextColumn("[dim]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            progress.start()
-            task = progress.add_task("reading the input in parts", total=total)
-        progress.update(task, completed=done)
-
-    try:
-        yield update
-    finally:
-        if progress is not None:
-            progress.stop()
-
-
 def run_generation(
     options: RunOptions,
     config: Settings,

@@ -34,10 +34,10 @@ SystemOption = Annotated[
 
 def _items(files: list[Path] | None, whole: bool) -> list[str]:
     """Each non-empty line of the input, or each file whole (stdin as one)."""
-    from chatllm.inputs import read_file, read_input
+    from chatllm.inputs import read_files, read_input
 
     if whole:
-        texts = [read_file(path) for path in files] if files else [read_input([]).text]
+        texts = read_files(files) if files else [read_input([]).text]
         items = [text.strip() for text in texts if text.strip()]
     else:
         items = [line.strip() for line in read_input(files or []).text.splitlines() if line.strip()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -113,7 +114,10 @@ def _prepare_and_run(
     )
     if hint:
         notice(hint)
-    with running.map_progress(enabled=job_name == "summarize") as progress:
+    from chatllm.cli.parts_progress import parts_progress
+
+    live = job_name == "translate" and sys.stdout.isatty() and not options.json
+    with parts_progress(output_is_live=live) as progress:
         job = functools.partial(_job, job_name, template, values, source.text, params, system, progress, structure)
         running.run_generation(
             options,
@@ -151,7 +155,7 @@ def _job(job_name: str, template, values, text: str, params, system, progress, s
     if job_name == "translate":
         from chatllm.jobs.translate import translate
 
-        return translate(meter, template, values, text, params, system)
+        return translate(meter, template, values, text, params, system, on_progress=progress)
     from chatllm.jobs.prompting import input_budget, task_messages
 
     budget = input_budget(meter.engine, template, values, params, system)

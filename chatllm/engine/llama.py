@@ -290,6 +290,11 @@ class LlamaEngine:
             return None
 
     @functools.cached_property
+    def model_bytes(self) -> int | None:
+        """The model file's size, to guess its speed from (jobs/pacing.py)."""
+        return self._path.stat().st_size if self._path.is_file() else None
+
+    @functools.cached_property
     def _prompt(self) -> ChatPrompt:
         """The tokenizer and chat template, made on first use: on the thread that
         prepares a prompt, not on the one loading the model (Jinja2 compiles the

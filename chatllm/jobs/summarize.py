@@ -14,20 +14,22 @@ is written again once, and fails the job the second time (`summary_problem`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from chatllm.engine.base import GenerationParams, Message, Stream
 from chatllm.errors import ChatLLMError, EngineError
-from chatllm.jobs.chunking import split_to_budget
+from chatllm.jobs.chunking import Chunk, split_counted
 from chatllm.jobs.metering import Meter
 from chatllm.jobs.model_fit import SUGGESTED_MODEL
+from chatllm.jobs.pacing import Call, Pace, ProgressCallback
 from chatllm.jobs.prompting import input_budget, task_messages
 from chatllm.languages import detect_language, parse_language
 from chatllm.templates import Template
 
-# Progress of the map steps: (parts done, parts in all).
-ProgressCallback = Callable[[int, int], None]
+# Beyond this many characters a text cannot fit any context (that would take
+# over 32 characters a token in 131,072 tokens): it is not counted whole before
+# it is split, since splitting counts it anyway (for 16 MiB, seconds saved).
+SURELY_LONG_CHARACTERS = 32 * 131_072
 
 # --length: (share of the input's tokens, floor, ceiling): the length a
 # summary is asked to have. The floor lets a short text still get a sentence
@@ -122,7 +124,7 @@ def summarize(
     system: str | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> Stream:
-    engine = meter.engine
+    engine, pace = meter.engine, Pace(meter)
     length = values.get("length", "medium")
     language = summary_language(values)
 
@@ -131,23 +133,39 @@ def summarize(
         asked = asked_length(length, part, tokens, language, params.max_tokens)
         return replace(params, max_tokens=asked.max_tokens), prompt_values(template, values, asked)
 
-    facts = text  # every call may state only numbers of the original text
-    whole = engine.count_tokens(text)
+    def summarize_part(part: Chunk) -> str:
+        """A map step. Its summary may state the numbers of its part (checking
+        them against the whole text read all of it again for every part)."""
+        part_params, part_values = bounded(part.text, part.tokens)
+        messages = task_messages(template, part_values, part.text, system)
+        return meter.complete(messages, part_params, facts=part.text).strip()
+
+    facts = text  # the final summary may state only numbers of the original text
+    # A text too long for any context is not counted whole: splitting counts it.
+    counted = len(text) <= SURELY_LONG_CHARACTERS
+    whole = engine.count_tokens(text) if counted else len(text) // 4
     final_params, final_values = bounded(text, whole)
     budget = input_budget(engine, template, final_values, final_params, system)
     size = whole
+    doing = "summarizing"
     while size > budget:
-        parts = split_to_budget(text, budget, engine.count_tokens)
+        parts = split_counted(text, budget, engine.count_tokens)
+        if not counted:
+            whole = size = sum(part.tokens for part in parts)
+            counted = True
+        if len(parts) == 1:  # it fits after all (a text of very long tokens)
+            text, size = parts[0]
+            break
+        overhead = engine.count_prompt_tokens(task_messages(template, final_values, "", system))
+        calls = planned_calls(parts, budget, overhead, params.max_tokens, length)
         summaries = []
         for index, part in enumerate(parts):
             if on_progress:
-                on_progress(index, len(parts))
-            part_params, part_values = bounded(part, engine.count_tokens(part))
-            summaries.append(
-                meter.complete(task_messages(template, part_values, part, system), part_params, facts=facts).strip()
-            )
+                on_progress(pace.progress(doing, index, len(parts), size, calls[index:]))
+            summaries.append(summarize_part(part))
         if on_progress:
-            on_progress(len(parts), len(parts))
+            on_progress(pace.progress(doing, len(parts), len(parts), size, calls[len(parts) :]))
+        doing = "combining the summaries"
         combined = "\n\n".join(s for s in summaries if s)
         combined_size = engine.count_tokens(combined)
         if combined_size >= size:
@@ -193,6 +211,28 @@ def summarize(
         f"the model wrote no usable summary: twice, its reply was {problem}; "
         f"a larger model does this well (-m {SUGGESTED_MODEL})"
     )
+
+
+def planned_calls(parts: list[Chunk], budget: int, overhead: int, max_tokens: int | None, length: str) -> list[Call]:
+    """The calls a summary of `parts` is expected to make, for an estimate of
+    its time: one per part, the rounds that summarize their summaries while
+    those do not fit together, and the final summary; each summary as long as
+    it is asked to be. `overhead` is the prompt's own tokens."""
+
+    def reply_tokens(tokens: int) -> int:
+        return max_tokens if max_tokens is not None else summary_bound(length, tokens)
+
+    calls: list[Call] = []
+    sizes = [part.tokens for part in parts]
+    while True:
+        calls += [Call(overhead + size, reply_tokens(size)) for size in sizes]
+        combined = sum(reply_tokens(size) for size in sizes)
+        if combined <= budget:
+            return [*calls, Call(overhead + combined, reply_tokens(combined))]
+        count = -(-combined // budget)
+        if count >= len(sizes):  # not shrinking: the job stops there and says so
+            return calls
+        sizes = [combined // count] * count
 
 
 def summary_problem(summary: str, source: str, language_tag: str | None) -> str:
