@@ -110,10 +110,10 @@ def run(server: ChatHTTPServer) -> None:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         server.server_close()
-        # Free the engine once the running reply (if any) has stopped; one stuck
-        # in a long prefill is left to the process exit rather than freed under it.
+        # Free the engine once the running replies (if any) have stopped; one
+        # stuck in a long prefill is left to the process exit rather than freed under it.
         server.service.stopping.set()
-        if server.service.lock.acquire(timeout=10):
+        if server.service.wait_idle(10):
             server.service.engine.close()
 
 

@@ -117,6 +117,16 @@ class ChatService:
         """What a request holds while it is prepared and answered."""
         return contextlib.nullcontext() if self.concurrent else self.lock
 
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no request is being answered; False after `timeout_s`
+        (the lock is then held for good: the server is stopping)."""
+        deadline = time.monotonic() + timeout_s
+        if not self.lock.acquire(timeout=timeout_s):
+            return False
+        while self.capacity.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)  # the replies end at their next piece (see `stopping`)
+        return self.capacity.in_flight == 0
+
     def slot_states(self) -> list[str]:
         """Each slot's state (idle, prefill, generating), for /health and /metrics."""
         if isinstance(self.engine, SlotView):
