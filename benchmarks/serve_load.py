@@ -494,8 +494,8 @@ def report(results: dict) -> str:
             "|---|---|---|---|---|---|---|---|",
         ]
         for n, ours in table["chatllm"].items():
-            bench = table["batched_bench"].get(int(n))
-            theirs = table["llama_server"].get(n) or {}
+            bench = row(table["batched_bench"], n)
+            theirs = row(table["llama_server"], n) or {}
             ratio_bench = f"{ours['decode_tps'] / bench:.2f}" if bench else "-"
             ratio_server = f"{ours['decode_tps'] / theirs['decode_tps']:.2f}" if theirs else "-"
             server_tps = f"{theirs['decode_tps']:.1f}" if theirs else "-"
@@ -507,7 +507,67 @@ def report(results: dict) -> str:
     for name in SECTIONS[1:]:
         if name in results:
             lines.append(f"{name}: {json.dumps(results[name])}")
+    lines += ["", *(f"{'PASS' if ok else 'FAIL'}  {what}" for what, ok in verdicts(results))]
     return "\n".join(lines)
+
+
+def row(table: dict, n: int | str):
+    """The entry for N clients, whether the keys are numbers or (from JSON) text."""
+    return table.get(int(n), table.get(str(n)))
+
+
+def verdicts(results: dict) -> list[tuple[str, bool]]:
+    """Issue 24's targets, each with whether this run met it."""
+    found: list[tuple[str, bool]] = []
+    table = results.get("throughput") or {}
+    ours, theirs = row(table.get("chatllm", {}), 4), row(table.get("llama_server", {}), 4)
+    bench = row(table.get("batched_bench", {}), 4)
+    if ours and bench:
+        found.append(("N=4 decode >= 0.9x llama-batched-bench", ours["decode_tps"] >= 0.9 * bench))
+    if ours and theirs:
+        found.append(("N=4 decode >= 0.9x llama-server", ours["decode_tps"] >= 0.9 * theirs["decode_tps"]))
+        found.append(
+            ("N=4 median TTFT <= llama-server's + 100 ms", ours["median_ttft_s"] <= theirs["median_ttft_s"] + 0.1)
+        )
+    if "codes" in results:
+        codes = results["codes"]
+        good = codes["errors"] == 0 and codes["own_code"] == codes["requests"] and not codes["another_clients_code"]
+        found.append(("8 clients x 10 requests: each its own code, 0 errors", good))
+    if "persona" in results:
+        cached = sorted(u["cached"] or 0 for u in results["persona"]["usage"])
+        found.append(
+            (
+                "4 persona customers: the prefix cached for the 3 that came after",
+                cached[1] > 0 and cached[1] == cached[-1],
+            )
+        )
+    if "overload" in results:
+        over = results["overload"]
+        found.append(
+            (
+                "200 at once: every refusal a 503 with Retry-After",
+                over["refused_with_retry_after"] == over["refused_503"] and not over["other"],
+            )
+        )
+        found.append(("200 at once: refused within 100 ms", over["refusal_seconds_max"] < 0.1))
+        found.append(
+            (
+                "200 at once: RSS stays within what was allocated at start (+100 MB)",
+                over["peak_rss_mb"] <= over["idle_rss_mb"] + 100,
+            )
+        )
+        found.append(("200 at once: still serving afterwards", over["after"]["status"] == 200))
+    if "hangups" in results:
+        hang = results["hangups"]
+        found.append(("100 hang-ups: every slot free afterwards", hang["slots_after"]["busy"] == 0))
+        speed = (hang["decode_tps_after"] or 0) >= 0.9 * (hang["decode_tps_before"] or 0)
+        found.append(("100 hang-ups: a new request at normal speed (>= 0.9x before)", speed))
+    if "malformed" in results:
+        bad = results["malformed"]
+        shaped = all(400 <= b["status"] < 500 and b["openai_shaped"] for b in bad["bad"])
+        found.append(("malformed requests under load: OpenAI-shaped 4xx", shaped))
+        found.append(("good requests beside them: each its own code", bad["good_own_code"] == bad["good"]))
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
