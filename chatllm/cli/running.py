@@ -187,11 +187,11 @@ def prepare_engine(options: RunOptions, engine: Engine) -> None:
     and the notes a user should read (a model without a chat template, --think
     on a model that cannot switch)."""
     if options.chat_template:
-        if not hasattr(engine, "use_chat_template"):
+        if not engine.supports_chat_template:
             notice("--chat-template does nothing for a model on a server: the server applies its own.")
         else:
             engine.use_chat_template(chat_template_text(options.chat_template))
-    elif getattr(engine, "has_chat_template", True) is False:
+    elif not engine.has_chat_template:
         notice(
             f"{engine.model_name} has no chat template: it is probably a base model, not an instruct one, and may "
             "just continue or echo the prompt. Prompts use ChatML; use an instruct model, or --chat-template plain."
@@ -217,7 +217,7 @@ def chat_template_text(value: str) -> str:
 def note_thinking_switch(options: RunOptions, engine: Engine) -> None:
     """--think/--no-think on a model whose chat template cannot switch thinking:
     a dim note, not an error (the option does nothing there)."""
-    if options.think is not None and getattr(engine, "thinking_switch", True) is False:
+    if options.think is not None and not engine.thinking_switch:
         notice(
             f"{engine.model_name}'s chat template has no thinking switch: --{'' if options.think else 'no-'}think changes nothing."
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from chatllm.engine.base import GenerationParams, GenerationStats, Message, Stream, Timings, Usage
+from chatllm.engine.base import Capabilities, GenerationParams, GenerationStats, Message, Stream, Timings, Usage
 from chatllm.engine.reasoning import split_reasoning
 from chatllm.errors import EngineError
 
@@ -24,8 +24,10 @@ def echo_reply(messages: Sequence[Message]) -> str:
     return "Echo: " + " ".join(words[:12])
 
 
-class FakeEngine:
+class FakeEngine(Capabilities):
     model_name = "fake.gguf"
+    can_stream = True
+    supports_scoring = True
     identity: str | None = None
 
     def __init__(self, context_size: int = 2048, reply: ReplyFunction = echo_reply) -> None:

@@ -24,7 +24,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chatllm.engine.base import EngineOptions, FinishReason, GenerationParams, GenerationStats, Message, Stream, Timings
+from chatllm.engine.base import (
+    Capabilities,
+    EngineOptions,
+    FinishReason,
+    GenerationParams,
+    GenerationStats,
+    Message,
+    Stream,
+    Timings,
+)
 from chatllm.engine.bindings import llama_bindings, quiet_log_callback
 from chatllm.engine.grammar import GRAMMAR_FIRST, ConstrainedSampler, grammar_text
 from chatllm.engine.reasoning import ThinkSplitter
@@ -118,8 +127,14 @@ def physical_cores() -> int:
     return max(1, min(len(siblings) or allowed, allowed))
 
 
-class LlamaEngine:
+class LlamaEngine(Capabilities):
     """A GGUF model loaded in this process. Not thread-safe: one stream at a time."""
+
+    can_stream = True
+    supports_grammar = True
+    supports_scoring = True
+    supports_state_saving = True
+    supports_chat_template = True
 
     # llama.cpp's objects are ctypes pointers and structures (typed Any here).
     context_size: int

@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from chatllm.engine.base import (
+    Capabilities,
     EngineOptions,
     GenerationParams,
     GenerationStats,
@@ -85,8 +86,12 @@ def api_key_from_environment() -> str | None:
     return next((os.environ[name] for name in API_KEY_VARIABLES if os.environ.get(name)), None)
 
 
-class OpenAIEngine:
-    """A model on an OpenAI-compatible server. One stream at a time per engine."""
+class OpenAIEngine(Capabilities):
+    """A model on an OpenAI-compatible server. One stream at a time per engine.
+    A JSON Schema goes to the server as `response_format`, not as a local grammar."""
+
+    can_stream = True
+    base_url: str
 
     identity: str | None = None  # the weights are on the server
 

@@ -25,7 +25,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
-from chatllm.engine.base import GenerationParams, Message, Scorer
+from chatllm.engine.base import GenerationParams, Message
 from chatllm.engine.grammar import json_schema_text
 from chatllm.errors import EngineError, UsageError
 from chatllm.jobs.metering import Meter
@@ -105,7 +105,7 @@ class Classifier:
 
     def classify_one(self, text: str) -> Classification:
         engine = self.meter.engine
-        if not self.multi and isinstance(engine, Scorer):
+        if not self.multi and engine.supports_scoring:
             return self._by_scores(text)
         return self._by_schema(text)
 

@@ -80,7 +80,7 @@ def complete_json(meter: Meter, messages: list[Message], schema: dict[str, Any],
 
 
 def check_reply(reply: str, schema: dict[str, Any], meter: Meter) -> Any:
-    server = getattr(meter.engine, "base_url", None)
+    server = meter.engine.base_url
     try:
         return validated(reply, schema, f"the server at {server}'s reply" if server else "the reply")
     except SchemaMismatch as error:

@@ -13,7 +13,6 @@ from chatllm.engine.base import (
     GenerationParams,
     GenerationStats,
     Message,
-    Scorer,
     Stream,
     Timings,
     Usage,
@@ -206,13 +205,11 @@ class Meter:
     @property
     def can_score(self) -> bool:
         """Whether the engine can tell how likely a continuation is (`score`)."""
-        return isinstance(self.engine, Scorer)
+        return self.engine.supports_scoring
 
     def score(self, messages: Sequence[Message], continuations: Sequence[str]) -> list[float]:
         """The engine's log-probabilities of `continuations` as the reply (only
         engines that have `score`), recorded like a call."""
-        if not isinstance(self.engine, Scorer):
-            raise TypeError(f"{type(self.engine).__name__} cannot score continuations")
         scores = self.engine.score(messages, continuations)
         self._add(self.engine.last_stats)
         return scores
@@ -280,7 +277,7 @@ class Meter:
         # An engine may finish loading after the job began (a local model's context
         # is made while the job prepares its prompt): that wait is load, not the
         # job's time, which counts from when both were ready.
-        begun = max(self.started, getattr(self.engine, "ready_at", None) or self.started)
+        begun = max(self.started, self.engine.ready_at or self.started)
         timings = Timings(
             load_s=round(self.engine.load_s, 3),
             ttft_s=round((self.first_piece_at or now) - begun, 3),
