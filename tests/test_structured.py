@@ -21,8 +21,8 @@ from chatllm.errors import EngineError, UsageError
 from chatllm.hub.models import resolve_model
 from chatllm.jobs.classify import Classifier, parse_labels
 from chatllm.jobs.extract import extract
-from chatllm.jobs.metering import Meter
 from chatllm.jobs.schemas import SchemaMismatch, parse_schema, short_schema, validated
+from chatllm.reply.meter import Meter
 from tests.support.cli import run_chatllm
 from tests.support.openai_servers import ScriptedServer, chunk, streaming
 

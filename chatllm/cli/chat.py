@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
         template = load_template(persona)
         values = template.resolve_variables(parse_variables(variable))
         knowledge = choose_knowledge(template, kb or [])  # a bad --kb fails before the model loads
-        params = generation_params(template, **options.sampling())
+        params = generation_params(template, options.sampling())
 
         structure = structure_for(options, schema, template.schema)
         if structure is not None:
@@ -137,7 +137,9 @@ def register(app: typer.Typer) -> None:
             fit = ModelFit(model.path, enabled=config.hints)
             # Each reply of a schema is constrained by it; a guard cutting it would break the JSON.
             repetition = (
-                "off" if structure is not None else repetition_mode(template, options.repetition, is_tiny(model.path))
+                "off"
+                if structure is not None
+                else repetition_mode(template, options.repetition, tiny_model=is_tiny(model.path))
             )
             persona_ = build_persona(
                 template,
@@ -149,9 +151,7 @@ def register(app: typer.Typer) -> None:
                 tiny_model=is_tiny(model.path),
                 judge_cache=persona_judges_dir(),
             )
-            session = ChatSession(
-                engine, persona_, params, on_notice=notice, on_turn=recorder, repetition=repetition, fit=fit
-            )
+            session = ChatSession(engine, persona_, params, on_turn=recorder, repetition=repetition, fit=fit)
             hint = fit.for_knowledge(persona_.retrieves)
             if hint:
                 notice(hint)
@@ -192,31 +192,20 @@ def _given(ctx, name: str) -> bool:
 def _chat_lines(session, options: RunOptions, config, model) -> None:
     """Each stdin line is a user turn; replies go to stdout as plain text, a blank
     line between them, so scripts can drive a conversation."""
-    from chatllm.cli.running import _after_thinking
-    from chatllm.render import PlainSink, ReasoningDisplay, notice, print_stats, result_json, write_all
+    from chatllm.render import Printer
 
-    replies = 0
+    printer = Printer(
+        model.name,
+        session.persona.name,
+        json=options.json,
+        stats=options.stats,
+        show_reasoning=options.show_reasoning,
+        markdown=False,
+        between="\n",  # a blank line tells replies apart
+    )
     for line in sys.stdin:
         text = line.rstrip("\n")
-        if not text.strip():
-            continue
-        thinking = ReasoningDisplay(options.show_reasoning)
-        session.on_reasoning = thinking.piece
-        if options.json:
-            reply = "".join(session.send(text))
-            thinking.done()
-            reasoning = session.turns[-1].reasoning if session.turns else ""
-            sys.stdout.write(result_json(reply, model.name, session.persona.name, session.last_stats, reasoning) + "\n")
-            sys.stdout.flush()
-        else:
-            if replies:
-                sys.stdout.write("\n")  # a blank line tells replies apart
-            write_all(_after_thinking(session.send(text), thinking), PlainSink(sys.stdout))
-            thinking.done()
-        if session.last_note:
-            notice(session.last_note)
-        replies += 1
-        if options.stats:
-            print_stats(session.last_stats)
-    if not replies:
+        if text.strip():
+            printer.show(session.send(text))
+    if not printer.replies:
         raise InputError("no input: type messages on a terminal, or pipe lines in (one turn per line)")

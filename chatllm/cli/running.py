@@ -15,13 +15,14 @@ from chatllm.cli.interaction import hub_interaction
 from chatllm.cli.options import RunOptions
 from chatllm.config.settings import Settings, load_settings
 from chatllm.engine import engine_options as from_settings
-from chatllm.engine.base import Engine, EngineOptions, GenerationParams, Message, Stream
+from chatllm.engine.base import Engine, EngineOptions, GenerationParams, Message
 from chatllm.engine.grammar import json_schema_text, schema_to_gbnf
 from chatllm.errors import UsageError
 from chatllm.hub.models import ResolvedModel, resolve_model
 from chatllm.inputs import read_file
-from chatllm.jobs.metering import Meter
-from chatllm.render import CollectingSink, ReasoningDisplay, notice, open_sink, print_stats, result_json, write_all
+from chatllm.render import Printer, notice, print_stats
+from chatllm.reply.meter import Meter
+from chatllm.reply.pipeline import Events, finished
 
 
 def settings() -> Settings:
@@ -146,40 +147,31 @@ def run_generation(
     options: RunOptions,
     config: Settings,
     template_name: str,
-    job: Callable[[Meter], Stream],
+    job: Callable[[Meter], Events],
     model: ResolvedModel,
     engine: Engine,
     record: dict | None = None,
     repetition: str = "loops",
 ) -> str:
-    """Run `job`, show its text the way the options ask, print stats, save the run.
+    """Run `job`, show its events the way the options ask, save the run.
     `repetition` is the guard's mode (jobs/repetition.py)."""
-    thinking = ReasoningDisplay(options.show_reasoning)
     prepare_engine(options, engine)
-    sink = CollectingSink() if options.json else open_sink(theme=config.theme)
-    meter = Meter(engine, repetition=repetition, on_reasoning=thinking.piece, on_draft=sink.draft)
-    try:
-        text = write_all(_after_thinking(job(meter), thinking), sink)
-    finally:
-        thinking.done()
-        stats = meter.stats()
-        note = meter.finish_note()
-        if note:
-            notice(note)
-        if options.stats:
-            print_stats(stats)
-    if options.json:
-        sys.stdout.write(result_json(text, model.name, template_name, stats, meter.reasoning) + "\n")
+    printer = Printer(
+        model.name,
+        template_name,
+        json=options.json,
+        stats=options.stats,
+        show_reasoning=options.show_reasoning,
+        theme=config.theme,
+    )
+    printer.open()
+    meter = Meter(engine, repetition=repetition, drafts=printer.live)
+    shown = printer.show(finished(meter, job(meter)))[-1]
     if options.log and config.log:
-        record_run(model, template_name, {**(record or {}), "reasoning": meter.reasoning}, text, stats)
-    return text
-
-
-def _after_thinking(pieces: Stream, thinking: ReasoningDisplay) -> Stream:
-    """`pieces`, closing the thinking's display when the answer begins."""
-    for piece in pieces:
-        thinking.done()
-        yield piece
+        record_run(
+            model, template_name, {**(record or {}), "reasoning": shown.reasoning}, shown.text, shown.finish.stats
+        )
+    return shown.text
 
 
 def prepare_engine(options: RunOptions, engine: Engine) -> None:

@@ -96,18 +96,18 @@ def register(app: typer.Typer) -> None:
             label_set = parse_labels("")
         instruction = system if system is not None else (chosen.render_system({}) if chosen is not None else "")
         items = _items(files, per_file)
-        params = generation_params(chosen, **options.sampling()) if chosen else generation_params_plain(options)
+        params = generation_params(chosen, options.sampling()) if chosen else generation_params_plain(options)
         name = chosen.name if chosen else "classify"
         config = running.settings()
         if options.dry_run:
             from chatllm.engine.fake import FakeEngine
-            from chatllm.jobs.metering import Meter
+            from chatllm.reply.meter import Meter
 
             preview = Classifier(Meter(FakeEngine(context_size=1 << 20)), label_set, params, instruction, multi)
             _dry_run(options, name, preview._messages(items[0]), params, labels_schema(label_set, multi))
             return
-        from chatllm.jobs.metering import Meter
         from chatllm.render import result_json
+        from chatllm.reply.meter import Meter
 
         with running.loading_model(options, config) as loading:
             engine = loading.engine()
@@ -187,8 +187,8 @@ def register(app: typer.Typer) -> None:
             ]
             _dry_run(options, name, messages, params, the_schema)
             return
-        from chatllm.jobs.metering import Meter
         from chatllm.render import result_json
+        from chatllm.reply.meter import Meter
 
         with running.loading_model(options, config) as loading:
             meter = Meter(loading.engine())
@@ -222,4 +222,4 @@ def generation_params_plain(options: RunOptions):
 def _template_params(template, options: RunOptions):
     from chatllm.jobs.prompting import generation_params
 
-    return generation_params(template, **options.sampling())
+    return generation_params(template, options.sampling())

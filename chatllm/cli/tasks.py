@@ -12,8 +12,8 @@ import typer
 
 from chatllm.cli import completion
 from chatllm.cli.options import RunOptions, generation_options
-from chatllm.engine.base import Stream
 from chatllm.errors import InputError, TemplateError, UsageError
+from chatllm.reply.pipeline import Events
 
 FilesArgument = Annotated[
     Optional[list[Path]], typer.Argument(help="Files to read ('-' for stdin); stdin when none.", show_default=False)
@@ -89,7 +89,7 @@ def _prepare_and_run(
         values["lang"] = detected.for_prompt() if detected else ""
     if job_name == "translate" and not given.get("from") and detected:
         values["from"] = detected.name
-    params = generation_params(template, **options.sampling())
+    params = generation_params(template, options.sampling())
     if job_name == "summarize":
         # What the summary's prompt asks for; the job sets it again from the
         # model's own token count (this estimate is for --dry-run).
@@ -141,7 +141,7 @@ def structure_for(options: RunOptions, given: str | None, declared: dict | None)
     return schema
 
 
-def _job(job_name: str, template, values, text: str, params, system, progress, structure, meter) -> Stream:
+def _job(job_name: str, template, values, text: str, params, system, progress, structure, meter) -> Events:
     """The text pieces of one task: summarize and translate split long input
     themselves; any other template must fit the context in one call."""
     if job_name == "summarize":
@@ -163,13 +163,16 @@ def _job(job_name: str, template, values, text: str, params, system, progress, s
         )
     if structure is not None:
         return _json_reply(meter, task_messages(template, values, text, system), structure, params)
-    return meter.stream(task_messages(template, values, text, system), params, source=text)
+    from chatllm.reply.pipeline import Checks, call
+
+    return call(meter, task_messages(template, values, text, system), params, Checks(source=text))
 
 
-def _json_reply(meter, messages, schema: dict, params) -> Stream:
+def _json_reply(meter, messages, schema: dict, params) -> Events:
     from chatllm.jobs.extract import complete_json
+    from chatllm.reply.events import Text
 
-    yield json.dumps(complete_json(meter, messages, schema, params), ensure_ascii=False, indent=2)
+    yield Text(json.dumps(complete_json(meter, messages, schema, params), ensure_ascii=False, indent=2))
 
 
 def parse_variables(pairs: list[str] | None) -> dict[str, str]:

@@ -9,11 +9,18 @@ from __future__ import annotations
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from chatllm.reply.events import Reasoning
 
 Role = Literal["system", "user", "assistant"]
-# A reply as it streams: pieces of text; closing it early stops the generation.
+# Text as it streams, in pieces; closing it early stops what makes it.
 Stream = Generator[str, None, None]
+# A reply as an engine streams it: the answer's text in `str` pieces, a
+# reasoning model's thinking as `Reasoning` events; closing it early stops the
+# generation.
+EngineStream = Generator["str | Reasoning", None, None]
 FinishReason = Literal["stop", "length", "repetition", "interrupted"]
 
 
@@ -242,7 +249,7 @@ class Engine(Protocol):
     @property
     def thinking_switch(self) -> bool: ...
 
-    def stream(self, messages: Sequence[Message], params: GenerationParams) -> Stream: ...
+    def stream(self, messages: Sequence[Message], params: GenerationParams) -> EngineStream: ...
 
     def count_tokens(self, text: str) -> int:
         """Tokens of plain text (no chat-template wrapping)."""

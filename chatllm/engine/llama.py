@@ -27,16 +27,16 @@ from typing import TYPE_CHECKING, Any
 from chatllm.engine.base import (
     Capabilities,
     EngineOptions,
+    EngineStream,
     FinishReason,
     GenerationParams,
     GenerationStats,
     Message,
-    Stream,
     Timings,
 )
 from chatllm.engine.bindings import llama_bindings, quiet_log_callback
 from chatllm.engine.grammar import GRAMMAR_FIRST, ConstrainedSampler, grammar_text
-from chatllm.engine.reasoning import ThinkSplitter
+from chatllm.engine.reasoning import Piece, ThinkSplitter
 from chatllm.errors import EngineError, ModelError, UsageError
 from chatllm.hub.models import ResolvedModel
 
@@ -361,7 +361,7 @@ class LlamaEngine(Capabilities):
 
     # ---- generation ----------------------------------------------------------
 
-    def stream(self, messages: Sequence[Message], params: GenerationParams) -> Stream:
+    def stream(self, messages: Sequence[Message], params: GenerationParams) -> EngineStream:
         """Yield the reply in pieces of valid UTF-8 text. Raises EngineError (on the
         first `next`) if the prompt does not fit the context."""
         self._require_model()
@@ -527,7 +527,7 @@ class LlamaEngine(Capabilities):
         params: GenerationParams,
         stats: GenerationStats,
         thinking: _Thinking | None = None,
-    ) -> Stream:
+    ) -> EngineStream:
         """The decode loop. Everything between two `llama_decode` calls is kept to
         a few C calls and a UTF-8 decoder step (and, for a model that thinks,
         splitting its thinking from its answer)."""
@@ -701,7 +701,7 @@ class _Thinking:
         self.splitter, self.budget, self.stats, self.close_tokens = splitter, budget, stats, close_tokens
         self.forced = False
 
-    def feed(self, text: str, forced: bool = False) -> list[str]:
+    def feed(self, text: str, forced: bool = False) -> list[Piece]:
         if self.splitter.thinking and not forced:
             self.stats.usage.reasoning_tokens += 1
         return self.splitter.feed(text) if text else []
@@ -714,7 +714,7 @@ class _Thinking:
             return True
         return False
 
-    def finish(self) -> list[str]:
+    def finish(self) -> list[Piece]:
         pieces = self.splitter.finish()
         self.stats.thinking_unclosed = self.splitter.unclosed
         return pieces

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field, replace
 from chatllm.engine.base import GenerationParams, Message
 from chatllm.engine.grammar import json_schema_text
 from chatllm.errors import EngineError, UsageError
-from chatllm.jobs.metering import Meter
+from chatllm.reply.meter import Meter
+from chatllm.reply.pipeline import Checks, complete
 
 CONTENT_FREE = "N/A"
 DEFAULT_INSTRUCTION = "Classify the text into exactly one of these labels: {labels}. Reply with the label only."
@@ -135,7 +136,7 @@ class Classifier:
             think=False,
             max_tokens=self.params.max_tokens or 16 + 8 * len(self.labels),
         )
-        reply = self.meter.complete(self._messages(text), params, repetition="off").strip()
+        reply = complete(self.meter, self._messages(text), params, Checks(repetition="off")).strip()
         try:
             answer = json.loads(reply)
         except json.JSONDecodeError:

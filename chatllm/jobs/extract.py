@@ -16,8 +16,9 @@ from typing import Any
 from chatllm.engine.base import GenerationParams, Message
 from chatllm.engine.grammar import json_schema_text
 from chatllm.errors import EngineError
-from chatllm.jobs.metering import Meter
 from chatllm.jobs.schemas import SchemaMismatch, validated
+from chatllm.reply.meter import Meter
+from chatllm.reply.pipeline import Checks, complete
 
 DEFAULT_INSTRUCTION = (
     "Extract the information from the user's text as JSON with these fields:\n{fields}\nUse only what the text says."
@@ -70,7 +71,7 @@ def complete_json(meter: Meter, messages: list[Message], schema: dict[str, Any],
     """The reply to `messages` under `schema`, parsed and validated."""
     engine = meter.engine
     constrained = structured_params(params, schema, engine.context_size - engine.count_prompt_tokens(messages) - 8)
-    reply = meter.complete(messages, constrained, repetition="off")  # the schema bounds its form
+    reply = complete(meter, messages, constrained, Checks(repetition="off"))  # the schema bounds its form
     if meter.engine.last_stats.finish_reason == "length":
         raise EngineError(
             f"the reply reached its limit of {constrained.max_tokens} tokens before its JSON was "

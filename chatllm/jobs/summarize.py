@@ -17,13 +17,15 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from chatllm.engine.base import GenerationParams, Message, Stream
+from chatllm.engine.base import GenerationParams, Message
 from chatllm.errors import ChatLLMError, EngineError
 from chatllm.jobs.chunking import split_to_budget
-from chatllm.jobs.metering import Meter
 from chatllm.jobs.model_fit import SUGGESTED_MODEL
 from chatllm.jobs.prompting import input_budget, task_messages
 from chatllm.languages import detect_language, parse_language
+from chatllm.reply.events import Text
+from chatllm.reply.meter import Meter
+from chatllm.reply.pipeline import Checks, Events, call, collect, hold
 from chatllm.templates import Template
 
 # Progress of the map steps: (parts done, parts in all).
@@ -121,7 +123,7 @@ def summarize(
     params: GenerationParams,
     system: str | None = None,
     on_progress: ProgressCallback | None = None,
-) -> Stream:
+) -> Events:
     engine = meter.engine
     length = values.get("length", "medium")
     language = summary_language(values)
@@ -143,9 +145,9 @@ def summarize(
             if on_progress:
                 on_progress(index, len(parts))
             part_params, part_values = bounded(part, engine.count_tokens(part))
-            summaries.append(
-                meter.complete(task_messages(template, part_values, part, system), part_params, facts=facts).strip()
-            )
+            messages = task_messages(template, part_values, part, system)
+            summary = yield from collect(call(meter, messages, part_params, Checks(facts=facts), visible=False))
+            summaries.append(summary.strip())
         if on_progress:
             on_progress(len(parts), len(parts))
         combined = "\n\n".join(s for s in summaries if s)
@@ -176,10 +178,11 @@ def summarize(
             attempt_params = replace(final_params, seed=seed, temperature=max(final_params.temperature, 0.6))
             last = messages[-1]
             attempt_messages = [*messages[:-1], Message(last.role, f"{last.content}\n{RETRY_INSTRUCTION}")]
-        summary = meter.hold(meter.stream(attempt_messages, attempt_params, facts=facts, drop_cut_fragment=True))
+        checks = Checks(facts=facts, drop_cut_fragment=True)
+        summary = yield from hold(meter, call(meter, attempt_messages, attempt_params, checks))
         problem = summary_problem(summary, facts, language)
         if not problem:
-            yield summary.strip()
+            yield Text(summary.strip())
             return
         if params.max_tokens is not None and meter.last_finish_reason == "length" and not summary.strip():
             raise EngineError(

@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Generator
 from dataclasses import dataclass, replace
 
-from chatllm.engine.base import GenerationParams, Message, Stream
+from chatllm.engine.base import GenerationParams, Message
 from chatllm.errors import ChatLLMError, EngineError
 from chatllm.jobs.chunking import split_paragraphs, split_to_budget
-from chatllm.jobs.metering import Meter
 from chatllm.jobs.model_fit import SUGGESTED_MODEL
 from chatllm.jobs.numbers import number_problems
 from chatllm.jobs.prompting import input_budget, task_messages
 from chatllm.jobs.repetition import RepetitionGuard, repeats_in
 from chatllm.languages import detect_language, parse_language, prose_of
+from chatllm.reply.events import Event, Text
+from chatllm.reply.meter import Meter
+from chatllm.reply.pipeline import Checks, Events, call, hold
 from chatllm.templates import Template
 
 FENCE = re.compile(r"^(```|~~~)")
@@ -91,7 +94,7 @@ def translate(
     text: str,
     params: GenerationParams,
     system: str | None = None,
-) -> Stream:
+) -> Events:
     engine = meter.engine
     target = values.get("to", "")
     if params.max_tokens is not None:
@@ -111,39 +114,40 @@ def translate(
     paragraphs, not_translated = 0, []
     for index, block in enumerate(split_blocks(text)):
         if index:
-            yield "\n"  # the line break split_blocks cut at
+            yield Text("\n")  # the line break split_blocks cut at
         body = block.text.strip("\n")
         if not block.translate or not body.strip():
-            yield block.text
+            yield Text(block.text)
             continue
-        yield block.text[: len(block.text) - len(block.text.lstrip("\n"))]
+        yield Text(block.text[: len(block.text) - len(block.text.lstrip("\n"))])
         # Paragraph by paragraph: a small model translates a paragraph far better
         # than a page (benchmarks/README.md, "Quality"); a paragraph too long for
         # the context goes in parts, cut between sentences.
         for number, paragraph in enumerate(split_paragraphs(body)):
             paragraphs += 1
             if number:
-                yield "\n\n"
+                yield Text("\n\n")
             if _is_code(paragraph):  # code outside a fence ("def f(x):") stays as it is, like fenced code
-                yield paragraph
+                yield Text(paragraph)
                 continue
             for part, chunk in enumerate(split_to_budget(paragraph, budget, engine.count_tokens)):
                 if part:
-                    yield " "
+                    yield Text(" ")
                 chunk_params = params
                 if params.max_tokens is None:
                     chunk_params = replace(params, max_tokens=translation_bound(engine.count_tokens(chunk), target))
                 if guard is not None and guard.started:
                     guard.next_part()
                 messages = task_messages(template, values, chunk, system)
-                translation, problems = _checked_translation(meter, messages, chunk_params, chunk, guard, languages)
+                checked = _checked_translation(meter, messages, chunk_params, chunk, guard, languages)
+                translation, problems = yield from checked
                 if problems:
                     meter.add_note(f"Paragraph {paragraphs}: {'; '.join(problems)}, also when translated again.")
                 if any(problem.startswith("not in ") for problem in problems):
                     not_translated.append(paragraphs)  # not printed: it is no translation
                 else:
-                    yield translation
-        yield block.text[len(block.text.rstrip("\n")) :]
+                    yield Text(translation)
+        yield Text(block.text[len(block.text.rstrip("\n")) :])
     if not_translated:
         # A paragraph left in another language is no translation: the job fails
         # (after the rest), so a script does not take it for one.
@@ -163,7 +167,7 @@ def _checked_translation(
     source: str,
     guard: RepetitionGuard | None,
     languages: tuple[str, str],
-) -> tuple[str, list[str]]:
+) -> Generator[Event, None, tuple[str, list[str]]]:
     """A chunk's translation, held until checked (a terminal shows it as a
     draft meanwhile) and written again once when it has a problem
     (`translation_problems`), with another seed and more randomness so the
@@ -180,8 +184,8 @@ def _checked_translation(
             # Before the instruction, not after the text: what follows the text is taken for more of it.
             attempt_messages = [*messages[:-1], Message(last.role, f"{RETRY_INSTRUCTION}\n{last.content}")]
         attempt_guard = copy.deepcopy(guard)  # what the first try said is no repeat for the second
-        pieces = meter.stream(attempt_messages, attempt_params, guard=attempt_guard)
-        translation = meter.hold(_strip_surrounding_whitespace(pieces))
+        events = call(meter, attempt_messages, attempt_params, Checks(guard=attempt_guard))
+        translation = yield from hold(meter, _strip_surrounding_whitespace(events))
         tries.append((translation, translation_problems(source, translation, *languages)))
         if not tries[-1][1]:
             break
@@ -265,19 +269,26 @@ def translation_problems(source: str, translation: str, source_tag: str, target_
     return problems
 
 
-def _strip_surrounding_whitespace(pieces: Stream) -> Stream:
-    """The model's pieces without leading or trailing whitespace, still streaming
+def _strip_surrounding_whitespace(events: Events) -> Events:
+    """The reply's text without leading or trailing whitespace, still streaming
     (trailing whitespace is held back until more text follows it)."""
     started = False
     held = ""
-    for piece in pieces:
-        if not started:
-            piece = piece.lstrip()
-            if not piece:
+    try:
+        for event in events:
+            if type(event) is not Text:
+                yield event
                 continue
-            started = True
-        text = held + piece
-        stripped = text.rstrip()
-        held = text[len(stripped) :]
-        if stripped:
-            yield stripped
+            piece = event.text
+            if not started:
+                piece = piece.lstrip()
+                if not piece:
+                    continue
+                started = True
+            text = held + piece
+            stripped = text.rstrip()
+            held = text[len(stripped) :]
+            if stripped:
+                yield Text(stripped)
+    finally:
+        events.close()

@@ -16,19 +16,19 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from chatllm.config.settings import persona_judges_dir
-from chatllm.engine.base import Engine, GenerationParams, GenerationStats, Message, Stream, generation_params
-from chatllm.engine.grammar import json_schema_text, schema_to_gbnf
-from chatllm.engine.reasoning import Reasoning
+from chatllm.engine.base import Engine, Message
 from chatllm.errors import ChatLLMError
 from chatllm.jobs.chat import Persona
-from chatllm.jobs.metering import Meter
 from chatllm.jobs.persona import build_persona
-from chatllm.jobs.persona_reply import PersonaTurn
-from chatllm.jobs.prompting import default_repetition
+from chatllm.jobs.prompting import generation_params, repetition_mode
+from chatllm.jobs.schemas import check_grammar, constrained
+from chatllm.reply.events import Event
+from chatllm.reply.meter import Meter
+from chatllm.reply.pipeline import Events, ReplyRequest, reply
 from chatllm.server.requests import RequestError, parse_chat_request
 from chatllm.templates import Template, load_template, template_names
 
@@ -38,15 +38,10 @@ class ChatRequest:
     """A request ready for the engine: template applied, settings merged."""
 
     model: str  # the name the client asked for, echoed in the reply
-    messages: list[Message]
-    params: GenerationParams
+    reply: ReplyRequest
     stream: bool
     include_usage: bool
     repetition: str = "loops"  # the repetition guard's mode (jobs/repetition.py)
-    # A persona's reply goes through its stages (jobs/persona_reply.py); the
-    # question is the customer's last message as they wrote it.
-    persona: Persona | None = None
-    question: str = ""
 
 
 class ChatService:
@@ -77,8 +72,6 @@ class ChatService:
         # Set when the server shuts down: a running reply ends at its next piece.
         self.stopping = threading.Event()
         self.created = int(time.time())
-        # What the last reply's stream described once it ended (usage, timings, finish).
-        self.last_stats = GenerationStats()
         self._personas: dict[tuple, Any] = {}
 
     def model_ids(self) -> list[str]:
@@ -119,35 +112,27 @@ class ChatService:
                 f"model '{request.model}' does not exist; this server has: {', '.join(self.model_ids())}",
                 code="model_not_found",
             )
-        settings = dict(template.defaults) if template else {}
-        settings.update(self.defaults)
-        settings.update(request.overrides)
         messages = request.messages
         question = next((m.content for m in reversed(messages) if m.role == "user"), "")
         persona = None
         if template is not None:
             messages, persona = self._apply_template(template, request.variables, messages)
-        repetition = request.repetition or str(settings.get("repetition") or default_repetition(self.tiny_model))
-        params = generation_params(settings)
+        # Template defaults < `chatllm serve` options < the request's own values.
+        params = generation_params(template, self.defaults, request.overrides)
+        repetition = repetition_mode(
+            template, request.repetition, self.defaults.get("repetition"), tiny_model=self.tiny_model
+        )
         schema = request.schema if request.schema is not None else (template.schema if template is not None else None)
         if schema is not None:
-            try:
-                schema_to_gbnf(json_schema_text(schema))  # a schema no grammar can express is the client's error
+            try:  # a schema no grammar can express is the client's error
+                check_grammar(schema, local=self.engine.supports_grammar)
             except ChatLLMError as error:
                 raise RequestError(400, str(error), code="invalid_value") from None
-            params = replace(params, json_schema=json_schema_text(schema), max_tokens=params.max_tokens or 1024)
+            params = constrained(params, schema, max_tokens=1024)
             repetition = "off"  # the schema bounds the reply's form; a guard cutting it would break the JSON
-        return ChatRequest(
-            request.model,
-            messages,
-            params,
-            request.stream,
-            request.include_usage,
-            repetition,
-            # A reply under a schema is the schema's: no persona stage may change it.
-            persona if schema is None else None,
-            question,
-        )
+            persona = None  # a reply under a schema is the schema's: no persona stage may change it
+        reply = ReplyRequest(messages, params, persona, question)
+        return ChatRequest(request.model, reply, request.stream, request.include_usage, repetition)
 
     def _apply_template(
         self, template: Template, given: dict[str, str], messages: list[Message]
@@ -185,12 +170,13 @@ class ChatService:
             )
         return self._personas[key]
 
-    def start(self, request: ChatRequest) -> Stream:
-        """The reply's pieces. Anything wrong with the prompt (too long for the
-        context, refused by the engine) raises here, before any piece, so the
-        caller can still answer with an HTTP error."""
+    def start(self, request: ChatRequest) -> Events:
+        """The reply's events (reply/events.py), ending with its `Finish`.
+        Anything wrong with the prompt (too long for the context, refused by
+        the engine) raises here, before any event, so the caller can still
+        answer with an HTTP error."""
         try:
-            prompt_tokens = self.engine.count_prompt_tokens(request.messages)
+            prompt_tokens = self.engine.count_prompt_tokens(request.reply.messages)
         except ChatLLMError as error:  # e.g. a chat template that rejects the roles' order
             raise RequestError(400, str(error)) from None
         if prompt_tokens >= self.engine.context_size:
@@ -199,28 +185,12 @@ class ChatService:
                 f"the prompt takes {prompt_tokens} tokens but the context holds {self.engine.context_size}",
                 code="context_length_exceeded",
             )
-        # A reasoning model's thinking bypasses the guards: only the answer is
-        # guarded and grounded; thinking goes out as reasoning_content.
-        thoughts: list[str] = []
-        meter = Meter(self.engine, repetition=request.repetition, on_reasoning=thoughts.append)
-        if request.persona is not None:
-            pieces = PersonaTurn(request.persona, request.question).reply(meter, request.messages, request.params)
-        else:
-            pieces = meter.stream(request.messages, request.params)
-        pieces = self._recording(_with_thoughts(pieces, thoughts), meter)
+        events = reply(Meter(self.engine, request.repetition), request.reply)
         try:
-            first = next(pieces, None)
+            first = next(events, None)
         except ChatLLMError as error:
             raise RequestError(500, str(error), kind="server_error") from None
-        return _chain(first, pieces, self.stopping)
-
-    def _recording(self, pieces: Stream, meter: Meter) -> Stream:
-        """`pieces`; once they end, `last_stats` describes the reply they made."""
-        try:
-            yield from pieces
-        finally:
-            pieces.close()
-            self.last_stats = meter.stats()
+        return _chain(first, events, self.stopping)
 
 
 def load_templates() -> list[Template]:
@@ -234,27 +204,14 @@ def load_templates() -> list[Template]:
     return found
 
 
-def _with_thoughts(answer: Stream, thoughts: list[str]) -> Stream:
-    """The answer's pieces with the thinking put aside meanwhile yielded first,
-    as `Reasoning`: thinking streams as it comes, before the answer it precedes."""
-    try:
-        for piece in answer:
-            while thoughts:
-                yield Reasoning(thoughts.pop(0))
-            yield piece
-        while thoughts:
-            yield Reasoning(thoughts.pop(0))
-    finally:
-        answer.close()
-
-
-def _chain(first: str | None, rest: Stream, stopping: threading.Event) -> Stream:
+def _chain(first: Event | None, rest: Events, stopping: threading.Event) -> Events:
+    """`first` and the rest, until the server shuts down."""
     try:
         if first is not None:
             yield first
-            for piece in rest:
+            for event in rest:
                 if stopping.is_set():
                     break
-                yield piece
+                yield event
     finally:
         rest.close()
