@@ -13,10 +13,13 @@ import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from chatllm.engine.base import GenerationStats, usage_json
 from chatllm.reply.events import Draft, Event, Finish, Notice, Reasoning, Text
+
+if TYPE_CHECKING:
+    from chatllm.jobs.job import Plan
 
 
 class Sink(Protocol):
@@ -235,6 +238,22 @@ def result_json(
         },
     }
     return json.dumps({**payload, **(fields or {})}, ensure_ascii=False)
+
+
+def dry_run_json(plan: Plan, template: str, model: str | None) -> str:
+    """--dry-run: the messages and settings a job's first call would send; with
+    a schema, the schema and the GBNF grammar llama.cpp would be constrained by."""
+    payload: dict[str, Any] = {
+        "model": model,
+        "template": template,
+        "messages": [{"role": m.role, "content": m.content} for m in plan.messages],
+        "params": {k: v for k, v in vars(plan.params).items() if v not in (None, ())},
+    }
+    if plan.schema is not None:
+        payload["schema"] = plan.schema
+    if plan.grammar is not None:
+        payload["grammar"] = plan.grammar
+    return json.dumps(payload, ensure_ascii=False, indent=2)
 
 
 def stats_lines(stats: GenerationStats) -> list[str]:

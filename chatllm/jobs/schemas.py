@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from chatllm.engine.base import GenerationParams
-from chatllm.engine.grammar import json_schema_text, schema_to_gbnf
 from chatllm.errors import InputError, UsageError
 from chatllm.inputs import read_file
 
@@ -101,20 +98,6 @@ def check_schema(schema: Any, where: str = "the schema") -> None:
     except jsonschema.SchemaError as error:
         at = "/".join(str(p) for p in error.absolute_path)
         raise UsageError(f"{where} is not a valid JSON Schema{f' (at {at})' if at else ''}: {error.message}") from None
-
-
-def check_grammar(schema: dict[str, Any], local: bool) -> None:
-    """For a local model, raise UsageError now (before any model loads) when
-    llama.cpp's grammar cannot express `schema`; a server checks its own."""
-    if local:
-        schema_to_gbnf(json_schema_text(schema))
-
-
-def constrained(params: GenerationParams, schema: dict[str, Any], max_tokens: int | None = None) -> GenerationParams:
-    """`params` with every reply constrained by `schema` (a grammar locally,
-    `response_format` on a server), and bounded by `max_tokens` unless they
-    are already."""
-    return replace(params, json_schema=json_schema_text(schema), max_tokens=params.max_tokens or max_tokens)
 
 
 class SchemaMismatch(InputError):

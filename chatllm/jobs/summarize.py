@@ -14,19 +14,21 @@ is written again once, and fails the job the second time (`summary_problem`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
 
 from chatllm.engine.base import GenerationParams, Message
 from chatllm.errors import ChatLLMError, EngineError
 from chatllm.jobs.chunking import split_to_budget
+from chatllm.jobs.job import Plan, Setup
 from chatllm.jobs.model_fit import SUGGESTED_MODEL
 from chatllm.jobs.prompting import input_budget, task_messages
+from chatllm.jobs.task import TaskJob
 from chatllm.languages import detect_language, parse_language
-from chatllm.reply.events import Text
+from chatllm.reply.events import Event, Text
 from chatllm.reply.meter import Meter
 from chatllm.reply.pipeline import Checks, Events, call, collect, hold
-from chatllm.templates import Template
+from chatllm.templates import Template, load_template
 
 # Progress of the map steps: (parts done, parts in all).
 ProgressCallback = Callable[[int, int], None]
@@ -115,6 +117,15 @@ def summary_language(values: dict[str, str]) -> str | None:
         return None
 
 
+def bounded(
+    template: Template, values: dict[str, str], params: GenerationParams, text: str, tokens: int
+) -> tuple[GenerationParams, dict[str, str]]:
+    """The params and values for summarizing `text` (`tokens` tokens long): the
+    length the prompt asks for, and the token bound above it."""
+    asked = asked_length(values.get("length", "medium"), text, tokens, summary_language(values), params.max_tokens)
+    return replace(params, max_tokens=asked.max_tokens), prompt_values(template, values, asked)
+
+
 def summarize(
     meter: Meter,
     template: Template,
@@ -124,78 +135,100 @@ def summarize(
     system: str | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> Events:
-    engine = meter.engine
-    length = values.get("length", "medium")
-    language = summary_language(values)
+    summary = _Summary(meter, template, values, params, system, on_progress, facts=text)
+    whole = meter.engine.count_tokens(text)
+    text, size = yield from summary.shrunk(text, whole)
+    yield from summary.final(text, size, whole)
 
-    def bounded(part: str, tokens: int) -> tuple[GenerationParams, dict[str, str]]:
-        """Params and values for summarizing `part` (`tokens` tokens long)."""
-        asked = asked_length(length, part, tokens, language, params.max_tokens)
-        return replace(params, max_tokens=asked.max_tokens), prompt_values(template, values, asked)
 
-    facts = text  # every call may state only numbers of the original text
-    whole = engine.count_tokens(text)
-    final_params, final_values = bounded(text, whole)
-    budget = input_budget(engine, template, final_values, final_params, system)
-    size = whole
-    while size > budget:
-        parts = split_to_budget(text, budget, engine.count_tokens)
-        summaries = []
-        for index, part in enumerate(parts):
-            if on_progress:
-                on_progress(index, len(parts))
-            part_params, part_values = bounded(part, engine.count_tokens(part))
-            messages = task_messages(template, part_values, part, system)
-            summary = yield from collect(call(meter, messages, part_params, Checks(facts=facts), visible=False))
-            summaries.append(summary.strip())
-        if on_progress:
-            on_progress(len(parts), len(parts))
-        combined = "\n\n".join(s for s in summaries if s)
-        combined_size = engine.count_tokens(combined)
-        if combined_size >= size:
-            # The model is not shrinking the text: stop rather than loop forever.
-            raise EngineError(
-                "the partial summaries are no shorter than the text; try --length short or a larger --ctx"
-            )
-        text, size = combined, combined_size
-    final_params, final_values = bounded(text, size)
-    messages = task_messages(template, final_values, text, system)
-    # A small model's reply is sometimes no summary: nothing once repeats and
-    # invented numbers are taken out, half a sentence, a line of the text
-    # copied, or another language (benchmarks/README.md, "Quality"). Such a
-    # reply is written once more with another seed; twice, and the job fails
-    # rather than print it. The summary is held until it is judged (a
-    # terminal shows it as a draft meanwhile), since a pipe cannot take back
-    # what it was given.
-    problem = ""
-    for attempt in range(2):
-        attempt_params, attempt_messages = final_params, messages
-        if attempt:
-            meter.forget_reply(problem)
-            # Another seed, freer sampling and a word on what went wrong, so the
-            # second try can differ from the first.
-            seed = None if final_params.seed is None else final_params.seed + 1
-            attempt_params = replace(final_params, seed=seed, temperature=max(final_params.temperature, 0.6))
-            last = messages[-1]
-            attempt_messages = [*messages[:-1], Message(last.role, f"{last.content}\n{RETRY_INSTRUCTION}")]
-        checks = Checks(facts=facts, drop_cut_fragment=True)
-        summary = yield from hold(meter, call(meter, attempt_messages, attempt_params, checks))
-        problem = summary_problem(summary, facts, language)
-        if not problem:
-            yield Text(summary.strip())
-            return
-        if params.max_tokens is not None and meter.last_finish_reason == "length" and not summary.strip():
-            raise EngineError(
-                f"--max-tokens {params.max_tokens} is too small for one whole sentence of this summary; "
-                f"allow more (e.g. --max-tokens {max(2 * params.max_tokens, 64)}) or leave it out"
-            )
-    # An empty summary with exit status 0 would pass for a result in a script.
-    if params.max_tokens is None and meter.last_finish_reason == "length" and whole < SHORTEST_SUMMARIZED:
-        raise EngineError(f"the text is too short to summarize ({whole} tokens): a summary must be shorter than it")
-    raise EngineError(
-        f"the model wrote no usable summary: twice, its reply was {problem}; "
-        f"a larger model does this well (-m {SUGGESTED_MODEL})"
-    )
+@dataclass
+class _Summary:
+    meter: Meter
+    template: Template
+    values: dict[str, str]
+    params: GenerationParams
+    system: str | None
+    on_progress: ProgressCallback | None
+    facts: str  # every call may state only numbers of the original text
+
+    def messages(self, values: dict[str, str], text: str) -> list[Message]:
+        return task_messages(self.template, values, text, self.system)
+
+    def shrunk(self, text: str, size: int) -> Generator[Event, None, tuple[str, int]]:
+        """`text`, or the summaries of its parts, summarized again, until it
+        fits one call (map-reduce); and its size in tokens."""
+        engine, progress = self.meter.engine, self.on_progress or (lambda done, total: None)
+        final_params, final_values = bounded(self.template, self.values, self.params, text, size)
+        budget = input_budget(engine, self.template, final_values, final_params, self.system)
+        while size > budget:
+            parts = split_to_budget(text, budget, engine.count_tokens)
+            summaries = []
+            for index, part in enumerate(parts):
+                progress(index, len(parts))
+                part_params, part_values = bounded(
+                    self.template, self.values, self.params, part, engine.count_tokens(part)
+                )
+                events = call(
+                    self.meter, self.messages(part_values, part), part_params, Checks(facts=self.facts), visible=False
+                )
+                summaries.append((yield from collect(events)).strip())
+            progress(len(parts), len(parts))
+            combined = "\n\n".join(s for s in summaries if s)
+            combined_size = engine.count_tokens(combined)
+            if combined_size >= size:
+                # The model is not shrinking the text: stop rather than loop forever.
+                raise EngineError(
+                    "the partial summaries are no shorter than the text; try --length short or a larger --ctx"
+                )
+            text, size = combined, combined_size
+        return text, size
+
+    def final(self, text: str, size: int, whole: int) -> Events:
+        """The summary of `text`, judged before it is shown.
+
+        A small model's reply is sometimes no summary: nothing once repeats and
+        invented numbers are taken out, half a sentence, a line of the text
+        copied, or another language (benchmarks/README.md, "Quality"). Such a
+        reply is written once more with another seed; twice, and the job fails
+        rather than print it. The summary is held until it is judged (a
+        terminal shows it as a draft meanwhile), since a pipe cannot take back
+        what it was given."""
+        meter, params = self.meter, self.params
+        final_params, final_values = bounded(self.template, self.values, params, text, size)
+        messages = self.messages(final_values, text)
+        problem = ""
+        for attempt in range(2):
+            attempt_params, attempt_messages = final_params, messages
+            if attempt:
+                meter.forget_reply(problem)
+                attempt_params, attempt_messages = _second_try(final_params, messages)
+            checks = Checks(facts=self.facts, drop_cut_fragment=True)
+            summary = yield from hold(meter, call(meter, attempt_messages, attempt_params, checks))
+            problem = summary_problem(summary, self.facts, summary_language(self.values))
+            if not problem:
+                yield Text(summary.strip())
+                return
+            if params.max_tokens is not None and meter.last_finish_reason == "length" and not summary.strip():
+                raise EngineError(
+                    f"--max-tokens {params.max_tokens} is too small for one whole sentence of this summary; "
+                    f"allow more (e.g. --max-tokens {max(2 * params.max_tokens, 64)}) or leave it out"
+                )
+        # An empty summary with exit status 0 would pass for a result in a script.
+        if params.max_tokens is None and meter.last_finish_reason == "length" and whole < SHORTEST_SUMMARIZED:
+            raise EngineError(f"the text is too short to summarize ({whole} tokens): a summary must be shorter than it")
+        raise EngineError(
+            f"the model wrote no usable summary: twice, its reply was {problem}; "
+            f"a larger model does this well (-m {SUGGESTED_MODEL})"
+        )
+
+
+def _second_try(params: GenerationParams, messages: list[Message]) -> tuple[GenerationParams, list[Message]]:
+    """Another seed, freer sampling and a word on what went wrong, so the
+    second try can differ from the first."""
+    seed = None if params.seed is None else params.seed + 1
+    last = messages[-1]
+    retry = [*messages[:-1], Message(last.role, f"{last.content}\n{RETRY_INSTRUCTION}")]
+    return replace(params, seed=seed, temperature=max(params.temperature, 0.6)), retry
 
 
 def summary_problem(summary: str, source: str, language_tag: str | None) -> str:
@@ -214,3 +247,28 @@ def summary_problem(summary: str, source: str, language_tag: str | None) -> str:
         if found is not None and found.tag.split("-")[0] != language_tag.split("-")[0]:
             return f"in {found.name}, not in the text's language"
     return ""
+
+
+class SummaryJob(TaskJob):
+    """`chatllm summarize`: the summary in the input's language unless --lang
+    says otherwise, as long as --length asks."""
+
+    def fill_values(self, given: dict[str, str]) -> None:
+        if not given.get("lang"):
+            self.values["lang"] = self.detected.for_prompt() if self.detected else ""
+
+    def first_call(self) -> Plan:
+        # The length the prompt asks for, from an estimate of the input's
+        # tokens; the job counts them with the model's own tokenizer.
+        params, self.values = bounded(self._template, self.values, self.params, self.text, (len(self.text) + 3) // 4)
+        return replace(super().first_call(), params=params)
+
+    def reply(self, meter: Meter) -> Events:
+        return summarize(meter, self._template, self.values, self.text, self.params, self.system, self.setup.progress)
+
+
+def prepare(setup: Setup) -> SummaryJob:
+    given = {"length": setup.values.get("length") or "medium", "format": setup.values.get("format") or "paragraph"}
+    if setup.values.get("lang"):
+        given["lang"] = parse_language(setup.values["lang"]).for_prompt()
+    return SummaryJob(setup, load_template("summarize"), given)

@@ -21,15 +21,17 @@ from dataclasses import dataclass, replace
 from chatllm.engine.base import GenerationParams, Message
 from chatllm.errors import ChatLLMError, EngineError
 from chatllm.jobs.chunking import split_paragraphs, split_to_budget
-from chatllm.jobs.model_fit import SUGGESTED_MODEL
+from chatllm.jobs.job import Setup
+from chatllm.jobs.model_fit import SUGGESTED_MODEL, ModelFit
 from chatllm.jobs.numbers import number_problems
 from chatllm.jobs.prompting import input_budget, task_messages
 from chatllm.jobs.repetition import RepetitionGuard, repeats_in
+from chatllm.jobs.task import TaskJob
 from chatllm.languages import detect_language, parse_language, prose_of
 from chatllm.reply.events import Event, Text
 from chatllm.reply.meter import Meter
 from chatllm.reply.pipeline import Checks, Events, call, hold
-from chatllm.templates import Template
+from chatllm.templates import Template, load_template
 
 FENCE = re.compile(r"^(```|~~~)")
 # A chunk's translation may take this many times the chunk's tokens, plus a
@@ -292,3 +294,24 @@ def _strip_surrounding_whitespace(events: Events) -> Events:
                 yield Text(stripped)
     finally:
         events.close()
+
+
+class TranslationJob(TaskJob):
+    """`chatllm translate`: from the input's language unless --from says which."""
+
+    def fill_values(self, given: dict[str, str]) -> None:
+        if not given.get("from") and self.detected:
+            self.values["from"] = self.detected.name
+
+    def hint(self, fit: ModelFit) -> str | None:
+        return fit.for_translation()
+
+    def reply(self, meter: Meter) -> Events:
+        return translate(meter, self._template, self.values, self.text, self.params, self.system)
+
+
+def prepare(setup: Setup) -> TranslationJob:
+    given = {"to": parse_language(setup.values["to"]).name}
+    if setup.values.get("source_language"):
+        given["from"] = parse_language(setup.values["source_language"]).name
+    return TranslationJob(setup, load_template("translate"), given)

@@ -57,6 +57,13 @@ class Meter:
         self._prefill_tokens = 0
         self._decode_seconds = 0.0
         self._decode_tokens = 0
+        # When the job was done (see `done`); until then its time runs on.
+        self.done_at: float | None = None
+
+    def done(self) -> None:
+        """The job has ended: its figures no longer change with the clock (what
+        --json and --stats print of one job are the same)."""
+        self.done_at = time.perf_counter()
 
     def record(self, stats: GenerationStats, params: GenerationParams, dropped: int = 0) -> None:
         """One call has ended: its `stats`, made with `params`, with `dropped`
@@ -154,7 +161,7 @@ class Meter:
         return " ".join(notes + self.notes) or None
 
     def stats(self) -> GenerationStats:
-        now = time.perf_counter()
+        now = self.done_at or time.perf_counter()
         # An engine may finish loading after the job began (a local model's context
         # is made while the job prepares its prompt): that wait is load, not the
         # job's time, which counts from when both were ready.

@@ -249,6 +249,7 @@ def finished(meter: Meter, events: Events) -> Events:
         if note:
             yield Notice(note)
         raise
+    meter.done()
     note = meter.finish_note()
     if note:
         yield Notice(note)

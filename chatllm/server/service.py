@@ -25,7 +25,8 @@ from chatllm.errors import ChatLLMError
 from chatllm.jobs.chat import Persona
 from chatllm.jobs.persona import build_persona
 from chatllm.jobs.prompting import generation_params, repetition_mode
-from chatllm.jobs.schemas import check_grammar, constrained
+from chatllm.jobs.structured import check_grammar, constrained
+from chatllm.jobs.table import serving
 from chatllm.reply.events import Event
 from chatllm.reply.meter import Meter
 from chatllm.reply.pipeline import Events, ReplyRequest, reply
@@ -137,28 +138,25 @@ class ChatService:
     def _apply_template(
         self, template: Template, given: dict[str, str], messages: list[Message]
     ) -> tuple[list[Message], Persona | None]:
-        """The messages with the template applied, and the persona if it is one."""
-        persona = None
+        """The messages with the template applied as the job serving it says
+        (jobs/table.py), and the persona if it is one."""
+        job = serving(template)
+        if job is None:  # load_templates serves only what a job serves
+            raise RequestError(400, f"template '{template.name}' cannot be served")
         try:
-            values = template.resolve_variables(given)
-            if template.kind == "persona":
-                persona = self._persona(template, values)
-                system, render_user = persona.system, persona.render_user
-            else:
-                system = template.render_system(values)
-                render_user = lambda text: template.render_prompt(values, text)  # noqa: E731
+            served = job.served()(template, template.resolve_variables(given), self._persona)
             messages = list(messages)
             # Only the newest user turn goes through the template; earlier turns were answered already.
             last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
             if last_user is not None:
-                messages[last_user] = Message("user", render_user(messages[last_user].content))
+                messages[last_user] = Message("user", served.render_user(messages[last_user].content))
         except ChatLLMError as error:
             raise RequestError(400, str(error)) from None
         # One system message: the template's, then the client's own instructions.
         own = [m.content for m in messages if m.role == "system"]
         rest = [m for m in messages if m.role != "system"]
-        system = "\n\n".join(text for text in (system, *own) if text)
-        return ([Message("system", system)] if system else []) + rest, persona
+        system = "\n\n".join(text for text in (served.system, *own) if text)
+        return ([Message("system", system)] if system else []) + rest, served.persona
 
     def _persona(self, template: Template, values: dict[str, str]) -> Persona:
         # Indexing a persona's knowledge costs time, so each persona is built once
@@ -194,13 +192,17 @@ class ChatService:
 
 
 def load_templates() -> list[Template]:
-    """Every template that loads; a broken user template is reported and skipped."""
+    """Every template that loads and that a job serves (jobs/table.py); a
+    broken user template is reported and skipped."""
     found = []
     for name in template_names():
         try:
-            found.append(load_template(name))
+            template = load_template(name)
         except ChatLLMError as error:
             sys.stderr.write(f"Warning: not serving template '{name}': {error}\n")
+            continue
+        if serving(template) is not None:
+            found.append(template)
     return found
 
 
