@@ -18,7 +18,7 @@ import re
 from collections.abc import Generator
 from dataclasses import dataclass, replace
 
-from chatllm.engine.base import GenerationParams, Message
+from chatllm.engine.base import Engine, GenerationParams, Message
 from chatllm.errors import ChatLLMError, EngineError
 from chatllm.jobs.chunking import split_paragraphs, split_to_budget
 from chatllm.jobs.job import Setup
@@ -99,16 +99,7 @@ def translate(
 ) -> Events:
     engine = meter.engine
     target = values.get("to", "")
-    if params.max_tokens is not None:
-        budget = input_budget(engine, template, values, params, system)
-    else:  # a chunk and its translation's bound must fit in the context together
-        overhead = engine.count_prompt_tokens(task_messages(template, values, "", system)) + GROWTH_SLACK + 8
-        growth = translation_bound(1000, target) / 1000
-        budget = int((engine.context_size - overhead) / (1 + growth))
-        if budget < 32:
-            raise EngineError(
-                f"the context ({engine.context_size} tokens) is too small to translate with; use a larger --ctx"
-            )
+    budget = _chunk_budget(engine, template, values, params, system)
     # One guard for the whole translation: a loop from paragraph to paragraph is
     # a loop too. A translation may repeat what its source repeats.
     guard = RepetitionGuard(mode=meter.repetition, allowed=repeats_in(text)) if meter.repetition != "off" else None
@@ -153,13 +144,32 @@ def translate(
     if not_translated:
         # A paragraph left in another language is no translation: the job fails
         # (after the rest), so a script does not take it for one.
-        which = ", ".join(map(str, not_translated[:5])) + (
-            f" and {len(not_translated) - 5} more" if len(not_translated) > 5 else ""
-        )
+        raise _not_translated(not_translated, target)
+
+
+def _chunk_budget(
+    engine: Engine, template: Template, values: dict[str, str], params: GenerationParams, system: str | None
+) -> int:
+    """Tokens of source text one call may take."""
+    if params.max_tokens is not None:
+        return input_budget(engine, template, values, params, system)
+    # A chunk and its translation's bound must fit in the context together.
+    overhead = engine.count_prompt_tokens(task_messages(template, values, "", system)) + GROWTH_SLACK + 8
+    growth = translation_bound(1000, values.get("to", "")) / 1000
+    budget = int((engine.context_size - overhead) / (1 + growth))
+    if budget < 32:
         raise EngineError(
-            f"paragraph{'s' if len(not_translated) > 1 else ''} {which} could not be translated into {target}: "
-            f"twice the model wrote another language; a larger model does this well (-m {SUGGESTED_MODEL})"
+            f"the context ({engine.context_size} tokens) is too small to translate with; use a larger --ctx"
         )
+    return budget
+
+
+def _not_translated(paragraphs: list[int], target: str) -> EngineError:
+    which = ", ".join(map(str, paragraphs[:5])) + (f" and {len(paragraphs) - 5} more" if len(paragraphs) > 5 else "")
+    return EngineError(
+        f"paragraph{'s' if len(paragraphs) > 1 else ''} {which} could not be translated into {target}: "
+        f"twice the model wrote another language; a larger model does this well (-m {SUGGESTED_MODEL})"
+    )
 
 
 def _checked_translation(
