@@ -162,7 +162,7 @@ class KnowledgeDrawn(Stage):
         return "" if self._settled else "".join(self._held)
 
 
-class _Sentences(Stage):
+class Sentences(Stage):
     """Judges a reply sentence by sentence (`sentence` returns what to show)."""
 
     def __init__(self) -> None:
@@ -188,7 +188,7 @@ class _Sentences(Stage):
         return self._held
 
 
-class NoOrderStatus(_Sentences):
+class NoOrderStatus(Sentences):
     """Leaves out a sentence that states an order's status, and says `instead`
     after what is left when one was (jobs/orders.py)."""
 
@@ -212,7 +212,7 @@ class NoOrderStatus(_Sentences):
         return rest
 
 
-class NothingInternal(_Sentences):
+class NothingInternal(Sentences):
     """Leaves out passage labels, knowledge file names and the prompt's words
     for its knowledge (persona_reply.scrub)."""
 
