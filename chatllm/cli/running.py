@@ -132,7 +132,8 @@ def show(spec: JobSpec, job: Job, options: RunOptions, config: Settings, model: 
         json=options.json,
         stats=options.stats and spec.conversation,
         show_reasoning=options.show_reasoning,
-        markdown=None if spec.prose else False,
+        # Prose is Markdown on a terminal; data, and a conversation a script drives, plain.
+        markdown=None if spec.prose and not spec.conversation else False,
         theme=config.theme,
         between="\n" if spec.conversation else "",  # a blank line tells turns apart
     )

@@ -125,10 +125,14 @@ class _Call:
         # Drafts only where something is held back piece by piece; a stage that
         # holds the whole reply until judged would show its later words first.
         self.drafting = meter.drafts and visible and bool(stages) and not any(s.holds_reply for s in stages)
+        self.outermost_first = stages[::-1]
         self.dropped = 0
 
     def events(self, pieces: EngineStream) -> Events:
-        meter, feed, guard = self.meter, self.feed, self.guard
+        # Per piece: the stages' own work, one Text, one Draft when what they
+        # hold changed; everything else is looked up once, here.
+        meter, guard, feeds, held = self.meter, self.guard, [stage.feed for stage in self.stages], self.held
+        repeats = guard.guard if guard is not None else None
         timing, drafting, draft = self.visible, self.drafting, ""
         answered = False
         try:
@@ -142,20 +146,25 @@ class _Call:
                     yield piece
                     continue
                 answered = answered or bool(piece.strip())
-                text = feed(piece)
-                if text:
-                    yield Text(text)
-                    draft = ""
-                if guard is not None and guard.stops:
+                text = piece
+                for feed in feeds:
+                    text = feed(text)
+                    if not text:
+                        break
+                else:
+                    if text:
+                        yield Text(text)
+                        draft = ""
+                if repeats is not None and repeats.tripped is not None:
                     break
-                if drafting and (held := self.held()) != draft:
-                    draft = held
-                    yield Draft(held)
+                if drafting and (holding := held()) != draft:
+                    draft = holding
+                    yield Draft(holding)
             else:
                 yield from self._unclosed_thinking(answered)
         except KeyboardInterrupt:
             # What the guard held is reply text the user would have seen next.
-            text = feed(guard.interrupted(), start=1) if guard is not None else ""
+            text = self.feed(guard.interrupted(), start=1) if guard is not None else ""
             if text:
                 yield Text(text)
             raise
@@ -178,7 +187,7 @@ class _Call:
 
     def held(self) -> str:
         """What the stages hold back, in the reply's order (the last stage's first)."""
-        return "".join([stage.pending for stage in reversed(self.stages)])
+        return "".join([stage.pending for stage in self.outermost_first])
 
     def _unclosed_thinking(self, answered: bool) -> Events:
         """A reply that never closed its thinking and said nothing else is not

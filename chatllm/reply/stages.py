@@ -65,9 +65,7 @@ class Repetition(Stage):
 
     def __init__(self, guard: RepetitionGuard) -> None:
         self.guard = guard
-
-    def feed(self, text: str) -> str:
-        return self.guard.feed(text)
+        self.feed = guard.feed  # type: ignore[method-assign, assignment]  # the guard's own: one call less per piece
 
     def finish(self, ending: Ending) -> str:
         return "" if self.guard.tripped is not None else self.guard.finish()
@@ -107,7 +105,8 @@ class Grounding(Stage):
 
     def feed(self, text: str) -> str:
         shown = self.check.feed(text)
-        self._said = self._said or bool(shown.strip())
+        if shown and not self._said:
+            self._said = not shown.isspace()
         return shown
 
     def finish(self, ending: Ending) -> str:
