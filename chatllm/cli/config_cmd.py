@@ -37,15 +37,15 @@ def register(app: typer.Typer) -> None:
 def config_show(
     json: Annotated[bool, typer.Option("--json", help="Print one JSON object: file, settings, sources.")] = False,
 ) -> None:
-    """Every setting's value and where it comes from (file, CHATLLM_* variable, default)."""
-    from chatllm.config.settings import load_settings, setting_sources, settings_path
+    """Every setting's value and where it comes from (file, CHATLLM_* variable, default);
+    secrets (an API key, a token) show only their last characters."""
+    from chatllm.config.settings import load_settings, mask_secrets, setting_sources, settings_path
 
     settings, sources, path = load_settings(), setting_sources(), settings_path()
     if json:
+        shown = mask_secrets(asdict(settings))
         typer.echo(
-            json_module.dumps(
-                {"file": str(path), "settings": asdict(settings), "sources": sources}, ensure_ascii=False, indent=2
-            )
+            json_module.dumps({"file": str(path), "settings": shown, "sources": sources}, ensure_ascii=False, indent=2)
         )
         return
     typer.echo(show_text(settings, sources, str(path), path.exists()), nl=False)
@@ -131,11 +131,11 @@ def show_text(settings: Any, sources: dict[str, str], path: str, exists: bool) -
     value comes from and what it means."""
     import yaml
 
-    from chatllm.config.settings import DESCRIPTIONS
+    from chatllm.config.settings import DESCRIPTIONS, mask_secrets
 
     lines = [f"# settings file: {path}{'' if exists else ' (not created yet)'}"]
     for name, source in sources.items():
-        value = getattr(settings, name)
+        value = mask_secrets(getattr(settings, name), name)
         note = f"# {source}: {DESCRIPTIONS.get(name, '')}"
         if isinstance(value, dict) and value:
             lines.append(f"{name}:".ljust(28) + note)

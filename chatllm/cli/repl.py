@@ -21,6 +21,7 @@ from typing import IO, Any
 from chatllm.cli import slash_commands
 from chatllm.config.settings import data_dir
 from chatllm.errors import ChatLLMError
+from chatllm.private_files import private_file
 from chatllm.render import MarkdownSink, PlainSink, ReasoningDisplay, styling_allowed
 from chatllm.reply.events import Draft, Event, Finish, Notice, Reasoning, Text
 from chatllm.reply.pipeline import Events
@@ -302,8 +303,7 @@ class Repl:
         from prompt_toolkit.history import FileHistory, InMemoryHistory
 
         try:
-            self.history_path.parent.mkdir(parents=True, exist_ok=True)
-            self.history_path.open("a").close()
+            private_file(self.history_path)  # what was typed: 0600 before prompt_toolkit appends to it
         except OSError as error:
             self.notice(f"Input history will not be kept: cannot write {self.history_path} ({error.strerror}).")
             return InMemoryHistory()
