@@ -16,7 +16,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 from typing import Any
 
 from chatllm.config.settings import persona_judges_dir
@@ -73,7 +74,7 @@ class ChatService:
         # Set when the server shuts down: a running reply ends at its next piece.
         self.stopping = threading.Event()
         self.created = int(time.time())
-        self._personas: dict[tuple, Any] = {}
+        self.personas = PersonaCache()
 
     def model_ids(self) -> list[str]:
         return [self.model_name, *(name for name in self.templates if name != self.model_name)]
@@ -116,10 +117,14 @@ class ChatService:
         messages = request.messages
         question = next((m.content for m in reversed(messages) if m.role == "user"), "")
         persona = None
+        persona_key = (template.name if template else "", tuple(sorted(request.variables.items())))
         if template is not None:
-            messages, persona = self._apply_template(template, request.variables, messages)
+            messages, persona = self._apply_template(template, request.variables, messages, persona_key)
         # Template defaults < `chatllm serve` options < the request's own values.
         params = generation_params(template, self.defaults, request.overrides)
+        cap = self.defaults.get("max_tokens")
+        if cap is not None:  # `serve --max-tokens` caps every reply, as llama-server's --n-predict does
+            params = replace(params, max_tokens=min(params.max_tokens or cap, cap))
         repetition = repetition_mode(
             template, request.repetition, self.defaults.get("repetition"), tiny_model=self.tiny_model
         )
@@ -131,20 +136,31 @@ class ChatService:
                 raise RequestError(400, str(error), code="invalid_value") from None
             params = constrained(params, schema, max_tokens=1024)
             repetition = "off"  # the schema bounds the reply's form; a guard cutting it would break the JSON
-            persona = None  # a reply under a schema is the schema's: no persona stage may change it
-        reply = ReplyRequest(messages, params, persona, question)
+        self._check_fits(messages)
+        if persona is not None:  # only a request that passed every check is remembered
+            self.personas.put(persona_key, persona)
+        # A reply under a schema is the schema's: no persona stage may change it.
+        reply = ReplyRequest(messages, params, persona if schema is None else None, question)
         return ChatRequest(request.model, reply, request.stream, request.include_usage, repetition)
 
     def _apply_template(
-        self, template: Template, given: dict[str, str], messages: list[Message]
+        self, template: Template, given: dict[str, str], messages: list[Message], persona_key: tuple
     ) -> tuple[list[Message], Persona | None]:
         """The messages with the template applied as the job serving it says
         (jobs/table.py), and the persona if it is one."""
         job = serving(template)
         if job is None:  # load_templates serves only what a job serves
             raise RequestError(400, f"template '{template.name}' cannot be served")
+
+        def persona_for(template: Template, values: dict[str, str]) -> Persona:
+            # Indexing a persona's knowledge costs time, so each persona is
+            # kept per set of variable values (see PersonaCache).
+            return self.personas.get(persona_key) or build_persona(
+                template, values, self.engine, tiny_model=self.tiny_model, judge_cache=persona_judges_dir()
+            )
+
         try:
-            served = job.served()(template, template.resolve_variables(given), self._persona)
+            served = job.served()(template, template.resolve_variables(given), persona_for)
             messages = list(messages)
             # Only the newest user turn goes through the template; earlier turns were answered already.
             last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
@@ -158,23 +174,9 @@ class ChatService:
         system = "\n\n".join(text for text in (served.system, *own) if text)
         return ([Message("system", system)] if system else []) + rest, served.persona
 
-    def _persona(self, template: Template, values: dict[str, str]) -> Persona:
-        # Indexing a persona's knowledge costs time, so each persona is built once
-        # per set of variable values.
-        key = (template.name, tuple(sorted(values.items())))
-        if key not in self._personas:
-            self._personas[key] = build_persona(
-                template, values, self.engine, tiny_model=self.tiny_model, judge_cache=persona_judges_dir()
-            )
-        return self._personas[key]
-
-    def start(self, request: ChatRequest) -> Events:
-        """The reply's events (reply/events.py), ending with its `Finish`.
-        Anything wrong with the prompt (too long for the context, refused by
-        the engine) raises here, before any event, so the caller can still
-        answer with an HTTP error."""
+    def _check_fits(self, messages: list[Message]) -> None:
         try:
-            prompt_tokens = self.engine.count_prompt_tokens(request.reply.messages)
+            prompt_tokens = self.engine.count_prompt_tokens(messages)
         except ChatLLMError as error:  # e.g. a chat template that rejects the roles' order
             raise RequestError(400, str(error)) from None
         if prompt_tokens >= self.engine.context_size:
@@ -183,12 +185,46 @@ class ChatService:
                 f"the prompt takes {prompt_tokens} tokens but the context holds {self.engine.context_size}",
                 code="context_length_exceeded",
             )
+
+    def start(self, request: ChatRequest) -> Events:
+        """The reply's events (reply/events.py), ending with its `Finish`. An
+        engine that fails before the first event raises here, so the caller
+        can still answer with an HTTP error (a prompt too long for the context
+        was refused by `prepare`)."""
         events = reply(Meter(self.engine, request.repetition), request.reply)
         try:
             first = next(events, None)
         except ChatLLMError as error:
             raise RequestError(500, str(error), kind="server_error") from None
         return _chain(first, events, self.stopping)
+
+
+class PersonaCache:
+    """The personas last used, per template and variable values, least recently
+    used first. Bounded: every distinct set of variables a client sends is
+    another persona, and its texts hold the variables' values several times."""
+
+    # A server usually plays a few personas (one per company, say); 16 keeps
+    # those warm without letting clients grow the server's memory.
+    MAX_ENTRIES = 16
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[tuple, Persona] = OrderedDict()
+
+    def get(self, key: tuple) -> Persona | None:
+        persona = self._entries.get(key)
+        if persona is not None:
+            self._entries.move_to_end(key)
+        return persona
+
+    def put(self, key: tuple, persona: Persona) -> None:
+        self._entries[key] = persona
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.MAX_ENTRIES:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def load_templates() -> list[Template]:
