@@ -12,6 +12,7 @@ from chatllm.errors import EngineError
 from chatllm.jobs.chat import ChatSession, Persona
 from chatllm.jobs.chunking import split_to_budget
 from chatllm.jobs.knowledge import KnowledgeBase, search_terms, split_passages
+from chatllm.jobs.pacing import REFERENCE_BYTES, REFERENCE_PREFILL_PER_S, Progress
 from chatllm.jobs.persona import build_persona, choose_knowledge
 from chatllm.jobs.summarize import summarize
 from chatllm.jobs.translate import split_blocks, translate
@@ -53,6 +54,32 @@ def test_chunks_break_at_paragraphs_when_they_can() -> None:
     assert split_to_budget(text, 6, count) == ["First paragraph.", "Second paragraph.", "Third paragraph."]
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        long_text(400),  # paragraphs that fit
+        "\n\n".join(["A sentence of some length here. " * 60] * 40),  # paragraphs cut at sentences
+        "word " * 20_000,  # one paragraph, one sentence: cut at words
+        "x" * 60_000,  # no spaces at all: cut at characters
+    ],
+    ids=["paragraphs", "sentences", "words", "characters"],
+)
+def test_splitting_counts_each_character_a_few_times_not_once_per_candidate(text: str) -> None:
+    """Near-linear: 20 MB split in seconds, not 25 s (each chunk was counted
+    again as every piece joined it; a cut at characters, a binary search over
+    all of the text left)."""
+    counted = 0
+
+    def counting(piece: str) -> int:
+        nonlocal counted
+        counted += len(piece)
+        return count(piece)
+
+    chunks = split_to_budget(text, 300, counting)
+    assert all(count(chunk) <= 300 for chunk in chunks)
+    assert counted <= 3 * len(text)
+
+
 # ---------------------------------------------------------------- summarize
 
 
@@ -74,7 +101,9 @@ def test_long_input_is_mapped_then_reduced_with_progress() -> None:
     progress: list[tuple[int, int]] = []
     text = long_text(60)
     output = text_of(
-        summarize(Meter(engine), template, values, text, PARAMS, on_progress=lambda d, t: progress.append((d, t)))
+        summarize(
+            Meter(engine), template, values, text, PARAMS, on_progress=lambda p: progress.append((p.done, p.total))
+        )
     )
     parts = progress[-1][1]
     assert parts > 2 and progress[-1] == (parts, parts)
@@ -85,6 +114,27 @@ def test_long_input_is_mapped_then_reduced_with_progress() -> None:
         assert f"Paragraph {n} talks" in sent
     assert all(engine.count_prompt_tokens(call) < engine.context_size for call in engine.calls)
     assert output
+
+
+def test_a_long_summary_says_its_parts_and_a_time_before_the_first_part() -> None:
+    engine = FakeEngine(context_size=1024)
+    engine.model_bytes = 10 * REFERENCE_BYTES  # type: ignore[attr-defined]  # a model ten times the embedded one
+    template = load_template("summarize")
+    seen: list[Progress] = []
+    text_of(
+        summarize(
+            Meter(engine), template, template.resolve_variables({}), long_text(60), PARAMS, on_progress=seen.append
+        )
+    )
+    first = seen[0]
+    assert first.done == 0 and first.total > 2 and len(engine.calls) > first.total
+    # Guessed from the model's size: ten times slower than the embedded model's figures.
+    calls = first.total + 1  # the map steps and the final summary (the parts' summaries fit together)
+    assert first.seconds_left and first.seconds_left > first.tokens / (REFERENCE_PREFILL_PER_S / 10)
+    assert first.seconds_left < (first.tokens + 200 * calls) / (REFERENCE_PREFILL_PER_S / 10) + 64 * calls / 15
+    line = first.announcement()
+    assert line.startswith(f"Summarizing: {first.tokens:,} tokens in {first.total} parts; about ")
+    assert "first guess from the model's size" in line
 
 
 def test_meter_adds_up_usage_over_map_steps() -> None:

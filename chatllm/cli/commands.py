@@ -23,10 +23,12 @@ def register(app: typer.Typer) -> None:
 def _command(spec: JobSpec) -> Callable[..., None]:
     def command(click_context: typer.Context, **values: Any) -> None:
         from chatllm.cli import running
+        from chatllm.inputs import reading_limit
 
         options = run_options(values)
         given = _given(click_context)
-        running.run_job(spec, options, {name: plain(value) for name, value in values.items()}, given)
+        with reading_limit(options.max_input_size):  # every input the job reads, bounded
+            running.run_job(spec, options, {name: plain(value) for name, value in values.items()}, given)
 
     # (--ctx is an option: the context needs another name)
     context = inspect.Parameter("click_context", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)

@@ -22,6 +22,7 @@ import typer
 
 from chatllm.cli import completion
 from chatllm.jobs.options import SHARED, Option, shared
+from chatllm.sizes import parse_size
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class RunOptions:
     reasoning_budget: int | None = None
     show_reasoning: bool = False
     chat_template: str | None = None
+    max_input_size: int | None = None  # bytes; None: the max_input_size setting
 
     def sampling(self) -> dict[str, object]:
         """The sampling settings given on the command line (None: not given)."""
@@ -79,8 +81,21 @@ def _gpu_layers(value: str | None) -> str | None:
     raise typer.BadParameter("use a number of layers (0 = CPU only, -1 = all) or 'auto'")
 
 
-# What typer checks as it parses an option's value.
-_CHECKS: dict[str, Callable[[Any], Any]] = {"chat_template": _chat_template, "gpu_layers": _gpu_layers}
+def _size(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+# What typer checks (and turns into what the job takes) as it parses an option's value.
+_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "chat_template": _chat_template,
+    "gpu_layers": _gpu_layers,
+    "max_input_size": _size,
+}
 # Where <TAB> finds an option's values (Option.complete).
 _COMPLETIONS: dict[str, Callable[..., Any]] = {
     "models": completion.model_references,
@@ -113,6 +128,8 @@ def annotation(option: Option) -> Any:
         extra["rich_help_panel"] = option.panel
     if option.name in _CHECKS:
         extra["callback"] = _CHECKS[option.name]
+    if option.metavar is not None:
+        extra["metavar"] = option.metavar
     if option.low is not None:
         extra["min"] = option.low
     if option.high is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from chatllm import engine
 from chatllm.cli import early_load
 from chatllm.cli.interaction import hub_interaction
 from chatllm.cli.options import RunOptions
+from chatllm.cli.parts_progress import parts_progress
 from chatllm.cli.repl import run_repl
 from chatllm.config.settings import Settings, load_settings
 from chatllm.engine import chat_template_text
@@ -22,6 +23,7 @@ from chatllm.engine import engine_options as from_settings
 from chatllm.engine.base import Engine, EngineOptions
 from chatllm.hub.models import ResolvedModel, is_remote_reference, resolve_model
 from chatllm.jobs.job import Job, ModelInfo, Setup
+from chatllm.jobs.pacing import ProgressCallback
 from chatllm.jobs.table import JobSpec
 from chatllm.render import Printer, dry_run_json, notice, print_stats
 from chatllm.reply.meter import Meter
@@ -98,7 +100,7 @@ def run_job(spec: JobSpec, options: RunOptions, values: dict[str, Any], given: f
     events through a Printer."""
     config = settings()
 
-    def setup(model: ModelInfo, progress: Callable[[int, int], None] | None = None) -> Setup:
+    def setup(model: ModelInfo, progress: ProgressCallback | None = None) -> Setup:
         log = options.log and config.log
         return Setup(values, options.sampling(), options.repetition, model, given, config.hints, log, progress)
 
@@ -106,7 +108,9 @@ def run_job(spec: JobSpec, options: RunOptions, values: dict[str, Any], given: f
         job = spec.prepare(setup(dry_run_model(options, config)))
         sys.stdout.write(dry_run_json(job.plan(), job.template, options.model) + "\n")
         return
-    with loading_model(options, config) as loading, map_progress() as progress:
+    # A job whose text streams part by part (a translation) is progress enough on a terminal.
+    live = spec.streams_parts and sys.stdout.isatty() and not options.json
+    with loading_model(options, config) as loading, parts_progress(output_is_live=live) as progress:
         resolved = loading.model
         job = spec.prepare(setup(ModelInfo(resolved.name, resolved.path, resolved.remote_url is not None), progress))
         in_repl = spec.conversation and sys.stdin.isatty() and sys.stdout.isatty() and not options.json
@@ -152,39 +156,6 @@ def dry_run_model(options: RunOptions, config: Settings) -> ModelInfo:
     """What --dry-run knows of the model without resolving a remote or Hub one."""
     wanted = options.model or config.default_model
     return ModelInfo(wanted, local_model_path(options, config), is_remote_reference(wanted))
-
-
-@contextmanager
-def map_progress() -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on stderr for the parts of a long input (shown only once
-    there is more than one part)."""
-    progress = task = None
-
-    def update(done: int, total: int) -> None:
-        nonlocal progress, task
-        if total <= 1:
-            return
-        if progress is None:  # rich.progress costs ~20 ms to import: only for long input
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            progress = Progress(
-                TextColumn("[dim]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            progress.start()
-            task = progress.add_task("reading the input in parts", total=total)
-        progress.update(task, completed=done)
-
-    try:
-        yield update
-    finally:
-        if progress is not None:
-            progress.stop()
 
 
 def prepare_engine(options: RunOptions, engine: Engine) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from chatllm.errors import ConfigError
+from chatllm.reading import DEFAULT_MAX_INPUT_SIZE
+from chatllm.sizes import parse_size
 
 APP_NAME = "chatllm"
 
@@ -88,6 +90,12 @@ class Settings:
         True, "say (on stderr) when a job needs a bigger model than the one in use", "CHATLLM_HINTS", "bool"
     )
     theme: str = _setting("monokai", "code highlighting theme for Markdown output", "CHATLLM_THEME")
+    max_input_size: int = _setting(
+        DEFAULT_MAX_INPUT_SIZE,
+        "most bytes of input a command reads (files and stdin together), e.g. 64M",
+        "CHATLLM_MAX_INPUT_SIZE",
+        "size",
+    )
     # Per-command option defaults, e.g. {"translate": {"to": "fr"}}; the CLI
     # turns them into click's default_map (see chatllm/cli/command_defaults.py).
     commands: dict[str, dict[str, Any]] = _setting(
@@ -148,6 +156,13 @@ def convert(key: str, value: Any) -> Any:
         return number
     if kind == "bool":
         return parse_bool(value)
+    if kind == "size":
+        if isinstance(value, bool):
+            raise Invalid("a size such as 64M, 512K or 2G")
+        try:
+            return parse_size(str(value))
+        except ValueError:
+            raise Invalid("a size such as 64M, 512K or 2G") from None
     if kind == "on_off_auto":
         if str(value).strip().lower() == "auto":
             return None

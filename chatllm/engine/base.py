@@ -185,6 +185,9 @@ class Capabilities:
     ready_at: float | None = None
     # Where the model is served, for messages about its replies (None: here).
     base_url: str | None = None
+    # The model file's size, to guess its speed from before it has run
+    # (jobs/pacing.py); None where there is no file here.
+    model_bytes: int | None = None
 
     @property
     def has_chat_template(self) -> bool:
@@ -233,6 +236,7 @@ class Engine(Protocol):
     max_sequences: int
     supports_chat_template: bool
     ready_at: float | None
+    model_bytes: int | None
 
     @property
     def base_url(self) -> str | None: ...

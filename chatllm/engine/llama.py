@@ -194,6 +194,8 @@ class LlamaEngine(Capabilities):
             raise ModelError(f"'{model.reference}' is not a local model file")
         self.model_name = Path(model.path).name
         self._path = Path(model.path)
+        # The model file's size, to guess its speed from (jobs/pacing.py).
+        self.model_bytes = self._path.stat().st_size if self._path.is_file() else None
         self.last_stats = GenerationStats()
         self._model = self._context = None
         self._chat_template: str | None = None

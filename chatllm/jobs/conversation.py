@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from chatllm import inputs
 from chatllm.config.settings import persona_judges_dir
 from chatllm.engine.base import Engine
 from chatllm.errors import HistoryError, InputError, UsageError
@@ -109,8 +110,7 @@ class ChatJob:
         for notice in notices:
             yield Notice(notice)
         replies = 0
-        for line in sys.stdin:
-            text = line.rstrip("\n")
+        for text in inputs.read_lines(sys.stdin.buffer, "standard input"):
             if text.strip():
                 yield from session.send(text)
                 replies += 1

@@ -12,7 +12,7 @@ from chatllm.errors import InputError
 def input_items(files: list[Path], whole: bool) -> list[str]:
     """Each non-empty line of the input, or each file whole (stdin as one)."""
     if whole:
-        texts = [inputs.read_file(path) for path in files] if files else [inputs.read_input([]).text]
+        texts = inputs.read_files(files) if files else [inputs.read_input([]).text]
         items = [text.strip() for text in texts if text.strip()]
     else:
         items = [line.strip() for line in inputs.read_input(files).text.splitlines() if line.strip()]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from chatllm.engine.base import GenerationParams, Message
+    from chatllm.jobs.pacing import ProgressCallback
     from chatllm.reply.meter import Meter
     from chatllm.reply.pipeline import Events
 
@@ -34,8 +35,8 @@ class Setup:
     `values`: its own options by name; `sampling`: the sampling options given
     (None: not given); `given`: the options given on the command line (not
     defaults); `hints`: whether to say when a bigger model would do better;
-    `log`: whether the run is saved to history; `progress`: told (parts done,
-    parts in all) as a long input is worked through."""
+    `log`: whether the run is saved to history; `progress`: told where a
+    long input's parts stand as they are worked through (jobs/pacing.py)."""
 
     values: Mapping[str, Any]
     sampling: Mapping[str, Any] = field(default_factory=dict)
@@ -44,7 +45,7 @@ class Setup:
     given: frozenset[str] = frozenset()
     hints: bool = True
     log: bool = False
-    progress: Callable[[int, int], None] | None = None
+    progress: ProgressCallback | None = None
 
 
 @dataclass(frozen=True)

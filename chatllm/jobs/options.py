@@ -8,6 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from chatllm.reading import DEFAULT_MAX_INPUT_SIZE
+from chatllm.sizes import format_size
+
 
 @dataclass(frozen=True)
 class Option:
@@ -31,6 +34,7 @@ class Option:
     low: float | None = None
     high: float | None = None
     loads: bool = False
+    metavar: str | None = None
 
 
 # --------------------------------------------------------------------------- shared options
@@ -165,6 +169,16 @@ SHARED: tuple[Option, ...] = (
         loads=True,
     ),
     Option("log", ("--log/--no-log",), "Save this run to the history database.", bool, True, panel=OUTPUT_PANEL),
+    # Every input a command reads (files, stdin, --kb, --schema, --labels-file) is bounded by it.
+    Option(
+        "max_input_size",
+        ("--max-input-size",),
+        "Most input to read, files and stdin together (e.g. 64M, 1G); more is refused. "
+        f"Default: the max_input_size setting ({format_size(DEFAULT_MAX_INPUT_SIZE)}).",
+        panel="Input",
+        show_default=False,
+        metavar="SIZE",
+    ),
 )
 
 

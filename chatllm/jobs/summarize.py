@@ -14,14 +14,15 @@ is written again once, and fails the job the second time (`summary_problem`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass, replace
 
 from chatllm.engine.base import GenerationParams, Message
 from chatllm.errors import ChatLLMError, EngineError
-from chatllm.jobs.chunking import split_to_budget
+from chatllm.jobs.chunking import Chunk, split_counted
 from chatllm.jobs.job import Plan, Setup
 from chatllm.jobs.model_fit import SUGGESTED_MODEL
+from chatllm.jobs.pacing import Call, Pace, ProgressCallback
 from chatllm.jobs.prompting import input_budget, task_messages
 from chatllm.jobs.task import TaskJob
 from chatllm.languages import detect_language, parse_language
@@ -30,8 +31,10 @@ from chatllm.reply.meter import Meter
 from chatllm.reply.pipeline import Checks, Events, call, collect, hold
 from chatllm.templates import Template, load_template
 
-# Progress of the map steps: (parts done, parts in all).
-ProgressCallback = Callable[[int, int], None]
+# Beyond this many characters a text cannot fit any context (that would take
+# over 32 characters a token in 131,072 tokens): it is not counted whole before
+# it is split, since splitting counts it anyway (for 16 MiB, seconds saved).
+SURELY_LONG_CHARACTERS = 32 * 131_072
 
 # --length: (share of the input's tokens, floor, ceiling): the length a
 # summary is asked to have. The floor lets a short text still get a sentence
@@ -135,9 +138,9 @@ def summarize(
     system: str | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> Events:
+    # The final summary may state only numbers of the original text.
     summary = _Summary(meter, template, values, params, system, on_progress, facts=text)
-    whole = meter.engine.count_tokens(text)
-    text, size = yield from summary.shrunk(text, whole)
+    text, size, whole = yield from summary.shrunk(text)
     yield from summary.final(text, size, whole)
 
 
@@ -149,30 +152,38 @@ class _Summary:
     params: GenerationParams
     system: str | None
     on_progress: ProgressCallback | None
-    facts: str  # every call may state only numbers of the original text
+    facts: str
 
     def messages(self, values: dict[str, str], text: str) -> list[Message]:
         return task_messages(self.template, values, text, self.system)
 
-    def shrunk(self, text: str, size: int) -> Generator[Event, None, tuple[str, int]]:
-        """`text`, or the summaries of its parts, summarized again, until it
-        fits one call (map-reduce); and its size in tokens."""
-        engine, progress = self.meter.engine, self.on_progress or (lambda done, total: None)
-        final_params, final_values = bounded(self.template, self.values, self.params, text, size)
-        budget = input_budget(engine, self.template, final_values, final_params, self.system)
+    def shrunk(self, text: str) -> Generator[Event, None, tuple[str, int, int]]:
+        """`text`, or the summaries of its parts summarized again, until it
+        fits one call (map-reduce); its size in tokens, and the whole text's."""
+        engine, template, pace = self.meter.engine, self.template, Pace(self.meter)
+        # A text too long for any context is not counted whole: splitting counts it.
+        counted = len(text) <= SURELY_LONG_CHARACTERS
+        whole = engine.count_tokens(text) if counted else len(text) // 4
+        final_params, final_values = bounded(template, self.values, self.params, text, whole)
+        budget = input_budget(engine, template, final_values, final_params, self.system)
+        size, doing = whole, "summarizing"
         while size > budget:
-            parts = split_to_budget(text, budget, engine.count_tokens)
+            parts = split_counted(text, budget, engine.count_tokens)
+            if not counted:
+                whole = size = sum(part.tokens for part in parts)
+                counted = True
+            if len(parts) == 1:  # it fits after all (a text of very long tokens)
+                text, size = parts[0]
+                break
+            overhead = engine.count_prompt_tokens(self.messages(final_values, ""))
+            length = self.values.get("length", "medium")
+            calls = planned_calls(parts, budget, overhead, self.params.max_tokens, length)
             summaries = []
             for index, part in enumerate(parts):
-                progress(index, len(parts))
-                part_params, part_values = bounded(
-                    self.template, self.values, self.params, part, engine.count_tokens(part)
-                )
-                events = call(
-                    self.meter, self.messages(part_values, part), part_params, Checks(facts=self.facts), visible=False
-                )
-                summaries.append((yield from collect(events)).strip())
-            progress(len(parts), len(parts))
+                self.tell(pace, doing, index, len(parts), size, calls[index:])
+                summaries.append((yield from self.part_summary(part)))
+            self.tell(pace, doing, len(parts), len(parts), size, calls[len(parts) :])
+            doing = "combining the summaries"
             combined = "\n\n".join(s for s in summaries if s)
             combined_size = engine.count_tokens(combined)
             if combined_size >= size:
@@ -181,7 +192,22 @@ class _Summary:
                     "the partial summaries are no shorter than the text; try --length short or a larger --ctx"
                 )
             text, size = combined, combined_size
-        return text, size
+        return text, size, whole
+
+    def tell(self, pace: Pace, doing: str, done: int, total: int, tokens: int, calls: list[Call]) -> None:
+        """Where the map steps stand, for a progress display."""
+        if self.on_progress is not None:
+            self.on_progress(pace.progress(doing, done, total, tokens, calls))
+
+    def part_summary(self, part: Chunk) -> Generator[Event, None, str]:
+        """A map step. Its summary may state the numbers of its part (checking
+        them against the whole text read all of it again for every part)."""
+        part_params, part_values = bounded(self.template, self.values, self.params, part.text, part.tokens)
+        checks = Checks(facts=part.text)
+        summary = yield from collect(
+            call(self.meter, self.messages(part_values, part.text), part_params, checks, visible=False)
+        )
+        return summary.strip()
 
     def final(self, text: str, size: int, whole: int) -> Events:
         """The summary of `text`, judged before it is shown.
@@ -229,6 +255,28 @@ def _second_try(params: GenerationParams, messages: list[Message]) -> tuple[Gene
     last = messages[-1]
     retry = [*messages[:-1], Message(last.role, f"{last.content}\n{RETRY_INSTRUCTION}")]
     return replace(params, seed=seed, temperature=max(params.temperature, 0.6)), retry
+
+
+def planned_calls(parts: list[Chunk], budget: int, overhead: int, max_tokens: int | None, length: str) -> list[Call]:
+    """The calls a summary of `parts` is expected to make, for an estimate of
+    its time: one per part, the rounds that summarize their summaries while
+    those do not fit together, and the final summary; each summary as long as
+    it is asked to be. `overhead` is the prompt's own tokens."""
+
+    def reply_tokens(tokens: int) -> int:
+        return max_tokens if max_tokens is not None else summary_bound(length, tokens)
+
+    calls: list[Call] = []
+    sizes = [part.tokens for part in parts]
+    while True:
+        calls += [Call(overhead + size, reply_tokens(size)) for size in sizes]
+        combined = sum(reply_tokens(size) for size in sizes)
+        if combined <= budget:
+            return [*calls, Call(overhead + combined, reply_tokens(combined))]
+        count = -(-combined // budget)
+        if count >= len(sizes):  # not shrinking: the job stops there and says so
+            return calls
+        sizes = [combined // count] * count
 
 
 def summary_problem(summary: str, source: str, language_tag: str | None) -> str:

@@ -34,7 +34,9 @@ class JobSpec:
     `module` holds `prepare(setup) -> Job` and, when `serves` names template
     kinds, `served(template, values, persona_for) -> Served`. `prose`: its
     replies are text a terminal shows as Markdown (else data: one plain reply
-    per line). `conversation`: a person talks to it turn by turn."""
+    per line). `conversation`: a person talks to it turn by turn.
+    `streams_parts`: its text streams part by part as a long input is worked
+    through (a translation), which is progress enough on a terminal."""
 
     name: str
     help: str
@@ -42,6 +44,7 @@ class JobSpec:
     options: tuple[Option, ...] = ()
     prose: bool = True
     conversation: bool = False
+    streams_parts: bool = False
     serves: tuple[str, ...] = ()
 
     def prepare(self, setup: Setup) -> Job:
@@ -159,6 +162,7 @@ JOBS: tuple[JobSpec, ...] = (
             Option("source_language", ("--from", "-f"), "Source language (default: detected).", complete="languages"),
             SYSTEM,
         ),
+        streams_parts=True,
     ),
     JobSpec(
         "run",
