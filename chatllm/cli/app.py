@@ -16,7 +16,7 @@ import typer
 from typer._click import exceptions as click
 
 from chatllm import __version__
-from chatllm.cli import chat, config_cmd, doctor, logs, models_cmd, serve, structured, tasks, templates_cmd
+from chatllm.cli import commands, config_cmd, doctor, logs, models_cmd, serve, templates_cmd
 from chatllm.errors import ChatLLMError
 
 app = typer.Typer(
@@ -58,7 +58,7 @@ def root(
 
 
 def _register_commands() -> None:
-    for module in (chat, tasks, structured, templates_cmd, models_cmd, logs, config_cmd, doctor, serve):
+    for module in (commands, templates_cmd, models_cmd, logs, config_cmd, doctor, serve):
         module.register(app)
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from chatllm.engine.base import FinishReason, GenerationParams, GenerationStats
 from chatllm.engine.bindings import llama_bindings
+from chatllm.engine.reasoning import Piece
 from chatllm.engine.sampling import PIECE_BUFFER, ReplySampler, Thinking, split_at_stop
 
 llama_cpp = llama_bindings()
@@ -159,7 +160,7 @@ class Generation(Work):
             return text, hit
         return text, False
 
-    def _emit(self, pieces: Sequence[str]) -> None:
+    def _emit(self, pieces: Sequence[Piece]) -> None:
         for piece in pieces:
             if piece:
                 self.outbox.put(piece)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from chatllm.engine.base import EngineOptions, GenerationParams, GenerationStats, Message, Stream, Timings
+from chatllm.engine.base import EngineOptions, EngineStream, GenerationParams, GenerationStats, Message, Timings
 from chatllm.engine.batch_work import END, Generation, Scoring, Work
 from chatllm.engine.llama import LlamaEngine, llama_cpp
 from chatllm.engine.sampling import ReplySampler
@@ -84,7 +84,7 @@ class BatchedLlamaEngine(LlamaEngine):
         with self._prompt_lock:
             return super().prompt_tokens(messages, think)
 
-    def stream(self, messages: Sequence[Message], params: GenerationParams) -> Stream:
+    def stream(self, messages: Sequence[Message], params: GenerationParams) -> EngineStream:
         """The reply's pieces as the scheduler makes them. Raises EngineError (on
         the first `next`) if the prompt does not fit a slot's context."""
         self._require_model()
@@ -92,7 +92,7 @@ class BatchedLlamaEngine(LlamaEngine):
         self.last_stats = stats
         started = time.perf_counter()
         with self._prompt_lock:
-            prompt, thinking = self._prepare(messages, params, stats)
+            prompt, thinking = self._checked_prompt(messages, params, stats)
             prefix = self._prompt.system_prefix_length(messages, prompt)
         self._wait_for_context()
         sampler = ReplySampler(self._vocab, self._context, params, prompt, self.context_size, self._seed)

@@ -15,9 +15,8 @@ from typing import Any
 
 from chatllm.engine.base import GenerationParams, GenerationStats
 from chatllm.engine.bindings import llama_bindings
-from chatllm.engine.grammar import GRAMMAR_FIRST, ConstrainedSampler, grammar_text
-from chatllm.engine.reasoning import ThinkSplitter
-from chatllm.errors import UsageError
+from chatllm.engine.grammar import GRAMMAR_FIRST, ConstrainedSampler, GrammarFirst, grammar_text
+from chatllm.engine.reasoning import Piece, ThinkSplitter
 
 llama_cpp = llama_bindings()
 
@@ -124,7 +123,7 @@ class Thinking:
         self.splitter, self.budget, self.stats, self.close_tokens = splitter, budget, stats, close_tokens
         self.forced = False
 
-    def feed(self, text: str, forced: bool = False) -> list[str]:
+    def feed(self, text: str, forced: bool = False) -> list[Piece]:
         if self.splitter.thinking and not forced:
             self.stats.usage.reasoning_tokens += 1
         return self.splitter.feed(text) if text else []
@@ -137,32 +136,10 @@ class Thinking:
             return True
         return False
 
-    def finish(self) -> list[str]:
+    def finish(self) -> list[Piece]:
         pieces = self.splitter.finish()
         self.stats.thinking_unclosed = self.splitter.unclosed
         return pieces
-
-
-class GrammarFirst:
-    """The grammar as the first sampler of the chain: every token is checked
-    against the whole vocabulary (kept to measure ConstrainedSampler against)."""
-
-    def __init__(self, vocab, context, chain, gbnf: str) -> None:
-        self._context = context
-        grammar = llama_cpp.llama_sampler_init_grammar(vocab, gbnf.encode("utf-8"), b"root")
-        if not grammar:
-            raise UsageError("the grammar does not parse (llama.cpp rejected it; --verbose shows where)")
-        # A chain of the grammar then the reply's own chain (which the outer chain frees).
-        self._chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        llama_cpp.llama_sampler_chain_add(self._chain, grammar)
-        llama_cpp.llama_sampler_chain_add(self._chain, llama_cpp.llama_sampler_clone(chain))
-        self.resampled = 0
-
-    def sample(self, index: int = -1) -> int:
-        return llama_cpp.llama_sampler_sample(self._chain, self._context, index)
-
-    def close(self) -> None:
-        llama_cpp.llama_sampler_free(self._chain)
 
 
 def split_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, str, bool]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from chatllm.jobs.metering import Meter
+from chatllm.reply.meter import Meter
 
 # The embedded model (SmolLM2-135M Q4_1, 98 MB) on the 2-core development VM:
 # prefill 470 tokens/s, decode 150 (benchmarks/README.md, "Latest table"). On
@@ -90,7 +90,7 @@ class Pace:
         timings = self.meter.stats().timings
         if timings.prefill_tokens_per_s > 0 and timings.decode_tokens_per_s > 0:
             return timings.prefill_tokens_per_s, timings.decode_tokens_per_s
-        size = getattr(self.meter.engine, "model_bytes", None)
+        size = self.meter.engine.model_bytes
         if not size:
             return None
         scale = REFERENCE_BYTES / size

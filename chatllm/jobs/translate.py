@@ -15,20 +15,24 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 
-from chatllm.engine.base import GenerationParams, Message, Stream
+from chatllm.engine.base import Engine, GenerationParams, Message
 from chatllm.errors import ChatLLMError, EngineError
 from chatllm.jobs.chunking import Chunk, split_counted, split_paragraphs
-from chatllm.jobs.metering import Meter
-from chatllm.jobs.model_fit import SUGGESTED_MODEL
+from chatllm.jobs.job import Setup
+from chatllm.jobs.model_fit import SUGGESTED_MODEL, ModelFit
 from chatllm.jobs.numbers import number_problems
 from chatllm.jobs.pacing import Call, Pace, ProgressCallback
 from chatllm.jobs.prompting import input_budget, task_messages
 from chatllm.jobs.repetition import RepetitionGuard, repeats_in
+from chatllm.jobs.task import TaskJob
 from chatllm.languages import detect_language, parse_language, prose_of
-from chatllm.templates import Template
+from chatllm.reply.events import Event, Text
+from chatllm.reply.meter import Meter
+from chatllm.reply.pipeline import Checks, Events, call, hold
+from chatllm.templates import Template, load_template
 
 FENCE = re.compile(r"^(```|~~~)")
 # A chunk's translation may take this many times the chunk's tokens, plus a
@@ -98,19 +102,11 @@ def translate(
     params: GenerationParams,
     system: str | None = None,
     on_progress: ProgressCallback | None = None,
-) -> Stream:
+) -> Events:
     engine = meter.engine
     target = values.get("to", "")
     overhead = engine.count_prompt_tokens(task_messages(template, values, "", system))
-    if params.max_tokens is not None:
-        budget = input_budget(engine, template, values, params, system)
-    else:  # a chunk and its translation's bound must fit in the context together
-        growth = translation_bound(1000, target) / 1000
-        budget = int((engine.context_size - overhead - GROWTH_SLACK - 8) / (1 + growth))
-        if budget < 32:
-            raise EngineError(
-                f"the context ({engine.context_size} tokens) is too small to translate with; use a larger --ctx"
-            )
+    budget = _chunk_budget(engine, template, values, params, system, overhead)
     # One guard for the whole translation: a loop from paragraph to paragraph is
     # a loop too. A translation may repeat what its source repeats.
     guard = RepetitionGuard(mode=meter.repetition, allowed=repeats_in(text)) if meter.repetition != "off" else None
@@ -125,7 +121,7 @@ def translate(
     not_translated: list[int] = []
     for item in layout:
         if not isinstance(item, _Part):
-            yield item
+            yield Text(item)
             continue
         if on_progress:
             on_progress(pace.progress("translating", item.index, len(parts), tokens, calls[item.index :]))
@@ -135,25 +131,49 @@ def translate(
         if guard is not None and guard.started:
             guard.next_part()
         messages = task_messages(template, values, item.chunk.text, system)
-        translation, problems = _checked_translation(meter, messages, chunk_params, item.chunk.text, guard, languages)
+        checked = _checked_translation(meter, messages, chunk_params, item.chunk.text, guard, languages)
+        translation, problems = yield from checked
         if problems:
             meter.add_note(f"Paragraph {item.paragraph}: {'; '.join(problems)}, also when translated again.")
         if any(problem.startswith("not in ") for problem in problems):
             not_translated.append(item.paragraph)  # not printed: it is no translation
         else:
-            yield translation
+            yield Text(translation)
     if on_progress and parts:
         on_progress(pace.progress("translating", len(parts), len(parts), tokens, []))
     if not_translated:
         # A paragraph left in another language is no translation: the job fails
         # (after the rest), so a script does not take it for one.
-        which = ", ".join(map(str, not_translated[:5])) + (
-            f" and {len(not_translated) - 5} more" if len(not_translated) > 5 else ""
-        )
+        raise _not_translated(not_translated, target)
+
+
+def _chunk_budget(
+    engine: Engine,
+    template: Template,
+    values: dict[str, str],
+    params: GenerationParams,
+    system: str | None,
+    overhead: int,
+) -> int:
+    """Tokens of source text one call may take (`overhead`: the prompt's own)."""
+    if params.max_tokens is not None:
+        return input_budget(engine, template, values, params, system)
+    # A chunk and its translation's bound must fit in the context together.
+    growth = translation_bound(1000, values.get("to", "")) / 1000
+    budget = int((engine.context_size - overhead - GROWTH_SLACK - 8) / (1 + growth))
+    if budget < 32:
         raise EngineError(
-            f"paragraph{'s' if len(not_translated) > 1 else ''} {which} could not be translated into {target}: "
-            f"twice the model wrote another language; a larger model does this well (-m {SUGGESTED_MODEL})"
+            f"the context ({engine.context_size} tokens) is too small to translate with; use a larger --ctx"
         )
+    return budget
+
+
+def _not_translated(paragraphs: list[int], target: str) -> EngineError:
+    which = ", ".join(map(str, paragraphs[:5])) + (f" and {len(paragraphs) - 5} more" if len(paragraphs) > 5 else "")
+    return EngineError(
+        f"paragraph{'s' if len(paragraphs) > 1 else ''} {which} could not be translated into {target}: "
+        f"twice the model wrote another language; a larger model does this well (-m {SUGGESTED_MODEL})"
+    )
 
 
 @dataclass(frozen=True)
@@ -209,7 +229,7 @@ def _checked_translation(
     source: str,
     guard: RepetitionGuard | None,
     languages: tuple[str, str],
-) -> tuple[str, list[str]]:
+) -> Generator[Event, None, tuple[str, list[str]]]:
     """A chunk's translation, held until checked (a terminal shows it as a
     draft meanwhile) and written again once when it has a problem
     (`translation_problems`), with another seed and more randomness so the
@@ -226,8 +246,8 @@ def _checked_translation(
             # Before the instruction, not after the text: what follows the text is taken for more of it.
             attempt_messages = [*messages[:-1], Message(last.role, f"{RETRY_INSTRUCTION}\n{last.content}")]
         attempt_guard = copy.deepcopy(guard)  # what the first try said is no repeat for the second
-        pieces = meter.stream(attempt_messages, attempt_params, guard=attempt_guard)
-        translation = meter.hold(_strip_surrounding_whitespace(pieces))
+        events = call(meter, attempt_messages, attempt_params, Checks(guard=attempt_guard))
+        translation = yield from hold(meter, _strip_surrounding_whitespace(events))
         tries.append((translation, translation_problems(source, translation, *languages)))
         if not tries[-1][1]:
             break
@@ -311,19 +331,47 @@ def translation_problems(source: str, translation: str, source_tag: str, target_
     return problems
 
 
-def _strip_surrounding_whitespace(pieces: Stream) -> Stream:
-    """The model's pieces without leading or trailing whitespace, still streaming
+def _strip_surrounding_whitespace(events: Events) -> Events:
+    """The reply's text without leading or trailing whitespace, still streaming
     (trailing whitespace is held back until more text follows it)."""
     started = False
     held = ""
-    for piece in pieces:
-        if not started:
-            piece = piece.lstrip()
-            if not piece:
+    try:
+        for event in events:
+            if type(event) is not Text:
+                yield event
                 continue
-            started = True
-        text = held + piece
-        stripped = text.rstrip()
-        held = text[len(stripped) :]
-        if stripped:
-            yield stripped
+            piece = event.text
+            if not started:
+                piece = piece.lstrip()
+                if not piece:
+                    continue
+                started = True
+            text = held + piece
+            stripped = text.rstrip()
+            held = text[len(stripped) :]
+            if stripped:
+                yield Text(stripped)
+    finally:
+        events.close()
+
+
+class TranslationJob(TaskJob):
+    """`chatllm translate`: from the input's language unless --from says which."""
+
+    def fill_values(self, given: dict[str, str]) -> None:
+        if not given.get("from") and self.detected:
+            self.values["from"] = self.detected.name
+
+    def hint(self, fit: ModelFit) -> str | None:
+        return fit.for_translation()
+
+    def reply(self, meter: Meter) -> Events:
+        return translate(meter, self._template, self.values, self.text, self.params, self.system, self.setup.progress)
+
+
+def prepare(setup: Setup) -> TranslationJob:
+    given = {"to": parse_language(setup.values["to"]).name}
+    if setup.values.get("source_language"):
+        given["from"] = parse_language(setup.values["source_language"]).name
+    return TranslationJob(setup, load_template("translate"), given)

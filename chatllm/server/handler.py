@@ -16,9 +16,9 @@ import time
 import uuid
 from typing import Any
 
-from chatllm.engine.base import Stream
-from chatllm.engine.reasoning import Reasoning
 from chatllm.errors import ChatLLMError
+from chatllm.reply.events import Finish, Reasoning, Text
+from chatllm.reply.pipeline import Events
 from chatllm.server.capacity import ServerBusy
 from chatllm.server.gate import ClientGone, GatedHandler
 from chatllm.server.openai_json import chunk_json, completion_json, finish_reason, timings_json, usage_json
@@ -109,31 +109,33 @@ class Handler(GatedHandler):
             if self.client_gone():  # it hung up while it waited its turn
                 raise ClientGone("the client hung up before its turn")
             request = service.prepare(body)
-            pieces = service.start(request)
+            events = service.start(request)
             try:
                 if request.stream:
-                    self._stream(pieces, request, reply_id, created)
-                    return
-                parts = []
-                for piece in pieces:
-                    parts.append(piece)
-                    if self.client_gone():  # as a stream notices when a write fails
-                        raise ClientGone("the client hung up")
-                text = "".join(p for p in parts if not isinstance(p, Reasoning))
-                thinking = "".join(p for p in parts if isinstance(p, Reasoning))
-                if service.stopping.is_set():
-                    raise RequestError(
-                        503, "the server is shutting down; this reply was cut short", kind="server_error"
-                    )
-                self.send_json(
-                    200, completion_json(reply_id, created, request.model, text, service.last_stats, thinking)
-                )
+                    self._stream(events, request, reply_id, created)
+                else:
+                    self._complete(events, request, reply_id, created)
             finally:
-                pieces.close()  # stops the engine, whether the reply ended or not
+                events.close()  # stops the engine, whether the reply ended or not
                 service.capacity.finished(time.perf_counter() - started)
 
-    def _stream(self, pieces: Stream, request: ChatRequest, reply_id: str, created: int) -> None:
-        service = self.server.service
+    def _complete(self, events: Events, request: ChatRequest, reply_id: str, created: int) -> None:
+        text, thinking, finish = [], [], None
+        for event in events:
+            if type(event) is Text:
+                text.append(event.text)
+            elif type(event) is Reasoning:
+                thinking.append(event.text)
+            elif type(event) is Finish:
+                finish = event
+            if self.client_gone():  # as a stream notices when a write fails
+                raise ClientGone("the client hung up")
+        if finish is None:  # the server is shutting down (service.stopping)
+            raise RequestError(503, "the server is shutting down; this reply was cut short", kind="server_error")
+        reply = completion_json(reply_id, created, request.model, "".join(text), finish.stats, "".join(thinking))
+        self.send_json(200, reply)
+
+    def _stream(self, events: Events, request: ChatRequest, reply_id: str, created: int) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
@@ -148,16 +150,20 @@ class Handler(GatedHandler):
             self.wfile.flush()
 
         send({**chunk_json(reply_id, created, request.model, {"role": "assistant", "content": ""}), **extra})
+        finish = None
         try:
-            for piece in pieces:
-                field = "reasoning_content" if isinstance(piece, Reasoning) else "content"
-                send({**chunk_json(reply_id, created, request.model, {field: str(piece)}), **extra})
+            for event in events:
+                if isinstance(event, Text | Reasoning):
+                    field = "content" if type(event) is Text else "reasoning_content"
+                    send({**chunk_json(reply_id, created, request.model, {field: event.text}), **extra})
+                elif type(event) is Finish:
+                    finish = event
         except ChatLLMError as error:  # headers are gone: report it the way llama-server does
             send({"error": {"message": str(error), "type": "server_error"}})
             return
-        if service.stopping.is_set():
-            return  # no [DONE]: the client learns the reply was cut short
-        stats = service.last_stats
+        if finish is None:
+            return  # the server is shutting down; no [DONE]: the client learns the reply was cut short
+        stats = finish.stats
         send({**chunk_json(reply_id, created, request.model, {}, finish_reason(stats)), **extra})
         if request.include_usage:
             send(
