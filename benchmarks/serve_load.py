@@ -604,11 +604,12 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"model": args.model.name, "threads": args.threads, "repack": args.repacking, "ctx": args.ctx}
     with tempfile.TemporaryDirectory() as root:
         sandbox = Sandbox(Path(root), args.threads, args.repacking)
+        args.output.parent.mkdir(parents=True, exist_ok=True)
         for name in args.sections.split(","):
             log(f"{name} ...")
             results[name] = globals()[f"section_{name}"](args, sandbox)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
+            log(f"  {json.dumps(results[name])[:400]}")
+            args.output.write_text(json.dumps(results, indent=2) + "\n")  # each section kept as it ends
     print(report(results))
     return 0
 
