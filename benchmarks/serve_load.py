@@ -66,6 +66,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="rounds per N (default 3)")
     parser.add_argument("--sections", default=",".join(SECTIONS))
     parser.add_argument("--no-llama-server", action="store_true", help="chatllm and batched-bench only")
+    parser.add_argument(
+        "--bin-dir",
+        type=Path,
+        default=BUILD_DIR / "llama.cpp-cpu" / "bin",
+        help="where llama-server and llama-batched-bench are (default: benchmarks/.build/llama.cpp-cpu/bin)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     return parser.parse_args(argv)
 
@@ -135,7 +141,7 @@ def chatllm_server(args: argparse.Namespace, sandbox: Sandbox, parallel: int, qu
 
 def llama_server(args: argparse.Namespace, parallel: int) -> Server:
     port = free_port()
-    argv = [str(BUILD_DIR / "llama.cpp-cpu" / "bin" / "llama-server"), "-m", str(args.model), "--port", str(port)]
+    argv = [str(args.bin_dir / "llama-server"), "-m", str(args.model), "--port", str(port)]
     argv += ["-np", str(parallel), "-c", str(args.ctx * parallel), "-t", str(args.threads), *repack_flags(args)]
     return Server(argv, port)
 
@@ -230,7 +236,7 @@ def code_request(model: str, code: str) -> dict:
 
 def batched_bench(args: argparse.Namespace, clients: list[int]) -> dict[int, float]:
     """llama-batched-bench's decode tok/s (S_TG) for each batch size."""
-    binary = BUILD_DIR / "llama.cpp-cpu" / "bin" / "llama-batched-bench"
+    binary = args.bin_dir / "llama-batched-bench"
     ctx = max(clients) * (PROMPT_TOKENS + args.tokens) + 256
     argv = [str(binary), "-m", str(args.model), "-c", str(ctx), "-t", str(args.threads), *repack_flags(args)]
     argv += ["-npp", str(PROMPT_TOKENS), "-ntg", str(args.tokens), "-npl", ",".join(map(str, clients))]
