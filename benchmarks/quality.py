@@ -505,6 +505,17 @@ def model_file(reference: str | None) -> Path:
     return Path(path)
 
 
+def saved_records(spec: str) -> tuple[str, list[Record]]:
+    """A --report column: its name and the records of its results files."""
+    column, _, files = spec.partition("=")
+    records = []
+    for name in files.split(","):
+        for line in Path(name).read_text(encoding="utf-8").splitlines():
+            data = json.loads(line)
+            records.append(Record(data["job"], data["item"], Reply(**data["reply"]), data["measures"]))
+    return column, records
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -542,9 +553,20 @@ def main(argv: list[str] | None = None) -> None:
         "--setup-llm", action="store_true", help="make the virtual environment for the llm anchor and exit"
     )
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--report",
+        action="append",
+        default=[],
+        metavar="COLUMN=FILE[,FILE...]",
+        help="no run: the table of results files written earlier (repeatable, one column each; "
+        "a column's files are joined, e.g. one run's summaries and another's support answers)",
+    )
     args = parser.parse_args(argv)
     if args.setup_llm:
         LlmCli.setup()
+        return
+    if args.report:
+        print(table({column: records for column, records in (saved_records(spec) for spec in args.report)}))
         return
     log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     programs: dict[str, object] = {}
