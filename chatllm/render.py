@@ -215,9 +215,12 @@ def write_all(pieces: Iterable[str], sink: Sink) -> str:
     return "".join(text)
 
 
-def result_json(text: str, model: str, template: str, stats: GenerationStats, reasoning: str = "") -> str:
+def result_json(
+    text: str, model: str, template: str, stats: GenerationStats, reasoning: str = "", job_fields: dict | None = None
+) -> str:
     """The --json object; field names follow OpenAI's API and docs/ARCHITECTURE.md. A
-    reasoning model's thinking is in `reasoning`, never in `text`."""
+    reasoning model's thinking is in `reasoning`, never in `text`. `job_fields`
+    are what a job adds at the end (ask's `citations` and `answered`)."""
     timings = stats.timings
     extra = {"reasoning": reasoning} if reasoning else {}
     return json.dumps(
@@ -235,6 +238,7 @@ def result_json(text: str, model: str, template: str, stats: GenerationStats, re
                 "decode_tokens_per_s": round(timings.decode_tokens_per_s, 1),
                 "total_s": round(timings.total_s, 3),
             },
+            **(job_fields or {}),
         },
         ensure_ascii=False,
     )

@@ -15,7 +15,7 @@ import typer
 from typer._click import exceptions as click
 
 from chatllm import __version__
-from chatllm.cli import chat, config_cmd, doctor, logs, models_cmd, serve, structured, tasks, templates_cmd
+from chatllm.cli import ask, chat, config_cmd, doctor, logs, models_cmd, serve, structured, tasks, templates_cmd
 from chatllm.errors import ChatLLMError
 
 app = typer.Typer(
@@ -57,7 +57,7 @@ def root(
 
 
 def _register_commands() -> None:
-    for module in (chat, tasks, structured, templates_cmd, models_cmd, logs, config_cmd, doctor, serve):
+    for module in (chat, tasks, ask, structured, templates_cmd, models_cmd, logs, config_cmd, doctor, serve):
         module.register(app)
 
 

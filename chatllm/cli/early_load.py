@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 # Options that change what is loaded or how, or mean nothing is loaded at all.
 # Commands that load a model; for any other, nothing extra is even imported.
-GENERATING_COMMANDS = frozenset({"summarize", "translate", "run", "chat", "classify", "extract"})
+GENERATING_COMMANDS = frozenset({"summarize", "translate", "run", "chat", "classify", "extract", "ask"})
 _UNSURE_OPTIONS = ("--ctx", "--gpu-layers", "--seed", "--verbose", "--pull", "--dry-run", "--help", "-h")
 _UNSURE_DEFAULTS = frozenset(
     {"model", "ctx", "gpu-layers", "gpu_layers", "seed", "verbose", "pull", "dry-run", "dry_run"}

@@ -107,9 +107,11 @@ def print_dry_run(
 
 
 @contextmanager
-def map_progress(enabled: bool) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on stderr for the parts of a long input (shown only once
-    there is more than one part)."""
+def map_progress(
+    enabled: bool, description: str = "reading the input in parts"
+) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr for the parts of a long input, or the files of
+    a folder being indexed (shown only once there is more than one)."""
     if not enabled:
         yield lambda done, total: None
         return
@@ -132,7 +134,7 @@ def map_progress(enabled: bool) -> Iterator[Callable[[int, int], None]]:
                 transient=True,
             )
             progress.start()
-            task = progress.add_task("reading the input in parts", total=total)
+            task = progress.add_task(description, total=total)
         progress.update(task, completed=done)
 
     try:
@@ -151,9 +153,11 @@ def run_generation(
     engine: Engine,
     record: dict | None = None,
     repetition: str = "loops",
+    extra_json: Callable[[], dict] | None = None,
 ) -> str:
     """Run `job`, show its text the way the options ask, print stats, save the run.
-    `repetition` is the guard's mode (jobs/repetition.py)."""
+    `repetition` is the guard's mode (jobs/repetition.py); `extra_json` gives,
+    once the job has run, the fields a job adds to --json (e.g. ask's citations)."""
     thinking = ReasoningDisplay(options.show_reasoning)
     prepare_engine(options, engine)
     sink = CollectingSink() if options.json else open_sink(theme=config.theme)
@@ -169,7 +173,8 @@ def run_generation(
         if options.stats:
             print_stats(stats)
     if options.json:
-        sys.stdout.write(result_json(text, model.name, template_name, stats, meter.reasoning) + "\n")
+        extra = extra_json() if extra_json is not None else None
+        sys.stdout.write(result_json(text, model.name, template_name, stats, meter.reasoning, extra) + "\n")
     if options.log and config.log:
         record_run(model, template_name, {**(record or {}), "reasoning": meter.reasoning}, text, stats)
     return text

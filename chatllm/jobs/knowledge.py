@@ -27,6 +27,9 @@ class Passage:
     source: str
     heading: str
     text: str
+    # First and last line of the passage in its file (1-based), where known:
+    # `chatllm ask` cites them.
+    lines: tuple[int, int] | None = None
 
     def render(self) -> str:
         """The passage as the model reads it: its heading as a label, never the
@@ -86,6 +89,18 @@ class KnowledgeBase:
     ) -> list[Passage]:
         """The passages most relevant to `query`, best first, that together fit
         in `budget_tokens`. Empty when nothing matches."""
+        chosen, used = [], 0
+        for passage, _score in self.ranked(query, limit):
+            cost = count_tokens(passage.render()) + 2
+            if used + cost > budget_tokens:
+                continue
+            chosen.append(passage)
+            used += cost
+        return chosen
+
+    def ranked(self, query: str, limit: int = 8) -> list[tuple[Passage, float]]:
+        """Up to `limit` passages that match `query`, best first, with their BM25
+        scores (each above 0)."""
         terms = search_terms(query)
         if not terms or not self.passages:
             return []
@@ -96,17 +111,12 @@ class KnowledgeBase:
             results, scores = retriever.retrieve([terms], k=min(limit, len(self.passages)), show_progress=False)
         except (ValueError, KeyError):
             return []
-        chosen, used = [], 0
+        found = []
         for index, score in zip(numpy.asarray(results[0]).tolist(), numpy.asarray(scores[0]).tolist()):
             if score <= 0:
                 break
-            passage = self.passages[index]
-            cost = count_tokens(passage.render()) + 2
-            if used + cost > budget_tokens:
-                continue
-            chosen.append(passage)
-            used += cost
-        return chosen
+            found.append((self.passages[index], float(score)))
+        return found
 
     def _retriever(self):
         if self._index is None:

@@ -1,0 +1,239 @@
+"""`chatllm ask`: a question answered from the user's documents, with its sources.
+
+    question ─► passages (the collection's BM25 search, jobs/knowledge.py)
+             ─► none found: "not in these documents", no model call
+             ─► the model's own judgement: do these passages answer it? (jobs/coverage.py)
+             ─► the answer: grounded (no number the passages lack, jobs/grounding.py),
+                and drawing on the passages (jobs/knowledge_use.py), else "not in
+                these documents"
+             ─► the sources it drew on, numbered: [1] guide.md › Battery (lines 12-30)
+
+The answer never comes from the model's general knowledge unless asked
+(`allow_general`): then the checks that hold it to the passages are off, and
+the prompt tells the model to say first that the documents do not answer.
+
+A collection small enough goes to the model whole (the persona's sizes,
+jobs/persona.py `knowledge_sizes`): nothing can be missed by the search, and a
+question in one language finds its answer in a document in another.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chatllm.config.settings import ask_cache_dir
+from chatllm.engine.base import Engine, GenerationParams, Message, Stream
+from chatllm.errors import InputError
+from chatllm.jobs.coverage import CoverageJudge
+from chatllm.jobs.doc_index import Collection, Progress, collect
+from chatllm.jobs.handover import DECLINES
+from chatllm.jobs.knowledge import KnowledgeBase, Passage
+from chatllm.jobs.knowledge_use import KnowledgeUse, content_terms, drawing_on_knowledge
+from chatllm.jobs.metering import Meter
+from chatllm.jobs.persona import customer_language, knowledge_sizes
+from chatllm.templates import CUSTOMER_LANGUAGE_VARIABLE, Template, load_template
+
+JUDGE_QUESTION = "Do the passages above answer this question? Reply yes or no."
+# How many passages the search may return before the token budget picks.
+SEARCH_LIMIT = 12
+# A reply that says the documents do not answer, in its own words.
+NOT_ANSWERED = re.compile(
+    r"\b(?:documents?|passages?|texts?|sources?) (?:do(?:es)? not|don['’]t|doesn['’]t) "
+    r"(?:answer|say|mention|contain|include|specify|state|provide|cover)|\bnot (?:in|mentioned in) (?:these|the) "
+    r"(?:documents?|passages?)|文档(?:中)?(?:没有|未)|(?:没有|未)(?:提到|提及|说明)",
+    re.IGNORECASE,
+)
+_LANGUAGES = {"zh": "Chinese"}
+
+
+@dataclass(frozen=True)
+class Citation:
+    path: str
+    heading: str
+    lines: tuple[int, int] | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"path": self.path, "heading": self.heading, "lines": list(self.lines) if self.lines else None}
+
+    def render(self, number: int) -> str:
+        where = f" › {self.heading}" if self.heading else ""
+        lines = ""
+        if self.lines:
+            first, last = self.lines
+            lines = f" (line {first})" if first == last else f" (lines {first}-{last})"
+        return f"[{number}] {self.path}{where}{lines}"
+
+
+@dataclass
+class Ask:
+    """One question over one collection. `run` streams the answer; then
+    `answered` and `citations` say what it was."""
+
+    template: Template
+    collection: Collection
+    question: str
+    allow_general: bool = False
+    sources: bool = True  # the numbered sources after the answer (--json has them as data)
+    tiny_model: bool = False
+    judge_cache: Path | None = None
+    answered: bool = False
+    citations: list[Citation] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.question = checked_question(self.question)
+        self._base = KnowledgeBase(self.collection.passages)
+
+    @classmethod
+    def open(
+        cls,
+        question: str,
+        paths: Sequence[Path],
+        stdin_text: str | None = None,
+        on_progress: Progress | None = None,
+        **settings: Any,
+    ) -> Ask:
+        """The job for `question` over `paths` (and `stdin_text`), their index
+        brought up to date in the cache folder; `settings` are Ask's own fields."""
+        checked_question(question)  # before any file is read
+        collection = collect(paths, ask_cache_dir() / "index", stdin_text, on_progress)
+        return cls(load_template("ask"), collection, question, judge_cache=ask_cache_dir() / "judges", **settings)
+
+    # ------------------------------------------------------------ the plan
+
+    @property
+    def not_found(self) -> str:
+        values = {CUSTOMER_LANGUAGE_VARIABLE: customer_language(self.question)}
+        return self.template.render_text(self.template.fallback, values)
+
+    def values(self) -> dict[str, str]:
+        given = {
+            "not_found": self.not_found,
+            "language": _LANGUAGES.get(customer_language(self.question), ""),
+            "general": "yes" if self.allow_general else "",
+        }
+        return self.template.resolve_variables(given)
+
+    def passages(self, engine: Engine | None, question: str | None = None) -> list[Passage]:
+        """The passages the model is given for `question` (this one by default):
+        all of them when they fit, else the best the search finds."""
+        count = engine.count_tokens if engine is not None else _estimate
+        sizes = knowledge_sizes(engine.context_size if engine is not None else 4096, self.tiny_model)
+        everything = self.collection.passages
+        # Estimated first: a large collection is never counted token by token.
+        if sum(_estimate(p.text) for p in everything) <= sizes.whole_tokens * 2:
+            if sum(count(_render(p)) + 2 for p in everything) <= sizes.whole_tokens:
+                return list(everything)
+        return self._base.search(question or self.question, sizes.retrieved_tokens, count, SEARCH_LIMIT)
+
+    def messages(self, passages: Sequence[Passage], question: str | None = None) -> list[Message]:
+        values = self.values()
+        context = "\n\n".join(_render(p) for p in passages)
+        system = self.template.render_system(values)
+        prompt = self.template.render_prompt(values, question or self.question, context=context)
+        return [*([Message("system", system)] if system else []), Message("user", prompt)]
+
+    def params(self, **overrides: object) -> GenerationParams:
+        from chatllm.jobs.prompting import generation_params
+
+        return generation_params(self.template, **overrides)
+
+    # ------------------------------------------------------------ the run
+
+    def run(self, meter: Meter, params: GenerationParams) -> Stream:
+        """The answer's text, then (with `sources`) its numbered sources."""
+        given = self.passages(meter.engine)
+        if not given and not self.allow_general:
+            meter.add_note("Nothing in the documents matches the question.")
+            yield self.not_found
+            return
+        messages = self.messages(given)
+        if not self.allow_general and self._judged_unanswered(meter, messages):
+            yield self.not_found
+            return
+        said: list[str] = []
+        for piece in self._answer(meter, messages, params, given):
+            said.append(piece)
+            yield piece
+        answer = "".join(said)
+        self.answered = bool(given) and bool(answer.strip()) and not _declines(answer)
+        if self.answered:
+            self.citations = cited(given, answer, self.question)
+            if self.sources and self.citations:
+                yield "\n\n" + "\n".join(c.render(n) for n, c in enumerate(self.citations, 1)) + "\n"
+
+    def _answer(self, meter: Meter, messages: list[Message], params: GenerationParams, given: list[Passage]) -> Stream:
+        if self.allow_general:
+            return meter.stream(messages, params)
+        facts = "\n".join([*(p.text for p in given), self.question])
+        use = KnowledgeUse("\n".join(p.heading + "\n" + p.text for p in given), self.question)
+        pieces = meter.stream(messages, params, facts=facts, fallback=self.not_found)
+        return drawing_on_knowledge(pieces, use, self.not_found)
+
+    def _judged_unanswered(self, meter: Meter, messages: list[Message]) -> bool:
+        """Whether the model judges that the passages do not answer the question
+        (never on a tiny model, which cannot judge: jobs/coverage.py)."""
+        if self.tiny_model or not meter.can_score:
+            return False
+        topics = tuple(dict.fromkeys(p.heading for p in self.collection.passages if p.heading))
+        judge = CoverageJudge(
+            system=self.template.render_system(self.values()),
+            topics=topics,
+            model_key=meter.engine.identity,
+            cache_dir=self.judge_cache,
+            question=JUDGE_QUESTION,
+            probe_messages=lambda probe: self.messages(self._probe_passages(meter.engine, probe), probe),
+        )
+        coverage = judge.judge(meter, messages)
+        if coverage is None or coverage.covered:
+            return False
+        meter.add_note("The passages found do not answer the question (the model's own judgement).")
+        return True
+
+    def _probe_passages(self, engine: Engine, probe: str) -> list[Passage]:
+        """A calibration question's passages; one nothing matches gets the
+        collection's first, as a real question gets near misses."""
+        return self.passages(engine, probe) or self.collection.passages[:2]
+
+    def json_fields(self) -> dict[str, Any]:
+        """What --json adds: the sources and whether the documents answered."""
+        return {"citations": [c.as_json() for c in self.citations], "answered": self.answered}
+
+
+def checked_question(question: str) -> str:
+    if not question.strip():
+        raise InputError('the question is empty: chatllm ask "QUESTION" [PATH...]')
+    return question.strip()
+
+
+def cited(given: Sequence[Passage], answer: str, question: str) -> list[Citation]:
+    """The passages the answer draws on (words and numbers of theirs it uses
+    that the question did not), most used first; all it was given when none
+    can be told (an answer in another language than its passages)."""
+    said = content_terms(answer) - content_terms(question)
+    overlaps = [(len(said & content_terms(p.heading + " " + p.text)), index) for index, p in enumerate(given)]
+    best = max((overlap for overlap, _ in overlaps), default=0)
+    chosen = [
+        given[i] for overlap, i in sorted(overlaps, key=lambda o: (-o[0], o[1])) if overlap and 2 * overlap >= best
+    ]
+    citations = [Citation(p.source, p.heading, p.lines) for p in (chosen or given)]
+    return list(dict.fromkeys(citations))
+
+
+def _declines(answer: str) -> bool:
+    first = answer.strip().split("\n", 1)[0]
+    return bool(NOT_ANSWERED.search(first) or DECLINES.search(first))
+
+
+def _render(passage: Passage) -> str:
+    where = f" › {passage.heading}" if passage.heading else ""
+    return f"--- {passage.source}{where}\n{passage.text}"
+
+
+def _estimate(text: str) -> int:
+    from chatllm.jobs.documents import estimate_tokens
+
+    return estimate_tokens(text)
