@@ -20,6 +20,9 @@ HEADING = re.compile(r"^#{1,6}\s+(.*)$", re.MULTILINE)
 WORD = re.compile(r"[^\W\d_]+|\d+", re.UNICODE)
 CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+")
 PASSAGE_TOKENS = 200
+# Reciprocal rank fusion's constant (Cormack et al. 2009): rankings of several
+# queries add up without one's scores swamping another's.
+_FUSION_RANK = 60
 
 
 @dataclass(frozen=True)
@@ -89,14 +92,21 @@ class KnowledgeBase:
     ) -> list[Passage]:
         """The passages most relevant to `query`, best first, that together fit
         in `budget_tokens`. Empty when nothing matches."""
-        chosen, used = [], 0
-        for passage, _score in self.ranked(query, limit):
-            cost = count_tokens(passage.render()) + 2
-            if used + cost > budget_tokens:
-                continue
-            chosen.append(passage)
-            used += cost
-        return chosen
+        return packed([passage for passage, _ in self.ranked(query, limit)], budget_tokens, count_tokens)
+
+    def search_each(
+        self, queries: Sequence[str], budget_tokens: int, count_tokens: Callable[[str], int], limit: int = 8
+    ) -> list[Passage]:
+        """`search` for several wordings of one question (its translation, for
+        documents in another language), their rankings fused by reciprocal rank."""
+        fused: dict[int, float] = {}
+        for query in queries:
+            for rank, (passage, _) in enumerate(self.ranked(query, limit)):
+                key = id(passage)
+                fused[key] = fused.get(key, 0.0) + 1 / (_FUSION_RANK + rank)
+        by_id = {id(p): p for p in self.passages}
+        best = sorted(fused, key=lambda key: -fused[key])[:limit]
+        return packed([by_id[key] for key in best], budget_tokens, count_tokens)
 
     def ranked(self, query: str, limit: int = 8) -> list[tuple[Passage, float]]:
         """Up to `limit` passages that match `query`, best first, with their BM25
@@ -127,3 +137,15 @@ class KnowledgeBase:
                 [search_terms(p.heading + " " + p.text) or ["_"] for p in self.passages], show_progress=False
             )
         return self._index
+
+
+def packed(ranked: Sequence[Passage], budget_tokens: int, count_tokens: Callable[[str], int]) -> list[Passage]:
+    """The passages of `ranked`, in order, that together fit in `budget_tokens`."""
+    chosen, used = [], 0
+    for passage in ranked:
+        cost = count_tokens(passage.render()) + 2
+        if used + cost > budget_tokens:
+            continue
+        chosen.append(passage)
+        used += cost
+    return chosen
