@@ -155,6 +155,23 @@ def test_search_fuses_the_question_and_its_translation() -> None:
     assert found == [passages[0]]
 
 
+def translating(messages: Sequence[Message]) -> str:
+    """The fake model: translates a question, answers one about the warranty."""
+    if messages[-1].content.startswith("Translate this"):
+        return "How long is the warranty of the Zephyr?"
+    return "The Zephyr has a warranty of 2 years."
+
+
+def test_a_question_in_another_language_is_searched_in_translation_too(docs: Path) -> None:
+    engine = FakeEngine(reply=translating)
+    text, job = ask_on(engine, "水壶保修多久？", [docs / "guides"])
+    assert engine.calls[0][-1].content.startswith("Translate this text into English:")
+    assert job.answered and [c.heading for c in job.citations] == ["Warranty"]
+    tiny = FakeEngine(reply=translating)
+    text, job = ask_on(tiny, "水壶保修多久？", [docs / "guides"], tiny_model=True)
+    assert text == "这些文档没有回答这个问题。" and tiny.calls == []  # a tiny model cannot bridge languages
+
+
 def test_an_answer_cites_the_passages_it_draws_on(docs: Path) -> None:
     engine = FakeEngine(reply=lambda messages: "The Zephyr boils one litre in 4 minutes.")
     text, job = ask_on(engine, "How fast does the Zephyr boil water?", [docs])

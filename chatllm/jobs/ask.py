@@ -182,9 +182,11 @@ class Ask:
         given = self.passages(meter.engine, *queries)
         # No word of the question (or of its translation) is in any document:
         # nothing to ask the model. Unless the question could not be put in
-        # the documents' other language, when only the model can tell.
+        # the documents' other language, when only a model that reads both
+        # can tell (not a tiny one, see translated_question).
         unmatched = not any(self._base.ranked(query, 1) for query in queries)
-        if (not given or unmatched and (translated or not self.other_language())) and not self.allow_general:
+        bridged = bool(translated) or self.tiny_model or not self.other_language()
+        if (not given or unmatched and bridged) and not self.allow_general:
             meter.add_note("Nothing in the documents matches the question.")
             yield self.not_found
             return
