@@ -315,3 +315,14 @@ def test_index_folder_is_private(fake_engine, docs: Path) -> None:
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in folder.iterdir())
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
     assert doc_index.PROGRESS_FROM_FILES > 3 and os.access(folder, os.W_OK)
+
+
+def test_ask_on_a_remote_model_translates_and_answers_without_a_judge(served, docs: Path) -> None:
+    served.engine.reply = translating
+    result = run_chatllm("ask", "水壶保修多久？", str(docs / "guides"), "--json", "-m", f"openai:fake@{served.url}")
+    assert result.returncode == 0, result.stderr.decode()
+    payload = json.loads(result.stdout.decode().strip().splitlines()[-1])
+    assert payload["text"] == "The Zephyr has a warranty of 2 years." and payload["answered"] is True
+    assert [c["heading"] for c in payload["citations"]] == ["Warranty"]
+    assert served.engine.calls[0][-1].content.startswith("Translate this text into English:")
+    assert len(served.engine.calls) == 2  # the translation and the answer: a server has no scores to judge by

@@ -30,11 +30,13 @@ from chatllm.engine.base import Engine, GenerationParams, Message, Stream
 from chatllm.errors import InputError
 from chatllm.jobs.coverage import CoverageJudge
 from chatllm.jobs.doc_index import Collection, Progress, collect
+from chatllm.jobs.documents import estimate_tokens
 from chatllm.jobs.handover import DECLINES
 from chatllm.jobs.knowledge import CJK, KnowledgeBase, Passage
 from chatllm.jobs.knowledge_use import KnowledgeUse, content_terms, drawing_on_knowledge
 from chatllm.jobs.metering import Meter
 from chatllm.jobs.persona import customer_language, knowledge_sizes
+from chatllm.jobs.prompting import generation_params, task_messages
 from chatllm.templates import CUSTOMER_LANGUAGE_VARIABLE, Template, load_template
 
 JUDGE_QUESTION = "Do the passages above answer this question? Reply yes or no."
@@ -154,8 +156,6 @@ class Ask:
         target = self.other_language()
         if not target or self.tiny_model:
             return ""
-        from chatllm.jobs.prompting import task_messages
-
         template = load_template("translate")
         messages = task_messages(template, template.resolve_variables({"to": target}), self.question)
         params = self.params(temperature=0.0, max_tokens=TRANSLATION_TOKENS)
@@ -169,8 +169,6 @@ class Ask:
         return [*([Message("system", system)] if system else []), Message("user", prompt)]
 
     def params(self, **overrides: object) -> GenerationParams:
-        from chatllm.jobs.prompting import generation_params
-
         return generation_params(self.template, **overrides)
 
     # ------------------------------------------------------------ the run
@@ -275,6 +273,4 @@ def _render(passage: Passage) -> str:
 
 
 def _estimate(text: str) -> int:
-    from chatllm.jobs.documents import estimate_tokens
-
     return estimate_tokens(text)

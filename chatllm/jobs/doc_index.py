@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from chatllm.errors import InputError
-from chatllm.jobs.documents import DOCUMENT_SUFFIXES, PASSAGE_TOKENS, Section, document_text, sections, walk
+from chatllm.jobs.documents import (
+    DOCUMENT_SUFFIXES,
+    PASSAGE_TOKENS,
+    Section,
+    document_text,
+    sections,
+    split_sections,
+    walk,
+)
 from chatllm.jobs.knowledge import Passage
 
 # Bumped whenever what an index holds, or how passages are cut, changes.
@@ -200,8 +208,6 @@ def collect(
 
 
 def _stdin_sections(text: str) -> list[Section]:
-    from chatllm.jobs.documents import split_sections
-
     return split_sections(text.replace("\r\n", "\n"))
 
 

@@ -24,6 +24,7 @@ PDF's extracted text has no lines a reader could find.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Iterator
@@ -176,8 +177,6 @@ def _cut(paragraph: str) -> list[str]:
 
 def _pdf_text(path: Path, data: bytes) -> str:
     """A PDF's pages, separated by form feeds."""
-    import io
-
     try:
         from pypdf import PdfReader
         from pypdf.errors import PyPdfError
