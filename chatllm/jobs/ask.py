@@ -201,7 +201,9 @@ class Ask:
         if self.answered:
             self.citations = cited(given, answer, self.question)
             if self.sources and self.citations:
-                yield "\n\n" + "\n".join(c.render(n) for n, c in enumerate(self.citations, 1)) + "\n"
+                # Two spaces end a line in Markdown: on a terminal the sources
+                # stay one a line instead of running together as a paragraph.
+                yield "\n\n" + "  \n".join(c.render(n) for n, c in enumerate(self.citations, 1)) + "\n"
 
     def _answer(self, meter: Meter, messages: list[Message], params: GenerationParams, given: list[Passage]) -> Stream:
         if self.allow_general:
