@@ -139,9 +139,12 @@ class Ask:
         """The language to translate the question into for the search ("" for
         none): English or Chinese, when some documents are written in the other
         script than the question. BM25 matches words, and CJK bigrams never
-        meet English words: measured on benchmarks/data/quality/ask, the four
-        questions asked across languages found their passage once in four
-        alone, four in four with the question translated."""
+        meet English words. Measured on benchmarks/data/quality/ask (1,024
+        tokens of passages, the budget of a 4,096-token context): the passages
+        held the fact for 26 of 29 answerable questions searched as asked (3 of
+        the 4 asked across languages missed), 29 of 29 with a translation of
+        the question searched too.
+        """
         asked_in_cjk = bool(CJK.search(self.question))
         for passage in self.collection.passages:
             if bool(CJK.search(passage.text)) != asked_in_cjk:
