@@ -23,7 +23,8 @@ from chatllm.jobs.ask import Ask, cited
 from chatllm.jobs.doc_index import INDEX_VERSION, collect
 from chatllm.jobs.documents import html_text, sections, split_sections
 from chatllm.jobs.knowledge import KnowledgeBase, Passage
-from chatllm.jobs.metering import Meter
+from chatllm.reply.events import text_of
+from chatllm.reply.meter import Meter
 from chatllm.templates import load_template
 from tests.support.cli import run_chatllm
 
@@ -139,7 +140,7 @@ def test_an_unreadable_file_in_a_folder_is_skipped_with_a_note(docs: Path) -> No
 
 def ask_on(engine: FakeEngine, question: str, paths: Sequence[Path], **settings) -> tuple[str, Ask]:
     job = Ask(load_template("ask"), collect(paths, None), question, **settings)
-    text = "".join(job.run(Meter(engine), job.params()))
+    text = text_of(job.events(Meter(engine), job.params()))
     return text, job
 
 
@@ -180,6 +181,7 @@ def test_an_answer_cites_the_passages_it_draws_on(docs: Path) -> None:
     kettle = (docs / "guides" / "kettle.md").as_posix()
     assert sources == f"[1] {kettle} › Boiling (lines 7-8)\n"
     assert job.json_fields() == {
+        "text": "The Zephyr boils one litre in 4 minutes.",  # --json's text: the answer, the sources as data
         "citations": [{"path": kettle, "heading": "Boiling", "lines": [7, 8]}],
         "answered": True,
     }
@@ -197,7 +199,7 @@ def test_nothing_found_is_not_answered_without_asking_the_model(docs: Path) -> N
     engine = FakeEngine()
     text, job = ask_on(engine, "Quelle est la capitale du Pérou ?", [docs / "guides"])
     assert text == "These documents do not answer this question."
-    assert job.json_fields() == {"citations": [], "answered": False}
+    assert job.json_fields() == {"text": text, "citations": [], "answered": False}
     assert engine.calls == []
 
 
@@ -248,7 +250,7 @@ def test_the_coverage_judge_declines_before_the_answer(docs: Path, tmp_path: Pat
     engine = Judging(reply=lambda messages: "It costs 4 minutes.", context_size=8192)
     job = Ask(load_template("ask"), collect([docs], None), "What does the Zephyr cost?", judge_cache=tmp_path)
     meter = Meter(engine)
-    assert "".join(job.run(meter, job.params())) == "These documents do not answer this question."
+    assert text_of(job.events(meter, job.params())) == "These documents do not answer this question."
     assert "the model's own judgement" in (meter.finish_note() or "")
     assert not any("Answer:" in call[-1].content and "Reply yes or no" not in call[-1].content for call in engine.calls)
 
@@ -289,7 +291,8 @@ def test_ask_dry_run_shows_the_passages(docs: Path) -> None:
         (
             ["How?", "BINARY"],
             None,
-            "Error: 'BINARY' has no text to answer from (skipped 'BINARY/a.txt': it looks like a binary file, not text)",
+            "Error: 'BINARY' has no text to answer from; skipped 'BINARY/a.txt': it looks like a binary file, not text "
+            "(it holds a NUL byte)",
         ),
         (["How?", "latin1.txt"], None, "Error: 'latin1.txt' is not UTF-8 text (invalid byte at position 3)"),
         (["How?"], "", "Error: the documents on standard input are empty"),
@@ -306,6 +309,40 @@ def test_bad_input_is_one_line(tmp_path: Path, args: list[str], stdin: str | Non
     assert result.returncode != 0
     assert result.stderr.decode().splitlines() == [message]
     assert sorted((p.name, p.stat().st_mtime_ns) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "old version"])
+def test_the_command_rebuilds_a_corrupt_or_old_index_without_a_word(docs: Path, damage: str) -> None:
+    def dry_run() -> dict:
+        result = run_chatllm("ask", "How do I clean the toaster?", str(docs), "--dry-run")
+        assert result.returncode == 0 and result.stderr == b"", result.stderr.decode()
+        return json.loads(result.stdout)
+
+    planned = dry_run()
+    (index,) = (ask_cache_dir() / "index").iterdir()
+    if damage == "corrupt":
+        index.write_bytes(b"\x00{not json")
+    else:
+        index.write_text(index.read_text().replace(f'"version": {INDEX_VERSION}', '"version": 0'))
+    before = sorted((p, p.stat().st_mtime_ns) for p in docs.rglob("*"))
+    assert dry_run() == planned
+    assert json.loads(index.read_text())["version"] == INDEX_VERSION
+    assert sorted((p, p.stat().st_mtime_ns) for p in docs.rglob("*")) == before  # nothing of theirs touched
+
+
+def test_indexing_a_large_folder_shows_progress_on_stderr(fake_engine, tmp_path: Path) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    count = doc_index.PROGRESS_FROM_FILES + 5
+    for number in range(count):
+        (folder / f"note{number:02}.md").write_text(f"# Note {number}\n\nRoom {number} is on floor {number % 4}.\n")
+    fake_engine.reply = lambda messages: "Room 7 is on floor 3."
+    first = invoke("ask", "Which floor is room 7 on?", str(folder))
+    assert first.stderr.splitlines()[:1] == [f"Indexing the documents: {count} files. Ctrl-C stops."]
+    assert f"Indexing the documents: file {count} of {count} done." in first.stderr
+    assert first.stdout.startswith("Room 7 is on floor 3.")
+    again = invoke("ask", "Which floor is room 7 on?", str(folder))
+    assert "Indexing" not in again.stderr  # indexed once: nothing to read again
 
 
 def test_index_folder_is_private(fake_engine, docs: Path) -> None:

@@ -15,28 +15,40 @@ the prompt tells the model to say first that the documents do not answer.
 A collection small enough goes to the model whole (the persona's sizes,
 jobs/persona.py `knowledge_sizes`): nothing can be missed by the search, and a
 question in one language finds its answer in a document in another.
+
+`AskJob` is the command (jobs/table.py): it reads and indexes the documents
+while the model loads, and its run's `Finish` carries --json's `citations`
+and `answered`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from chatllm.config.settings import ask_cache_dir
-from chatllm.engine.base import Engine, GenerationParams, Message, Stream
+from chatllm.engine.base import Engine, GenerationParams, Message
 from chatllm.errors import InputError
+from chatllm.inputs import read_stream
 from chatllm.jobs.coverage import CoverageJudge
-from chatllm.jobs.doc_index import Collection, Progress, collect
+from chatllm.jobs.doc_index import Collection, collect
 from chatllm.jobs.documents import estimate_tokens
 from chatllm.jobs.handover import DECLINES
+from chatllm.jobs.job import Plan, Setup
 from chatllm.jobs.knowledge import CJK, KnowledgeBase, Passage
-from chatllm.jobs.knowledge_use import KnowledgeUse, content_terms, drawing_on_knowledge
-from chatllm.jobs.metering import Meter
+from chatllm.jobs.knowledge_use import KnowledgeUse, content_terms
+from chatllm.jobs.model_fit import is_tiny
+from chatllm.jobs.pacing import Progress, ProgressCallback
 from chatllm.jobs.persona import customer_language, knowledge_sizes
-from chatllm.jobs.prompting import generation_params, task_messages
+from chatllm.jobs.prompting import generation_params, repetition_mode, task_messages
+from chatllm.reply.events import Finish, Notice, Text
+from chatllm.reply.meter import Meter
+from chatllm.reply.pipeline import Checks, Events, call, complete, finished
+from chatllm.reply.stages import KnowledgeDrawn
 from chatllm.templates import CUSTOMER_LANGUAGE_VARIABLE, Template, load_template
 
 JUDGE_QUESTION = "Do the passages above answer this question? Reply yes or no."
@@ -74,37 +86,25 @@ class Citation:
 
 @dataclass
 class Ask:
-    """One question over one collection. `run` streams the answer; then
-    `answered` and `citations` say what it was."""
+    """One question over one collection. `events` streams the answer; then
+    `answered`, `citations` and `answer` say what it was. `base`: the
+    collection's search index, when one is kept between questions (`serve`)."""
 
     template: Template
     collection: Collection
     question: str
     allow_general: bool = False
-    sources: bool = True  # the numbered sources after the answer (--json has them as data)
+    sources: bool = True  # the numbered sources after the answer (--json and serve have them as data)
     tiny_model: bool = False
     judge_cache: Path | None = None
+    base: KnowledgeBase | None = None
     answered: bool = False
     citations: list[Citation] = field(default_factory=list)
+    answer: str = ""  # the answer's text, without its sources
 
     def __post_init__(self) -> None:
         self.question = checked_question(self.question)
-        self._base = KnowledgeBase(self.collection.passages)
-
-    @classmethod
-    def open(
-        cls,
-        question: str,
-        paths: Sequence[Path],
-        stdin_text: str | None = None,
-        on_progress: Progress | None = None,
-        **settings: Any,
-    ) -> Ask:
-        """The job for `question` over `paths` (and `stdin_text`), their index
-        brought up to date in the cache folder; `settings` are Ask's own fields."""
-        checked_question(question)  # before any file is read
-        collection = collect(paths, ask_cache_dir() / "index", stdin_text, on_progress)
-        return cls(load_template("ask"), collection, question, judge_cache=ask_cache_dir() / "judges", **settings)
+        self._base = self.base or KnowledgeBase(self.collection.passages)
 
     # ------------------------------------------------------------ the plan
 
@@ -161,8 +161,8 @@ class Ask:
             return ""
         template = load_template("translate")
         messages = task_messages(template, template.resolve_variables({"to": target}), self.question)
-        params = self.params(temperature=0.0, max_tokens=TRANSLATION_TOKENS)
-        return meter.complete(messages, replace(params, stop=("\n",))).strip()
+        params = self.params({"temperature": 0.0, "max_tokens": TRANSLATION_TOKENS})
+        return complete(meter, messages, replace(params, stop=("\n",))).strip()
 
     def messages(self, passages: Sequence[Passage], question: str | None = None) -> list[Message]:
         values = self.values()
@@ -171,12 +171,13 @@ class Ask:
         prompt = self.template.render_prompt(values, question or self.question, context=context)
         return [*([Message("system", system)] if system else []), Message("user", prompt)]
 
-    def params(self, **overrides: object) -> GenerationParams:
-        return generation_params(self.template, **overrides)
+    def params(self, *layers: Mapping[str, object]) -> GenerationParams:
+        """The template's settings, overlaid with `layers` (the options given)."""
+        return generation_params(self.template, *layers)
 
     # ------------------------------------------------------------ the run
 
-    def run(self, meter: Meter, params: GenerationParams) -> Stream:
+    def events(self, meter: Meter, params: GenerationParams) -> Events:
         """The answer's text, then (with `sources`) its numbered sources."""
         translated = self.translated_question(meter)
         queries = [self.question, *([translated] if translated else [])]
@@ -189,33 +190,39 @@ class Ask:
         bridged = bool(translated) or self.tiny_model or not self.other_language()
         if (not given or unmatched and bridged) and not self.allow_general:
             meter.add_note("Nothing in the documents matches the question.")
-            yield self.not_found
+            yield from self._not_answered()
             return
         messages = self.messages(given)
         if not self.allow_general and self._judged_unanswered(meter, messages):
-            yield self.not_found
+            yield from self._not_answered()
             return
         said: list[str] = []
-        for piece in self._answer(meter, messages, params, given):
-            said.append(piece)
-            yield piece
-        answer = "".join(said)
-        self.answered = bool(given) and bool(answer.strip()) and not _declines(answer)
+        for event in self._answer(meter, messages, params, given):
+            if type(event) is Text:
+                said.append(event.text)
+            yield event
+        self.answer = "".join(said)
+        self.answered = bool(given) and bool(self.answer.strip()) and not _declines(self.answer)
         if self.answered:
-            self.citations = cited(given, answer, self.question)
+            self.citations = cited(given, self.answer, self.question)
             if self.sources and self.citations:
                 # Two spaces end a line in Markdown: on a terminal the sources
                 # stay one a line instead of running together as a paragraph.
-                yield "\n\n" + "  \n".join(c.render(n) for n, c in enumerate(self.citations, 1)) + "\n"
+                yield Text("\n\n" + "  \n".join(c.render(n) for n, c in enumerate(self.citations, 1)) + "\n")
 
-    def _answer(self, meter: Meter, messages: list[Message], params: GenerationParams, given: list[Passage]) -> Stream:
+    def _not_answered(self) -> Events:
+        self.answer = self.not_found
+        yield Text(self.not_found)
+
+    def _answer(self, meter: Meter, messages: list[Message], params: GenerationParams, given: list[Passage]) -> Events:
+        """The model's answer, grounded in the passages (no number they lack)
+        and drawing on them, else "not in these documents"."""
         if self.allow_general:
-            return meter.stream(messages, params)
+            return call(meter, messages, params)
         passages = "\n".join(p.heading + "\n" + p.text for p in given)
-        facts = f"{passages}\n{self.question}"
-        use = KnowledgeUse(passages, self.question)
-        pieces = meter.stream(messages, params, facts=facts, fallback=self.not_found)
-        return drawing_on_knowledge(pieces, use, self.not_found)
+        checks = Checks(facts=f"{passages}\n{self.question}", fallback=self.not_found)
+        drawn = KnowledgeDrawn(KnowledgeUse(passages, self.question), self.not_found)
+        return call(meter, messages, params, checks, after=[drawn])
 
     def _judged_unanswered(self, meter: Meter, messages: list[Message]) -> bool:
         """Whether the model judges that the passages do not answer the question
@@ -243,8 +250,80 @@ class Ask:
         return self.passages(engine, probe) or self.collection.passages[:2]
 
     def json_fields(self) -> dict[str, Any]:
-        """What --json adds: the sources and whether the documents answered."""
-        return {"citations": [c.as_json() for c in self.citations], "answered": self.answered}
+        """What --json adds: the sources and whether the documents answered;
+        and its `text` is the answer alone (the numbered sources are data here)."""
+        return {"text": self.answer, "citations": [c.as_json() for c in self.citations], "answered": self.answered}
+
+
+def answer_events(meter: Meter, ask: Ask, params: GenerationParams) -> Events:
+    """`ask`'s answer as a job's events: its `Finish` carries the citations
+    and whether the documents answered (Finish.fields)."""
+    for event in finished(meter, ask.events(meter, params)):
+        if type(event) is Finish:
+            event = replace(event, fields={**event.fields, **ask.json_fields()})
+        yield event
+
+
+# ---------------------------------------------------------------- the command
+
+
+class AskJob:
+    """`chatllm ask QUESTION [PATH...]` (jobs/table.py): the documents are
+    read and indexed while the model loads, so a bad PATH fails first."""
+
+    template = "ask"
+
+    def __init__(self, setup: Setup) -> None:
+        values = setup.values
+        question = checked_question(values["question"])  # before any file is read
+        paths: list[Path] = list(values.get("paths") or [])
+        files = [path for path in paths if str(path) != "-"]
+        stdin_text = _stdin() if not files or len(files) < len(paths) else None
+        tiny = is_tiny(setup.model.path)
+        collection = collect(files, ask_cache_dir() / "index", stdin_text, _indexing(setup.progress))
+        self.ask = Ask(
+            load_template("ask"),
+            collection,
+            question,
+            allow_general=bool(values.get("allow_general")),
+            tiny_model=tiny,
+            judge_cache=ask_cache_dir() / "judges",
+        )
+        self.params = self.ask.params(setup.sampling)
+        self.repetition = repetition_mode(self.ask.template, setup.repetition, tiny_model=tiny)
+        variables = {"paths": [str(path) for path in paths]}
+        self.record: dict[str, Any] | None = {"prompt": question, "variables": variables, "params": self.params}
+
+    def plan(self) -> Plan:
+        """The answer's messages with the passages the search finds (counted
+        without a model: --dry-run loads none)."""
+        return Plan(self.ask.messages(self.ask.passages(None)), self.params)
+
+    def run(self, meter: Meter) -> Events:
+        for note in self.ask.collection.notes:
+            yield Notice(note)
+        yield from answer_events(meter, self.ask, self.params)
+
+
+def prepare(setup: Setup) -> AskJob:
+    return AskJob(setup)
+
+
+def _stdin() -> str:
+    """The documents piped in; an error on a terminal, where none can be."""
+    if sys.stdin.isatty():
+        raise InputError('no documents: name files or folders, or pipe text in (cat notes.md | chatllm ask "…")')
+    text = read_stream(sys.stdin.buffer, "standard input")
+    if not text.strip():
+        raise InputError("the documents on standard input are empty")
+    return text
+
+
+def _indexing(progress: ProgressCallback | None) -> Callable[[int, int], None] | None:
+    """The index's progress (files read of those to read) as the runner shows a job's."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(Progress("indexing the documents", done, total, 0, None, False, unit="file"))
 
 
 def checked_question(question: str) -> str:

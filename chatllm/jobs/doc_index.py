@@ -6,12 +6,17 @@ of its absolute path, holding each file's size, modification time, content
 hash (SHA-256) and passages. A file whose size and time are unchanged is not
 read again (as git does); one that changed is read, and when its content is
 one the index already has (a file renamed or touched) its passages are reused.
-A file that could not be read is remembered with the reason, so the note about
-it costs nothing next time. An index that cannot be read, or was written by
+A file that is not text is remembered with the reason, so the note about it
+costs nothing next time (one that could not be opened, or was over the input
+limit, is tried again: a permission or the limit may change). An index that cannot be read, or was written by
 another version or with another passage size, is silently built again: it is
 a cache, and nothing in it is the user's. It is written whole to a temporary
 file and renamed into place (readers never see half of one), readable by the
-user alone (0600): it holds the documents' text.
+user alone (0600, private_files.py): it holds the documents' text.
+
+Each file is read within the input limit (--max-input-size, the
+max_input_size setting), which bounds one document here, not a folder: a
+folder is indexed once, never given to the model whole.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from chatllm.errors import InputError
+from chatllm.inputs import input_limit
 from chatllm.jobs.documents import (
     DOCUMENT_SUFFIXES,
     PASSAGE_TOKENS,
@@ -35,6 +41,8 @@ from chatllm.jobs.documents import (
     walk,
 )
 from chatllm.jobs.knowledge import Passage
+from chatllm.private_files import write_private
+from chatllm.sizes import format_size
 
 # Bumped whenever what an index holds, or how passages are cut, changes.
 INDEX_VERSION = 1
@@ -111,11 +119,15 @@ class DocumentIndex:
                 current[name] = entry
             else:
                 stale.append((name, path, stat))
-        known = {entry.sha256: entry for entry in self.entries.values()}
-        for done, (name, path, stat) in enumerate(stale, 1):
-            current[name] = _read(path, stat, known)
-            if on_progress is not None and len(stale) >= PROGRESS_FROM_FILES:
-                on_progress(done, len(stale))
+        known = {entry.sha256: entry for entry in self.entries.values() if entry.sha256}
+        report = on_progress if len(stale) >= PROGRESS_FROM_FILES else None
+        limit = input_limit()
+        for done, (name, path, stat) in enumerate(stale):
+            if report is not None:
+                report(done, len(stale))
+            current[name] = _read(path, stat, known, limit)
+        if report is not None:
+            report(len(stale), len(stale))
         changed = bool(stale) or current.keys() != self.entries.keys()
         self.entries = current
         if changed:
@@ -140,12 +152,19 @@ class DocumentIndex:
             "version": INDEX_VERSION,
             "passage_tokens": PASSAGE_TOKENS,
             "root": str(self.absolute),
-            "files": {name: entry.as_json() for name, entry in self.entries.items()},
+            # A file never read (not opened, over the limit) is read again next time.
+            "files": {name: entry.as_json() for name, entry in self.entries.items() if entry.sha256},
         }
-        write_private(self.path, json.dumps(document, ensure_ascii=False))
+        try:
+            write_private(self.path, json.dumps(document, ensure_ascii=False))
+        except OSError:
+            pass  # a cache that cannot be written is no error: the next run reads the files again
 
 
-def _read(path: Path, stat: os.stat_result, known: dict[str, _Entry]) -> _Entry:
+def _read(path: Path, stat: os.stat_result, known: dict[str, _Entry], limit: int) -> _Entry:
+    if stat.st_size > limit:
+        why = f"is {format_size(stat.st_size)}, over the {format_size(limit)} input limit (--max-input-size)"
+        return _Entry(stat.st_size, stat.st_mtime_ns, "", [], why)
     try:
         data = path.read_bytes()
     except OSError as error:
@@ -160,20 +179,6 @@ def _read(path: Path, stat: os.stat_result, known: dict[str, _Entry]) -> _Entry:
         reason = str(error).replace(f"'{path}'", "", 1).strip()
         return _Entry(stat.st_size, stat.st_mtime_ns, digest, [], reason)
     return _Entry(stat.st_size, stat.st_mtime_ns, digest, found)
-
-
-def write_private(path: Path, text: str) -> None:
-    """`text` into `path` atomically, readable by the user alone. A cache that
-    cannot be written is no error: the next run reads the files again."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except OSError:
-        temporary.unlink(missing_ok=True)
 
 
 def collect(
@@ -198,11 +203,10 @@ def collect(
             _add(collection, shown, entry, named=not root.is_dir())
     if not collection.passages:
         given = ", ".join(f"'{p}'" for p in paths) or "the input"
-        why = (
-            f" ({collection.notes[0][0].lower()}{collection.notes[0][1:-1]}{', …' if len(collection.notes) > 1 else ''})"
-            if collection.notes
-            else ""
-        )
+        # The first reason, after a semicolon: a reason may hold parentheses of its own.
+        first = collection.notes[0] if collection.notes else ""
+        more = f" (and {len(collection.notes) - 1} more)" if len(collection.notes) > 1 else ""
+        why = f"; {first[0].lower()}{first[1:-1]}{more}" if first else ""
         raise InputError(f"{given} {'has' if len(paths) < 2 else 'have'} no text to answer from{why}")
     return collection
 

@@ -33,9 +33,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from chatllm.errors import InputError
-from chatllm.inputs import decode_text
 from chatllm.jobs.chunking import split_to_budget
 from chatllm.jobs.knowledge import CJK
+from chatllm.reading import TextDecoder
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst")
 HTML_SUFFIXES = (".html", ".htm")
@@ -83,7 +83,9 @@ def document_text(path: Path, data: bytes) -> str:
     suffix = path.suffix.lower()
     if suffix == PDF_SUFFIX:
         return _pdf_text(path, data)
-    text = decode_text(data, f"'{path}'")
+    # Text as every input is read (reading.py): a byte order mark says the
+    # encoding, else UTF-8; a NUL byte or an undecodable one is no text.
+    text = TextDecoder(f"'{path}'").decode(data, final=True).replace("\r\n", "\n")
     return html_text(text) if suffix in HTML_SUFFIXES else text
 
 

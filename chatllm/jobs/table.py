@@ -222,6 +222,30 @@ JOBS: tuple[JobSpec, ...] = (
         ),
         prose=False,
     ),
+    JobSpec(
+        "ask",
+        "Answer a question from your documents (text, Markdown, reStructuredText, HTML, PDF), citing its sources.\n\n"
+        "A folder is indexed once, in the cache folder, and then only its changed files again.",
+        "chatllm.jobs.ask",
+        (
+            Option("question", (), "The question, in any language.", required=True, show_default=False),
+            Option(
+                "paths",
+                (),
+                "Files and folders to answer from ('-' for stdin); stdin when none.",
+                Path,
+                many=True,
+                show_default=False,
+            ),
+            Option(
+                "allow_general",
+                ("--allow-general",),
+                "When the documents do not answer, say so and answer from the model's general knowledge.",
+                bool,
+                False,
+            ),
+        ),
+    ),
 )
 
 
