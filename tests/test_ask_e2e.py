@@ -8,9 +8,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import openai
 import pytest
 
-from tests.support.cli import run_chatllm
+from tests.support.cli import chatllm_command, run_chatllm
+from tests.support.openai_servers import free_port, start_process, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -67,3 +69,20 @@ def test_a_changed_document_is_read_again_and_a_broken_index_rebuilt(embedded_mo
     again = answer(run_chatllm("ask", question, str(docs), "--json"))
     assert again["text"] == payload["text"]
     assert json.loads(next(home.iterdir()).read_text())["version"] >= 1
+
+
+def test_serve_docs_answers_model_ask_with_citations(embedded_model: Path, tmp_path: Path) -> None:
+    port = free_port()
+    command = chatllm_command("serve", "--port", str(port), "-m", "embedded", "--docs", str(DOCS))
+    server = start_process(command, port, tmp_path / "serve.log")
+    try:
+        client = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0, timeout=240)
+        question = [{"role": "user", "content": "How long is the warranty of the Zephyr?"}]
+        reply = client.chat.completions.create(model="ask", messages=question)
+        assert "2 years" in (reply.choices[0].message.content or "")
+        extra = reply.model_extra or {}
+        assert extra["answered"] is True
+        warranty = {"path": (DOCS / "guides" / "kettle.md").as_posix(), "heading": "Warranty", "lines": [17, 17]}
+        assert warranty in extra["citations"]
+    finally:
+        stop_process(server)

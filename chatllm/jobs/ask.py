@@ -18,7 +18,7 @@ question in one language finds its answer in a document in another.
 
 `AskJob` is the command (jobs/table.py): it reads and indexes the documents
 while the model loads, and its run's `Finish` carries --json's `citations`
-and `answered`.
+and `answered`. `serving` is `ask` as a `serve` model over `serve --docs`.
 """
 
 from __future__ import annotations
@@ -38,16 +38,16 @@ from chatllm.jobs.coverage import CoverageJudge
 from chatllm.jobs.doc_index import Collection, collect
 from chatllm.jobs.documents import estimate_tokens
 from chatllm.jobs.handover import DECLINES
-from chatllm.jobs.job import Plan, Setup
+from chatllm.jobs.job import Plan, Served, ServedJob, Setup
 from chatllm.jobs.knowledge import CJK, KnowledgeBase, Passage
 from chatllm.jobs.knowledge_use import KnowledgeUse, content_terms
-from chatllm.jobs.model_fit import is_tiny
+from chatllm.jobs.model_fit import TINY_MODEL_BYTES, is_tiny
 from chatllm.jobs.pacing import Progress, ProgressCallback
 from chatllm.jobs.persona import customer_language, knowledge_sizes
 from chatllm.jobs.prompting import generation_params, repetition_mode, task_messages
 from chatllm.reply.events import Finish, Notice, Text
 from chatllm.reply.meter import Meter
-from chatllm.reply.pipeline import Checks, Events, call, complete, finished
+from chatllm.reply.pipeline import Checks, Events, ReplyRequest, call, complete, finished
 from chatllm.reply.stages import KnowledgeDrawn
 from chatllm.templates import CUSTOMER_LANGUAGE_VARIABLE, Template, load_template
 
@@ -324,6 +324,42 @@ def _indexing(progress: ProgressCallback | None) -> Callable[[int, int], None] |
     if progress is None:
         return None
     return lambda done, total: progress(Progress("indexing the documents", done, total, 0, None, False, unit="file"))
+
+
+# ---------------------------------------------------------------- serve
+
+
+def serving(options: Mapping[str, Any]) -> ServedJob:
+    """`ask` as a `serve` model over `serve --docs PATH...`, read and indexed
+    once as the server starts (a bad PATH stops it there). A request's last
+    user message is the question; the reply is the answer alone, and the
+    response carries `citations` and `answered` beside it (Finish.fields)."""
+    paths = [Path(path) for path in options.get("docs") or []]
+    collection = collect(paths, ask_cache_dir() / "index")
+    base = KnowledgeBase(collection.passages)  # one search index for every request
+
+    def served(template: Template, values: dict[str, str], persona_for: Callable[..., Any]) -> Served:
+        def respond(meter: Meter, request: ReplyRequest) -> Events:
+            ask = Ask(
+                template,
+                collection,
+                request.question,
+                sources=False,
+                tiny_model=(meter.engine.model_bytes or TINY_MODEL_BYTES) < TINY_MODEL_BYTES,
+                judge_cache=ask_cache_dir() / "judges",
+                base=base,
+            )
+            return answer_events(meter, ask, request.params)
+
+        return Served("", _served_question, respond=respond)
+
+    return ServedJob(served, tuple(collection.notes))
+
+
+def _served_question(text: str) -> str:
+    if not text.strip():
+        raise InputError("the question (the last user message) is empty")
+    return text
 
 
 def checked_question(question: str) -> str:
