@@ -28,6 +28,7 @@ from chatllm.cli.options import (
     parameter,
 )
 from chatllm.jobs.table import JOBS
+from chatllm.server.capacity import DEFAULT_PARALLEL, DEFAULT_QUEUE, Capacity
 from chatllm.server.connections import Limits
 
 LIMITS = Limits()  # the defaults, declared once in server/connections.py
@@ -71,6 +72,21 @@ ConnIdleOption = Annotated[
         help="Seconds a connection may stay silent (before a request, or not reading its reply) before it is closed.",
     ),
 ]
+ParallelOption = Annotated[
+    int,
+    typer.Option(
+        "--parallel",
+        min=1,
+        max=64,
+        help="Requests generated at once, in one batch (each gets --ctx tokens of context).",
+    ),
+]
+QueueOption = Annotated[
+    int,
+    typer.Option(
+        "--queue", min=0, help="Requests that may wait for a free slot; past them a request gets 503 with Retry-After."
+    ),
+]
 MaxConnectionsOption = Annotated[
     int, typer.Option("--max-connections", min=1, help="Connections served at once; one more gets 503 at once.")
 ]
@@ -86,6 +102,8 @@ class Listening:
     allowed_hosts: list[str] | None
     allowed_origins: list[str] | None
     limits: Limits
+    parallel: int = DEFAULT_PARALLEL
+    queue: int = DEFAULT_QUEUE
 
 
 # What jobs take for the templates they serve (jobs/table.py serve_options:
@@ -131,6 +149,8 @@ def serve(
     timeout: TimeoutOption = LIMITS.timeout_s,
     conn_idle: ConnIdleOption = LIMITS.conn_idle_s,
     max_connections: MaxConnectionsOption = LIMITS.max_connections,
+    parallel: ParallelOption = DEFAULT_PARALLEL,
+    queue: QueueOption = DEFAULT_QUEUE,
     **job_options: Any,
 ) -> None:
     """Serve the model over an OpenAI-compatible API (/v1/chat/completions, /v1/models).
@@ -138,8 +158,9 @@ def serve(
     Every template and persona is a model name too: model="support" talks to
     the support persona. Sampling options set the server's defaults; a
     request's own values win, except that --max-tokens is also the most a
-    request may ask for. With --docs, model="ask" answers from those documents
-    with their citations. Stop with Ctrl-C (exit code 0).
+    request may ask for. --parallel requests are generated together;
+    /metrics has Prometheus metrics. With --docs, model="ask" answers from
+    those documents with their citations. Stop with Ctrl-C (exit code 0).
     """
     options = RunOptions(model=model, ctx=ctx, gpu_layers=gpu_layers, pull=pull, verbose=verbose, seed=seed)
     defaults = {
@@ -151,7 +172,8 @@ def serve(
         "reasoning_budget": reasoning_budget,
     }
     limits = Limits(timeout_s=timeout, conn_idle_s=conn_idle, max_connections=max_connections)
-    _serve(Listening(host, port, api_key, allowed_hosts, allowed_origins, limits), options, defaults, job_options)
+    listening = Listening(host, port, api_key, allowed_hosts, allowed_origins, limits, parallel, queue)
+    _serve(listening, options, defaults, job_options)
 
 
 serve = _with_job_options(serve)
@@ -172,7 +194,7 @@ def _serve(listening: Listening, options: RunOptions, defaults: dict[str, Any], 
     http = server.bind(host, listening.port, access, listening.limits)
     try:
         jobs = served_jobs(job_options)  # a bad --docs PATH fails here, before the model loads
-        resolved, engine = running.open_model(options, config)
+        resolved, engine = running.open_model(options, config, sequences=listening.parallel)
     except BaseException:
         http.server_close()
         raise
@@ -186,6 +208,8 @@ def _serve(listening: Listening, options: RunOptions, defaults: dict[str, Any], 
         tiny_model=is_tiny(resolved.path),
         api_key=api_key,
         jobs=jobs,
+        concurrent=True,
+        capacity=Capacity(listening.parallel, listening.queue),
     )
     if not api_key and not server.is_loopback(host):
         sys.stderr.write(
