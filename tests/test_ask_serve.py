@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -39,10 +41,12 @@ def docs(tmp_path: Path) -> Path:
     return folder
 
 
-def serving(options: dict) -> Iterator[SimpleNamespace]:
+def serving(options: dict, concurrent: bool = False) -> Iterator[SimpleNamespace]:
+    """The server core; `concurrent`: requests answered at once, as under serve --parallel."""
     engine = RecordingEngine(reply=answering)
     http = server.bind("127.0.0.1", 0)
-    http.service = server.ChatService(engine, "fake.gguf", aliases=("fake",), jobs=served_jobs(options))
+    jobs = served_jobs(options)
+    http.service = server.ChatService(engine, "fake.gguf", aliases=("fake",), jobs=jobs, concurrent=concurrent)
     thread = threading.Thread(target=http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     client = openai.OpenAI(base_url=server.base_url(http), api_key="x", max_retries=0)
@@ -78,6 +82,27 @@ def test_ask_streams_its_answer_and_sends_the_citations_with_the_finish(served_d
     assert last.choices[0].finish_reason == "stop"
     assert [c["heading"] for c in (last.model_extra or {})["citations"]] == ["Warranty"]
     assert all("citations" not in (c.model_extra or {}) for c in chunks[:-1])
+
+
+def test_first_questions_asked_at_once_are_all_answered(docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """serve --parallel: the documents' search index is built by the first
+    question; one asked meanwhile waits for it instead of searching half an
+    index (bm25s raised AttributeError, a 500). The build is slowed to make
+    the overlap certain."""
+    import bm25s
+
+    build = bm25s.BM25.index
+
+    def slow_build(self, *args, **kwargs):
+        time.sleep(0.5)
+        return build(self, *args, **kwargs)
+
+    monkeypatch.setattr(bm25s.BM25, "index", slow_build)
+    for served in serving({"docs": [docs]}, concurrent=True):
+        with ThreadPoolExecutor(3) as pool:
+            asks = [pool.submit(served.client.chat.completions.create, model="ask", messages=WARRANTY) for _ in "abc"]
+            replies = [future.result() for future in asks]
+        assert [(r.model_extra or {})["answered"] for r in replies] == [True, True, True]
 
 
 def test_ask_says_when_the_served_documents_do_not_answer(served_docs) -> None:

@@ -9,6 +9,7 @@ word segmenter.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,9 @@ class KnowledgeBase:
     def __init__(self, passages: Sequence[Passage]) -> None:
         self.passages = list(passages)
         self._index = None
+        # Built by the first search; under serve --parallel, searches asked
+        # meanwhile wait for it rather than read an index half built.
+        self._building = threading.Lock()
 
     @classmethod
     def from_files(cls, paths: Sequence[Path], count_tokens: Callable[[str], int]) -> KnowledgeBase:
@@ -129,13 +133,15 @@ class KnowledgeBase:
         return found
 
     def _retriever(self):
-        if self._index is None:
-            import bm25s
+        with self._building:
+            if self._index is None:
+                import bm25s
 
-            self._index = bm25s.BM25()
-            self._index.index(
-                [search_terms(p.heading + " " + p.text) or ["_"] for p in self.passages], show_progress=False
-            )
+                index = bm25s.BM25()
+                index.index(
+                    [search_terms(p.heading + " " + p.text) or ["_"] for p in self.passages], show_progress=False
+                )
+                self._index = index
         return self._index
 
 
