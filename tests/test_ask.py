@@ -210,6 +210,16 @@ def test_an_answer_that_draws_on_nothing_becomes_not_in_these_documents(docs: Pa
     assert not job.answered and job.citations == []
 
 
+def test_a_question_asked_back_is_no_answer(docs: Path) -> None:
+    """A support persona may ask the customer something back; an answer from
+    documents may not: SmolLM2-135M's echo of the question ("Question: How
+    often…?") passed as a question of its own and was cited as answered."""
+    engine = FakeEngine(reply=lambda messages: "Question: How long is the warranty of the Zephyr?")
+    text, job = ask_on(engine, "How long is the warranty of the Zephyr?", [docs])
+    assert text == "These documents do not answer this question."
+    assert not job.answered and job.citations == []
+
+
 def test_a_reply_that_says_the_documents_do_not_answer_is_not_answered(docs: Path) -> None:
     engine = FakeEngine(reply=lambda messages: "The documents do not mention the kettle's price, only its descaling.")
     text, job = ask_on(engine, "What does the Zephyr kettle cost?", [docs])

@@ -221,7 +221,7 @@ class Ask:
             return call(meter, messages, params)
         passages = "\n".join(p.heading + "\n" + p.text for p in given)
         checks = Checks(facts=f"{passages}\n{self.question}", fallback=self.not_found)
-        drawn = KnowledgeDrawn(KnowledgeUse(passages, self.question), self.not_found)
+        drawn = KnowledgeDrawn(KnowledgeUse(passages, self.question, may_ask_back=False), self.not_found)
         return call(meter, messages, params, checks, after=[drawn])
 
     def _judged_unanswered(self, meter: Meter, messages: list[Message]) -> bool:
