@@ -189,6 +189,12 @@ def test_an_answer_cites_the_passages_it_draws_on(docs: Path) -> None:
     assert prompt.startswith("Question: How fast") and f"--- {kettle} › Boiling" in prompt
 
 
+def test_one_blank_line_before_the_sources_when_the_answer_ends_its_line(docs: Path) -> None:
+    engine = FakeEngine(reply=lambda messages: "The Zephyr boils one litre in 4 minutes.\n")
+    text, _ = ask_on(engine, "How fast does the Zephyr boil water?", [docs])
+    assert "minutes.\n\n[1] " in text
+
+
 def test_cited_falls_back_to_every_passage_when_none_can_be_told() -> None:
     given = [Passage("a.md", "Boiling", "Boils in 4 minutes.", (3, 4)), Passage("b.md", "", "Other.", (1, 1))]
     assert [c.path for c in cited(given, "四分钟。", "多快？")] == ["a.md", "b.md"]

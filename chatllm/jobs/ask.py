@@ -208,7 +208,8 @@ class Ask:
             if self.sources and self.citations:
                 # Two spaces end a line in Markdown: on a terminal the sources
                 # stay one a line instead of running together as a paragraph.
-                yield Text("\n\n" + "  \n".join(c.render(n) for n, c in enumerate(self.citations, 1)) + "\n")
+                gap = "\n" if self.answer.endswith("\n") else "\n\n"  # one blank line, however the answer ended
+                yield Text(gap + "  \n".join(c.render(n) for n, c in enumerate(self.citations, 1)) + "\n")
 
     def _not_answered(self) -> Events:
         self.answer = self.not_found
