@@ -52,6 +52,8 @@ class Reply:
     completion_tokens: int = 0
     seconds: float = 0.0
     error: str = ""
+    # What a job adds to chatllm's --json (ask: citations, answered).
+    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -107,7 +109,10 @@ class Chatllm:
         if done.returncode != 0 or not lines:
             return Reply(error=(done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1], seconds=seconds)
         result = json.loads(lines[-1])
-        return Reply(result["text"], result.get("finish_reason", ""), result["usage"]["completion_tokens"], seconds)
+        extra = {key: result[key] for key in ("citations", "answered") if key in result}
+        return Reply(
+            result["text"], result.get("finish_reason", ""), result["usage"]["completion_tokens"], seconds, "", extra
+        )
 
     def summarize(self, path: Path, lang: str) -> Reply:
         return self._run(["summarize", str(path)])
@@ -120,6 +125,9 @@ class Chatllm:
 
     def chat(self, question: str) -> Reply:
         return self._run(["chat"], stdin=question + "\n")
+
+    def ask(self, question: str, documents: Path) -> Reply:
+        return self._run(["ask", question, str(documents)])
 
 
 class PlainInstructions:
@@ -139,6 +147,9 @@ class PlainInstructions:
 
     def chat(self, question: str) -> Reply:
         return self._run(question)
+
+    def ask(self, question: str, documents: Path) -> Reply:
+        return self._run(ask_instruction(question, documents))
 
 
 class LlamaCompletion(PlainInstructions):
@@ -243,6 +254,19 @@ def support_instruction(question: str, knowledge: Path) -> str:
     return (
         f"Answer the customer's question using only this knowledge.\n\n{knowledge.read_text(encoding='utf-8')}"
         f"\n\nQuestion: {question}"
+    )
+
+
+def ask_instruction(question: str, documents: Path) -> str:
+    """The whole documents, each under its file name, and the question."""
+    files = "\n\n".join(
+        f"File: {path.relative_to(documents).as_posix()}\n{path.read_text(encoding='utf-8')}"
+        for path in sorted(documents.rglob("*"))
+        if path.is_file()
+    )
+    return (
+        "Answer the question using only these documents, and name the file the answer comes from. "
+        f'If the documents do not answer it, say "not in these documents".\n\n{files}\n\nQuestion: {question}'
     )
 
 
@@ -367,12 +391,46 @@ def run_chat(program, limit: int | None, log: Callable[[str], None]) -> list[Rec
     return records
 
 
+def run_ask(program, limit: int | None, log: Callable[[str], None]) -> list[Record]:
+    """`chatllm ask` over ask/docs: the fact, the file among the sources (for
+    chatllm its citations, for an anchor the file named in its answer), and
+    "not in these documents" for the questions the documents do not answer."""
+    documents = DATA / "ask" / "docs"
+    records = []
+    for question in yaml.safe_load((DATA / "ask" / "questions.yaml").read_text(encoding="utf-8"))[:limit]:
+        reply = program.ask(question["question"], documents)
+        text, wanted = reply.text, question["file"]
+        cited = [c["path"] for c in reply.extra.get("citations", [])]
+        records.append(
+            Record(
+                "ask",
+                question["id"],
+                reply,
+                {
+                    "answerable": wanted is not None,
+                    "lang": question["lang"],
+                    "fact": measure.has_any(text, question["facts"]) if wanted else None,
+                    "file": (
+                        any(path.endswith(wanted) for path in cited) or Path(wanted).name in text if wanted else None
+                    ),
+                    "not_in_documents": measure.says_not_in_documents(text),
+                    "answered": reply.extra.get("answered"),
+                    "repeats": measure.repeated_span(text),
+                    "words": round(measure.length(text)),
+                },
+            )
+        )
+        log(f"ask {question['id']}: {records[-1].measures} {reply.error}")
+    return records
+
+
 JOBS = {
     "summarize": run_summaries,
     "translate": run_translations,
     "support": run_support,
     "support-heldout": functools.partial(run_support, folder="support-heldout"),
     "chat": run_chat,
+    "ask": run_ask,
 }
 
 
@@ -441,6 +499,7 @@ def figures(records: list[Record]) -> dict[str, str]:
         rows["translate: length vs reference, median (max)"] = f"{measure.median(ratios):.2f} ({max(ratios):.2f})"
     for job in ("support", "support-heldout"):
         rows.update(support_figures(job, by_job.get(job, [])))
+    rows.update(ask_figures(by_job.get("ask", [])))
     chat = by_job.get("chat", [])
     if chat:
         rows["chat: answered right"] = share(sum(1 for r in chat if r.measures["right"]), len(chat))
@@ -478,6 +537,32 @@ def support_figures(job: str, support: list[Record]) -> dict[str, str]:
         ),
         f"{job}: median words": f"{measure.median([r.measures['words'] for r in support]):.0f}",
     }
+
+
+def ask_figures(records: list[Record]) -> dict[str, str]:
+    if not records:
+        return {}
+    answerable = [r for r in records if r.measures["answerable"]]
+    unanswerable = [r for r in records if not r.measures["answerable"]]
+    rows = {
+        "ask: answerable, right fact and right file cited": share(
+            sum(1 for r in answerable if r.measures["fact"] and r.measures["file"]), len(answerable)
+        ),
+        "ask: answerable, right fact": share(sum(1 for r in answerable if r.measures["fact"]), len(answerable)),
+        "ask: answerable, right file cited": share(sum(1 for r in answerable if r.measures["file"]), len(answerable)),
+        'ask: unanswerable, answered "not in these documents"': share(
+            sum(1 for r in unanswerable if r.measures["not_in_documents"]), len(unanswerable)
+        ),
+        'ask: answerable, "not in these documents" instead (info)': share(
+            sum(1 for r in answerable if r.measures["not_in_documents"]), len(answerable)
+        ),
+    }
+    for lang in ("en", "zh"):
+        chosen = [r for r in answerable if r.measures["lang"] == lang]
+        rows[f"ask: {lang} questions, right fact and right file cited"] = share(
+            sum(1 for r in chosen if r.measures["fact"] and r.measures["file"]), len(chosen)
+        )
+    return rows
 
 
 def table(results: dict[str, list[Record]]) -> str:
@@ -524,7 +609,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--jobs",
         default="summarize,translate,support,chat",
-        help="comma-separated: summarize, translate, support, support-heldout, chat",
+        help="comma-separated: summarize, translate, support, support-heldout, chat, ask",
     )
     parser.add_argument(
         "--anchor",

@@ -93,6 +93,20 @@ def has_any(text: str, needles: list[str]) -> bool:
     return any(needle.casefold() in folded for needle in needles)
 
 
+# An answer saying the documents it was given do not answer the question, in
+# English or Chinese: `chatllm ask`'s own sentence or a model's own words.
+NOT_IN_DOCUMENTS = re.compile(
+    r"not in (?:these|the) (?:documents|passages)|(?:documents?|passages?|texts?) (?:do|does) not "
+    r"(?:answer|mention|contain|say|include|provide|specify)|(?:documents?|passages?) (?:don't|doesn't)|"
+    r"no information (?:about|on)|没有回答|没有提到|未提及|没有提及|文档中没有|没有相关信息|无法回答",
+    re.IGNORECASE,
+)
+
+
+def says_not_in_documents(text: str) -> bool:
+    return bool(NOT_IN_DOCUMENTS.search(text))
+
+
 def offers_handover(text: str) -> bool:
     return bool(HANDOVER.search(text))
 

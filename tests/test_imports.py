@@ -50,6 +50,7 @@ HEAVY_LIBRARIES = {
     "yaml": "~15 ms; templates and config are read after the command is known",
     "platformdirs": "~10 ms; folders are looked up by the commands that use them",
     "bm25s": "~200 ms with numpy and scipy; knowledge search only",
+    "pypdf": "~55 ms; PDF documents for `chatllm ask` only",
     "langcodes": "~40 ms; language names outside the built-in table",
     "pycld2": "language detection's native module",
     "cn2an": "~110 ms; a translation's numbers, for a text with Chinese in it",

@@ -3,6 +3,7 @@ OpenAI-compatible HTTP API (the server itself is chatllm/server/)."""
 
 from __future__ import annotations
 
+import inspect
 import sys
 from dataclasses import dataclass
 from typing import Annotated, Any, Optional
@@ -24,7 +25,9 @@ from chatllm.cli.options import (
     TemperatureOption,
     ThinkOption,
     VerboseOption,
+    parameter,
 )
+from chatllm.jobs.table import JOBS
 from chatllm.server.capacity import DEFAULT_PARALLEL, DEFAULT_QUEUE, Capacity
 from chatllm.server.connections import Limits
 
@@ -103,8 +106,27 @@ class Listening:
     queue: int = DEFAULT_QUEUE
 
 
+# What jobs take for the templates they serve (jobs/table.py serve_options:
+# ask's --docs), each once.
+JOB_OPTIONS = tuple(dict.fromkeys(option for spec in JOBS for option in spec.serve_options))
+
+
 def register(app: typer.Typer) -> None:
     app.command()(serve)
+
+
+def _with_job_options(command: Any) -> Any:
+    """`command` taking the jobs' serve options too, after its own (typer
+    reads the signature); their values reach it as keyword arguments."""
+    own = [
+        p
+        for p in inspect.signature(command, eval_str=True).parameters.values()
+        if p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    added = [parameter(option) for option in JOB_OPTIONS]
+    command.__signature__ = inspect.Signature([*own, *added])
+    command.__annotations__ = {**command.__annotations__, **{p.name: p.annotation for p in added}}
+    return command
 
 
 def serve(
@@ -129,6 +151,7 @@ def serve(
     max_connections: MaxConnectionsOption = LIMITS.max_connections,
     parallel: ParallelOption = DEFAULT_PARALLEL,
     queue: QueueOption = DEFAULT_QUEUE,
+    **job_options: Any,
 ) -> None:
     """Serve the model over an OpenAI-compatible API (/v1/chat/completions, /v1/models).
 
@@ -136,7 +159,8 @@ def serve(
     the support persona. Sampling options set the server's defaults; a
     request's own values win, except that --max-tokens is also the most a
     request may ask for. --parallel requests are generated together;
-    /metrics has Prometheus metrics. Stop with Ctrl-C (exit code 0).
+    /metrics has Prometheus metrics. With --docs, model="ask" answers from
+    those documents with their citations. Stop with Ctrl-C (exit code 0).
     """
     options = RunOptions(model=model, ctx=ctx, gpu_layers=gpu_layers, pull=pull, verbose=verbose, seed=seed)
     defaults = {
@@ -149,14 +173,19 @@ def serve(
     }
     limits = Limits(timeout_s=timeout, conn_idle_s=conn_idle, max_connections=max_connections)
     listening = Listening(host, port, api_key, allowed_hosts, allowed_origins, limits, parallel, queue)
-    _serve(listening, options, defaults)
+    _serve(listening, options, defaults, job_options)
 
 
-def _serve(listening: Listening, options: RunOptions, defaults: dict[str, Any]) -> None:
-    """Listen, load the model, and serve until Ctrl-C."""
+serve = _with_job_options(serve)
+
+
+def _serve(listening: Listening, options: RunOptions, defaults: dict[str, Any], job_options: dict[str, Any]) -> None:
+    """Listen, make the served jobs ready (ask's documents), load the model,
+    and serve until Ctrl-C."""
     from chatllm.cli import running
     from chatllm.jobs.model_fit import is_tiny
     from chatllm.server import http as server
+    from chatllm.server.service import served_jobs
 
     config = running.settings()
     host, api_key = listening.host, listening.api_key
@@ -164,10 +193,13 @@ def _serve(listening: Listening, options: RunOptions, defaults: dict[str, Any]) 
     # Listen before loading the model: a taken port fails at once, not after a long load.
     http = server.bind(host, listening.port, access, listening.limits)
     try:
+        jobs = served_jobs(job_options)  # a bad --docs PATH fails here, before the model loads
         resolved, engine = running.open_model(options, config, sequences=listening.parallel)
     except BaseException:
         http.server_close()
         raise
+    for note in (note for job in jobs.values() for note in job.notes):
+        sys.stderr.write(f"Note: {note}\n")
     http.service = server.ChatService(
         engine,
         resolved.name,
@@ -175,6 +207,7 @@ def _serve(listening: Listening, options: RunOptions, defaults: dict[str, Any]) 
         aliases=(resolved.reference,),
         tiny_model=is_tiny(resolved.path),
         api_key=api_key,
+        jobs=jobs,
         concurrent=True,
         capacity=Capacity(listening.parallel, listening.queue),
     )

@@ -46,6 +46,12 @@ def persona_judges_dir() -> Path:
     return cache_dir() / "persona-judges"
 
 
+def ask_cache_dir() -> Path:
+    """What `chatllm ask` keeps between runs: each folder's passage index
+    (jobs/doc_index.py) and its answer judge's calibration (jobs/coverage.py)."""
+    return cache_dir() / "ask"
+
+
 def settings_path() -> Path:
     return config_dir() / "config.yaml"
 

@@ -44,7 +44,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,13 +74,13 @@ THRESHOLD_SHARE = 0.6
 _CALIBRATION_VERSION = 1
 
 
-def judge_messages(messages: Sequence[Message]) -> list[Message]:
-    """`messages` with the judge's question added to the last user message."""
+def judge_messages(messages: Sequence[Message], question: str = JUDGE_QUESTION) -> list[Message]:
+    """`messages` with the judge's `question` added to the last user message."""
     last = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
     if last is None:
         raise ValueError("no user message to judge")
     judged = list(messages)
-    judged[last] = Message("user", f"{messages[last].content.rstrip()}\n\n{JUDGE_QUESTION}")
+    judged[last] = Message("user", f"{messages[last].content.rstrip()}\n\n{question}")
     return judged
 
 
@@ -89,9 +89,9 @@ def _logsumexp(values: Sequence[float]) -> float:
     return top + math.log(sum(math.exp(v - top) for v in values))
 
 
-def margin(scorer: Scorer, messages: Sequence[Message]) -> float:
-    """log P(yes) - log P(no) for the judge's question after `messages`."""
-    scores = scorer.score(judge_messages(messages), [*_YES, *_NO])
+def margin(scorer: Scorer, messages: Sequence[Message], question: str = JUDGE_QUESTION) -> float:
+    """log P(yes) - log P(no) for the judge's `question` after `messages`."""
+    scores = scorer.score(judge_messages(messages, question), [*_YES, *_NO])
     return _logsumexp(scores[: len(_YES)]) - _logsumexp(scores[len(_YES) :])
 
 
@@ -123,12 +123,17 @@ class Coverage:
 class CoverageJudge:
     """One persona's judge. `topics` are the knowledge's section headings (the
     covered probes); `cache_dir` keeps the calibration between runs, under a
-    key made of `model_key` (the model file's fingerprint) and the system prompt."""
+    key made of `model_key` (the model file's fingerprint) and the system prompt.
+    A job whose prompt is not the system prompt and the question (`chatllm
+    ask` gives each question its passages) says how a probe question becomes
+    messages (`probe_messages`) and what the judge is asked (`question`)."""
 
     system: str
     topics: tuple[str, ...]
     model_key: str | None = None
     cache_dir: Path | None = None
+    question: str = JUDGE_QUESTION
+    probe_messages: Callable[[str], list[Message]] | None = None
     calibration: Calibration | None = field(default=None, init=False)
 
     def judge(self, scorer: Scorer, messages: Sequence[Message]) -> Coverage | None:
@@ -137,7 +142,7 @@ class CoverageJudge:
         calibration = self.calibrate(scorer)
         if not calibration.usable:
             return None
-        return Coverage(margin(scorer, messages), calibration.threshold)
+        return Coverage(margin(scorer, messages, self.question), calibration.threshold)
 
     def calibrate(self, scorer: Scorer) -> Calibration:
         if self.calibration is None:
@@ -145,12 +150,17 @@ class CoverageJudge:
             self._save(self.calibration)
         return self.calibration
 
+    def _probe(self, question: str) -> list[Message]:
+        if self.probe_messages is not None:
+            return self.probe_messages(question)
+        return [*([Message("system", self.system)] if self.system else []), Message("user", question)]
+
     def _measure(self, scorer: Scorer) -> Calibration:
-        system = [Message("system", self.system)] if self.system else []
         step = max(1, len(self.topics) // COVERED_PROBES)
         topics = self.topics[::step][:COVERED_PROBES]
-        covered = [margin(scorer, [*system, Message("user", COVERED_PROBE.format(topic=t.lower()))]) for t in topics]
-        uncovered = [margin(scorer, [*system, Message("user", q)]) for q in UNCOVERED_PROBES]
+        probes = [COVERED_PROBE.format(topic=t.lower()) for t in topics]
+        covered = [margin(scorer, self._probe(q), self.question) for q in probes]
+        uncovered = [margin(scorer, self._probe(q), self.question) for q in UNCOVERED_PROBES]
         if not covered:  # knowledge without sections: nothing to calibrate on, no judge
             return Calibration(0.0, 0.0)
         return Calibration(sum(covered) / len(covered), sum(uncovered) / len(uncovered))
@@ -158,7 +168,7 @@ class CoverageJudge:
     def _path(self) -> Path | None:
         if self.cache_dir is None or self.model_key is None:
             return None
-        key = f"{_CALIBRATION_VERSION}\0{self.model_key}\0{JUDGE_QUESTION}\0{self.system}\0{self.topics}"
+        key = f"{_CALIBRATION_VERSION}\0{self.model_key}\0{self.question}\0{self.system}\0{self.topics}"
         return self.cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
 
     def _load(self) -> Calibration | None:

@@ -1,7 +1,7 @@
 """What a job is (the interface every entry of jobs/table.py implements): the
 Setup it is planned from, the Plan of its first call (--dry-run), and the Job
 that runs; a Conversation is a Job a person talks to; Served is how `serve`
-applies a job's templates."""
+applies a job's templates, and ServedJob the job as a server offers it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from chatllm.engine.base import GenerationParams, Message
     from chatllm.jobs.pacing import ProgressCallback
     from chatllm.reply.meter import Meter
-    from chatllm.reply.pipeline import Events
+    from chatllm.reply.pipeline import Events, ReplyRequest
+    from chatllm.templates import Template
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,27 @@ class Conversation(Job, Protocol):
 class Served:
     """How `serve` applies a template to a conversation: its system prompt,
     what the newest user message becomes, and the persona whose stages the
-    reply goes through (None for a task template)."""
+    reply goes through (None for a task template). `respond`: a job that makes
+    the whole reply itself (ask: its passages, its checks, its sources), given
+    the meter and the request; None: the pipeline's reply to the messages."""
 
     system: str
     render_user: Callable[[str], str]
     persona: Any = None
+    respond: Callable[[Meter, ReplyRequest], Events] | None = None
+
+
+# A job's `served(template, values, persona_for)`: one of its templates applied
+# to a request; `persona_for(template, values)` is the server's persona, built
+# once per template and values.
+ServedFunction = Callable[["Template", dict[str, str], Callable[..., Any]], Served]
+
+
+@dataclass(frozen=True)
+class ServedJob:
+    """A job as `serve` offers it, made once when the server starts: `served`
+    applies its templates; `notes` are said as the server starts (ask: the
+    files it skipped)."""
+
+    served: ServedFunction
+    notes: tuple[str, ...] = ()

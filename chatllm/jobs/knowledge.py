@@ -9,6 +9,7 @@ word segmenter.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,9 @@ HEADING = re.compile(r"^#{1,6}\s+(.*)$", re.MULTILINE)
 WORD = re.compile(r"[^\W\d_]+|\d+", re.UNICODE)
 CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+")
 PASSAGE_TOKENS = 200
+# Reciprocal rank fusion's constant (Cormack et al. 2009): rankings of several
+# queries add up without one's scores swamping another's.
+_FUSION_RANK = 60
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,9 @@ class Passage:
     source: str
     heading: str
     text: str
+    # First and last line of the passage in its file (1-based), where known:
+    # `chatllm ask` cites them.
+    lines: tuple[int, int] | None = None
 
     def render(self) -> str:
         """The passage as the model reads it: its heading as a label, never the
@@ -70,6 +77,9 @@ class KnowledgeBase:
     def __init__(self, passages: Sequence[Passage]) -> None:
         self.passages = list(passages)
         self._index = None
+        # Built by the first search; under serve --parallel, searches asked
+        # meanwhile wait for it rather than read an index half built.
+        self._building = threading.Lock()
 
     @classmethod
     def from_files(cls, paths: Sequence[Path], count_tokens: Callable[[str], int]) -> KnowledgeBase:
@@ -86,6 +96,25 @@ class KnowledgeBase:
     ) -> list[Passage]:
         """The passages most relevant to `query`, best first, that together fit
         in `budget_tokens`. Empty when nothing matches."""
+        return packed([passage for passage, _ in self.ranked(query, limit)], budget_tokens, count_tokens)
+
+    def search_each(
+        self, queries: Sequence[str], budget_tokens: int, count_tokens: Callable[[str], int], limit: int = 8
+    ) -> list[Passage]:
+        """`search` for several wordings of one question (its translation, for
+        documents in another language), their rankings fused by reciprocal rank."""
+        fused: dict[int, float] = {}
+        for query in queries:
+            for rank, (passage, _) in enumerate(self.ranked(query, limit)):
+                key = id(passage)
+                fused[key] = fused.get(key, 0.0) + 1 / (_FUSION_RANK + rank)
+        by_id = {id(p): p for p in self.passages}
+        best = sorted(fused, key=lambda key: -fused[key])[:limit]
+        return packed([by_id[key] for key in best], budget_tokens, count_tokens)
+
+    def ranked(self, query: str, limit: int = 8) -> list[tuple[Passage, float]]:
+        """Up to `limit` passages that match `query`, best first, with their BM25
+        scores (each above 0)."""
         terms = search_terms(query)
         if not terms or not self.passages:
             return []
@@ -96,24 +125,33 @@ class KnowledgeBase:
             results, scores = retriever.retrieve([terms], k=min(limit, len(self.passages)), show_progress=False)
         except (ValueError, KeyError):
             return []
-        chosen, used = [], 0
+        found = []
         for index, score in zip(numpy.asarray(results[0]).tolist(), numpy.asarray(scores[0]).tolist()):
             if score <= 0:
                 break
-            passage = self.passages[index]
-            cost = count_tokens(passage.render()) + 2
-            if used + cost > budget_tokens:
-                continue
-            chosen.append(passage)
-            used += cost
-        return chosen
+            found.append((self.passages[index], float(score)))
+        return found
 
     def _retriever(self):
-        if self._index is None:
-            import bm25s
+        with self._building:
+            if self._index is None:
+                import bm25s
 
-            self._index = bm25s.BM25()
-            self._index.index(
-                [search_terms(p.heading + " " + p.text) or ["_"] for p in self.passages], show_progress=False
-            )
+                index = bm25s.BM25()
+                index.index(
+                    [search_terms(p.heading + " " + p.text) or ["_"] for p in self.passages], show_progress=False
+                )
+                self._index = index
         return self._index
+
+
+def packed(ranked: Sequence[Passage], budget_tokens: int, count_tokens: Callable[[str], int]) -> list[Passage]:
+    """The passages of `ranked`, in order, that together fit in `budget_tokens`."""
+    chosen, used = [], 0
+    for passage in ranked:
+        cost = count_tokens(passage.render()) + 2
+        if used + cost > budget_tokens:
+            continue
+        chosen.append(passage)
+        used += cost
+    return chosen

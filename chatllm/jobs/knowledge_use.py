@@ -78,8 +78,11 @@ def asks(text: str) -> bool:
 class KnowledgeUse:
     """Judges, for one question, whether a reply draws on the knowledge."""
 
-    def __init__(self, knowledge: str, question: str) -> None:
+    def __init__(self, knowledge: str, question: str, may_ask_back: bool = True) -> None:
+        """`may_ask_back`: a question back settles a reply (a persona may ask
+        for an order number; an answer from documents, `chatllm ask`, may not)."""
         self._known = _knowledge_terms(knowledge)
+        self._may_ask_back = may_ask_back
         self._asked = content_terms(question)
         self.replaced = False  # the reply was replaced by the fallback
         self._knowledge_scripts = _scripts(knowledge)
@@ -102,5 +105,6 @@ class KnowledgeUse:
         return bool(_scripts(reply) & self._knowledge_scripts)
 
     def settled(self, reply: str) -> bool:
-        """`reply` (so far) may be shown: it draws on the knowledge or asks back."""
-        return self.draws_on_knowledge(reply) or self.asks_back(reply)
+        """`reply` (so far) may be shown: it draws on the knowledge or asks back
+        (where it may)."""
+        return self.draws_on_knowledge(reply) or (self._may_ask_back and self.asks_back(reply))

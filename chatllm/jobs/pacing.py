@@ -45,6 +45,7 @@ class Progress:
     tokens: int  # of what is split into these parts
     seconds_left: float | None  # the rest of the job, not only these parts; None: no estimate yet
     measured: bool  # the estimate comes from this run's own speeds
+    unit: str = "part"  # what is counted ("file": the documents `chatllm ask` indexes)
 
     @property
     def worth_saying(self) -> bool:
@@ -55,19 +56,21 @@ class Progress:
 
     def announcement(self) -> str:
         """The line said before the first part."""
-        if self.seconds_left is None:
-            when = "how long it takes is estimated once the first part is done"
-        else:
+        size = f"{self.tokens:,} tokens in " if self.tokens else ""
+        line = f"{self.doing.capitalize()}: {size}{self.total:,} {self.unit}s"
+        if self.seconds_left is not None:
             basis = (
                 "measured" if self.measured else "a first guess from the model's size, measured after the first part"
             )
-            when = f"about {duration(self.seconds_left)} to finish ({basis})"
-        return f"{self.doing.capitalize()}: {self.tokens:,} tokens in {self.total:,} parts; {when}. Ctrl-C stops."
+            line += f"; about {duration(self.seconds_left)} to finish ({basis})"
+        elif self.tokens:
+            line += "; how long it takes is estimated once the first part is done"
+        return f"{line}. Ctrl-C stops."
 
     def status(self) -> str:
         """A line after a part, for a display that cannot redraw (a pipe)."""
         left = f"; about {duration(self.seconds_left)} left" if self.seconds_left is not None else ""
-        return f"{self.doing.capitalize()}: part {self.done:,} of {self.total:,} done{left}."
+        return f"{self.doing.capitalize()}: {self.unit} {self.done:,} of {self.total:,} done{left}."
 
 
 ProgressCallback = Callable[[Progress], None]

@@ -9,18 +9,19 @@ reading them costs no typer import (early loading reads them before typer is
 imported at all).
 
 A new job is an entry here, a module in jobs/ with `prepare` (and `served`
-when `serve` offers its templates), and a template in prompts/.
+when `serve` offers its templates, or `serving(options)` when `serve` takes
+options for them), and a template in prompts/.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chatllm.jobs.job import Job, Served, Setup
+from chatllm.jobs.job import Job, ServedJob, Setup
 from chatllm.jobs.options import OUTPUT_PANEL, SHARED, Option
 
 if TYPE_CHECKING:
@@ -36,7 +37,11 @@ class JobSpec:
     replies are text a terminal shows as Markdown (else data: one plain reply
     per line). `conversation`: a person talks to it turn by turn.
     `streams_parts`: its text streams part by part as a long input is worked
-    through (a translation), which is progress enough on a terminal."""
+    through (a translation), which is progress enough on a terminal.
+    `serve_options`: what `serve` takes for the templates it serves (ask's
+    --docs); the module's `serving(options) -> ServedJob` makes the job ready
+    with them once, as the server starts; given none of them, `serve` does not
+    offer its templates."""
 
     name: str
     help: str
@@ -46,16 +51,23 @@ class JobSpec:
     conversation: bool = False
     streams_parts: bool = False
     serves: tuple[str, ...] = ()
+    serve_options: tuple[Option, ...] = ()
 
     def prepare(self, setup: Setup) -> Job:
         job: Job = importlib.import_module(self.module).prepare(setup)
         return job
 
-    def served(self) -> Callable[[Template, dict[str, str], Callable[..., Any]], Served]:
-        serve: Callable[[Template, dict[str, str], Callable[..., Any]], Served] = importlib.import_module(
-            self.module
-        ).served
-        return serve
+    def offered(self, options: Mapping[str, Any]) -> bool:
+        """Whether `serve`, given `options`, offers this job's templates."""
+        return bool(self.serves) and (not self.serve_options or any(options.get(o.name) for o in self.serve_options))
+
+    def serving(self, options: Mapping[str, Any]) -> ServedJob:
+        """The job as `serve` offers it, given serve's values of `serve_options`."""
+        module = importlib.import_module(self.module)
+        if self.serve_options:
+            job: ServedJob = module.serving(options)
+            return job
+        return ServedJob(module.served)
 
 
 FILES = Option("files", (), "Files to read ('-' for stdin); stdin when none.", Path, many=True, show_default=False)
@@ -72,6 +84,16 @@ TEMPLATE = Option(
     ("--template", "-t"),
     "A template that declares the labels or the schema (e.g. sentiment).",
     complete="templates",
+)
+
+DOCS = Option(
+    "docs",
+    ("--docs",),
+    "Files and folders the 'ask' model answers from (repeatable); without it, 'ask' is not served.",
+    Path,
+    many=True,
+    show_default=False,
+    metavar="PATH",
 )
 
 JOBS: tuple[JobSpec, ...] = (
@@ -221,6 +243,32 @@ JOBS: tuple[JobSpec, ...] = (
             Option("system", ("--system", "-s"), "Replace the instruction (the system prompt)."),
         ),
         prose=False,
+    ),
+    JobSpec(
+        "ask",
+        "Answer a question from your documents (text, Markdown, reStructuredText, HTML, PDF), citing its sources.\n\n"
+        "A folder is indexed once, in the cache folder, and then only its changed files again.",
+        "chatllm.jobs.ask",
+        (
+            Option("question", (), "The question, in any language.", required=True, show_default=False),
+            Option(
+                "paths",
+                (),
+                "Files and folders to answer from ('-' for stdin); stdin when none.",
+                Path,
+                many=True,
+                show_default=False,
+            ),
+            Option(
+                "allow_general",
+                ("--allow-general",),
+                "When the documents do not answer, say so and answer from the model's general knowledge.",
+                bool,
+                False,
+            ),
+        ),
+        serves=("ask",),
+        serve_options=(DOCS,),
     ),
 )
 

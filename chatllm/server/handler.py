@@ -21,7 +21,14 @@ from chatllm.reply.events import Finish, Reasoning, Text
 from chatllm.reply.pipeline import Events
 from chatllm.server.capacity import ServerBusy
 from chatllm.server.gate import ClientGone, GatedHandler
-from chatllm.server.openai_json import chunk_json, completion_json, finish_reason, timings_json, usage_json
+from chatllm.server.openai_json import (
+    chunk_json,
+    completion_json,
+    finish_reason,
+    job_fields,
+    timings_json,
+    usage_json,
+)
 from chatllm.server.requests import RequestError
 from chatllm.server.service import ChatRequest, ChatService
 
@@ -132,7 +139,9 @@ class Handler(GatedHandler):
                 raise ClientGone("the client hung up")
         if finish is None:  # the server is shutting down (service.stopping)
             raise RequestError(503, "the server is shutting down; this reply was cut short", kind="server_error")
-        reply = completion_json(reply_id, created, request.model, "".join(text), finish.stats, "".join(thinking))
+        reply = completion_json(
+            reply_id, created, request.model, "".join(text), finish.stats, "".join(thinking), finish.fields
+        )
         self.send_json(200, reply)
 
     def _stream(self, events: Events, request: ChatRequest, reply_id: str, created: int) -> None:
@@ -164,7 +173,8 @@ class Handler(GatedHandler):
         if finish is None:
             return  # the server is shutting down; no [DONE]: the client learns the reply was cut short
         stats = finish.stats
-        send({**chunk_json(reply_id, created, request.model, {}, finish_reason(stats)), **extra})
+        last = chunk_json(reply_id, created, request.model, {}, finish_reason(stats))
+        send({**last, **extra, **job_fields(finish.fields)})  # a job's fields come with the finish
         if request.include_usage:
             send(
                 {

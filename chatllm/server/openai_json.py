@@ -38,8 +38,21 @@ def finish_reason(stats: GenerationStats) -> str:
     return stats.finish_reason if stats.finish_reason in ("length", "repetition") else "stop"
 
 
+def job_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """What a job adds to its reply (Finish.fields: ask's `citations` and
+    `answered`), as fields of the response beside OpenAI's, as Perplexity's
+    API sends its `citations`; `text` is --json's, the message's content here."""
+    return {name: value for name, value in fields.items() if name != "text"}
+
+
 def completion_json(
-    reply_id: str, created: int, model: str, text: str, stats: GenerationStats, reasoning: str = ""
+    reply_id: str,
+    created: int,
+    model: str,
+    text: str,
+    stats: GenerationStats,
+    reasoning: str = "",
+    fields: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "id": reply_id,
@@ -60,6 +73,7 @@ def completion_json(
         ],
         "usage": usage_json(stats),
         "timings": timings_json(stats),
+        **job_fields(fields or {}),
     }
 
 

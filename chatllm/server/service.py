@@ -9,6 +9,12 @@ Precedence of sampling settings: template defaults < `chatllm serve` options <
 the request's own `temperature`, `max_tokens`, `seed`, `stop`, `top_p`.
 Template variables come from an optional `"variables": {...}` object in the
 request body (the OpenAI SDKs send it with `extra_body`).
+
+Each job that serves templates (jobs/table.py `serves`) is made ready once,
+as the server starts, with the options `serve` takes for it (`served_jobs`:
+ask's --docs are read and indexed then); a job that makes its own reply
+(`Served.respond`: ask's passages, checks and sources) makes it instead of
+the pipeline's one call.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
@@ -26,10 +33,11 @@ from chatllm.config.settings import persona_judges_dir
 from chatllm.engine.base import Engine, Message
 from chatllm.errors import ChatLLMError
 from chatllm.jobs.chat import Persona
+from chatllm.jobs.job import Served, ServedJob
 from chatllm.jobs.persona import build_persona
 from chatllm.jobs.prompting import generation_params, repetition_mode
 from chatllm.jobs.structured import check_grammar, constrained
-from chatllm.jobs.table import serving
+from chatllm.jobs.table import JOBS, serving
 from chatllm.reply.events import Event, Finish
 from chatllm.reply.meter import Meter
 from chatllm.reply.pipeline import Events, ReplyRequest, reply
@@ -59,6 +67,8 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     repetition: str = "loops"  # the repetition guard's mode (jobs/repetition.py)
+    # A job that makes the whole reply itself (Served.respond); None: the pipeline's reply.
+    respond: Callable[[Meter, ReplyRequest], Events] | None = None
 
 
 class ChatService:
@@ -76,19 +86,25 @@ class ChatService:
         templates: list[Template] | None = None,
         tiny_model: bool = False,
         api_key: str | None = None,
+        jobs: Mapping[str, ServedJob] | None = None,
         concurrent: bool = False,
         capacity: Capacity | None = None,
     ) -> None:
         """`tiny_model`: the model is too small to read long knowledge well
         (persona knowledge is then searched; jobs/persona.py). `api_key`: the
-        key every request but /health must carry."""
+        key every request but /health must carry. `jobs`: the jobs served, by
+        name (`served_jobs`; by default those that need no options)."""
         self.engine = engine
         self.api_key = api_key or None
         self.tiny_model = tiny_model
         self.model_name = model_name
         self.defaults = {k: v for k, v in (defaults or {}).items() if v is not None}
         self.aliases = {model_name, engine.model_name, *aliases}
-        self.templates = {t.name: t for t in (templates if templates is not None else load_templates())}
+        self.jobs = dict(jobs) if jobs is not None else served_jobs({})
+        found = templates if templates is not None else load_templates()
+        self.templates = {t.name: t for t in found if _served_by(t) in self.jobs}
+        # Templates of a job serve was not given the options for (ask without --docs).
+        self.unserved = {t.name: serving(t) for t in found if t.name not in self.templates}
         self.lock = threading.Lock()
         self.concurrent = concurrent
         self.capacity = capacity or Capacity(1, 64)
@@ -167,17 +183,14 @@ class ChatService:
         elif request.model in self.templates:
             template = self.templates[request.model]
         else:
-            raise RequestError(
-                400,
-                f"model '{request.model}' does not exist; this server has: {', '.join(self.model_ids())}",
-                code="model_not_found",
-            )
+            raise RequestError(400, self._not_served(request.model), code="model_not_found")
         messages = request.messages
         question = next((m.content for m in reversed(messages) if m.role == "user"), "")
-        persona = None
+        persona, respond = None, None
         persona_key = (template.name if template else "", tuple(sorted(request.variables.items())))
         if template is not None:
-            messages, persona = self._apply_template(template, request.variables, messages, persona_key)
+            messages, served = self._apply_template(template, request.variables, messages, persona_key)
+            persona, respond = served.persona, served.respond
         # Template defaults < `chatllm serve` options < the request's own values.
         params = generation_params(template, self.defaults, request.overrides)
         cap = self.defaults.get("max_tokens")
@@ -187,6 +200,8 @@ class ChatService:
             template, request.repetition, self.defaults.get("repetition"), tiny_model=self.tiny_model
         )
         schema = request.schema if request.schema is not None else (template.schema if template is not None else None)
+        if schema is not None and respond is not None:
+            raise RequestError(400, f"model '{request.model}' answers in its own form and takes no response_format")
         if schema is not None:
             try:  # a schema no grammar can express is the client's error
                 check_grammar(schema, local=self.engine.supports_grammar)
@@ -199,15 +214,24 @@ class ChatService:
             self.personas.put(persona_key, persona)
         # A reply under a schema is the schema's: no persona stage may change it.
         reply = ReplyRequest(messages, params, persona if schema is None else None, question)
-        return ChatRequest(request.model, reply, request.stream, request.include_usage, repetition)
+        return ChatRequest(request.model, reply, request.stream, request.include_usage, repetition, respond)
+
+    def _not_served(self, model: str) -> str:
+        """Why `model` is not a model here: a template whose job `serve` was
+        not given the options for (ask without --docs), or no such name."""
+        spec = self.unserved.get(model)
+        if spec is not None and spec.serve_options:
+            flags = " or ".join(option.flags[0] for option in spec.serve_options)
+            return f"model '{model}' is served only when chatllm serve is given {flags}"
+        return f"model '{model}' does not exist; this server has: {', '.join(self.model_ids())}"
 
     def _apply_template(
         self, template: Template, given: dict[str, str], messages: list[Message], persona_key: tuple
-    ) -> tuple[list[Message], Persona | None]:
+    ) -> tuple[list[Message], Served]:
         """The messages with the template applied as the job serving it says
-        (jobs/table.py), and the persona if it is one."""
-        job = serving(template)
-        if job is None:  # load_templates serves only what a job serves
+        (jobs/table.py), and how it is served (the persona, if it is one)."""
+        job = self.jobs.get(_served_by(template) or "")
+        if job is None:  # the templates listed are those of the jobs served
             raise RequestError(400, f"template '{template.name}' cannot be served")
 
         def persona_for(template: Template, values: dict[str, str]) -> Persona:
@@ -222,7 +246,7 @@ class ChatService:
                 )
 
         try:
-            served = job.served()(template, template.resolve_variables(given), persona_for)
+            served = job.served(template, template.resolve_variables(given), persona_for)
             messages = list(messages)
             # Only the newest user turn goes through the template; earlier turns were answered already.
             last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
@@ -234,7 +258,7 @@ class ChatService:
         own = [m.content for m in messages if m.role == "system"]
         rest = [m for m in messages if m.role != "system"]
         system = "\n\n".join(text for text in (served.system, *own) if text)
-        return ([Message("system", system)] if system else []) + rest, served.persona
+        return ([Message("system", system)] if system else []) + rest, served
 
     def _check_fits(self, messages: list[Message]) -> None:
         try:
@@ -253,7 +277,8 @@ class ChatService:
         engine that fails before the first event raises here, so the caller
         can still answer with an HTTP error (a prompt too long for the context
         was refused by `prepare`)."""
-        events = reply(Meter(self.engine, request.repetition), request.reply)
+        meter = Meter(self.engine, request.repetition)
+        events = request.respond(meter, request.reply) if request.respond else reply(meter, request.reply)
         try:
             first = next(events, None)
         except ChatLLMError as error:
@@ -300,6 +325,18 @@ class PersonaCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def served_jobs(options: Mapping[str, Any]) -> dict[str, ServedJob]:
+    """Each job `serve` offers, by name, made ready with serve's `options` (the
+    table's serve_options: ask's --docs, read and indexed now). Raises
+    ChatLLMError for an option that cannot be used (a PATH that does not exist)."""
+    return {spec.name: spec.serving(options) for spec in JOBS if spec.offered(options)}
+
+
+def _served_by(template: Template) -> str | None:
+    job = serving(template)
+    return job.name if job is not None else None
 
 
 def load_templates() -> list[Template]:
