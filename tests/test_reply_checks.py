@@ -92,6 +92,9 @@ def test_a_paragraph_twice_left_in_its_language_fails_the_job_after_the_rest() -
     [
         ("", "all repeats or invented numbers"),
         ("。2. ", "a fragment"),
+        ("谢谢。 谢谢。 谢谢 P.P.A.", "a fragment"),
+        ("从上下文中，我们可以看到，在2025年4月12日，沈嘉怡的回复是：", "an opening with nothing after it"),
+        ("暴雨明天来了。", ""),
         ("1. 请求地址：https://api.example/v1/sms", "a copy of a line of the text"),
         ("Title: Rainstorm. Introduction: In recent years, China has been hit by storms.", "in English"),
         ("暴雨预计持续到周五，市民应避免外出。", ""),

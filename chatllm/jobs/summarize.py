@@ -58,6 +58,9 @@ _WORD = re.compile(r"[^\W\d_]+|\d+")
 _LETTERS = re.compile(r"[^\W\d_]+")
 _CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 _CHARACTER_LANGUAGES = ("zh", "ja")
+# A summary of fewer different words (two CJK characters count as one) says
+# nothing: "The hotel opened." has three.
+FEWEST_DISTINCT_WORDS = 3
 # Below this many tokens a text leaves its summary no room for a whole sentence.
 SHORTEST_SUMMARIZED = 48
 # Added to the prompt of a summary's second try.
@@ -293,8 +296,13 @@ def summary_problem(summary: str, source: str, language_tag: str | None) -> str:
     text = " ".join(summary.split())
     if not text:
         return "all repeats or invented numbers"
-    if len(_LETTERS.findall(_CJK_CHAR.sub(" ", text))) + len(_CJK_CHAR.findall(text)) / 2 < 2:
+    # Counted without repeats: the embedded model's "谢谢。 谢谢。 谢谢 P.P.A."
+    # says one thing three times and is no more a summary than "谢谢".
+    words = {word.lower() for word in _WORD.findall(_CJK_CHAR.sub(" ", text))}
+    if len(words) + len(set(_CJK_CHAR.findall(text))) / 2 < FEWEST_DISTINCT_WORDS:
         return f"a fragment ({text!r})"
+    if text.endswith((":", "：")):  # "从上下文中，我们可以看到……的回复是：" and then nothing
+        return f"an opening with nothing after it ({text[-40:]!r})"
     if len(text) >= 20 and text in " ".join(source.split()):
         return "a copy of a line of the text"
     if re.search(r"\bsummari[sz]e the text\b|write the summary in\b", text, re.IGNORECASE):
