@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chatllm.jobs.job import Job, Served, Setup
-from chatllm.jobs.options import OUTPUT_PANEL, SHARED, Option
+from chatllm.jobs.options import OUTPUT_PANEL, PARALLEL_ITEMS, SHARED, Option
 
 if TYPE_CHECKING:
     from chatllm.templates import Template
@@ -219,6 +219,7 @@ JOBS: tuple[JobSpec, ...] = (
                 False,
             ),
             Option("system", ("--system", "-s"), "Replace the instruction (the system prompt)."),
+            PARALLEL_ITEMS,
         ),
         prose=False,
     ),
