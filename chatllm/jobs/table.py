@@ -144,6 +144,7 @@ JOBS: tuple[JobSpec, ...] = (
             ),
             Option("lang", ("--lang",), "Language of the summary (default: the input's).", complete="languages"),
             SYSTEM,
+            PARALLEL_ITEMS,
         ),
     ),
     JobSpec(
