@@ -14,16 +14,24 @@ as they always did.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from chatllm.engine.base import GenerationStats
 from chatllm.reply.meter import Meter
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+
+
+@runtime_checkable
+class Cancelling(Protocol):
+    """An engine that can end what a thread waits for (engine/batched.py)."""
+
+    def abandon(self, thread: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -51,8 +59,9 @@ def run_items(
         for item in items:
             yield _one(meter, work, item)
         return
+    running: set[int] = set()  # the threads working on an item now
     pool = ThreadPoolExecutor(threads, thread_name_prefix="chatllm-item")
-    futures = [pool.submit(_alone, meter, work, item) for item in items]
+    futures = [pool.submit(_alone, meter, work, item, running) for item in items]
     finished = False
     try:
         for future in futures:
@@ -61,11 +70,22 @@ def run_items(
             yield done
         finished = True
     finally:
-        # An item failed, or the caller stopped (Ctrl-C): drop what waits. What
-        # is running ends with the engine, which the command closes on its way out.
-        for future in futures:
-            future.cancel()
-        pool.shutdown(wait=finished, cancel_futures=True)
+        if not finished:  # an item failed, or the caller stopped (Ctrl-C)
+            _stop(meter.engine, futures, running)
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _stop(engine: Any, futures: list[Future], running: set[int]) -> None:
+    """Drop the items that wait, and have the engine end the ones that run at
+    its next step (their threads raise), so the run stops at once and no
+    thread still uses the engine when the command closes it."""
+    for future in futures:
+        future.cancel()
+    while not all(future.done() for future in futures):
+        if isinstance(engine, Cancelling):
+            for thread in list(running):
+                engine.abandon(thread)
+        wait(futures, timeout=0.05)
 
 
 def _one(meter: Meter, work: Callable[[Meter, Item], Result], item: Item) -> Done[Result]:
@@ -73,7 +93,14 @@ def _one(meter: Meter, work: Callable[[Meter, Item], Result], item: Item) -> Don
     return Done(value, meter.engine.last_stats)
 
 
-def _alone(meter: Meter, work: Callable[[Meter, Item], Result], item: Item) -> tuple[Done[Result], Meter]:
+def _alone(
+    meter: Meter, work: Callable[[Meter, Item], Result], item: Item, running: set[int]
+) -> tuple[Done[Result], Meter]:
     """`item` with a Meter of its own (a Meter follows one call at a time)."""
-    own = meter.alongside()
-    return _one(own, work, item), own
+    thread = threading.get_ident()
+    running.add(thread)
+    try:
+        own = meter.alongside()
+        return _one(own, work, item), own
+    finally:
+        running.discard(thread)
