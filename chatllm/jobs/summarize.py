@@ -210,11 +210,12 @@ class _Summary:
                 summaries.append((yield from self.part_summary(self.meter, part)))
         else:
             self.tell(pace, doing, 0, len(parts), size, calls)
-            for index, done in enumerate(run_items(self.meter, parts, self.part_summary_apart, self.parallel)):
+            for index, done in enumerate(run_items(self.meter, parts, self.part_summary_apart, self.parallel), 1):
                 summary, events = done.value
                 yield from events
                 summaries.append(summary)
-                self.tell(pace, doing, index + 1, len(parts), size, calls[index + 1 :])
+                if index < len(parts):
+                    self.tell(pace, doing, index, len(parts), size, calls[index:])
         self.tell(pace, doing, len(parts), len(parts), size, calls[len(parts) :])
         return summaries
 
