@@ -192,7 +192,8 @@ DEFAULT_PARALLEL_ITEMS = 1
 PARALLEL_ITEMS = Option(
     "parallel",
     ("--parallel",),
-    "Items generated at once in one batch on a local model (each gets --ctx tokens of context).",
+    "Inputs (extract) or parts of a long text (summarize) worked on at once, in one batch on a local model; "
+    "each gets --ctx tokens of context.",
     int,
     DEFAULT_PARALLEL_ITEMS,
     low=1,
