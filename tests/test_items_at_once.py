@@ -15,9 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from chatllm.cli.app import app
 from chatllm.engine.base import GenerationParams, Message
 from chatllm.engine.fake import FakeEngine
+from chatllm.hub.models import ResolvedModel
 from chatllm.jobs import extract
 from chatllm.jobs.concurrent_items import run_items
 from chatllm.jobs.job import Setup
@@ -117,6 +120,31 @@ def test_what_waits_is_dropped_when_the_reader_stops() -> None:
     results.close()
     time.sleep(0.2)
     assert len(started) < 10  # not the other 48 items
+
+
+@pytest.mark.parametrize("parallel, sequences", [("3", 3), ("1", None)])
+def test_the_command_line_loads_an_engine_of_parallel_sequences(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, parallel: str, sequences: int | None
+) -> None:
+    model, asked = Overlapping(), []
+
+    def open_engine(resolved, options, on_loaded=None) -> FakeEngine:
+        asked.append(options.sequences)
+        return FakeEngine(reply=model, sequences=options.sequences or 1)
+
+    resolved = ResolvedModel(reference="fake", name="fake.gguf", path=None)
+    monkeypatch.setattr("chatllm.cli.running.resolve", lambda options, config: resolved)
+    monkeypatch.setattr("chatllm.engine.open_engine", open_engine)
+    source = tmp_path / "items.txt"
+    source.write_text("".join(line + "\n" for line in SLOW_FIRST))
+    result = CliRunner().invoke(
+        app, ["extract", "--schema", "name", "--jsonl", "--parallel", parallel, "--json", str(source)]
+    )
+    assert result.exit_code == 0, result.output
+    assert asked == [sequences]
+    names = [json.loads(json.loads(line)["text"])["name"] for line in result.stdout.splitlines()]
+    assert names == [line.split()[0] for line in SLOW_FIRST]
+    assert model.most == (sequences or 1)
 
 
 # ---------------------------------------------------------------- on the embedded model
