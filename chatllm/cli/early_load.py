@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chatllm.engine import engine_options, loads_quietly, open_engine_in_background, warm_up
-from chatllm.jobs.options import SHARED, load_flags
+from chatllm.jobs.options import PARALLEL_ITEMS, SHARED, load_flags
 from chatllm.jobs.table import generating_commands
 
 if TYPE_CHECKING:
@@ -36,7 +36,13 @@ GENERATING_COMMANDS = generating_commands()
 _UNSURE_OPTIONS = load_flags()
 # The same as config.yaml's `commands:` defaults name them (dashes or underscores), and -m.
 _UNSURE_DEFAULTS = frozenset(
-    {"model"} | {name for option in SHARED if option.loads for name in (option.name, option.name.replace("_", "-"))}
+    {"model"}
+    | {
+        name
+        for option in (*SHARED, PARALLEL_ITEMS)
+        if option.loads
+        for name in (option.name, option.name.replace("_", "-"))
+    }
 )
 
 _pending: tuple[ResolvedModel, EngineOptions, Future] | None = None

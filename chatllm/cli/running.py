@@ -24,6 +24,7 @@ from chatllm.engine import engine_options as from_settings
 from chatllm.engine.base import Engine, EngineOptions
 from chatllm.hub.models import ResolvedModel, is_remote_reference, resolve_model
 from chatllm.jobs.job import Job, ModelInfo, Setup
+from chatllm.jobs.options import sequences_for
 from chatllm.jobs.pacing import ProgressCallback
 from chatllm.jobs.table import JobSpec
 from chatllm.render import Printer, dry_run_json, notice, print_stats
@@ -85,11 +86,12 @@ class ModelLoading:
 
 
 @contextmanager
-def loading_model(options: RunOptions, config: Settings) -> Iterator[ModelLoading]:
+def loading_model(options: RunOptions, config: Settings, sequences: int | None = None) -> Iterator[ModelLoading]:
     """Resolve the model now (a bad name fails before any input is read), load
-    it in the background, and close the engine on the way out, whatever happened."""
+    it in the background, and close the engine on the way out, whatever happened.
+    `sequences`: an engine that decodes that many replies at once (--parallel)."""
     model = resolve(options, config)
-    wanted = engine_options(options, config)
+    wanted = dataclasses.replace(engine_options(options, config), sequences=sequences)
     future = early_load.take(model, wanted)  # begun before the command line was parsed
     if future is None:
         future = engine.open_engine_in_background(model, wanted, "chatllm-load")
@@ -116,7 +118,8 @@ def run_job(spec: JobSpec, options: RunOptions, values: dict[str, Any], given: f
         return
     # A job whose text streams part by part (a translation) is progress enough on a terminal.
     live = spec.streams_parts and sys.stdout.isatty() and not options.json
-    with loading_model(options, config) as loading, parts_progress(output_is_live=live) as progress:
+    sequences = sequences_for(values)
+    with loading_model(options, config, sequences) as loading, parts_progress(output_is_live=live) as progress:
         resolved = loading.model
         job = spec.prepare(setup(ModelInfo(resolved.name, resolved.path, resolved.remote_url is not None), progress))
         in_repl = spec.conversation and sys.stdin.isatty() and sys.stdout.isatty() and not options.json

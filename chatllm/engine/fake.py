@@ -7,6 +7,7 @@ exactly what a job sent and what it did with the reply.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -39,14 +40,33 @@ class FakeEngine(Capabilities):
     supports_scoring = True
     identity: str | None = None
 
-    def __init__(self, context_size: int = 2048, reply: ReplyFunction = echo_reply) -> None:
+    def __init__(self, context_size: int = 2048, reply: ReplyFunction = echo_reply, sequences: int = 1) -> None:
         self.context_size = context_size
         self.reply = reply
         self.load_s = 0.0
-        self.last_stats = GenerationStats()
+        # `sequences` > 1: callers on several threads at once, as a batched
+        # engine takes them (engine/batched.py); each thread reads its own stats.
+        self.max_sequences = sequences
+        self._local = threading.local()
+        self._shared_stats = GenerationStats()
         # Every prompt this engine was asked to answer, in order.
         self.calls: list[list[Message]] = []
         self._previous_prompt: list[Message] = []
+
+    @property
+    def last_stats(self) -> GenerationStats:
+        """The stats of the last reply (or scoring): with several sequences,
+        the last this thread asked for."""
+        if self.max_sequences > 1:
+            return getattr(self._local, "stats", self._shared_stats)
+        return self._shared_stats
+
+    @last_stats.setter
+    def last_stats(self, stats: GenerationStats) -> None:
+        if self.max_sequences > 1:
+            self._local.stats = stats
+        else:
+            self._shared_stats = stats
 
     def count_tokens(self, text: str) -> int:
         return (len(text) + 3) // 4

@@ -16,6 +16,7 @@ from typing import Any
 from chatllm.engine.base import GenerationParams, Message
 from chatllm.engine.grammar import json_schema_text
 from chatllm.errors import EngineError, UsageError
+from chatllm.jobs.concurrent_items import run_items
 from chatllm.jobs.items import input_items
 from chatllm.jobs.job import Plan, Setup
 from chatllm.jobs.prompting import generation_params
@@ -119,6 +120,7 @@ class ExtractJob:
         )
         self.jsonl = bool(values.get("jsonl"))
         self.items = input_items(list(values.get("files") or []), whole=not self.jsonl)
+        self.parallel = values.get("parallel") or 1  # items at once (jobs/concurrent_items.py)
         defaults = {} if chosen is not None else {"temperature": 0.0}  # deterministic unless asked
         self.params = generation_params(chosen, defaults, setup.sampling)
         self.template = chosen.name if chosen is not None else "extract"
@@ -130,13 +132,14 @@ class ExtractJob:
         return Plan(extract_messages(self.schema, self.items[0], self.system), self.params, self.schema, grammar)
 
     def run(self, meter: Meter) -> Events:
-        for item in self.items:
-            document = extract(meter, self.schema, item, self.params, self.system)
-            stats = meter.engine.last_stats
-            compact = json.dumps(document, ensure_ascii=False)
+        def one(item_meter: Meter, item: str) -> Any:
+            return extract(item_meter, self.schema, item, self.params, self.system)
+
+        for done in run_items(meter, self.items, one, self.parallel):
+            compact = json.dumps(done.value, ensure_ascii=False)
             # One document per line for --jsonl; --json gives it compact in its object.
-            yield Text(compact if self.jsonl else json.dumps(document, ensure_ascii=False, indent=2))
-            yield Finish(stats.finish_reason, stats, {"text": compact})
+            yield Text(compact if self.jsonl else json.dumps(done.value, ensure_ascii=False, indent=2))
+            yield Finish(done.stats.finish_reason, done.stats, {"text": compact})
 
 
 def prepare(setup: Setup) -> ExtractJob:

@@ -182,11 +182,39 @@ SHARED: tuple[Option, ...] = (
 )
 
 
+# --------------------------------------------------------------------------- items at once
+
+# Items a job of many replies generates together in one llama.cpp batch
+# (extract --jsonl's lines, summarize's map steps; jobs/concurrent_items.py).
+# 1 keeps the single-reply engine. The figures behind the default are in
+# benchmarks/README.md, "Many items at once".
+DEFAULT_PARALLEL_ITEMS = 1
+PARALLEL_ITEMS = Option(
+    "parallel",
+    ("--parallel",),
+    "Inputs (extract) or parts of a long text (summarize) worked on at once, in one batch on a local model; "
+    "each gets --ctx tokens of context.",
+    int,
+    DEFAULT_PARALLEL_ITEMS,
+    low=1,
+    high=64,
+    panel=MODEL_PANEL,
+    loads=True,
+)
+
+
+def sequences_for(values: dict[str, Any]) -> int | None:
+    """The sequences a job's engine decodes together (EngineOptions.sequences):
+    its --parallel, or None for the single-reply engine."""
+    wanted = values.get(PARALLEL_ITEMS.name) or 1
+    return wanted if wanted > 1 else None
+
+
 def shared(name: str) -> Option:
     return next(option for option in SHARED if option.name == name)
 
 
 def load_flags() -> tuple[str, ...]:
     """Words that change what a command loads, or mean it loads nothing."""
-    flags = [flag.split("/")[0] for option in SHARED if option.loads for flag in option.flags]
+    flags = [flag.split("/")[0] for option in (*SHARED, PARALLEL_ITEMS) if option.loads for flag in option.flags]
     return (*flags, "--help", "-h")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from chatllm.engine.base import GenerationParams, Message
 from chatllm.errors import ChatLLMError, EngineError
 from chatllm.jobs.chunking import Chunk, split_counted
+from chatllm.jobs.concurrent_items import run_items, width
 from chatllm.jobs.job import Plan, Setup
 from chatllm.jobs.model_fit import SUGGESTED_MODEL
 from chatllm.jobs.pacing import Call, Pace, ProgressCallback
@@ -140,9 +141,10 @@ def summarize(
     params: GenerationParams,
     system: str | None = None,
     on_progress: ProgressCallback | None = None,
+    parallel: int = 1,
 ) -> Events:
     # The final summary may state only numbers of the original text.
-    summary = _Summary(meter, template, values, params, system, on_progress, facts=text)
+    summary = _Summary(meter, template, values, params, system, on_progress, facts=text, parallel=parallel)
     text, size, whole = yield from summary.shrunk(text)
     yield from summary.final(text, size, whole)
 
@@ -156,6 +158,7 @@ class _Summary:
     system: str | None
     on_progress: ProgressCallback | None
     facts: str
+    parallel: int = 1  # map steps at once (--parallel)
 
     def messages(self, values: dict[str, str], text: str) -> list[Message]:
         return task_messages(self.template, values, text, self.system)
@@ -181,11 +184,7 @@ class _Summary:
             overhead = engine.count_prompt_tokens(self.messages(final_values, ""))
             length = self.values.get("length", "medium")
             calls = planned_calls(parts, budget, overhead, self.params.max_tokens, length)
-            summaries = []
-            for index, part in enumerate(parts):
-                self.tell(pace, doing, index, len(parts), size, calls[index:])
-                summaries.append((yield from self.part_summary(part)))
-            self.tell(pace, doing, len(parts), len(parts), size, calls[len(parts) :])
+            summaries = yield from self.map_step(parts, pace, doing, size, calls)
             doing = "combining the summaries"
             combined = "\n\n".join(s for s in summaries if s)
             combined_size = engine.count_tokens(combined)
@@ -202,15 +201,47 @@ class _Summary:
         if self.on_progress is not None:
             self.on_progress(pace.progress(doing, done, total, tokens, calls))
 
-    def part_summary(self, part: Chunk) -> Generator[Event, None, str]:
+    def map_step(
+        self, parts: list[Chunk], pace: Pace, doing: str, size: int, calls: list[Call]
+    ) -> Generator[Event, None, list[str]]:
+        """Each part's summary, in order; with --parallel, several parts at once
+        (jobs/concurrent_items.py), their thinking passed on as each is done."""
+        summaries: list[str] = []
+        if width(self.meter, self.parallel, len(parts)) == 1:
+            for index, part in enumerate(parts):
+                self.tell(pace, doing, index, len(parts), size, calls[index:])
+                summaries.append((yield from self.part_summary(self.meter, part)))
+        else:
+            self.tell(pace, doing, 0, len(parts), size, calls)
+            for index, done in enumerate(run_items(self.meter, parts, self.part_summary_apart, self.parallel), 1):
+                summary, events = done.value
+                yield from events
+                summaries.append(summary)
+                if index < len(parts):
+                    self.tell(pace, doing, index, len(parts), size, calls[index:])
+        self.tell(pace, doing, len(parts), len(parts), size, calls[len(parts) :])
+        return summaries
+
+    def part_summary(self, meter: Meter, part: Chunk) -> Generator[Event, None, str]:
         """A map step. Its summary may state the numbers of its part (checking
         them against the whole text read all of it again for every part)."""
         part_params, part_values = bounded(self.template, self.values, self.params, part.text, part.tokens)
         checks = Checks(facts=part.text)
         summary = yield from collect(
-            call(self.meter, self.messages(part_values, part.text), part_params, checks, visible=False)
+            call(meter, self.messages(part_values, part.text), part_params, checks, visible=False)
         )
         return summary.strip()
+
+    def part_summary_apart(self, meter: Meter, part: Chunk) -> tuple[str, list[Event]]:
+        """A map step run beside others: its summary, and the events it sent
+        (a reasoning model's thinking), kept to be passed on in order."""
+        events: list[Event] = []
+        steps = self.part_summary(meter, part)
+        while True:
+            try:
+                events.append(next(steps))
+            except StopIteration as end:
+                return end.value, events
 
     def final(self, text: str, size: int, whole: int) -> Events:
         """The summary of `text`, judged before it is shown.
@@ -329,7 +360,10 @@ class SummaryJob(TaskJob):
         return replace(super().first_call(), params=params)
 
     def reply(self, meter: Meter) -> Events:
-        return summarize(meter, self._template, self.values, self.text, self.params, self.system, self.setup.progress)
+        parallel = self.setup.values.get("parallel") or 1
+        return summarize(
+            meter, self._template, self.values, self.text, self.params, self.system, self.setup.progress, parallel
+        )
 
 
 def prepare(setup: Setup) -> SummaryJob:

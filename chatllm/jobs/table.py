@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chatllm.jobs.job import Job, ServedJob, Setup
-from chatllm.jobs.options import OUTPUT_PANEL, SHARED, Option
+from chatllm.jobs.options import OUTPUT_PANEL, PARALLEL_ITEMS, SHARED, Option
 
 if TYPE_CHECKING:
     from chatllm.templates import Template
@@ -166,6 +166,7 @@ JOBS: tuple[JobSpec, ...] = (
             ),
             Option("lang", ("--lang",), "Language of the summary (default: the input's).", complete="languages"),
             SYSTEM,
+            PARALLEL_ITEMS,
         ),
     ),
     JobSpec(
@@ -241,6 +242,7 @@ JOBS: tuple[JobSpec, ...] = (
                 False,
             ),
             Option("system", ("--system", "-s"), "Replace the instruction (the system prompt)."),
+            PARALLEL_ITEMS,
         ),
         prose=False,
     ),

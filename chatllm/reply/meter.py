@@ -122,6 +122,38 @@ class Meter:
             self._decode_tokens += decoded
             self._decode_seconds += decoded / timings.decode_tokens_per_s
 
+    def alongside(self) -> Meter:
+        """A Meter for one item run beside others (jobs/concurrent_items.py):
+        a Meter follows one call at a time; `include` adds it to this one."""
+        return Meter(self.engine, repetition=self.repetition, drafts=False)
+
+    def include(self, other: Meter) -> None:
+        """Add the calls `other` measured (an item run beside others), as if
+        they had been made here, after the ones made so far."""
+        self.calls += other.calls
+        for name, count in vars(other.usage).items():
+            setattr(self.usage, name, getattr(self.usage, name) + count)
+        for reason, count in other.finish_counts.items():
+            self.finish_counts[reason] = self.finish_counts.get(reason, 0) + count
+        if _NOTABLE.index(other.finish_reason) >= _NOTABLE.index(self.finish_reason):
+            self.finish_reason = other.finish_reason
+        if other.calls:
+            self._last_reason, self._last_dropped = other._last_reason, other._last_dropped
+        self.length_limit = other.length_limit or self.length_limit
+        self.ungrounded_sentences += other.ungrounded_sentences
+        self.retried = self.retried or other.retried
+        self.retried_because = self.retried_because or other.retried_because
+        self.notes += other.notes
+        self.reasoning += other.reasoning
+        self.last_reasoning = other.last_reasoning
+        self.unclosed_thinking = self.unclosed_thinking or other.unclosed_thinking
+        if other.first_piece_at is not None:
+            self.first_piece_at = min(self.first_piece_at or other.first_piece_at, other.first_piece_at)
+        self._prefill_tokens += other._prefill_tokens
+        self._prefill_seconds += other._prefill_seconds
+        self._decode_tokens += other._decode_tokens
+        self._decode_seconds += other._decode_seconds
+
     def add_note(self, note: str) -> None:
         """A sentence for the user's finish note (on stderr)."""
         self.notes.append(note)
