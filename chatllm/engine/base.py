@@ -11,16 +11,46 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 # A reply as it streams: pieces of text; closing it early stops the generation.
 Stream = Generator[str, None, None]
-FinishReason = Literal["stop", "length", "repetition", "interrupted"]
+# "tool_calls": the reply ended asking for tools (serve's replies; a chat turn
+# goes on once their results are in).
+FinishReason = Literal["stop", "length", "repetition", "interrupted", "tool_calls"]
+
+
+@dataclass(frozen=True)
+class MessageToolCall:
+    """A tool call an assistant message made; `arguments` is JSON text, as
+    OpenAI's API carries it (and so a Message stays hashable)."""
+
+    id: str
+    name: str
+    arguments: str
 
 
 @dataclass(frozen=True)
 class Message:
     role: Role
     content: str
+    # An assistant message that called tools, and a "tool" message's answer to one.
+    tool_calls: tuple[MessageToolCall, ...] = ()
+    tool_call_id: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool as a model is told of it: OpenAI's function description."""
+
+    name: str
+    description: str
+    parameters: str  # a JSON Schema of type object, as JSON text
+
+    def function(self) -> dict[str, Any]:
+        import json
+
+        return {"name": self.name, "description": self.description, "parameters": json.loads(self.parameters)}
 
 
 def _sampling(default: Any, low: float | None = None, high: float | None = None, *, whole: bool = False) -> Any:
@@ -60,6 +90,12 @@ class GenerationParams:
     # this many thinking tokens before the end of the thinking is forced (llama.cpp).
     think: bool | None = None
     reasoning_budget: int | None = None
+    # Tools the model may call (issue 23), OpenAI's `tool_choice` ("auto",
+    # "none", "required" or a tool's name) and whether one reply may call
+    # several. Calls come out of `stream` as ToolCall events.
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: str = "auto"
+    parallel_tool_calls: bool = True
 
 
 @dataclass(frozen=True)

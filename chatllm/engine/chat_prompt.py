@@ -13,11 +13,12 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from chatllm.engine.base import Message
+from chatllm.engine.base import GenerationParams, Message
 from chatllm.engine.bindings import llama_bindings
 from chatllm.engine.chat_template import ChatTemplate
 from chatllm.engine.reasoning import prompt_opens_thinking, template_has_thinking_switch
 from chatllm.engine.state_cache import MIN_PREFIX_TOKENS
+from chatllm.engine.tool_format import ToolSyntax, message_dicts, offered, template_tools, tool_syntax
 from chatllm.errors import EngineError
 
 llama_cpp = llama_bindings()
@@ -78,12 +79,21 @@ class ChatPrompt:
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab)) and self._bos >= 0
         eos = self._token_text(llama_cpp.llama_vocab_eos(self._vocab))
         self._template = ChatTemplate(template, bos_token=self._token_text(self._bos), eos_token=eos)
+        self._template_source = template
+        self._tool_syntax: ToolSyntax | None = None
         # Contents are rendered as these placeholders, then replaced by their own
         # tokens; a random part keeps user text from ever matching one.
         nonce = secrets.token_hex(6)
         self._placeholder = "\ue000" + nonce + "{}\ue001"
         self._placeholder_split = re.compile("\ue000" + nonce + r"(\d+)\ue001")
-        self._rendered: tuple[tuple[tuple[Message, ...], bool | None], list[int], bool] | None = None
+        self._rendered: tuple[tuple[Any, ...], list[int], bool] | None = None
+
+    @property
+    def tool_syntax(self) -> ToolSyntax:
+        """How this template's model calls tools (tried once, on first use)."""
+        if self._tool_syntax is None:
+            self._tool_syntax = tool_syntax(self._template, self._template_source)
+        return self._tool_syntax
 
     def _token_text(self, token: int) -> str:
         text = llama_cpp.llama_vocab_get_text(self._vocab, token) if token >= 0 else None
@@ -108,29 +118,42 @@ class ChatPrompt:
         """Exactly the number of tokens `stream(messages, ...)` evaluates as its prompt."""
         return len(self.prompt_tokens(messages))
 
-    def prompt_tokens(self, messages: Sequence[Message], think: bool | None = None) -> list[int]:
+    def prompt_tokens(
+        self, messages: Sequence[Message], think: bool | None = None, params: GenerationParams | None = None
+    ) -> list[int]:
         """The templated prompt, ending with the opening of the assistant's turn.
         Template text is tokenized with special tokens parsed; message contents
         never are. `think` is passed to templates with a thinking switch
-        (`enable_thinking`); None leaves the template's default."""
-        key = (tuple(messages), think)
+        (`enable_thinking`); None leaves the template's default. `params`'
+        tools are described to the model (engine/tool_format.py)."""
+        tools = params if params is not None and params.tools and params.tool_choice != "none" else None
+        key = (tuple(messages), think, offered(tools) if tools else ())
         if self._rendered is not None and self._rendered[0] == key:
             self.opens_thinking = self._rendered[2]
             return list(self._rendered[1])
-        tokens = self._render(key[0], add_generation_prompt=True, think=think)
+        tokens = self._render(key[0], add_generation_prompt=True, think=think, tools=tools)
         self._rendered = (key, tokens, self.opens_thinking)
         return list(tokens)
 
-    def _render(self, messages: Sequence[Message], add_generation_prompt: bool, think: bool | None = None) -> list[int]:
+    def _render(
+        self,
+        messages: Sequence[Message],
+        add_generation_prompt: bool,
+        think: bool | None = None,
+        tools: GenerationParams | None = None,
+    ) -> list[int]:
         render = self._template.render
-        extra = {"enable_thinking": think} if think is not None and self.thinking_switch else {}
+        extra: dict[str, Any] = {"enable_thinking": think} if think is not None and self.thinking_switch else {}
+        as_dicts = self._dicts
+        if tools is not None or any(m.tool_calls or m.role == "tool" for m in messages):
+            syntax = self.tool_syntax
+            extra["tools"] = template_tools(tools, syntax) if tools is not None else None
+            listed = offered(tools) if tools is not None else ()
+            as_dicts = lambda ms, contents: message_dicts(ms, syntax, contents, listed)  # noqa: E731
         try:
-            scaffold = render(
-                [{"role": m.role, "content": self._placeholder.format(i)} for i, m in enumerate(messages)],
-                add_generation_prompt,
-                **extra,
-            )
-            real = render([{"role": m.role, "content": m.content} for m in messages], add_generation_prompt, **extra)
+            placeholders = [self._placeholder.format(i) if m.content else "" for i, m in enumerate(messages)]
+            scaffold = render(as_dicts(messages, placeholders), add_generation_prompt, **extra)
+            real = render(as_dicts(messages, [m.content for m in messages]), add_generation_prompt, **extra)
         except Exception as error:  # a template may reject a conversation (e.g. roles must alternate)
             raise EngineError(f"the chat template of '{self.model_name}' rejected these messages: {error}") from None
         if add_generation_prompt:
@@ -152,6 +175,10 @@ class ChatPrompt:
         if self._add_bos and (not tokens or tokens[0] != self._bos):
             tokens.insert(0, self._bos)
         return tokens
+
+    @staticmethod
+    def _dicts(messages: Sequence[Message], contents: Sequence[str]) -> list[dict[str, Any]]:
+        return [{"role": m.role, "content": content} for m, content in zip(messages, contents, strict=True)]
 
     def system_prefix_length(self, messages: Sequence[Message], prompt: list[int]) -> int:
         """Tokens of the leading system messages when they form an exact prefix of

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from chatllm.engine.base import EngineOptions, FinishReason, GenerationParams, GenerationStats, Message, Stream, Timings
 from chatllm.engine.bindings import llama_bindings, quiet_log_callback
 from chatllm.engine.grammar import GRAMMAR_FIRST, ConstrainedSampler, grammar_text
+from chatllm.engine.tool_grammar import ToolCalls
 from chatllm.engine.reasoning import ThinkSplitter
 from chatllm.errors import EngineError, ModelError, UsageError
 from chatllm.hub.models import ResolvedModel
@@ -353,7 +354,8 @@ class LlamaEngine:
         stats = GenerationStats(timings=Timings(load_s=self.load_s))
         self.last_stats = stats
         started = time.perf_counter()
-        prompt = self._prompt.prompt_tokens(messages, params.think)
+        calls = ToolCalls.of(params, self._prompt)
+        prompt = self._prompt.prompt_tokens(messages, params.think, params)
         stats.usage.prompt_tokens = len(prompt)
         # A reasoning model's thinking comes out as Reasoning pieces; a reply
         # under a JSON Schema is all answer (the schema decides what it is).
@@ -375,6 +377,8 @@ class LlamaEngine:
         started = max(started, self.ready_at or started)
         stats.timings.load_s = self.load_s
         sampler = self._new_sampler(params, prompt)
+        if calls is not None:
+            sampler = calls.sampler(self._vocab, sampler, self._prompt.tokenize)
         constrained: ConstrainedSampler | _GrammarFirst | None = None
         gbnf = grammar_text(params.grammar, params.json_schema) if params.grammar or params.json_schema else None
         if gbnf is not None:
@@ -395,6 +399,8 @@ class LlamaEngine:
             else:
                 draw = functools.partial(llama_cpp.llama_sampler_sample, sampler, self._context, -1)
             pieces = self._generate(draw, params, stats, thinking)
+            if calls is not None:
+                pieces = calls.events(pieces, stats)
             try:
                 for piece in pieces:
                     if first_piece:
