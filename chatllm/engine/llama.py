@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 from chatllm.engine.base import EngineOptions, FinishReason, GenerationParams, GenerationStats, Message, Stream, Timings
 from chatllm.engine.bindings import llama_bindings, quiet_log_callback
 from chatllm.engine.grammar import GRAMMAR_FIRST, ConstrainedSampler, grammar_text
-from chatllm.engine.tool_grammar import ToolCalls
 from chatllm.engine.reasoning import ThinkSplitter
+from chatllm.engine.tool_grammar import ToolCalls
 from chatllm.errors import EngineError, ModelError, UsageError
 from chatllm.hub.models import ResolvedModel
 

@@ -71,7 +71,17 @@ class Tool:
         }
 
 
-def load_tools_file(path: Path) -> tuple[list[Tool], list[str]]:
+@dataclass(frozen=True)
+class McpServer:
+    """An MCP server to start or reach: a command line (run in `cwd`) or an
+    http(s):// URL. `safe`: its tools run without asking."""
+
+    spec: str
+    safe: bool = False
+    cwd: Path | None = None
+
+
+def load_tools_file(path: Path) -> tuple[list[Tool], list[McpServer]]:
     """The tools and MCP servers a tools file declares (`tools:` and
     `mcp_servers:`, or a bare list of tools). Raises ToolError in one line."""
     import yaml
@@ -90,17 +100,30 @@ def load_tools_file(path: Path) -> tuple[list[Tool], list[str]]:
     if not isinstance(document, dict) or not set(document) <= {"tools", "mcp_servers"}:
         raise ToolError(f"{path}: a tools file holds 'tools:' (a list of tools) and optionally 'mcp_servers:'")
     tools = parse_tools(document.get("tools") or [], str(path), path.resolve().parent)
-    servers = parse_servers(document.get("mcp_servers") or [], str(path))
+    servers = parse_servers(document.get("mcp_servers") or [], str(path), path.resolve().parent)
     return tools, servers
 
 
-def parse_servers(raw: Any, where: str) -> list[str]:
-    """MCP servers as a list of command lines or URLs."""
-    if isinstance(raw, str):
+def parse_servers(raw: Any, where: str, folder: Path | None) -> list[McpServer]:
+    """MCP servers: each a command line or URL, or a mapping of `server:` and
+    `safe: true` (its tools run without asking, such as a read-only lookup)."""
+    if isinstance(raw, str | dict):
         raw = [raw]
-    if not isinstance(raw, list) or not all(isinstance(item, str) and item.strip() for item in raw):
-        raise ToolError(f"{where}: 'mcp_servers' is a list of command lines or http(s):// URLs")
-    return [item.strip() for item in raw]
+    wrong = ToolError(
+        f"{where}: 'mcp_servers' is a list of command lines or http(s):// URLs (or of 'server:' and 'safe: true')"
+    )
+    if not isinstance(raw, list):
+        raise wrong
+    servers = []
+    for item in raw:
+        if isinstance(item, dict) and set(item) <= {"server", "safe"} and isinstance(item.get("safe", False), bool):
+            spec, safe = item.get("server"), item.get("safe", False)
+        else:
+            spec, safe = item, False
+        if not isinstance(spec, str) or not spec.strip():
+            raise wrong
+        servers.append(McpServer(spec.strip(), safe, folder))
+    return servers
 
 
 def parse_tools(raw: Any, where: str, folder: Path | None) -> list[Tool]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+import sys
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
-from chatllm.tools.declarations import DEFAULT_TIMEOUT_S, Tool, ToolError
+from chatllm.tools.declarations import DEFAULT_TIMEOUT_S, McpServer, Tool, ToolError
 from chatllm.tools.execute import Outcome, capped
 
 CONNECT_TIMEOUT_S = 20.0
@@ -66,9 +67,25 @@ class _Server:
 
         if self.spec.startswith(("http://", "https://")):
             return self.spec  # the SDK's streamable HTTP transport
-        argv = shlex.split(self.spec)
+        argv = self.argv()
         params = StdioServerParameters(command=argv[0], args=argv[1:], cwd=self.cwd)
         return stdio_client(params, errlog=self.errlog)
+
+    def argv(self) -> list[str]:
+        """The server's command line as argv. A program named `python` or
+        `python3` is the Python chatllm runs on, which has the mcp SDK (a
+        demo server then runs wherever chatllm does)."""
+        if self.spec.startswith(("http://", "https://")):
+            return []
+        try:
+            argv = shlex.split(self.spec)
+        except ValueError as error:
+            raise ToolError(f"MCP server '{self.label}': the command line does not parse ({error})") from None
+        if not argv:
+            raise ToolError("an MCP server is a command line or an http(s):// URL, not empty")
+        if argv[0] in ("python", "python3"):
+            argv[0] = sys.executable
+        return argv
 
     async def hold(self, ready: Future) -> None:
         from mcp import Client
@@ -113,12 +130,11 @@ class McpServers:
             self._loop = loop
         return self._loop
 
-    def connect(self, spec: str, cwd: Path | None = None) -> list[Tool]:
+    def connect(self, declared: McpServer) -> list[Tool]:
         """Start (or reach) one server and list its tools. Raises ToolError in
         one line when it cannot be used."""
-        if spec.startswith(("http://", "https://")) is False and not shlex.split(spec or " "):
-            raise ToolError("--mcp needs a command line or an http(s):// URL")
-        server = _Server(spec, cwd)
+        server = _Server(declared.spec, declared.cwd)
+        server.argv()  # a command line that does not parse fails here, in one line
         ready: Future = Future()
         asyncio.run_coroutine_threadsafe(server.hold(ready), self._start_loop())
         try:
@@ -137,6 +153,7 @@ class McpServers:
                 (listed_tool.description or "").strip(),
                 schema,
                 server=server.label,
+                safe=declared.safe,
                 source=f"MCP server '{server.label}'",
             )
             self._by_tool[tool.name] = server
@@ -172,8 +189,10 @@ class McpServers:
             return Outcome(f"tool '{name}' did not finish within {timeout_s:g} s", True, time.perf_counter() - started)
         except Exception as error:  # noqa: BLE001 - an MCP error is the call's result
             seconds = time.perf_counter() - started
-            if server.client is None or server.died is not None:
-                return Outcome(server._failure("stopped", server.died or _describe(error)), True, seconds)
+            closed = "connection closed" in _describe(error).lower()
+            if closed or server.client is None or server.died is not None:
+                server.died = server.died or _describe(error)
+                return Outcome(server._failure("stopped", server.died), True, seconds)
             return Outcome(f"MCP error from '{server.label}': {_describe(error)}", True, seconds)
         return Outcome(capped(_result_text(result)), bool(result.is_error), time.perf_counter() - started)
 
