@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -46,12 +47,33 @@ class CallGrammar:
     trigger: str  # the text that opens a call (a word) or, for llama3, a pattern
 
 
+# The converter ignores an integer's bounds; a range of at most this many
+# values is written as their list, which it does express. (A wider or
+# one-sided bound is left to the toolbox's check of every call's arguments.)
+MAX_ENUMERATED_RANGE = 1000
+
+
+def enumerated_ranges(schema: Any) -> Any:
+    """`schema` with each bounded integer range as the list of its values."""
+    if isinstance(schema, list):
+        return [enumerated_ranges(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    schema = {key: enumerated_ranges(value) for key, value in schema.items()}
+    if schema.get("type") == "integer" and "enum" not in schema:
+        low = schema.get("minimum", schema["exclusiveMinimum"] + 1 if "exclusiveMinimum" in schema else None)
+        high = schema.get("maximum", schema["exclusiveMaximum"] - 1 if "exclusiveMaximum" in schema else None)
+        if isinstance(low, int | float) and isinstance(high, int | float) and 0 <= high - low < MAX_ENUMERATED_RANGE:
+            return {"enum": list(range(math.ceil(low), math.floor(high) + 1))}
+    return schema
+
+
 def call_schema(tools: tuple[ToolSpec, ...], arguments_key: str) -> dict[str, Any]:
-    """The JSON Schema of one call to any of `tools`."""
+    """The JSON Schema of one call to any of `tools` (as the grammar reads it)."""
     calls = [
         {
             "type": "object",
-            "properties": {"name": {"const": tool.name}, arguments_key: json.loads(tool.parameters)},
+            "properties": {"name": {"const": tool.name}, arguments_key: enumerated_ranges(json.loads(tool.parameters))},
             "required": ["name", arguments_key],
             "additionalProperties": False,
         }

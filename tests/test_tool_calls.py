@@ -1,0 +1,144 @@
+"""Tool calls in the model's own format: the template tells the model of its
+tools (or the fallback does), calls are read from the reply, and the lazy
+grammar makes every call parse and fit its tool's schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from chatllm.engine.base import EngineOptions, GenerationParams, Message, MessageToolCall, ToolSpec
+from chatllm.engine.chat_prompt import BUILTIN_TEMPLATES
+from chatllm.engine.chat_template import ChatTemplate
+from chatllm.engine.tool_format import HERMES, LLAMA3, CallSplitter, ToolSyntax, message_dicts, tool_syntax
+from chatllm.hub.models import ResolvedModel
+from chatllm.reply.events import ToolCall
+
+QWEN = (Path(__file__).parent / "support" / "templates" / "qwen2.5.jinja").read_text(encoding="utf-8")
+ORDER_SCHEMA = {
+    "type": "object",
+    "properties": {"order_id": {"type": "string", "pattern": "^[A-Z]{2}-[0-9]{5,6}$"}, "urgent": {"type": "boolean"}},
+    "required": ["order_id"],
+}
+ORDER_TOOL = ToolSpec("order_status", "Look up one order by its number", json.dumps(ORDER_SCHEMA))
+WEATHER_TOOL = ToolSpec(
+    "weather",
+    "The weather in a city",
+    json.dumps(
+        {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+            "required": ["city", "days"],
+        }
+    ),
+)
+SCHEMAS = {tool.name: json.loads(tool.parameters) for tool in (ORDER_TOOL, WEATHER_TOOL)}
+
+
+def test_a_template_that_renders_tools_is_given_them() -> None:
+    assert tool_syntax(ChatTemplate(QWEN, "", "<|im_end|>"), QWEN) == ToolSyntax(HERMES, True)
+    chatml = BUILTIN_TEMPLATES["chatml"]
+    assert tool_syntax(ChatTemplate(chatml, "", ""), chatml) == ToolSyntax(HERMES, False)
+    llama3 = BUILTIN_TEMPLATES["llama3"]
+    assert tool_syntax(ChatTemplate(llama3, "", ""), llama3).kind == LLAMA3
+
+
+def test_the_fallback_describes_tools_and_writes_calls_and_results_as_text() -> None:
+    messages = [
+        Message("user", "Where is NB-51377?"),
+        Message("assistant", "", tool_calls=(MessageToolCall("c1", "order_status", '{"order_id": "NB-51377"}'),)),
+        Message("tool", '{"status": "Shipped"}', tool_call_id="c1", name="order_status"),
+    ]
+    dicts = message_dicts(messages, ToolSyntax(HERMES, False), [m.content for m in messages], [ORDER_TOOL])
+    assert dicts[0]["role"] == "system" and '"name": "order_status"' in dicts[0]["content"]
+    assert dicts[2] == {
+        "role": "assistant",
+        "content": '<tool_call>\n{"name": "order_status", "arguments": {"order_id": "NB-51377"}}\n</tool_call>',
+    }
+    assert dicts[3] == {"role": "user", "content": '<tool_response>\n{"status": "Shipped"}\n</tool_response>'}
+
+
+@pytest.mark.parametrize("cut", [1, 3, 7, 12])
+def test_calls_are_taken_out_of_the_text_wherever_the_pieces_break(cut: int) -> None:
+    reply = 'Let me look. <tool_call>\n{"name": "order_status", "arguments": {"order_id": "NB-51377"}}\n</tool_call>'
+    splitter = CallSplitter(ToolSyntax(HERMES, True), {"order_status"})
+    text = "".join(splitter.feed(reply[i : i + cut]) for i in range(0, len(reply), cut)) + splitter.finish()
+    assert text == "Let me look. "
+    assert [(c.name, c.arguments) for c in splitter.calls] == [("order_status", {"order_id": "NB-51377"})]
+
+
+def test_text_that_only_looks_like_a_call_is_text() -> None:
+    splitter = CallSplitter(ToolSyntax(HERMES, True), {"order_status"})
+    text = splitter.feed("a < b and <tool_call> of nothing") + splitter.finish()
+    assert text == "a < b and <tool_call> of nothing" and splitter.calls == []
+
+
+# ---- on the embedded model -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def engine(embedded_model: Path):
+    from chatllm.engine.llama import LlamaEngine
+
+    model = ResolvedModel(reference="embedded", name=embedded_model.name, path=embedded_model)
+    engine = LlamaEngine(model, EngineOptions(n_ctx=2048, n_threads=1))
+    yield engine
+    engine.close()
+
+
+def calls_of(engine, messages: list[Message], params: GenerationParams) -> tuple[list[ToolCall], str]:
+    events = list(engine.stream(messages, params))
+    return [e for e in events if isinstance(e, ToolCall)], "".join(e for e in events if isinstance(e, str))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("template", ["own", "qwen"])
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_every_call_parses_and_fits_its_schema(engine, template: str, temperature: float) -> None:
+    if template == "qwen":
+        engine.use_chat_template(QWEN)  # chatml tokens, as the embedded model's own
+    try:
+        for seed, question in enumerate(["Where is my order NB-51377?", "Weather in Paris for 3 days?", "Hello!"]):
+            params = GenerationParams(
+                temperature=temperature,
+                seed=seed,
+                max_tokens=96,
+                tools=(ORDER_TOOL, WEATHER_TOOL),
+                tool_choice="required",
+            )
+            calls, _ = calls_of(engine, [Message("user", question)], params)
+            assert calls and engine.last_stats.finish_reason == "tool_calls"
+            for call in calls:
+                jsonschema.validate(call.arguments, SCHEMAS[call.name])
+    finally:
+        engine._chat_template = None  # the model's own again
+        engine.__dict__.pop("_prompt", None)
+
+
+@pytest.mark.slow
+def test_a_named_tool_choice_calls_that_tool(engine) -> None:
+    params = GenerationParams(
+        temperature=0.0,
+        max_tokens=96,
+        tools=(ORDER_TOOL, WEATHER_TOOL),
+        tool_choice="weather",
+        parallel_tool_calls=False,
+    )
+    calls, _ = calls_of(engine, [Message("user", "Is it raining in Oslo?")], params)
+    assert [c.name for c in calls] == ["weather"]
+
+
+@pytest.mark.slow
+def test_tools_declared_but_not_called_leave_the_reply_as_it_was(engine) -> None:
+    question = [Message("system", "Answer in one sentence."), Message("user", "What is the capital of France?")]
+    plain = "".join(
+        p for p in engine.stream(question, GenerationParams(temperature=0.0, max_tokens=24)) if isinstance(p, str)
+    )
+    engine.__dict__.pop("_prompt", None)
+    calls, text = calls_of(
+        engine, question, GenerationParams(temperature=0.0, max_tokens=24, tools=(ORDER_TOOL,), tool_choice="none")
+    )
+    assert calls == [] and text == plain
