@@ -33,14 +33,23 @@ def timings_json(stats: GenerationStats) -> dict[str, Any]:
 
 
 def finish_reason(stats: GenerationStats) -> str:
-    """OpenAI's finish_reason, or chatllm's "repetition" (docs/ARCHITECTURE.md: the same
-    names in --json, history and here)."""
-    return stats.finish_reason if stats.finish_reason in ("length", "repetition") else "stop"
+    """OpenAI's finish_reason ("tool_calls" for a reply that called tools), or
+    chatllm's "repetition" (docs/ARCHITECTURE.md: the same names in --json,
+    history and here)."""
+    return stats.finish_reason if stats.finish_reason in ("length", "repetition", "tool_calls") else "stop"
 
 
 def completion_json(
-    reply_id: str, created: int, model: str, text: str, stats: GenerationStats, reasoning: str = ""
+    reply_id: str,
+    created: int,
+    model: str,
+    text: str,
+    stats: GenerationStats,
+    reasoning: str = "",
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """A whole reply; `tool_calls` as server/tool_json.py writes them (the
+    content is null beside them when the model said nothing else, as OpenAI's)."""
     return {
         "id": reply_id,
         "object": "chat.completion",
@@ -51,8 +60,9 @@ def completion_json(
                 "index": 0,
                 "message": {
                     "role": "assistant",
-                    "content": text,
+                    "content": None if tool_calls and not text else text,
                     **({"reasoning_content": reasoning} if reasoning else {}),
+                    **({"tool_calls": tool_calls} if tool_calls else {}),
                 },
                 "logprobs": None,
                 "finish_reason": finish_reason(stats),
