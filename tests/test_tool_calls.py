@@ -142,3 +142,43 @@ def test_tools_declared_but_not_called_leave_the_reply_as_it_was(engine) -> None
         engine, question, GenerationParams(temperature=0.0, max_tokens=24, tools=(ORDER_TOOL,), tool_choice="none")
     )
     assert calls == [] and text == plain
+
+
+# ---- a remote model: tools passed through ------------------------------------------
+
+
+def test_a_remote_model_gets_the_tools_and_its_streamed_calls_come_back() -> None:
+    from chatllm.engine.openai import OpenAIEngine
+    from chatllm.hub.models import resolve_model
+    from tests.support.openai_servers import ScriptedServer, streaming
+
+    def call_chunk(delta: dict, finish: str | None = None) -> str:
+        event = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return f"data: {json.dumps(event)}\n"
+
+    head = {
+        "tool_calls": [
+            {"index": 0, "id": "call_9", "type": "function", "function": {"name": "order_status", "arguments": ""}}
+        ]
+    }
+    part1 = {"tool_calls": [{"index": 0, "function": {"arguments": '{"order_id": '}}]}
+    part2 = {"tool_calls": [{"index": 0, "function": {"arguments": '"NB-51377"}'}}]}
+    lines = [call_chunk(head), call_chunk(part1), call_chunk(part2), call_chunk({}, "tool_calls"), "data: [DONE]\n"]
+    with ScriptedServer() as server:
+        server.route("POST", "/v1/chat/completions", streaming(*lines))
+        engine = OpenAIEngine(resolve_model(f"openai:stub@{server.url}"), EngineOptions())
+        conversation = [
+            Message("user", "Where is NB-51377?"),
+            Message("assistant", "", tool_calls=(MessageToolCall("call_1", "order_status", '{"order_id": "X"}'),)),
+            Message("tool", "not found", tool_call_id="call_1"),
+        ]
+        params = GenerationParams(tools=(ORDER_TOOL,), tool_choice="order_status", parallel_tool_calls=False)
+        events = list(engine.stream(conversation, params))
+        body = server.requests_to("/v1/chat/completions")[0].body
+    assert events == [ToolCall("call_9", "order_status", {"order_id": "NB-51377"})]
+    assert engine.last_stats.finish_reason == "tool_calls"
+    assert body["tools"][0]["function"]["name"] == "order_status"
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "order_status"}}
+    assert body["parallel_tool_calls"] is False
+    assert body["messages"][1]["tool_calls"][0]["function"]["arguments"] == '{"order_id": "X"}'
+    assert body["messages"][2] == {"role": "tool", "content": "not found", "tool_call_id": "call_1"}

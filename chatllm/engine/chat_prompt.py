@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from chatllm.engine.base import GenerationParams, Message
@@ -144,7 +144,7 @@ class ChatPrompt:
     ) -> list[int]:
         render = self._template.render
         extra: dict[str, Any] = {"enable_thinking": think} if think is not None and self.thinking_switch else {}
-        as_dicts = self._dicts
+        as_dicts: Callable[[Sequence[Message], Sequence[str]], list[dict[str, Any]]] = self._dicts
         if tools is not None or any(m.tool_calls or m.role == "tool" for m in messages):
             syntax = self.tool_syntax
             extra["tools"] = template_tools(tools, syntax) if tools is not None else None

@@ -54,6 +54,7 @@ from chatllm.engine.openai_stream import ReplyReader, error_message, one_line, p
 from chatllm.engine.reasoning import Reasoning, ThinkSplitter, may_think
 from chatllm.errors import EngineError
 from chatllm.hub.models import ResolvedModel
+from chatllm.reply.events import ToolCall
 
 DEFAULT_CONTEXT = 4096
 CONNECT_TIMEOUT_S = 5.0
@@ -268,7 +269,7 @@ class OpenAIEngine:
     def _body(self, messages: Sequence[Message], params: GenerationParams) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model_name,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": [_message_json(m) for m in messages],
             "stream": True,
         }
         if self._send_stream_options:
@@ -294,6 +295,13 @@ class OpenAIEngine:
             body["grammar"] = params.grammar
         if params.think is not None:  # Qwen3-style templates on llama-server and vLLM read this
             body["chat_template_kwargs"] = {"enable_thinking": params.think}
+        if params.tools:  # passed through: the server's template and parser make the calls
+            body["tools"] = [{"type": "function", "function": tool.function()} for tool in params.tools]
+            choice = params.tool_choice
+            named = {"type": "function", "function": {"name": choice}}
+            body["tool_choice"] = choice if choice in ("auto", "none", "required") else named
+            if not params.parallel_tool_calls:
+                body["parallel_tool_calls"] = False
         return body
 
     def _open_stream(self, messages: Sequence[Message], params: GenerationParams) -> httpx.Response:
@@ -346,10 +354,10 @@ class OpenAIEngine:
     def _split(self, pieces: Stream, splitter: ThinkSplitter) -> Stream:
         try:
             for piece in pieces:
-                if isinstance(piece, Reasoning):
-                    yield piece
-                else:
+                if type(piece) is str:
                     yield from splitter.feed(piece)
+                else:  # thinking sent apart, a tool call
+                    yield piece
             yield from splitter.finish()
             self.last_stats.thinking_unclosed = splitter.unclosed
         finally:
@@ -370,6 +378,8 @@ class OpenAIEngine:
                         reader.reasoning = ""
                     if text:
                         yield text
+                for call_id, name, arguments in reader.calls():
+                    yield ToolCall(call_id, name, arguments)  # type: ignore[misc]
             finally:
                 response.close()  # on early close too: the server sees the disconnect and stops
             completed = True
@@ -399,6 +409,20 @@ class OpenAIEngine:
 
 
 # ---- plain helpers ----------------------------------------------------------------
+
+
+def _message_json(message: Message) -> dict[str, Any]:
+    """A message as OpenAI's API takes it, tool calls and results included."""
+    data: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        data["content"] = message.content or None
+        data["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in message.tool_calls
+        ]
+    if message.role == "tool":
+        data["tool_call_id"] = message.tool_call_id
+    return data
 
 
 def _positive_int(value: Any) -> int | None:

@@ -57,7 +57,7 @@ def tool_syntax(template: ChatTemplate, source: str) -> ToolSyntax:
     template's capabilities)."""
     kind = LLAMA3 if "<|start_header_id|>" in source and "<tool_call>" not in source else HERMES
     call = {"id": "call_probe", "type": "function", "function": {"name": _PROBE.name, "arguments": {}}}
-    conversation = [
+    conversation: list[dict[str, Any]] = [
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": "", "tool_calls": [call]},
         {"role": "tool", "content": _PROBE_RESULT, "tool_call_id": "call_probe", "name": _PROBE.name},
