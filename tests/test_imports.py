@@ -57,6 +57,7 @@ HEAVY_LIBRARIES = {
     "importlib.metadata": "~15 ms; version lookups of other packages",
     "http.server": "~15 ms; `chatllm serve` only",
     "asyncio": "~25 ms",
+    "mcp": "~600 ms with pydantic, starlette and anyio; MCP servers only",
     "urllib.request": "~15 ms",
 }
 

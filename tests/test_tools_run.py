@@ -117,3 +117,27 @@ def test_in_a_pipe_a_call_needs_yes_or_safe() -> None:
     box = Toolbox([echo_tool()], Approval(ask=lambda tool, args: asked.append((tool.name, args)) or False))
     result, _ = box.run(ToolCall("c1", "echo", {"text": "hi"}))
     assert asked == [("echo", {"text": "hi"})] and result.is_error
+
+
+def test_a_template_brings_its_tools_and_servers(tmp_path: Path) -> None:
+    from chatllm.errors import TemplateError
+    from chatllm.templates import load_template, load_template_file
+
+    good = tmp_path / "agent.yaml"
+    good.write_text(
+        "name: agent\nkind: persona\nsystem: Help.\ntools:\n  - name: echo\n    command: [python3, echo.py]\n"
+        "mcp_servers:\n  - python server.py\n  - {server: 'http://127.0.0.1:9/mcp', safe: true}\n",
+        encoding="utf-8",
+    )
+    template = load_template_file(good, "user")
+    assert [t.name for t in template.tools] == ["echo"] and template.tools[0].cwd == tmp_path
+    assert [(s.spec, s.safe) for s in template.mcp_servers] == [
+        ("python server.py", False),
+        ("http://127.0.0.1:9/mcp", True),
+    ]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nsystem: Help.\ntools:\n  - name: a\n    command: [x]\n  - name: a\n    command: [y]\n")
+    with pytest.raises(TemplateError, match=r"bad.yaml:3: two tools are named 'a'"):
+        load_template_file(bad, "user")
+    support = load_template("support")
+    assert support.mcp_servers and support.mcp_servers[0].safe

@@ -6,6 +6,7 @@ engine used by unit tests) through this protocol only.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -48,8 +49,6 @@ class ToolSpec:
     parameters: str  # a JSON Schema of type object, as JSON text
 
     def function(self) -> dict[str, Any]:
-        import json
-
         return {"name": self.name, "description": self.description, "parameters": json.loads(self.parameters)}
 
 

@@ -31,10 +31,12 @@ import re
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chatllm.engine.base import GenerationParams, Message, ToolSpec
-from chatllm.engine.chat_template import ChatTemplate
+
+if TYPE_CHECKING:  # Jinja2 loads with the chat prompt, not with the engine (tests/test_imports.py)
+    from chatllm.engine.chat_template import ChatTemplate
 
 HERMES, LLAMA3 = "hermes", "llama3"
 _OPEN, _CLOSE = "<tool_call>", "</tool_call>"

@@ -28,6 +28,7 @@ from typing import Any
 
 from chatllm.errors import ChatLLMError, UsageError
 from chatllm.inputs import read_file
+from chatllm.jobs.schemas import check_schema, short_schema
 
 # One source for the limits every tool call runs under (tools/execute.py).
 DEFAULT_TIMEOUT_S = 30.0
@@ -169,8 +170,6 @@ def _tool(item: Any, where: str, folder: Path | None, source: str) -> Tool:
 def tool_parameters(raw: Any, where: str) -> dict[str, Any]:
     """A tool's parameters as a JSON Schema object: given as one, as the short
     field syntax `--schema` takes, or left out (no parameters)."""
-    from chatllm.jobs.schemas import check_schema, short_schema
-
     if raw is None or raw == "":
         return {"type": "object", "properties": {}}
     try:

@@ -15,10 +15,12 @@ model reads, and the user sees the same line.
 from __future__ import annotations
 
 import asyncio
+import json
 import shlex
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -162,8 +164,6 @@ class McpServers:
 
     def call(self, tool: Tool, arguments: dict[str, Any], timeout_s: float = DEFAULT_TIMEOUT_S) -> Outcome:
         """Call one of a server's tools; every failure is an error Outcome."""
-        import time
-
         server = self._by_tool.get(tool.name)
         started = time.perf_counter()
         if server is None or self._loop is None:
@@ -180,8 +180,6 @@ class McpServers:
             )
 
     async def _call(self, server: _Server, name: str, arguments: dict[str, Any], timeout_s: float) -> Outcome:
-        import time
-
         started = time.perf_counter()
         try:
             result = await asyncio.wait_for(server.client.call_tool(name, arguments), timeout_s)
@@ -226,8 +224,6 @@ class McpServers:
 def _result_text(result: Any) -> str:
     """A tool result's content as text: its text blocks, else its structured
     content as JSON, else a line saying what kind of content it was."""
-    import json
-
     texts = [block.text for block in result.content if getattr(block, "type", "") == "text"]
     if texts:
         return "\n".join(texts)
