@@ -234,10 +234,17 @@ def main() -> None:
     parser.add_argument("--temperatures", type=float, nargs="+", default=[0.0, 1.0])
     parser.add_argument("--speed-rounds", type=int, default=5)
     parser.add_argument("--skip-server", action="store_true")
+    parser.add_argument(
+        "--limit", type=int, default=0, help="only the first N tool and N no-tool requests (a smoke run)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "tools.json")
     options = parser.parse_args()
     model = (options.model or embedded_model_path()).resolve()
     tools, requests = load_set()
+    if options.limit:
+        requests = [r for r in requests if r["expected"]][: options.limit] + [r for r in requests if not r["expected"]][
+            : options.limit
+        ]
     specs = tool_specs(tools)
     schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
     report: dict[str, Any] = {"model": model.name, "requests": len(requests), "chatllm": {}, "llama_server": {}}
