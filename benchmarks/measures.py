@@ -496,17 +496,19 @@ def model_memory_budget(model: Path, n_ctx: int) -> dict:
 
 
 def output_guard_cost(count: TokenCounter) -> dict:
-    """Microseconds per generated token that the repetition guard and the
-    grounding filter (chatllm/jobs/repetition.py, grounding.py) add, measured
-    in this process on real token pieces: the summarization inputs of
-    benchmarks/data/quality, cut into the model's own tokens, fed one token at a
-    time as the decode loop yields them, with the drafts a terminal's live view
-    is given (metering.with_drafts)."""
+    """Microseconds per generated token that the reply pipeline
+    (chatllm/reply/pipeline.py) adds around the engine: the repetition guard,
+    the grounding filter, the drafts a terminal's live view is sent and the
+    events themselves, measured in this process on real token pieces: the
+    summarization inputs of benchmarks/data/quality, cut into the model's own
+    tokens, streamed one token at a time as the decode loop yields them."""
     import time
 
-    from chatllm.jobs.grounding import GroundingFilter, grounded
-    from chatllm.jobs.metering import with_drafts
-    from chatllm.jobs.repetition import RepetitionGuard, guarded
+    from chatllm.engine.base import GenerationParams, GenerationStats, Message
+    from chatllm.engine.fake import FakeEngine
+    from chatllm.reply.events import Text
+    from chatllm.reply.meter import Meter
+    from chatllm.reply.pipeline import Checks, call
 
     folder = Path(__file__).resolve().parent / "data" / "quality" / "summarize"
     llm = count._llm
@@ -515,14 +517,19 @@ def output_guard_cost(count: TokenCounter) -> dict:
         tokens = llm.tokenize(path.read_text(encoding="utf-8").encode("utf-8"), add_bos=False, special=False)
         pieces += [llm.detokenize([token]).decode("utf-8", "ignore") for token in tokens]
     text = "".join(pieces)
-    best = float("inf")
+
+    class Tokens(FakeEngine):
+        def stream(self, messages, params):  # the pieces as the decode loop yields them
+            self.last_stats = GenerationStats()
+            yield from pieces
+
+    best, shown = float("inf"), ""
     for _ in range(5):
-        guard = RepetitionGuard(mode="loops")
+        meter = Meter(Tokens(context_size=1 << 20), repetition="loops", drafts=True)
         started = time.perf_counter()
-        check = GroundingFilter(text)
-        tokens = with_drafts((piece for piece in pieces), guard, check, lambda draft: None)
-        shown = "".join(grounded(guarded(tokens, guard), check))
+        events = call(meter, [Message("user", "x")], GenerationParams(), Checks(facts=text))
+        shown = "".join(event.text for event in events if type(event) is Text)
         best = min(best, time.perf_counter() - started)
-    if guard.tripped or len(shown) < len(text) * 0.9:  # every piece must have gone through both
-        raise RuntimeError(f"the guard stopped the sample text ({guard.tripped}); the cost would be understated")
+    if meter.stats().finish_reason != "stop" or len(shown) < len(text) * 0.9:  # every piece went through both
+        raise RuntimeError("the guard stopped the sample text; the cost would be understated")
     return {"tokens": len(pieces), "us_per_token": best / len(pieces) * 1e6}

@@ -68,8 +68,10 @@ class Record:
 class Chatllm:
     """chatllm's own commands, through the installed CLI, with --json."""
 
-    def __init__(self, model: str | None, extra: list[str], home: Path, templates: Path | None = None) -> None:
-        self.model, self.extra, self.home = model, extra, home
+    def __init__(
+        self, model: str | None, extra: list[str], home: Path, templates: Path | None = None, threads: int | None = None
+    ) -> None:
+        self.model, self.extra, self.home, self.threads = model, extra, home, threads
         for name in ("config", "data", "cache"):
             (home / name).mkdir(parents=True, exist_ok=True)
         if templates is not None:  # trial templates replace the built-in ones of the same name
@@ -88,6 +90,8 @@ class Chatllm:
             HF_HUB_OFFLINE="1",
             CHATLLM_LOG="0",
         )
+        if self.threads:  # the same threads as the anchors
+            env["CHATLLM_THREADS"] = str(self.threads)
         model = ["-m", self.model] if self.model else []
         started = time.perf_counter()
         done = subprocess.run(
@@ -527,7 +531,12 @@ def main(argv: list[str] | None = None) -> None:
         "--templates", type=Path, help="a folder of trial templates that replace the built-in ones of the same name"
     )
     parser.add_argument("--limit", type=int, help="only the first N items of each job")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="CPU threads for chatllm and the anchors alike (1 keeps a run steady on a busy machine)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS / "quality.json")
     parser.add_argument(
         "--setup-llm", action="store_true", help="make the virtual environment for the llm anchor and exit"
@@ -541,7 +550,7 @@ def main(argv: list[str] | None = None) -> None:
     programs: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="chatllm-quality-") as home:
         if not args.no_chatllm:
-            programs[args.label] = Chatllm(args.model, args.chatllm_arg, Path(home), args.templates)
+            programs[args.label] = Chatllm(args.model, args.chatllm_arg, Path(home), args.templates, args.threads)
         gguf = model_file(args.model) if args.anchor else None
         for anchor in args.anchor:
             if anchor == "llama-completion":

@@ -127,7 +127,7 @@ def first_label(reply: str, labels: list[str]) -> str | None:
 def classify_accuracy(model: Path | None) -> dict:
     from chatllm.engine.base import GenerationParams, Message
     from chatllm.jobs.classify import Classifier
-    from chatllm.jobs.metering import Meter
+    from chatllm.reply.meter import Meter
 
     data = yaml.safe_load((DATA / "classify.yaml").read_text(encoding="utf-8"))
     engine = load_engine(model)

@@ -1,7 +1,8 @@
-"""Showing generated text: live Markdown on a terminal, plain text in a pipe,
-one JSON object on request. Chosen once, at the edge; jobs only yield text.
+"""Showing a reply's events (chatllm/reply/events.py): live Markdown on a
+terminal, plain text in a pipe, one JSON object per reply on request. Chosen
+once, at the edge; jobs only yield events.
 
-Only the answer goes to stdout. Stats, progress and notices go to stderr.
+Only the answer goes to stdout. Stats, progress, thinking and notices go to stderr.
 """
 
 from __future__ import annotations
@@ -11,9 +12,14 @@ import os
 import re
 import sys
 from collections.abc import Iterable
-from typing import IO, Protocol
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from chatllm.engine.base import GenerationStats, usage_json
+from chatllm.reply.events import Draft, Event, Finish, Notice, Reasoning, Text
+
+if TYPE_CHECKING:
+    from chatllm.jobs.job import Plan
 
 
 class Sink(Protocol):
@@ -203,41 +209,51 @@ def open_sink(stream: IO[str] | None = None, markdown: bool | None = None, theme
     return MarkdownSink(stream, theme) if markdown else PlainSink(stream)
 
 
-def write_all(pieces: Iterable[str], sink: Sink) -> str:
-    """Stream `pieces` into `sink`; the sink is closed even on Ctrl-C."""
-    text = []
-    try:
-        for piece in pieces:
-            text.append(piece)
-            sink.write(piece)
-    finally:
-        sink.close()
-    return "".join(text)
-
-
-def result_json(text: str, model: str, template: str, stats: GenerationStats, reasoning: str = "") -> str:
+def result_json(
+    text: str,
+    model: str,
+    template: str,
+    stats: GenerationStats,
+    reasoning: str = "",
+    fields: dict[str, Any] | None = None,
+) -> str:
     """The --json object; field names follow OpenAI's API and docs/ARCHITECTURE.md. A
-    reasoning model's thinking is in `reasoning`, never in `text`."""
+    reasoning model's thinking is in `reasoning`, never in `text`. `fields`: what
+    the job adds (Finish.fields)."""
     timings = stats.timings
     extra = {"reasoning": reasoning} if reasoning else {}
-    return json.dumps(
-        {
-            "text": text,
-            **extra,
-            "model": model,
-            "template": template,
-            "finish_reason": stats.finish_reason,
-            "usage": usage_json(stats.usage),
-            "timings": {
-                "load_s": round(timings.load_s, 3),
-                "ttft_s": round(timings.ttft_s, 3),
-                "prefill_tokens_per_s": round(timings.prefill_tokens_per_s, 1),
-                "decode_tokens_per_s": round(timings.decode_tokens_per_s, 1),
-                "total_s": round(timings.total_s, 3),
-            },
+    payload = {
+        "text": text,
+        **extra,
+        "model": model,
+        "template": template,
+        "finish_reason": stats.finish_reason,
+        "usage": usage_json(stats.usage),
+        "timings": {
+            "load_s": round(timings.load_s, 3),
+            "ttft_s": round(timings.ttft_s, 3),
+            "prefill_tokens_per_s": round(timings.prefill_tokens_per_s, 1),
+            "decode_tokens_per_s": round(timings.decode_tokens_per_s, 1),
+            "total_s": round(timings.total_s, 3),
         },
-        ensure_ascii=False,
-    )
+    }
+    return json.dumps({**payload, **(fields or {})}, ensure_ascii=False)
+
+
+def dry_run_json(plan: Plan, template: str, model: str | None) -> str:
+    """--dry-run: the messages and settings a job's first call would send; with
+    a schema, the schema and the GBNF grammar llama.cpp would be constrained by."""
+    payload: dict[str, Any] = {
+        "model": model,
+        "template": template,
+        "messages": [{"role": m.role, "content": m.content} for m in plan.messages],
+        "params": {k: v for k, v in vars(plan.params).items() if v not in (None, ())},
+    }
+    if plan.schema is not None:
+        payload["schema"] = plan.schema
+    if plan.grammar is not None:
+        payload["grammar"] = plan.grammar
+    return json.dumps(payload, ensure_ascii=False, indent=2)
 
 
 def stats_lines(stats: GenerationStats) -> list[str]:
@@ -307,3 +323,108 @@ def notice(message: str) -> None:
     else:
         sys.stderr.write(message + "\n")
     sys.stderr.flush()
+
+
+@dataclass
+class ShownReply:
+    """What one reply showed: its text and thinking, and how it finished."""
+
+    text: str
+    reasoning: str
+    finish: Finish
+
+
+@dataclass
+class Printer:
+    """Shows a run's events: each reply's text on stdout as it streams (live
+    Markdown on a terminal when `markdown`, plain text otherwise), or with
+    `json` one object per reply; thinking, notices and `stats` on stderr.
+    `between` is written between two replies (a blank line between chat
+    turns). A notice that comes once a reply's text has begun waits for its
+    end, so it follows the reply instead of cutting into it."""
+
+    model: str
+    template: str
+    json: bool = False
+    stats: bool = False
+    show_reasoning: bool = False
+    markdown: bool | None = None  # None: on a terminal
+    theme: str = "monokai"
+    between: str = ""
+    out: IO[str] | None = None
+    replies: list[ShownReply] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._out = self.out or sys.stdout
+        self._sink: Sink | None = None
+        self._thinking = ReasoningDisplay(self.show_reasoning)
+        self._text: list[str] = []
+        self._reasoning: list[str] = []
+        self._later: list[str] = []  # notices waiting for the reply's end
+
+    @property
+    def live(self) -> bool:
+        """Whether drafts are shown (a live view on a terminal)."""
+        return not self.json and (styling_allowed(self._out) if self.markdown is None else self.markdown)
+
+    def open(self) -> None:
+        """Make the next reply's sink now: a live view's set-up then overlaps
+        the model's work instead of delaying its first word."""
+        if self._sink is None:
+            if self.replies and self.between and not self.json:
+                self._out.write(self.between)
+            self._sink = CollectingSink() if self.json else open_sink(self._out, self.markdown, self.theme)
+
+    def show(self, events: Iterable[Event]) -> list[ShownReply]:
+        """Show `events` as they come; the replies they made."""
+        try:
+            for event in events:
+                self.event(event)
+        finally:
+            self._close()
+        return self.replies
+
+    def event(self, event: Event) -> None:
+        kind = type(event)
+        if kind is Text or kind is Draft:
+            self._thinking.done()
+            self.open()
+            assert self._sink is not None
+            if isinstance(event, Text):
+                self._text.append(event.text)
+                self._sink.write(event.text)
+            else:
+                self._sink.draft(event.text)  # type: ignore[union-attr]
+        elif isinstance(event, Reasoning):
+            self._reasoning.append(event.text)
+            self._thinking.piece(event.text)
+        elif isinstance(event, Notice):
+            if self._text:
+                self._later.append(event.text)
+            else:
+                self._thinking.done()
+                notice(event.text)
+        elif isinstance(event, Finish):
+            self._finish(event)
+
+    def _finish(self, finish: Finish) -> None:
+        self._close()
+        self._thinking = ReasoningDisplay(self.show_reasoning)
+        text, reasoning = "".join(self._text), "".join(self._reasoning)
+        self.replies.append(ShownReply(text, reasoning, finish))
+        self._text, self._reasoning = [], []
+        if self.json:
+            self._out.write(result_json(text, self.model, self.template, finish.stats, reasoning, finish.fields) + "\n")
+            self._out.flush()
+        if self.stats:
+            print_stats(finish.stats)
+
+    def _close(self) -> None:
+        """End the reply on screen: its thinking's line, its sink, then its notices."""
+        self._thinking.done()
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
+        for waiting in self._later:
+            notice(waiting)
+        self._later = []

@@ -13,21 +13,25 @@ import pytest
 
 from chatllm.engine.base import GenerationParams, Message
 from chatllm.engine.fake import FakeEngine
-from chatllm.jobs.metering import Meter
 from chatllm.render import CollectingSink, MarkdownSink, PlainSink
+from chatllm.reply.events import Draft, Text, text_of
+from chatllm.reply.meter import Meter
+from chatllm.reply.pipeline import Checks, call
 from tests.support.cli import chatllm_command, cli_env
 
 ARTICLE = Path(__file__).parent.parent / "benchmarks/data/quality/summarize/01-council-electric-buses.en.md"
 
 
 def test_held_words_show_as_a_draft_and_a_dropped_sentence_is_taken_back() -> None:
-    drafts: list[str] = []
     engine = FakeEngine(reply=lambda messages: "Buses cost 23 million. Fares rise by 99 cents. Routes change.")
-    meter = Meter(engine, repetition="strict", on_draft=drafts.append)
+    meter = Meter(engine, repetition="strict", drafts=True)
     params = GenerationParams(temperature=0, max_tokens=10)  # cut: the unfinished "Routes" is left out
-    shown = "".join(meter.stream([Message("user", "Summarize.")], params, facts="The buses cost 23 million."))
-    assert shown == "Buses cost 23 million. "
-    assert drafts[0].strip() == "Buses"  # the first word at once, though its sentence is not checked yet
+    checks = Checks(facts="The buses cost 23 million.")
+    events = list(call(meter, [Message("user", "Summarize.")], params, checks))
+    assert text_of(events) == "Buses cost 23 million. "
+    # What a live view shows after each event: a Text clears the draft, a Draft replaces it.
+    drafts = [event.text if isinstance(event, Draft) else "" for event in events if isinstance(event, Text | Draft)]
+    assert isinstance(events[0], Draft) and drafts[0].strip() == "Buses"  # at once, though its sentence is unchecked
     assert "Fares rise by 99 cents." in " ".join(drafts)  # the invented figure was on screen a moment…
     assert drafts[-1] == ""  # …and is gone at the end, as is "Routes"
 

@@ -297,7 +297,9 @@ def test_engine_tokenizes_before_its_context_exists_and_generation_waits_for_it(
     from concurrent.futures import Future
 
     from chatllm.engine import open_engine_in_background
-    from chatllm.jobs.metering import Meter
+    from chatllm.reply.events import text_of
+    from chatllm.reply.meter import Meter
+    from chatllm.reply.pipeline import call
 
     gate = threading.Event()
     _gated_context_creation(monkeypatch, gate)
@@ -311,7 +313,7 @@ def test_engine_tokenizes_before_its_context_exists_and_generation_waits_for_it(
         began = time.perf_counter()
         meter = Meter(engine)
         threading.Timer(0.3, gate.set).start()
-        reply = "".join(meter.stream(ask("Say hi."), GREEDY))
+        reply = text_of(call(meter, ask("Say hi."), GREEDY))
         wall = time.perf_counter() - began
         assert reply.strip() and engine.ready_at is not None
         stats = meter.stats()

@@ -20,6 +20,7 @@ from chatllm.history.recording import ConversationRecorder, record_run
 from chatllm.history.schema import MIGRATIONS, SCHEMA_VERSION
 from chatllm.history.store import HistoryStore, history_path, title_of
 from chatllm.jobs.chat import ChatSession, Persona
+from chatllm.reply.events import text_of
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def chat_session(
 
 
 def say(session: ChatSession, text: str) -> str:
-    return "".join(session.send(text))
+    return text_of(session.send(text))
 
 
 def test_the_default_database_is_in_the_user_data_folder(isolated_home: Path) -> None:
@@ -96,7 +97,7 @@ def test_retry_replaces_the_reply_and_reset_starts_a_new_conversation(store: His
     replies = iter(["first answer", "better answer", "fresh start"])
     session, recorder = chat_session(store, FakeEngine(reply=lambda messages: next(replies)))
     say(session, "question")
-    "".join(session.retry())
+    text_of(session.retry())
     first = store.get(recorder.conversation_id)
     assert [m.content for m in first.messages] == ["question", "better answer"]
     session.reset()
@@ -189,6 +190,7 @@ WRITER = textwrap.dedent(
     from chatllm.history.recording import ConversationRecorder, record_run
     from chatllm.history.store import HistoryStore
     from chatllm.jobs.chat import ChatSession, Persona
+    from chatllm.reply.events import text_of
 
     name, path, count = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     store = HistoryStore(path)
@@ -197,7 +199,7 @@ WRITER = textwrap.dedent(
     sys.stdin.readline()  # start together
     for index in range(count):
         record_run(model="fake.gguf", template="summarize", output=f"{name} out {index}", prompt=f"{name} in {index}", store=store)
-        "".join(session.send(f"{name} turn {index}"))
+        text_of(session.send(f"{name} turn {index}"))
     print(recorder.conversation_id)
     """
 )

@@ -12,11 +12,14 @@ from chatllm.errors import EngineError
 from chatllm.jobs.chat import ChatSession, Persona
 from chatllm.jobs.chunking import split_to_budget
 from chatllm.jobs.knowledge import KnowledgeBase, search_terms, split_passages
-from chatllm.jobs.metering import Meter
+from chatllm.jobs.pacing import REFERENCE_BYTES, REFERENCE_PREFILL_PER_S, Progress
 from chatllm.jobs.persona import build_persona, choose_knowledge
 from chatllm.jobs.summarize import summarize
 from chatllm.jobs.translate import split_blocks, translate
+from chatllm.reply.events import Finish, Text, text_of
+from chatllm.reply.meter import Meter
 from chatllm.templates import load_template
+from tests.support.events import reply_and_notes
 
 PARAMS = GenerationParams(temperature=0, max_tokens=64)
 
@@ -51,6 +54,32 @@ def test_chunks_break_at_paragraphs_when_they_can() -> None:
     assert split_to_budget(text, 6, count) == ["First paragraph.", "Second paragraph.", "Third paragraph."]
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        long_text(400),  # paragraphs that fit
+        "\n\n".join(["A sentence of some length here. " * 60] * 40),  # paragraphs cut at sentences
+        "word " * 20_000,  # one paragraph, one sentence: cut at words
+        "x" * 60_000,  # no spaces at all: cut at characters
+    ],
+    ids=["paragraphs", "sentences", "words", "characters"],
+)
+def test_splitting_counts_each_character_a_few_times_not_once_per_candidate(text: str) -> None:
+    """Near-linear: 20 MB split in seconds, not 25 s (each chunk was counted
+    again as every piece joined it; a cut at characters, a binary search over
+    all of the text left)."""
+    counted = 0
+
+    def counting(piece: str) -> int:
+        nonlocal counted
+        counted += len(piece)
+        return count(piece)
+
+    chunks = split_to_budget(text, 300, counting)
+    assert all(count(chunk) <= 300 for chunk in chunks)
+    assert counted <= 3 * len(text)
+
+
 # ---------------------------------------------------------------- summarize
 
 
@@ -59,7 +88,7 @@ def test_short_input_is_summarized_in_one_call() -> None:
     template = load_template("summarize")
     values = template.resolve_variables({})
     source = "A short text about cats, which sleep all day and play all night, as cats in this house do."
-    text = "".join(summarize(Meter(engine), template, values, source, PARAMS))
+    text = text_of(summarize(Meter(engine), template, values, source, PARAMS))
     assert len(engine.calls) == 1
     assert "cats" in engine.calls[0][-1].content
     assert text == "It is about cats."
@@ -71,8 +100,10 @@ def test_long_input_is_mapped_then_reduced_with_progress() -> None:
     values = template.resolve_variables({})
     progress: list[tuple[int, int]] = []
     text = long_text(60)
-    output = "".join(
-        summarize(Meter(engine), template, values, text, PARAMS, on_progress=lambda d, t: progress.append((d, t)))
+    output = text_of(
+        summarize(
+            Meter(engine), template, values, text, PARAMS, on_progress=lambda p: progress.append((p.done, p.total))
+        )
     )
     parts = progress[-1][1]
     assert parts > 2 and progress[-1] == (parts, parts)
@@ -85,11 +116,32 @@ def test_long_input_is_mapped_then_reduced_with_progress() -> None:
     assert output
 
 
+def test_a_long_summary_says_its_parts_and_a_time_before_the_first_part() -> None:
+    engine = FakeEngine(context_size=1024)
+    engine.model_bytes = 10 * REFERENCE_BYTES  # type: ignore[attr-defined]  # a model ten times the embedded one
+    template = load_template("summarize")
+    seen: list[Progress] = []
+    text_of(
+        summarize(
+            Meter(engine), template, template.resolve_variables({}), long_text(60), PARAMS, on_progress=seen.append
+        )
+    )
+    first = seen[0]
+    assert first.done == 0 and first.total > 2 and len(engine.calls) > first.total
+    # Guessed from the model's size: ten times slower than the embedded model's figures.
+    calls = first.total + 1  # the map steps and the final summary (the parts' summaries fit together)
+    assert first.seconds_left and first.seconds_left > first.tokens / (REFERENCE_PREFILL_PER_S / 10)
+    assert first.seconds_left < (first.tokens + 200 * calls) / (REFERENCE_PREFILL_PER_S / 10) + 64 * calls / 15
+    line = first.announcement()
+    assert line.startswith(f"Summarizing: {first.tokens:,} tokens in {first.total} parts; about ")
+    assert "first guess from the model's size" in line
+
+
 def test_meter_adds_up_usage_over_map_steps() -> None:
     engine = FakeEngine(context_size=1024)
     template = load_template("summarize")
     meter = Meter(engine)
-    "".join(summarize(meter, template, template.resolve_variables({}), long_text(40), PARAMS))
+    text_of(summarize(meter, template, template.resolve_variables({}), long_text(40), PARAMS))
     stats = meter.stats()
     assert meter.calls == len(engine.calls)
     assert stats.usage.prompt_tokens == sum(engine.count_prompt_tokens(c) for c in engine.calls)
@@ -106,7 +158,7 @@ def test_code_blocks_are_kept_and_never_sent() -> None:
     template = load_template("translate")
     # Into the text's own language: the fake's copy of the source passes the check for a copy.
     values = template.resolve_variables({"to": "English"})
-    output = "".join(translate(Meter(engine), template, values, MARKDOWN, PARAMS))
+    output = text_of(translate(Meter(engine), template, values, MARKDOWN, PARAMS))
     assert "```python\nprint('keep me')\n```" in output
     assert all("keep me" not in call[-1].content for call in engine.calls)
     assert output.startswith("# TITLE")
@@ -124,7 +176,7 @@ def test_long_translation_goes_chunk_by_chunk() -> None:
     template = load_template("translate")
     values = template.resolve_variables({"to": "English"})  # the fake copies: a copy in the asked language
     text = long_text(40)
-    output = "".join(translate(Meter(engine), template, values, text, GenerationParams(temperature=0)))
+    output = text_of(translate(Meter(engine), template, values, text, GenerationParams(temperature=0)))
     assert len(engine.calls) > 2
     assert "".join(output.split()) == "".join(text.split())
 
@@ -135,22 +187,20 @@ def test_long_translation_goes_chunk_by_chunk() -> None:
 def test_chat_keeps_history_and_reuses_the_prefix() -> None:
     engine = FakeEngine()
     session = ChatSession(engine, Persona("chat", "Be brief."), PARAMS)
-    assert "".join(session.send("hello there")) == "Echo: hello there"
-    "".join(session.send("and again"))
+    assert text_of(session.send("hello there")) == "Echo: hello there"
+    finish = list(session.send("and again"))[-1]
     roles = [m.role for m in engine.calls[-1]]
     assert roles == ["system", "user", "assistant", "user"]
-    assert session.last_stats.usage.cached_prompt_tokens > 0
+    assert isinstance(finish, Finish) and finish.stats.usage.cached_prompt_tokens > 0
 
 
 def test_oldest_turns_are_dropped_when_the_context_fills() -> None:
     engine = FakeEngine(context_size=256)
     notices: list[str] = []
-    session = ChatSession(
-        engine, Persona("chat", "SYSTEM PROMPT"), GenerationParams(max_tokens=32), on_notice=notices.append
-    )
+    session = ChatSession(engine, Persona("chat", "SYSTEM PROMPT"), GenerationParams(max_tokens=32))
     for n in range(12):
-        "".join(session.send(f"message number {n} " + "padding words " * 6))
-    assert notices and "dropped the oldest" in notices[0]
+        notices += reply_and_notes(session.send(f"message number {n} " + "padding words " * 6))[1:]
+    assert notices and "dropped the oldest" in [notice for notice in notices if notice][0]
     last_prompt = engine.calls[-1]
     assert last_prompt[0] == Message("system", "SYSTEM PROMPT")
     assert "message number 11" in last_prompt[-1].content
@@ -161,7 +211,7 @@ def test_oldest_turns_are_dropped_when_the_context_fills() -> None:
 def test_a_message_too_long_for_the_context_is_an_error_and_not_kept() -> None:
     session = ChatSession(FakeEngine(context_size=128), Persona("chat", "sys"), PARAMS)
     with pytest.raises(EngineError, match="does not fit"):
-        "".join(session.send("word " * 400))
+        text_of(session.send("word " * 400))
     assert session.turns == []
 
 
@@ -169,23 +219,23 @@ def test_interrupted_reply_stays_marked_in_the_conversation(tmp_path: Path) -> N
     engine = FakeEngine(reply=lambda m: "one two three four five six")
     session = ChatSession(engine, Persona("chat", ""), PARAMS)
     stream = session.send("count")
-    assert next(stream) == "one "
+    assert next(stream) == Text("one ")
     stream.close()  # what the REPL does on Ctrl-C
     turn = session.turns[-1]
     assert turn.interrupted and turn.reply == "one "
     session.save(tmp_path / "t.md")
     assert "one  [interrupted]" in (tmp_path / "t.md").read_text()
-    assert "".join(session.retry()) == "one two three four five six"
+    assert text_of(session.retry()) == "one two three four five six"
     assert not session.turns[-1].interrupted
 
 
 def test_reset_and_system() -> None:
     engine = FakeEngine()
     session = ChatSession(engine, Persona("chat", "old"), PARAMS)
-    "".join(session.send("hi"))
+    text_of(session.send("hi"))
     session.reset()
     session.set_system("new")
-    "".join(session.send("hi again"))
+    text_of(session.send("hi again"))
     assert engine.calls[-1][0].content == "new"
     assert len(engine.calls[-1]) == 2
 

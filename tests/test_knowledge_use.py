@@ -13,9 +13,12 @@ import pytest
 from chatllm.engine.base import GenerationParams
 from chatllm.engine.fake import FakeEngine
 from chatllm.jobs.chat import ChatSession
-from chatllm.jobs.knowledge_use import KnowledgeUse, asks, drawing_on_knowledge
+from chatllm.jobs.knowledge_use import KnowledgeUse, asks
 from chatllm.jobs.persona import build_persona, choose_knowledge
+from chatllm.reply.events import Draft, Text, text_of
+from chatllm.reply.stages import KnowledgeDrawn, through
 from chatllm.templates import load_template
+from tests.support.events import reply_and_notes
 
 FAQ = """## Returns
 Returns are accepted within 45 days of delivery. We collect the bike for 79 EUR.
@@ -31,7 +34,7 @@ FALLBACK = "I'm sorry, I don't have that information. Shall I pass this to our t
 
 def said(reply: str, question: str, knowledge: str = FAQ) -> str:
     use = KnowledgeUse(knowledge, question)
-    return "".join(drawing_on_knowledge((piece for piece in re.findall(r"\s*\S+", reply)), use, FALLBACK))
+    return "".join(through(re.findall(r"\s*\S+", reply), KnowledgeDrawn(use, FALLBACK)))
 
 
 @pytest.mark.parametrize(
@@ -59,7 +62,7 @@ def test_only_questions_are_judged() -> None:
 def test_a_reply_streams_on_from_its_first_word_from_the_knowledge() -> None:
     use = KnowledgeUse(FAQ, "How long do I have to send a bike back?")
     pieces = ["Yes", ",", " returns", " are", " accepted", " within", " 45", " days", "."]
-    shown = list(drawing_on_knowledge((piece for piece in pieces), use, FALLBACK))
+    shown = list(through(pieces, KnowledgeDrawn(use, FALLBACK)))
     assert shown == ["Yes, returns are", " accepted", " within", " 45", " days", "."]
 
 
@@ -75,19 +78,18 @@ def _persona_session(tmp_path: Path, reply: str, tiny_model: bool) -> ChatSessio
 
 def test_a_tiny_models_unfounded_answer_becomes_the_handover_with_a_note(tmp_path: Path) -> None:
     session = _persona_session(tmp_path, "The answer is yes.", tiny_model=True)
-    assert "".join(session.send("Do you sell electric scooters?")) == (
-        "I'm sorry, I don't have that information. Shall I pass this to our team?"
-    )
-    assert "drew on nothing in the knowledge" in session.last_note
+    reply, notes = reply_and_notes(session.send("Do you sell electric scooters?"))
+    assert reply == "I'm sorry, I don't have that information. Shall I pass this to our team?"
+    assert "drew on nothing in the knowledge" in notes
     assert session.turns[-1].reply.startswith("I'm sorry")  # the transcript holds what the customer saw
-    assert "".join(session.send("Thanks!")) == "The answer is yes."  # not a question: not judged
+    assert text_of(session.send("Thanks!")) == "The answer is yes."  # not a question: not judged
 
 
 def test_a_bigger_models_answer_is_judged_too(tmp_path: Path) -> None:
     session = _persona_session(tmp_path, "Yes, we do.", tiny_model=False)
-    assert "".join(session.send("Do you deliver to Belgium?")).startswith("I'm sorry, I don't have that information.")
+    assert text_of(session.send("Do you deliver to Belgium?")).startswith("I'm sorry, I don't have that information.")
     session = _persona_session(tmp_path, "Yes, within 45 days.", tiny_model=False)
-    assert "".join(session.send("Can I send a bike back?")) == "Yes, within 45 days."
+    assert text_of(session.send("Can I send a bike back?")) == "Yes, within 45 days."
 
 
 def test_a_served_tiny_persona_declines_an_unfounded_answer(served) -> None:
@@ -102,10 +104,11 @@ def test_a_served_tiny_persona_declines_an_unfounded_answer(served) -> None:
 
 
 def test_a_reply_held_for_the_knowledge_check_shows_no_drafts(tmp_path: Path) -> None:
-    drafts: list[str] = []
     session = _persona_session(tmp_path, "Returns are accepted within 45 days.", tiny_model=True)
-    session.on_draft = drafts.append
-    "".join(session.send("How long do I have to send a bike back?"))
-    assert drafts == []  # its later words would show before its first
-    "".join(session.send("Thanks!"))  # not a question: not held, so drafts show
-    assert drafts and drafts[-1] == ""
+    session.drafts = True
+    events = list(session.send("How long do I have to send a bike back?"))
+    assert not [event for event in events if isinstance(event, Draft)]  # its later words would show before its first
+    events = list(session.send("Thanks!"))  # not a question: not held, so drafts show
+    # What a live view shows after each event: a Text clears the draft, a Draft replaces it.
+    drafts = [event.text if isinstance(event, Draft) else "" for event in events if isinstance(event, Text | Draft)]
+    assert any(drafts) and drafts[-1] == ""

@@ -17,14 +17,18 @@ from chatllm.engine.openai import OpenAIEngine
 from chatllm.errors import EngineError, InputError
 from chatllm.hub.models import resolve_model
 from chatllm.jobs.chat import ChatSession
-from chatllm.jobs.grounding import GroundingFilter, grounded
-from chatllm.jobs.metering import Meter
+from chatllm.jobs.grounding import GroundingFilter
 from chatllm.jobs.persona import build_persona, choose_knowledge
 from chatllm.jobs.repetition import RepetitionGuard, repeats_in
 from chatllm.jobs.summarize import summarize, summary_bound, summary_limit
 from chatllm.jobs.translate import translate, translation_bound
+from chatllm.reply.events import Event, text_of
+from chatllm.reply.meter import Meter
+from chatllm.reply.pipeline import call
+from chatllm.reply.stages import Ending, Grounding, through
 from chatllm.templates import load_template
 from tests.support.cli import run_chatllm
+from tests.support.events import reply_and_notes
 from tests.support.openai_servers import ScriptedServer, chunk
 
 GUARD_TEXTS = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "quality" / "guard"
@@ -146,7 +150,7 @@ def test_the_meter_reports_repetition_and_stops_the_engine() -> None:
         reply=lambda messages: "The plan is good. " + "The plan will also include a new plan to build roads. " * 50
     )
     meter = Meter(engine, repetition="strict")
-    text = "".join(meter.stream([Message("user", "go")], PARAMS))
+    text = text_of(call(meter, [Message("user", "go")], PARAMS))
     assert text.strip() == "The plan is good. The plan will also include a new plan to build roads."
     assert meter.stats().finish_reason == "repetition"
     assert engine.last_stats.usage.completion_tokens < 60  # generation stopped, not just the display
@@ -167,7 +171,7 @@ def test_the_guard_is_strict_by_default_on_a_tiny_model() -> None:
 def test_repetition_off_lets_everything_through() -> None:
     reply = "again " * 40
     meter = Meter(FakeEngine(reply=lambda messages: reply.strip()), repetition="off")
-    assert "".join(meter.stream([Message("user", "go")], PARAMS)) == reply.strip()
+    assert text_of(call(meter, [Message("user", "go")], PARAMS)) == reply.strip()
     assert meter.stats().finish_reason == "stop"
 
 
@@ -187,7 +191,7 @@ def test_the_guard_stops_a_remote_server_and_hangs_up() -> None:
         server.route("POST", "/v1/chat/completions", endless)
         engine = OpenAIEngine(resolve_model(f"openai:stub@{server.url}"), EngineOptions())
         meter = Meter(engine, repetition="strict")
-        text = "".join(meter.stream([Message("user", "Translate")], PARAMS))
+        text = text_of(call(meter, [Message("user", "Translate")], PARAMS))
         assert text.strip() == "Je suis déjà"
         assert meter.stats().finish_reason == "repetition"
         assert hung_up.wait(20), "the server kept streaming after the guard stopped the reply"
@@ -216,7 +220,7 @@ def test_a_summary_is_asked_for_a_length_and_bounded_by_a_safety_net_unless_max_
         context_size=4096, reply=lambda messages: " ".join(f"w{n} w{n} w{n} w{n}." for n in range(1000))
     )
     meter = Meter(engine)
-    summary = "".join(summarize(meter, template, values, text, PARAMS)).split()
+    summary = text_of(summarize(meter, template, values, text, PARAMS)).split()
     limit = summary_limit("medium", engine.count_tokens(text))
     assert limit - 4 < len(summary) <= limit and limit > summary_bound("medium", engine.count_tokens(text))
     assert meter.stats().finish_reason == "length" and "length limit" in meter.finish_note()
@@ -224,7 +228,7 @@ def test_a_summary_is_asked_for_a_length_and_bounded_by_a_safety_net_unless_max_
     prompt = engine.calls[-1][-1].content
     assert f"in at most {round(summary_bound('medium', engine.count_tokens(text)) / 1.25)} words" in prompt
     meter = Meter(engine)
-    assert 495 < len("".join(summarize(meter, template, values, text, GenerationParams(max_tokens=500))).split()) <= 500
+    assert 495 < len(text_of(summarize(meter, template, values, text, GenerationParams(max_tokens=500))).split()) <= 500
 
 
 def test_a_summary_with_nothing_left_is_written_again_once() -> None:
@@ -236,7 +240,7 @@ def test_a_summary_with_nothing_left_is_written_again_once() -> None:
     engine = FakeEngine(context_size=4096, reply=lambda messages: next(replies))
     meter = Meter(engine)
     text = "The hotel opened last spring with a handful of rooms. " * 4
-    assert "".join(summarize(meter, template, values, text, PARAMS)).strip() == "The hotel opened with few rooms."
+    assert text_of(summarize(meter, template, values, text, PARAMS)).strip() == "The hotel opened with few rooms."
     stats = meter.stats()
     assert stats.finish_reason == "stop" and stats.usage.completion_tokens > engine.count_tokens("The hotel")
     assert meter.finish_note() == "The first reply was all repeats or invented numbers, so it was written again."
@@ -244,7 +248,7 @@ def test_a_summary_with_nothing_left_is_written_again_once() -> None:
     # A good first reply is kept as it is, with no second call.
     replies = iter(["The hotel opened with few rooms."])
     meter = Meter(engine)
-    assert "".join(summarize(meter, template, values, text, PARAMS)).strip() == "The hotel opened with few rooms."
+    assert text_of(summarize(meter, template, values, text, PARAMS)).strip() == "The hotel opened with few rooms."
     assert meter.finish_note() is None
 
 
@@ -256,11 +260,11 @@ def test_half_a_sentence_cut_by_a_repeat_is_no_summary_and_twice_nothing_is_an_e
     replies = iter([loop, "The hotel opened with few rooms."])
     engine = FakeEngine(context_size=4096, reply=lambda messages: next(replies))
     meter = Meter(engine)
-    assert "".join(summarize(meter, template, values, text, PARAMS)).strip() == "The hotel opened with few rooms."
+    assert text_of(summarize(meter, template, values, text, PARAMS)).strip() == "The hotel opened with few rooms."
     assert "written again" in meter.finish_note()
 
     replies = iter([loop, "\n\nIt opened in 1999 with 12 rooms."])
-    shown: list[str] = []
+    shown: list[Event] = []
     with pytest.raises(EngineError, match="no usable summary"):
         shown.extend(summarize(Meter(engine), template, values, text, PARAMS))
     assert shown == []  # not even the blank lines before it: a script sees no output and exit status 1
@@ -270,24 +274,23 @@ def test_half_a_sentence_cut_by_a_repeat_is_no_summary_and_twice_nothing_is_an_e
     replies = iter(["The hotel opened with a few of its rooms"])
     meter = Meter(engine)
     with pytest.raises(EngineError, match="--max-tokens 5 is too small for one whole sentence"):
-        "".join(summarize(meter, template, values, text, GenerationParams(temperature=0, max_tokens=5)))
+        text_of(summarize(meter, template, values, text, GenerationParams(temperature=0, max_tokens=5)))
     assert meter.calls == 1
 
 
-def stream_of(pieces: list[str]):
-    yield from pieces
+CUT = Ending(by_itself=False)  # a length limit or a stopped repeat
 
 
 def test_a_cut_reply_ends_at_its_last_whole_sentence() -> None:
     reply = ["The hotel opened last spring. ", "It has a handful of rooms", " and a"]
-    assert "".join(grounded(stream_of(reply), GroundingFilter("spring"), ended_by_itself=lambda: False)) == (
+    assert "".join(through(reply, Grounding(GroundingFilter("spring")), ending=CUT)) == (
         "The hotel opened last spring. "
     )
-    assert "".join(grounded(stream_of(reply), GroundingFilter("spring"))) == "".join(reply)  # ended by itself
+    assert "".join(through(reply, Grounding(GroundingFilter("spring")))) == "".join(reply)  # ended by itself
     ended = ["The hotel opened. ", "It has rooms."]  # cut right after a sentence's end: kept
-    assert "".join(grounded(stream_of(ended), GroundingFilter(""), ended_by_itself=lambda: False)) == "".join(ended)
+    assert "".join(through(ended, Grounding(GroundingFilter("")), ending=CUT)) == "".join(ended)
     only = ["A sentence that never ends"]  # all there is: kept
-    assert "".join(grounded(stream_of(only), GroundingFilter(""), ended_by_itself=lambda: False)) == only[0]
+    assert "".join(through(only, Grounding(GroundingFilter("")), ending=CUT)) == only[0]
 
     # Through a job: a summary cut by its length bound ends with a whole sentence.
     template = load_template("summarize")
@@ -295,7 +298,7 @@ def test_a_cut_reply_ends_at_its_last_whole_sentence() -> None:
         context_size=4096, reply=lambda messages: "The hotel opened. It has " + " ".join(f"w{n}" for n in range(900))
     )
     meter = Meter(engine)
-    summary = "".join(summarize(meter, template, template.resolve_variables({}), "Word " * 400, PARAMS))
+    summary = text_of(summarize(meter, template, template.resolve_variables({}), "Word " * 400, PARAMS))
     assert summary.strip() == "The hotel opened." and meter.stats().finish_reason == "length"
 
 
@@ -303,11 +306,11 @@ def test_a_cut_reply_ends_at_its_last_whole_sentence() -> None:
 def test_a_heading_is_shown_only_with_a_sentence_under_it(step: int) -> None:
     reply = "## Returns\n\nWithin 45 days.\n\n**Exchanges**\n\nExchanges are fr"
     pieces = [reply[i : i + step] for i in range(0, len(reply), step)]
-    shown = "".join(grounded(stream_of(pieces), GroundingFilter("45"), ended_by_itself=lambda: False))
+    shown = "".join(through(pieces, Grounding(GroundingFilter("45")), ending=CUT))
     assert shown == "## Returns\n\nWithin 45 days.\n\n"  # the cut left "Exchanges" with nothing under it
     # A heading over a sentence that was left out waits for the next one.
     reply = "# Title\nWithin 99 days.\nOk."
-    assert "".join(grounded(stream_of([reply]), GroundingFilter("45"))) == "# Title\nOk."
+    assert "".join(through([reply], Grounding(GroundingFilter("45")))) == "# Title\nOk."
 
 
 def test_a_translation_chunk_is_bounded_by_its_source() -> None:
@@ -315,7 +318,7 @@ def test_a_translation_chunk_is_bounded_by_its_source() -> None:
     values = template.resolve_variables({"to": "French"})
     engine = FakeEngine(context_size=4096, reply=lambda messages: " ".join(f"mot{n}" for n in range(5000)))
     source = "The first forty electric buses arrive next spring."
-    words = "".join(translate(Meter(engine), template, values, source, PARAMS)).split()
+    words = text_of(translate(Meter(engine), template, values, source, PARAMS)).split()
     assert len(words) == translation_bound(engine.count_tokens(source), "French")
     assert translation_bound(100, "Chinese (中文)") > translation_bound(100, "French")
 
@@ -349,9 +352,9 @@ def test_a_persona_whose_whole_reply_is_ungrounded_says_its_fallback(tmp_path: P
     engine = FakeEngine(reply=lambda messages: "You can return it within 30 days.")
     persona = build_persona(template, values, engine, choose_knowledge(template, [faq]))
     session = ChatSession(engine, persona, PARAMS)
-    reply = "".join(session.send("How long do I have to return a bike?"))
+    reply, notes = reply_and_notes(session.send("How long do I have to return a bike?"))
     assert "30 days" not in reply and "hand this over to a human colleague" in reply
-    assert "Left out 1 sentence" in session.last_note
+    assert "Left out 1 sentence" in notes
 
 
 @pytest.mark.parametrize(
@@ -374,7 +377,7 @@ def test_a_persona_reply_that_declines_offers_the_handover(tmp_path: Path, reply
     engine = FakeEngine(reply=lambda messages: reply)
     persona = build_persona(template, values, engine, choose_knowledge(template, [faq]))
     # Not a question: the knowledge check (jobs/knowledge_use.py) leaves the reply as it is.
-    said = "".join(ChatSession(engine, persona, PARAMS).send("I'd like a scooter."))
+    said = text_of(ChatSession(engine, persona, PARAMS).send("I'd like a scooter."))
     assert said.startswith(reply.rstrip())
     assert said.endswith(" Shall I pass this to our team?") is offered
 
@@ -393,7 +396,7 @@ def test_a_persona_reply_ends_where_the_model_starts_the_prompts_next_turn(tmp_p
         engine = FakeEngine(reply=lambda messages, echo=echo: "Returns are accepted within 45 days." + echo)
         persona = build_persona(template, values, engine, choose_knowledge(template, [faq]))
         params = GenerationParams(**{**vars(PARAMS), "stop": tuple(template.defaults["stop"])})
-        assert "".join(ChatSession(engine, persona, params).send("Returns?")).strip() == (
+        assert text_of(ChatSession(engine, persona, params).send("Returns?")).strip() == (
             "Returns are accepted within 45 days."
         )
 
@@ -479,6 +482,6 @@ def test_a_loop_from_paragraph_to_paragraph_of_a_translation_is_stopped() -> Non
     engine = FakeEngine(reply=lambda messages: "La question est question de la ville et de la mer.")
     meter = Meter(engine, repetition="strict")
     source = "First paragraph about the city.\n\nSecond paragraph about the sea.\n\nThird one about roads."
-    output = "".join(translate(meter, template, values, source, PARAMS))
+    output = text_of(translate(meter, template, values, source, PARAMS))
     assert output.count("La question est question") == 1
     assert meter.stats().finish_reason == "repetition"

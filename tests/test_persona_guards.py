@@ -15,10 +15,13 @@ from chatllm.engine.fake import FakeEngine
 from chatllm.jobs.chat import ChatSession
 from chatllm.jobs.coverage import JUDGE_QUESTION, UNCOVERED_PROBES, CoverageJudge
 from chatllm.jobs.knowledge import Passage
-from chatllm.jobs.orders import asks_about_an_order, order_reference, states_order_status, without_order_status
+from chatllm.jobs.orders import asks_about_an_order, order_reference, states_order_status
 from chatllm.jobs.persona import build_persona, choose_knowledge
 from chatllm.jobs.persona_reply import scrub
+from chatllm.reply.events import text_of
+from chatllm.reply.stages import NoOrderStatus, through
 from chatllm.templates import load_template
+from tests.support.events import reply_and_notes
 
 FAQ = """## Returns
 Returns are accepted within 45 days of delivery. We collect the bike for 79 EUR.
@@ -60,8 +63,8 @@ def test_order_references_and_status_claims() -> None:
 
 
 def test_a_sentence_stating_an_order_status_is_taken_out_and_the_honest_reply_follows() -> None:
-    pieces = (p for p in ["Thanks for waiting. ", "Your order NB-12345 has been dispatched ", "and arrives Monday."])
-    assert "".join(without_order_status(pieces, "I can't see orders from here.")) == (
+    pieces = ["Thanks for waiting. ", "Your order NB-12345 has been dispatched ", "and arrives Monday."]
+    assert "".join(through(pieces, NoOrderStatus("I can't see orders from here."))) == (
         "Thanks for waiting. I can't see orders from here."
     )
 
@@ -79,16 +82,16 @@ def _session(tmp_path: Path, reply, scores=None) -> tuple[ChatSession, FakeEngin
 
 def test_an_order_question_gets_the_no_lookup_reply_without_asking_the_model(tmp_path: Path) -> None:
     session, engine = _session(tmp_path, reply=lambda messages: "The order NB-51377 is still Confirmed.")
-    reply = "".join(session.send("What's the status of my order NB-51377?"))
+    reply, notes = reply_and_notes(session.send("What's the status of my order NB-51377?"))
     assert reply.startswith("I can't see orders from here, so I can't check order NB-51377 for you.")
     assert "human colleague" in reply and engine.calls == []
-    assert "cannot look up" in session.last_note
+    assert "cannot look up" in notes
     # In Chinese, to a customer who writes Chinese.
-    assert "".join(session.send("我的订单 NB-51377 到哪里了？")).startswith(
+    assert text_of(session.send("我的订单 NB-51377 到哪里了？")).startswith(
         "我在这里查不到订单，无法为您查询订单 NB-51377"
     )
     # A status the model states anyway, to words the first rule does not know, is taken back.
-    reply = "".join(session.send("Is the parcel with my bike on its way? I ordered it in May."))
+    reply = text_of(session.send("Is the parcel with my bike on its way? I ordered it in May."))
     assert not states_order_status(reply) and "can't see orders" in reply
 
 
@@ -117,10 +120,10 @@ def test_the_model_judges_whether_its_knowledge_answers_before_it_answers(tmp_pa
         scores=_judging(3.0, -2.0, lambda question: margins[question.split("\n")[-1]]),
     )
     assert session.persona.coverage is not None  # the knowledge is given whole
-    declined = "".join(session.send("Do you sell electric scooters?"))
+    declined, notes = reply_and_notes(session.send("Do you sell electric scooters?"))
     assert declined.startswith("I'm sorry, I don't have that information.") and engine.calls == []
-    assert "the model's own judgement" in session.last_note
-    assert "".join(session.send("How long do I have to return a bike?")) == (
+    assert "the model's own judgement" in notes
+    assert text_of(session.send("How long do I have to return a bike?")) == (
         "Returns are accepted within 45 days of delivery."
     )
     calibration = session.persona.coverage.calibration
@@ -133,7 +136,7 @@ def test_a_model_that_cannot_tell_covered_from_uncovered_does_not_judge(tmp_path
         reply=lambda messages: "Returns are accepted within 45 days of delivery.",
         scores=_judging(-1.2, -1.5, lambda question: -3.0),  # SmolLM2-135M's probes were this close
     )
-    assert "".join(session.send("How long do I have to return a bike?")).startswith("Returns are accepted")
+    assert text_of(session.send("How long do I have to return a bike?")).startswith("Returns are accepted")
     assert not session.persona.coverage.calibration.usable
 
 

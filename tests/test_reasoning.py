@@ -17,11 +17,14 @@ import pytest
 from chatllm.engine.base import EngineOptions, GenerationParams, Message
 from chatllm.engine.fake import FakeEngine
 from chatllm.engine.openai import OpenAIEngine
-from chatllm.engine.reasoning import Reasoning, ThinkSplitter, may_think, split_reasoning
+from chatllm.engine.reasoning import ThinkSplitter, may_think, split_reasoning
 from chatllm.hub.models import resolve_model
 from chatllm.jobs.chat import ChatSession, Persona
-from chatllm.jobs.metering import Meter
+from chatllm.reply.events import Reasoning, text_of
+from chatllm.reply.meter import Meter
+from chatllm.reply.pipeline import call
 from tests.support.cli import chatllm_command, cli_env, run_chatllm
+from tests.support.events import thinking_of
 from tests.support.gguf_files import with_chat_template, without_chat_template
 from tests.support.openai_servers import ScriptedServer, chunk, free_port, start_process, stop_process, streaming
 
@@ -38,7 +41,7 @@ def split(text: str, thinking: bool | None, cuts: list[int]) -> tuple[str, str]:
     bounds = [0, *cuts, len(text)]
     pieces = (text[a:b] for a, b in zip(bounds, bounds[1:]))
     out = list(split_reasoning(pieces, thinking))
-    return "".join(p for p in out if isinstance(p, Reasoning)), "".join(p for p in out if not isinstance(p, Reasoning))
+    return "".join(p.text for p in out if isinstance(p, Reasoning)), "".join(p for p in out if isinstance(p, str))
 
 
 @pytest.mark.parametrize(
@@ -79,22 +82,19 @@ def test_names_of_remote_reasoning_models() -> None:
 def test_a_summary_and_a_chat_reply_never_contain_thinking() -> None:
     engine = FakeEngine(reply=lambda messages: "<think>Let me count the words first.</think> A short summary.")
     meter = Meter(engine)
-    assert "".join(meter.stream([Message("user", "text")], GenerationParams())) == "A short summary."
+    assert text_of(call(meter, [Message("user", "text")], GenerationParams())) == "A short summary."
     assert meter.reasoning == "Let me count the words first."
-    shown: list[str] = []
     session = ChatSession(engine, Persona("chat", ""), GenerationParams())
-    session.on_reasoning = shown.append
-    assert "".join(session.send("hi")) == "A short summary."
-    assert (
-        session.turns[-1].reasoning == "Let me count the words first." and "".join(shown) == session.turns[-1].reasoning
-    )
+    events = list(session.send("hi"))
+    assert text_of(events) == "A short summary."
+    assert session.turns[-1].reasoning == "Let me count the words first." == thinking_of(events)
     assert session.messages()[-1].content == "A short summary."  # the thinking is never sent back to the model
     assert "count the words" not in session.to_markdown()
 
 
 def test_thinking_that_never_closes_is_the_reply_with_a_note() -> None:
     meter = Meter(FakeEngine(reply=lambda messages: "<think>Hmm, let me see"))
-    assert "".join(meter.stream([Message("user", "x")], GenerationParams())) == "Hmm, let me see"
+    assert text_of(call(meter, [Message("user", "x")], GenerationParams())) == "Hmm, let me see"
     assert "never finished thinking" in meter.finish_note()
 
 
@@ -141,7 +141,7 @@ def test_the_remote_backend_takes_reasoning_content_apart_and_sends_the_switch()
         )
         engine = OpenAIEngine(resolve_model(f"openai:stub@{server.url}"), EngineOptions())
         meter = Meter(engine)
-        assert "".join(meter.stream([Message("user", "?")], GenerationParams(think=False))) == "Yes."
+        assert text_of(call(meter, [Message("user", "?")], GenerationParams(think=False))) == "Yes."
         assert meter.reasoning == "Weigh it." and meter.stats().usage.reasoning_tokens == 2
         assert server.requests_to("/v1/chat/completions")[-1].body["chat_template_kwargs"] == {"enable_thinking": False}
         engine.close()
@@ -243,8 +243,8 @@ def test_inline_thinking_from_llama_cpp_pythons_server(llama_server) -> None:
     engine = OpenAIEngine(resolve_model(f"openai:smollm@{llama_server.url}"), EngineOptions(n_ctx=2048))
     grammar = 'root ::= "<think>" [a-z ]{3,20} "</think>" [A-Za-z ]{3,20}'
     meter = Meter(engine)
-    answer = "".join(
-        meter.stream([Message("user", "Say hi.")], GenerationParams(temperature=0.7, max_tokens=48, grammar=grammar))
+    answer = text_of(
+        call(meter, [Message("user", "Say hi.")], GenerationParams(temperature=0.7, max_tokens=48, grammar=grammar))
     )
     assert meter.reasoning.strip() and "<think>" not in answer and "</think>" not in answer
     engine.close()

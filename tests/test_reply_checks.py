@@ -9,10 +9,11 @@ import pytest
 from chatllm.engine.base import GenerationParams
 from chatllm.engine.fake import FakeEngine
 from chatllm.errors import EngineError
-from chatllm.jobs.metering import Meter
 from chatllm.jobs.numbers import number_problems, number_values
 from chatllm.jobs.summarize import summarize, summary_problem
 from chatllm.jobs.translate import translate, translation_problems, untranslated_fragments
+from chatllm.reply.events import Event, text_of
+from chatllm.reply.meter import Meter
 from chatllm.templates import load_template
 
 PARAMS = GenerationParams(temperature=0)
@@ -66,12 +67,12 @@ def test_a_paragraph_with_a_wrong_number_is_translated_again_and_the_better_try_
     tries = iter(["理事会批准约24亿欧元购买40辆电动公交车。", "理事会批准约2.4亿欧元购买40辆电动公交车。"])
     engine = FakeEngine(reply=lambda messages: next(tries))
     meter = Meter(engine)
-    assert "".join(translate(meter, template, values, ARTICLE, PARAMS)) == "理事会批准约2.4亿欧元购买40辆电动公交车。"
+    assert text_of(translate(meter, template, values, ARTICLE, PARAMS)) == "理事会批准约2.4亿欧元购买40辆电动公交车。"
     assert len(engine.calls) == 2 and meter.finish_note() is None
 
     tries = iter(["理事会批准约24亿欧元。", "理事会批准约24亿欧元购买电动公交车。"])
     meter = Meter(engine)
-    "".join(translate(meter, template, values, ARTICLE, PARAMS))
+    text_of(translate(meter, template, values, ARTICLE, PARAMS))
     assert "Paragraph 1: 40, 240000000 missing" in meter.finish_note()
 
 
@@ -80,10 +81,10 @@ def test_a_paragraph_twice_left_in_its_language_fails_the_job_after_the_rest() -
     values = template.resolve_variables({"to": "French", "from": "English"})
     source = "Le premier paragraphe parle de la ville.\n\n" + ARTICLE
     engine = FakeEngine(reply=lambda messages: messages[-1].content.split(":\n\n", 1)[1])  # copies its source
-    shown: list[str] = []
+    shown: list[Event] = []
     with pytest.raises(EngineError, match="paragraph 2 could not be translated into French"):
         shown.extend(translate(Meter(engine), template, values, source, PARAMS))
-    assert "".join(shown).strip() == "Le premier paragraphe parle de la ville."  # the copy is not printed
+    assert text_of(shown).strip() == "Le premier paragraphe parle de la ville."  # the copy is not printed
 
 
 @pytest.mark.parametrize(
@@ -110,11 +111,11 @@ def test_a_summary_in_another_language_is_written_again_and_twice_is_an_error() 
     tries = iter([english, "暴雨持续到周五，学校停课，市民应避免外出。"])
     engine = FakeEngine(context_size=4096, reply=lambda messages: next(tries))
     meter = Meter(engine)
-    assert "".join(summarize(meter, template, values, source, PARAMS)) == "暴雨持续到周五，学校停课，市民应避免外出。"
+    assert text_of(summarize(meter, template, values, source, PARAMS)) == "暴雨持续到周五，学校停课，市民应避免外出。"
     assert "in English" in meter.finish_note() and "characters" in engine.calls[0][-1].content
 
     tries = iter([english, english])
-    shown: list[str] = []
+    shown: list[Event] = []
     with pytest.raises(EngineError, match="no usable summary: twice, its reply was in English"):
         shown.extend(summarize(Meter(engine), template, values, source, PARAMS))
     assert shown == []

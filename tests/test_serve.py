@@ -24,6 +24,7 @@ from chatllm.engine.openai import OpenAIEngine
 from chatllm.errors import EngineError
 from chatllm.hub.models import resolve_model
 from chatllm.server import http as server
+from chatllm.server.service import PersonaCache
 from tests.support.cli import cli_env, run_chatllm
 from tests.support.openai_servers import free_port, start_process, stop_process
 from tests.support.server_fixtures import RecordingEngine, serve_command
@@ -308,3 +309,21 @@ def test_an_api_key_guards_every_endpoint_but_health() -> None:
 def test_loopback_addresses() -> None:
     assert server.is_loopback("127.0.0.1") and server.is_loopback("::1") and server.is_loopback("localhost")
     assert not server.is_loopback("0.0.0.0") and not server.is_loopback("192.168.1.10")
+
+
+def test_the_persona_cache_is_bounded_and_keeps_no_refused_request(served) -> None:
+    def ask(company: str) -> None:
+        served.client.chat.completions.create(
+            model="support", messages=HELLO, extra_body={"variables": {"company": company}}
+        )
+
+    limit = PersonaCache.MAX_ENTRIES
+    for n in range(limit + 4):
+        ask(f"Shop {n}")
+    cached = served.service.personas
+    assert len(cached) == limit
+    with pytest.raises(openai.BadRequestError, match="context holds"):
+        ask("big " * 3000)
+    assert cached.get(("support", (("company", "big " * 3000),))) is None
+    assert cached.get(("support", (("company", "Shop 4"),))) is not None  # the oldest kept: nothing pushed it out
+    assert cached.get(("support", (("company", "Shop 3"),))) is None

@@ -21,8 +21,8 @@ from chatllm.errors import EngineError, UsageError
 from chatllm.hub.models import resolve_model
 from chatllm.jobs.classify import Classifier, parse_labels
 from chatllm.jobs.extract import extract
-from chatllm.jobs.metering import Meter
 from chatllm.jobs.schemas import SchemaMismatch, parse_schema, short_schema, validated
+from chatllm.reply.meter import Meter
 from tests.support.cli import run_chatllm
 from tests.support.openai_servers import ScriptedServer, chunk, streaming
 
@@ -303,3 +303,19 @@ def test_the_remote_backend_against_llama_cpp_pythons_server(llama_server) -> No
     document = extract(Meter(engine), PERSON, "Ana is 34.", GenerationParams(temperature=1.0, seed=3))
     assert set(document) == {"name", "age"}
     engine.close()
+
+
+def test_only_a_local_model_gets_the_grammar_check_whether_named_by_m_or_by_the_config() -> None:
+    """A schema llama.cpp's grammar cannot express is refused before a local
+    model loads; a model on a server checks schemas itself, also when it is
+    config.yaml's default_model rather than -m."""
+    schema = json.dumps({"type": "object", "not": {"required": ["x"]}})
+    local = run_chatllm("run", "explain", "--schema", schema, "--dry-run", input="code")
+    assert local.returncode == 2 and "'not'" in local.stderr.decode() and not local.stdout
+    remote = "openai:stub@http://127.0.0.1:9/v1"
+    assert run_chatllm("config", "set", "default_model", remote).returncode == 0
+    for args in ([], ["-m", remote]):
+        result = run_chatllm("run", "explain", "--schema", schema, "--dry-run", *args, input="code")
+        assert result.returncode == 0, result.stderr.decode()
+        payload = json.loads(result.stdout)
+        assert payload["schema"] == json.loads(schema) and "grammar" not in payload  # the server's to check

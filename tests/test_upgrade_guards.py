@@ -1,4 +1,4 @@
-"""The two assumptions an upgrade would break first, each checked so that the
+"""The assumptions an upgrade would break first, each checked so that the
 day it stops holding a test says so, and what to do."""
 
 from __future__ import annotations
@@ -48,3 +48,30 @@ def test_llama_cpp_python_still_has_the_layout_the_bindings_loader_expects() -> 
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, message + "\n" + done.stderr
+
+
+def test_huggingface_hub_still_has_the_checks_chatllm_applies_to_what_a_hub_sends() -> None:
+    """chatllm/hub/untrusted.py reuses huggingface_hub's commit and sha256
+    patterns and its repo file name check (a private function), and
+    chatllm/hub/cache.py restates the sha256 pattern for code that must not
+    import huggingface_hub."""
+    message = (
+        "huggingface_hub moved or changed REGEX_COMMIT_HASH, REGEX_SHA256 (file_download.py) or "
+        "_validate_relative_filename (_local_folder.py); update chatllm/hub/untrusted.py (and "
+        "SHA256_PATTERN in chatllm/hub/cache.py) to what it has now before upgrading"
+    )
+    from huggingface_hub import _local_folder, file_download
+
+    from chatllm.hub.cache import SHA256_PATTERN
+
+    assert file_download.REGEX_COMMIT_HASH.pattern == "[0-9a-f]{40}", message
+    assert file_download.REGEX_SHA256.pattern == SHA256_PATTERN.pattern, message
+    check = getattr(_local_folder, "_validate_relative_filename", None)
+    assert callable(check), message
+    check("sub/model.gguf")
+    for unsafe in ("../x.gguf", "a/../../x.gguf", "/etc/x.gguf", "C:/x.gguf", "\\\\host\\share\\x.gguf"):
+        try:
+            check(unsafe)
+        except ValueError:
+            continue
+        raise AssertionError(f"{message} (it accepted {unsafe!r})")

@@ -7,6 +7,7 @@ an exit code, and Ctrl-C into exit code 130.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from typing import Annotated, NoReturn, Optional
@@ -15,7 +16,7 @@ import typer
 from typer._click import exceptions as click
 
 from chatllm import __version__
-from chatllm.cli import chat, config_cmd, doctor, logs, models_cmd, serve, structured, tasks, templates_cmd
+from chatllm.cli import commands, config_cmd, doctor, logs, models_cmd, serve, templates_cmd
 from chatllm.errors import ChatLLMError
 
 app = typer.Typer(
@@ -57,7 +58,7 @@ def root(
 
 
 def _register_commands() -> None:
-    for module in (chat, tasks, structured, templates_cmd, models_cmd, logs, config_cmd, doctor, serve):
+    for module in (commands, templates_cmd, models_cmd, logs, config_cmd, doctor, serve):
         module.register(app)
 
 
@@ -70,9 +71,35 @@ def _fail(message: str, exit_code: int) -> NoReturn:
     raise SystemExit(exit_code)
 
 
+class _CtrlC:
+    """Whether Ctrl-C was pressed. typer turns a KeyboardInterrupt raised in a
+    command into a silent exit code 130; this tells that apart from a command
+    that returned 130, so the user still reads one line saying why it stopped."""
+
+    pressed = False
+
+    @classmethod
+    def watch(cls) -> None:
+        # A shell that runs chatllm in the background has SIGINT ignored: left so.
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, cls._on_sigint)
+
+    @classmethod
+    def _on_sigint(cls, signum: int, frame: object) -> None:
+        cls.pressed = True
+        raise KeyboardInterrupt
+
+
+def _interrupted() -> NoReturn:
+    sys.stderr.write("\nInterrupted.\n")
+    sys.stderr.flush()
+    raise SystemExit(130)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `chatllm` script."""
     debug = "--debug" in (argv if argv is not None else sys.argv) or os.environ.get("CHATLLM_DEBUG") == "1"
+    _CtrlC.watch()
     try:
         result = app(args=argv, prog_name="chatllm", standalone_mode=False)
     except ChatLLMError as error:
@@ -88,8 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as error:
         _fail(error.format_message(), error.exit_code)
     except (typer.Abort, KeyboardInterrupt):  # typer >= 0.24 has its own Abort (click.exceptions lacks it)
-        sys.stderr.write("\nInterrupted.\n")
-        raise SystemExit(130) from None
+        _interrupted()
     except BrokenPipeError:
         # The reader went away (`chatllm ... | head`): not an error for us.
         _quiet_broken_pipe()
@@ -101,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
             f"internal error: {type(error).__name__}: {error} (a bug in chatllm; rerun with --debug for the traceback)",
             1,
         )
+    if result == 130 and _CtrlC.pressed:
+        _interrupted()
     raise SystemExit(result if isinstance(result, int) else 0)
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import typer.core
 from typer._completion_classes import BashComplete
 
+from chatllm.jobs.table import option_of
+
 COMPLETE_VARIABLE = "_CHATLLM_COMPLETE"
 
 
@@ -90,7 +92,8 @@ def setting_keys(ctx: Any, incomplete: str) -> list[str]:
 
 
 def setting_values(ctx: Any, incomplete: str) -> list[str]:
-    """Values for `chatllm config set KEY <TAB>` where the key has a known set."""
+    """Values for `chatllm config set KEY <TAB>` where the key has a known set:
+    a setting's, or a job option's (`commands.CMD.OPTION`, from the job table)."""
     key = str(ctx.params.get("key") or "")
     if key == "default_model":
         return model_references(incomplete)
@@ -98,15 +101,23 @@ def setting_values(ctx: Any, incomplete: str) -> list[str]:
         choices = ["true", "false"]
     elif key == "gpu_layers":
         choices = ["auto", "-1", "0"]
-    elif key.endswith((".to", ".from", ".lang")):
-        return language_codes(incomplete)
-    elif key.endswith(".model"):
-        return model_references(incomplete)
-    elif key.endswith(".persona"):
-        return persona_names(incomplete)
+    elif key.startswith("commands.") and key.count(".") == 2:
+        _, command, option = key.split(".")
+        return _option_values(command, option, incomplete)
     else:
         return []
     return [choice for choice in choices if choice.startswith(incomplete)]
+
+
+def _option_values(command: str, name: str, incomplete: str) -> list[str]:
+    """What a job's option takes, for `commands.CMD.OPTION` keys."""
+    option = option_of(command, name)
+    if option is None:
+        return []
+    sources = {"languages": language_codes, "models": model_references, "personas": persona_names}
+    if option.complete in sources:
+        return sources[option.complete](incomplete)
+    return [choice for choice in option.choices if choice.startswith(incomplete)]
 
 
 def _skip_value_conversion_while_completing() -> None:

@@ -26,68 +26,73 @@ KeyArgument = Annotated[
 def register(app: typer.Typer) -> None:
     config = typer.Typer(help="Show and change settings (config.yaml in your config folder).", no_args_is_help=True)
     app.add_typer(config, name="config")
-
-    @config.command("show")
-    def show(
-        json: Annotated[bool, typer.Option("--json", help="Print one JSON object: file, settings, sources.")] = False,
-    ) -> None:
-        """Every setting's value and where it comes from (file, CHATLLM_* variable, default)."""
-        from chatllm.config.settings import load_settings, setting_sources, settings_path
-
-        settings, sources, path = load_settings(), setting_sources(), settings_path()
-        if json:
-            typer.echo(
-                json_module.dumps(
-                    {"file": str(path), "settings": asdict(settings), "sources": sources}, ensure_ascii=False, indent=2
-                )
-            )
-            return
-        typer.echo(show_text(settings, sources, str(path), path.exists()), nl=False)
-
-    @config.command("get")
-    def get(key: KeyArgument) -> None:
-        """Print one setting's effective value (empty when unset)."""
-        from chatllm.config.settings import get_setting, load_settings
-
-        typer.echo(_format_value(get_setting(load_settings(), key)))
-
+    config.command("show")(config_show)
+    config.command("get")(config_get)
     # ignore_unknown_options: `set gpu_layers -1` is a value, not an option.
-    @config.command("set", context_settings={"ignore_unknown_options": True})
-    def set_(
-        ctx: typer.Context,
-        key: KeyArgument,
-        value: Annotated[
-            str,
-            typer.Argument(
-                help="New value (checked like the settings file).",
-                autocompletion=completion.setting_values,
-                show_default=False,
-            ),
-        ],
-    ) -> None:
-        """Change a setting in the settings file, keeping the rest of the file."""
-        from chatllm.config.edit import set_setting
+    config.command("set", context_settings={"ignore_unknown_options": True})(config_set)
+    config.command("unset")(config_unset)
+    config.command("path")(config_path)
 
-        typed: Any = value
-        if key.startswith("commands."):
-            typed = command_option_value(ctx.find_root().command, key, value)
-        path = set_setting(key, typed)
-        typer.echo(f"{key} set in {path}", err=True)
 
-    @config.command("unset")
-    def unset(key: KeyArgument) -> None:
-        """Remove a setting from the settings file (back to its default)."""
-        from chatllm.config.edit import unset_setting
+def config_show(
+    json: Annotated[bool, typer.Option("--json", help="Print one JSON object: file, settings, sources.")] = False,
+) -> None:
+    """Every setting's value and where it comes from (file, CHATLLM_* variable, default);
+    secrets (an API key, a token) show only their last characters."""
+    from chatllm.config.settings import load_settings, mask_secrets, setting_sources, settings_path
 
-        path = unset_setting(key)
-        typer.echo(f"{key} removed from {path}", err=True)
+    settings, sources, path = load_settings(), setting_sources(), settings_path()
+    if json:
+        shown = mask_secrets(asdict(settings))
+        typer.echo(
+            json_module.dumps({"file": str(path), "settings": shown, "sources": sources}, ensure_ascii=False, indent=2)
+        )
+        return
+    typer.echo(show_text(settings, sources, str(path), path.exists()), nl=False)
 
-    @config.command("path")
-    def path() -> None:
-        """Print the settings file's path (it may not exist yet)."""
-        from chatllm.config.settings import settings_path
 
-        typer.echo(str(settings_path()))
+def config_get(key: KeyArgument) -> None:
+    """Print one setting's effective value (empty when unset)."""
+    from chatllm.config.settings import get_setting, load_settings
+
+    typer.echo(_format_value(get_setting(load_settings(), key)))
+
+
+def config_set(
+    ctx: typer.Context,
+    key: KeyArgument,
+    value: Annotated[
+        str,
+        typer.Argument(
+            help="New value (checked like the settings file).",
+            autocompletion=completion.setting_values,
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Change a setting in the settings file, keeping the rest of the file."""
+    from chatllm.config.edit import set_setting
+
+    typed: Any = value
+    if key.startswith("commands."):
+        typed = command_option_value(ctx.find_root().command, key, value)
+    path = set_setting(key, typed)
+    typer.echo(f"{key} set in {path}", err=True)
+
+
+def config_unset(key: KeyArgument) -> None:
+    """Remove a setting from the settings file (back to its default)."""
+    from chatllm.config.edit import unset_setting
+
+    path = unset_setting(key)
+    typer.echo(f"{key} removed from {path}", err=True)
+
+
+def config_path() -> None:
+    """Print the settings file's path (it may not exist yet)."""
+    from chatllm.config.settings import settings_path
+
+    typer.echo(str(settings_path()))
 
 
 def command_option_value(root: Any, key: str, text: str) -> Any:
@@ -126,11 +131,11 @@ def show_text(settings: Any, sources: dict[str, str], path: str, exists: bool) -
     value comes from and what it means."""
     import yaml
 
-    from chatllm.config.settings import DESCRIPTIONS
+    from chatllm.config.settings import DESCRIPTIONS, mask_secrets
 
     lines = [f"# settings file: {path}{'' if exists else ' (not created yet)'}"]
     for name, source in sources.items():
-        value = getattr(settings, name)
+        value = mask_secrets(getattr(settings, name), name)
         note = f"# {source}: {DESCRIPTIONS.get(name, '')}"
         if isinstance(value, dict) and value:
             lines.append(f"{name}:".ljust(28) + note)

@@ -15,12 +15,13 @@ Nothing here may print: errors are left for the parsed command to report.
 from __future__ import annotations
 
 import atexit
-import importlib
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from chatllm.engine import engine_options, open_engine_in_background
+from chatllm.engine import engine_options, loads_quietly, open_engine_in_background, warm_up
+from chatllm.jobs.options import SHARED, load_flags
+from chatllm.jobs.table import generating_commands
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -28,12 +29,14 @@ if TYPE_CHECKING:
     from chatllm.engine.base import EngineOptions
     from chatllm.hub.models import ResolvedModel
 
+# Commands that load a model (every job of the table); for any other, nothing
+# extra is even imported.
+GENERATING_COMMANDS = generating_commands()
 # Options that change what is loaded or how, or mean nothing is loaded at all.
-# Commands that load a model; for any other, nothing extra is even imported.
-GENERATING_COMMANDS = frozenset({"summarize", "translate", "run", "chat", "classify", "extract"})
-_UNSURE_OPTIONS = ("--ctx", "--gpu-layers", "--seed", "--verbose", "--pull", "--dry-run", "--help", "-h")
+_UNSURE_OPTIONS = load_flags()
+# The same as config.yaml's `commands:` defaults name them (dashes or underscores), and -m.
 _UNSURE_DEFAULTS = frozenset(
-    {"model", "ctx", "gpu-layers", "gpu_layers", "seed", "verbose", "pull", "dry-run", "dry_run"}
+    {"model"} | {name for option in SHARED if option.loads for name in (option.name, option.name.replace("_", "-"))}
 )
 
 _pending: tuple[ResolvedModel, EngineOptions, Future] | None = None
@@ -55,10 +58,7 @@ def start(argv: list[str]) -> None:
     future = open_engine_in_background(model, options, "chatllm-early-load")
     _pending = (model, options, future)
     atexit.register(settle)
-    # What the engine needs once llama.cpp has read the file (Jinja2, hashlib:
-    # ~40 ms of Python), imported now, while the load runs outside the GIL.
-
-    importlib.import_module("chatllm.engine.chat_prompt")  # imports state_cache too
+    warm_up()  # while the load runs outside the GIL
 
 
 def take(model: ResolvedModel, options: EngineOptions) -> Future | None:
@@ -93,9 +93,7 @@ def _close_when_done(future: Future) -> None:
 def _guess(argv: list[str]) -> tuple[ResolvedModel, EngineOptions] | None:
     if not argv or argv[0] not in GENERATING_COMMANDS:
         return None
-    from chatllm.engine.bindings import quiet_log_callback_available
-
-    if not quiet_log_callback_available():
+    if not loads_quietly():
         return None  # loading would have to redirect stderr, which the main thread may need
     reference = None
     words = iter(argv[1:])

@@ -31,70 +31,74 @@ class ExportFormat(str, Enum):
 def register(app: typer.Typer) -> None:
     logs = typer.Typer(help="Saved chats and runs: list, show, export, remove.", no_args_is_help=True)
     app.add_typer(logs, name="logs")
+    logs.command("list")(logs_list)
+    logs.command("show")(logs_show)
+    logs.command("export")(logs_export)
+    logs.command("rm")(logs_rm)
 
-    @logs.command("list")
-    def list_logs(
-        number: Annotated[int, typer.Option("-n", "--number", min=1, help="How many to show, newest first.")] = 20,
-        search: Annotated[
-            Optional[str],
-            typer.Option("--search", help="Only conversations whose text, title, model or template contains this."),
-        ] = None,
-        json: Annotated[bool, typer.Option("--json", help="Print one JSON array instead of a table.")] = False,
-    ) -> None:
-        """Saved conversations, newest first: ID, when, template, model, first words."""
-        from chatllm.history.store import recent_conversations
 
-        rows = recent_conversations(limit=number, search=search)
-        if json:
-            typer.echo(json_module.dumps([asdict(row) for row in rows], ensure_ascii=False, indent=2))
-            return
-        if not rows:
-            typer.echo("No saved conversations match." if search else "No saved conversations yet.", err=True)
-            return
-        from chatllm.cli.tables import print_table
+def logs_list(
+    number: Annotated[int, typer.Option("-n", "--number", min=1, help="How many to show, newest first.")] = 20,
+    search: Annotated[
+        Optional[str],
+        typer.Option("--search", help="Only conversations whose text, title, model or template contains this."),
+    ] = None,
+    json: Annotated[bool, typer.Option("--json", help="Print one JSON array instead of a table.")] = False,
+) -> None:
+    """Saved conversations, newest first: ID, when, template, model, first words."""
+    from chatllm.history.store import recent_conversations
 
-        # One line per conversation: cut to the terminal's width on a terminal,
-        # whole in a pipe (so `chatllm logs list | grep` finds everything).
-        print_table(
-            ("id", "when", "template", "model", "first words"),
-            [(str(row.id), local_time(row.updated), row.template or "", row.model or "", row.title) for row in rows],
-        )
+    rows = recent_conversations(limit=number, search=search)
+    if json:
+        typer.echo(json_module.dumps([asdict(row) for row in rows], ensure_ascii=False, indent=2))
+        return
+    if not rows:
+        typer.echo("No saved conversations match." if search else "No saved conversations yet.", err=True)
+        return
+    from chatllm.cli.tables import print_table
 
-    @logs.command("show")
-    def show(conversation_id: IdArgument) -> None:
-        """A conversation: its settings, then every message."""
-        from chatllm.history.store import load_conversation
+    # One line per conversation: cut to the terminal's width on a terminal,
+    # whole in a pipe (so `chatllm logs list | grep` finds everything).
+    print_table(
+        ("id", "when", "template", "model", "first words"),
+        [(str(row.id), local_time(row.updated), row.template or "", row.model or "", row.title) for row in rows],
+    )
 
-        typer.echo(to_text(load_conversation(conversation_id)), nl=False)
 
-    @logs.command("export")
-    def export(
-        conversation_id: IdArgument,
-        format: Annotated[
-            ExportFormat, typer.Option("--format", help="md: a Markdown transcript; json: everything saved.")
-        ] = ExportFormat.md,
-    ) -> None:
-        """Print a conversation as Markdown or JSON (redirect it to a file)."""
-        from chatllm.history.store import load_conversation
+def logs_show(conversation_id: IdArgument) -> None:
+    """A conversation: its settings, then every message."""
+    from chatllm.history.store import load_conversation
 
-        conversation = load_conversation(conversation_id)
-        typer.echo(to_json(conversation) if format is ExportFormat.json else to_markdown(conversation), nl=False)
+    typer.echo(to_text(load_conversation(conversation_id)), nl=False)
 
-    @logs.command("rm")
-    def remove(
-        conversation_ids: Annotated[
-            list[int],
-            typer.Argument(
-                help="Conversation IDs to remove.", autocompletion=completion.conversation_ids, show_default=False
-            ),
-        ],
-    ) -> None:
-        """Remove conversations from the history."""
-        from chatllm.history.store import delete_conversation
 
-        for conversation_id in conversation_ids:
-            delete_conversation(conversation_id)
-            typer.echo(f"Removed conversation {conversation_id}.", err=True)
+def logs_export(
+    conversation_id: IdArgument,
+    format: Annotated[
+        ExportFormat, typer.Option("--format", help="md: a Markdown transcript; json: everything saved.")
+    ] = ExportFormat.md,
+) -> None:
+    """Print a conversation as Markdown or JSON (redirect it to a file)."""
+    from chatllm.history.store import load_conversation
+
+    conversation = load_conversation(conversation_id)
+    typer.echo(to_json(conversation) if format is ExportFormat.json else to_markdown(conversation), nl=False)
+
+
+def logs_rm(
+    conversation_ids: Annotated[
+        list[int],
+        typer.Argument(
+            help="Conversation IDs to remove.", autocompletion=completion.conversation_ids, show_default=False
+        ),
+    ],
+) -> None:
+    """Remove conversations from the history."""
+    from chatllm.history.store import delete_conversation
+
+    for conversation_id in conversation_ids:
+        delete_conversation(conversation_id)
+        typer.echo(f"Removed conversation {conversation_id}.", err=True)
 
 
 def local_time(stamp: str) -> str:

@@ -1,15 +1,17 @@
-"""Options shared by every generating command, declared once.
+"""Typer's view of the options the job table declares (jobs/table.py).
 
-`@generation_options` adds --model, --temperature, --max-tokens, --ctx,
---gpu-layers, --seed, --json, --dry-run, --stats, --verbose and --pull to a
-command's signature and hands the command one `RunOptions` instead.
+Each plain `Option` becomes an annotated parameter typer reads: its flags,
+help, panel, bounds, choices, <TAB> completion, and the checks typer runs as
+it parses (`_CHECKS`). Every generating command takes the shared options
+(--model, --temperature, --max-tokens, --ctx, --json, --dry-run, --stats, …)
+and hands its job one `RunOptions` with them; `serve` takes some of them
+(the aliases at the end).
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -19,6 +21,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from chatllm.cli import completion
+from chatllm.jobs.options import SHARED, Option, shared
+from chatllm.sizes import parse_size
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class RunOptions:
     reasoning_budget: int | None = None
     show_reasoning: bool = False
     chat_template: str | None = None
+    max_input_size: int | None = None  # bytes; None: the max_input_size setting
 
     def sampling(self) -> dict[str, object]:
         """The sampling settings given on the command line (None: not given)."""
@@ -54,12 +59,6 @@ class RunOptions:
             "think": self.think,
             "reasoning_budget": self.reasoning_budget,
         }
-
-
-class Repetition(str, Enum):
-    strict = "strict"
-    loops = "loops"
-    off = "off"
 
 
 def _chat_template(value: str | None) -> str | None:
@@ -82,197 +81,93 @@ def _gpu_layers(value: str | None) -> str | None:
     raise typer.BadParameter("use a number of layers (0 = CPU only, -1 = all) or 'auto'")
 
 
-# Each shared option as a type alias (serve declares some of them itself), then
-# the table of them with their defaults.
-ModelOption = Annotated[
-    Optional[str],
-    typer.Option(
-        "--model",
-        "-m",
-        help="Model: path to a .gguf, 'embedded', an alias, hf:org/repo[:QUANT], or openai:MODEL@URL.",
-        autocompletion=completion.model_references,
-        rich_help_panel="Model",
-    ),
-]
-TemperatureOption = Annotated[
-    Optional[float],
-    typer.Option(
-        "--temperature",
-        min=0.0,
-        max=2.0,
-        help="Sampling temperature (0 = deterministic).",
-        rich_help_panel="Generation",
-    ),
-]
-MaxTokensOption = Annotated[
-    Optional[int],
-    typer.Option("--max-tokens", min=1, help="Most tokens to generate per reply.", rich_help_panel="Generation"),
-]
-ChatTemplateOption = Annotated[
-    Optional[str],
-    typer.Option(
-        "--chat-template",
-        callback=_chat_template,
-        help="Chat template to use instead of the model's: a Jinja file, or chatml, llama3, gemma, plain (for a base model).",
-        rich_help_panel="Model",
-        show_default=False,
-    ),
-]
-CtxOption = Annotated[
-    Optional[int],
-    typer.Option(
-        "--ctx",
-        min=128,
-        help="Context window in tokens (default: the model's, at most 4096).",
-        rich_help_panel="Model",
-    ),
-]
-GpuLayersOption = Annotated[
-    Optional[str],
-    typer.Option(
-        "--gpu-layers",
-        callback=_gpu_layers,
-        help="Layers to offload to the GPU: a number, -1 for all, or auto.",
-        rich_help_panel="Model",
-    ),
-]
-RepetitionOption = Annotated[
-    Optional[Repetition],
-    typer.Option(
-        "--repetition",
-        help="Stop a reply that repeats itself: strict (any repeated sentence or 8-word span), loops (only loops: a refrain may come back), off. Default: the template's.",
-        rich_help_panel="Generation",
-        show_default=False,
-    ),
-]
-RepeatPenaltyOption = Annotated[
-    Optional[float],
-    typer.Option(
-        "--repeat-penalty",
-        min=0.0,
-        help="Penalty for tokens of the last 64 (1 = off), as llama.cpp's.",
-        rich_help_panel="Generation",
-        show_default=False,
-    ),
-]
-DryMultiplierOption = Annotated[
-    Optional[float],
-    typer.Option(
-        "--dry-multiplier",
-        min=0.0,
-        help="Strength of llama.cpp's DRY sampler against repeated sequences (0 = off).",
-        rich_help_panel="Generation",
-        show_default=False,
-    ),
-]
-ThinkOption = Annotated[
-    Optional[bool],
-    typer.Option(
-        "--think/--no-think",
-        help="Let a reasoning model think first, or not (templates with a thinking switch, such as Qwen3's; servers get chat_template_kwargs). Default: the model's.",
-        rich_help_panel="Reasoning",
-        show_default=False,
-    ),
-]
-ReasoningBudgetOption = Annotated[
-    Optional[int],
-    typer.Option(
-        "--reasoning-budget",
-        min=0,
-        help="Most tokens a reasoning model may think before its thinking is ended (local models).",
-        rich_help_panel="Reasoning",
-        show_default=False,
-    ),
-]
-ShowReasoningOption = Annotated[
-    bool,
-    typer.Option(
-        "--show-reasoning",
-        help="Print a reasoning model's thinking (dim on a terminal; on stderr, so stdout stays the answer).",
-        rich_help_panel="Reasoning",
-    ),
-]
-SeedOption = Annotated[
-    Optional[int],
-    typer.Option("--seed", help="Random seed for reproducible sampling.", rich_help_panel="Generation"),
-]
-JsonOption = Annotated[
-    bool,
-    typer.Option("--json", help="Print one JSON object with text, model, usage and timings.", rich_help_panel="Output"),
-]
-DryRunOption = Annotated[
-    bool,
-    typer.Option(
-        "--dry-run",
-        help="Print the rendered messages as JSON and exit without loading a model.",
-        rich_help_panel="Output",
-    ),
-]
-StatsOption = Annotated[
-    bool,
-    typer.Option("--stats", help="Print load time, token counts and speeds to stderr.", rich_help_panel="Output"),
-]
-VerboseOption = Annotated[
-    bool, typer.Option("--verbose", help="Show llama.cpp's own log lines.", rich_help_panel="Output")
-]
-PullOption = Annotated[
-    bool,
-    typer.Option("--pull", help="Download the model if it is not cached yet, without asking.", rich_help_panel="Model"),
-]
-LogOption = Annotated[
-    bool,
-    typer.Option("--log/--no-log", help="Save this run to the history database.", rich_help_panel="Output"),
-]
+def _size(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
 
-_SHARED: dict[str, tuple[Any, Any]] = {
-    "model": (ModelOption, None),
-    "temperature": (TemperatureOption, None),
-    "max_tokens": (MaxTokensOption, None),
-    "chat_template": (ChatTemplateOption, None),
-    "ctx": (CtxOption, None),
-    "gpu_layers": (GpuLayersOption, None),
-    "repetition": (RepetitionOption, None),
-    "repeat_penalty": (RepeatPenaltyOption, None),
-    "dry_multiplier": (DryMultiplierOption, None),
-    "think": (ThinkOption, None),
-    "reasoning_budget": (ReasoningBudgetOption, None),
-    "show_reasoning": (ShowReasoningOption, False),
-    "seed": (SeedOption, None),
-    "json": (JsonOption, False),
-    "dry_run": (DryRunOption, False),
-    "stats": (StatsOption, False),
-    "verbose": (VerboseOption, False),
-    "pull": (PullOption, False),
-    "log": (LogOption, True),
+
+# What typer checks (and turns into what the job takes) as it parses an option's value.
+_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "chat_template": _chat_template,
+    "gpu_layers": _gpu_layers,
+    "max_input_size": _size,
+}
+# Where <TAB> finds an option's values (Option.complete).
+_COMPLETIONS: dict[str, Callable[..., Any]] = {
+    "models": completion.model_references,
+    "templates": completion.template_names,
+    "personas": completion.persona_names,
+    "languages": completion.language_codes,
+    "conversations": completion.conversation_ids,
 }
 
 
-def generation_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorate a command taking `options: RunOptions` so typer sees the shared
-    options as ordinary parameters."""
-    signature = inspect.signature(command)
-    # Resolve the command's own (string) annotations here, with their Annotated
-    # metadata, because typer would look them up in this module's globals.
-    hints = typing.get_type_hints(command, include_extras=True)
-    own = [
-        p.replace(annotation=hints.get(name, p.annotation))
-        for name, p in signature.parameters.items()
-        if name != "options"
-    ]
-    shared = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
-        for name, (annotation, default) in _SHARED.items()
-    ]
+@functools.cache
+def _choices(option: Option) -> type[Enum]:
+    """An Enum of the option's choices: typer shows and checks them."""
+    return Enum(option.name.title().replace("_", ""), {choice: choice for choice in option.choices}, type=str)  # type: ignore[return-value]
 
-    @functools.wraps(command)
-    def wrapper(**kwargs: Any) -> Any:
-        given = {name: kwargs.pop(name) for name in _SHARED}
-        if isinstance(given["repetition"], Enum):
-            given["repetition"] = given["repetition"].value
-        options = RunOptions(**given)
-        return command(options=options, **kwargs)
 
-    parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared
-    wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
-    return wrapper
+def annotation(option: Option) -> Any:
+    """The annotated type typer reads for `option`."""
+    kind: Any = _choices(option) if option.choices else option.kind
+    if option.many:
+        kind = list[kind]
+    if not option.required and (option.default is None):
+        kind = Optional[kind]  # noqa: UP045 - typer needs the Optional form
+    extra: dict[str, Any] = {"help": option.help, "show_default": option.show_default}
+    if option.complete:
+        extra["autocompletion"] = _COMPLETIONS[option.complete]
+    if not option.flags:
+        return Annotated[kind, typer.Argument(**extra)]
+    if option.panel:
+        extra["rich_help_panel"] = option.panel
+    if option.name in _CHECKS:
+        extra["callback"] = _CHECKS[option.name]
+    if option.metavar is not None:
+        extra["metavar"] = option.metavar
+    if option.low is not None:
+        extra["min"] = option.low
+    if option.high is not None:
+        extra["max"] = option.high
+    return Annotated[kind, typer.Option(*option.flags, **extra)]
+
+
+def parameter(option: Option) -> inspect.Parameter:
+    """`option` as a keyword parameter of a typer command."""
+    default = ... if option.required and option.flags else option.default
+    if option.required and not option.flags:
+        default = inspect.Parameter.empty
+    return inspect.Parameter(
+        option.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation(option), default=default
+    )
+
+
+def plain(value: Any) -> Any:
+    """A parsed value as the job takes it (a choice's text, not its Enum)."""
+    return value.value if isinstance(value, Enum) else value
+
+
+def run_options(values: dict[str, Any]) -> RunOptions:
+    """The shared options out of a command's parsed `values` (taken out of them)."""
+    return RunOptions(**{option.name: plain(values.pop(option.name)) for option in SHARED})
+
+
+SHARED_PARAMETERS = [parameter(option) for option in SHARED]
+
+# The shared options `serve` takes (it leaves out the output ones: a server has no --json or --dry-run).
+ModelOption = annotation(shared("model"))
+TemperatureOption = annotation(shared("temperature"))
+MaxTokensOption = annotation(shared("max_tokens"))
+CtxOption = annotation(shared("ctx"))
+GpuLayersOption = annotation(shared("gpu_layers"))
+RepetitionOption = annotation(shared("repetition"))
+ThinkOption = annotation(shared("think"))
+ReasoningBudgetOption = annotation(shared("reasoning_budget"))
+SeedOption = annotation(shared("seed"))
+VerboseOption = annotation(shared("verbose"))
+PullOption = annotation(shared("pull"))

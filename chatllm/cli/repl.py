@@ -20,9 +20,11 @@ from typing import IO, Any
 
 from chatllm.cli import slash_commands
 from chatllm.config.settings import data_dir
-from chatllm.engine.base import Stream
 from chatllm.errors import ChatLLMError
+from chatllm.private_files import private_file
 from chatllm.render import MarkdownSink, PlainSink, ReasoningDisplay, styling_allowed
+from chatllm.reply.events import Draft, Event, Finish, Notice, Reasoning, Text
+from chatllm.reply.pipeline import Events
 
 try:
     import termios
@@ -85,7 +87,8 @@ class Repl:
         self._hinted_exit = False
         self._cleared_empty_line = False
         self._spinner: Any = None  # rich's Status while a reply is awaited
-        session.on_notice = self.notice
+        # Words held back for checking show at once on a terminal (Draft events).
+        session.drafts = self.markdown
         self.on_terminal = pt_input is None and sys.stdin.isatty()
         self.prompt = self._prompt_session(pt_input, pt_output)
 
@@ -114,56 +117,40 @@ class Repl:
                 text = text[1:]
             self.stream_reply(functools.partial(self.session.send, text))
 
-    def stream_reply(self, start: Callable[[], Stream]) -> None:
-        """Show the reply from `start()` as it streams; Ctrl-C stops it and keeps
-        what came so far. Errors are shown and the conversation goes on."""
-        sink = None
-        pieces: Stream | None = None
+    def stream_reply(self, start: Callable[[], Events]) -> None:
+        """Show the reply whose events `start()` yields as it streams; Ctrl-C
+        stops it and keeps what came so far. Errors are shown and the
+        conversation goes on."""
+        view = _ReplyView(self, ReasoningDisplay(self.options.show_reasoning))
+        events: Events | None = None
         interrupted = False
-
-        thinking = ReasoningDisplay(self.options.show_reasoning)
-        self.session.on_reasoning = thinking.piece
-
-        def draft(text: str) -> None:
-            # Words held back for checking show at once on a terminal (Sink.draft);
-            # the first of them ends the spinner.
-            nonlocal sink
-            if sink is None and text.strip():
-                self._stop_spinner()
-                sink = self._open_sink()
-            if sink is not None:
-                sink.draft(text)
-
-        self.session.on_draft = draft if self.markdown else None
         with _typing_hidden(self.on_terminal):
             try:
-                pieces = start()
+                events = start()
                 with self._waiting():
-                    first = next(pieces, None)
-                thinking.done()
+                    first = next((event for event in events if not view.aside(event)), None)
+                view.thinking.done()
                 if first is not None:
-                    if sink is None:
-                        sink = self._open_sink()
-                    sink.write(first)
-                    for piece in pieces:
-                        sink.write(piece)
+                    view.show(first)
+                    for event in events:
+                        if not view.aside(event):
+                            view.show(event)
             except KeyboardInterrupt:
                 interrupted = True
             except ChatLLMError as error:
                 self.error(str(error))
             finally:
                 with _sigint_ignored():  # a second Ctrl-C must not cut the clean-up short
-                    thinking.done()
-                    if pieces is not None:
-                        pieces.close()  # an unfinished turn is kept, marked as interrupted
-                    if sink is not None:
-                        sink.close()
+                    view.thinking.done()
+                    if events is not None:
+                        events.close()  # an unfinished turn is kept, marked as interrupted
+                    view.close()
         if interrupted:
             self.notice("[interrupted]")
-        elif pieces is not None and self.session.last_note:
-            self.notice(self.session.last_note)
-        if self.options.stats and pieces is not None:
-            self.notice(_stats_line(self.session.last_stats))
+        for note in view.later:
+            self.notice(note)
+        if self.options.stats and view.finish is not None:
+            self.notice(_stats_line(view.finish.stats))
         self.out.write("\n")
         self.out.flush()
         self._context_used = None
@@ -316,8 +303,7 @@ class Repl:
         from prompt_toolkit.history import FileHistory, InMemoryHistory
 
         try:
-            self.history_path.parent.mkdir(parents=True, exist_ok=True)
-            self.history_path.open("a").close()
+            private_file(self.history_path)  # what was typed: 0600 before prompt_toolkit appends to it
         except OSError as error:
             self.notice(f"Input history will not be kept: cannot write {self.history_path} ({error.strerror}).")
             return InMemoryHistory()
@@ -376,6 +362,44 @@ class Repl:
         width = app.output.get_size().columns if app is not None else 80
         gap = width - len(info) - len(hints)
         return info + " " * gap + hints if gap >= 2 else info
+
+
+class _ReplyView:
+    """One reply on the terminal: its text and drafts in a sink opened at the
+    first words (the spinner runs until then), its thinking on stderr, its
+    notices above the spinner or, once the text has begun, after the reply."""
+
+    def __init__(self, repl: Repl, thinking: ReasoningDisplay) -> None:
+        self.repl, self.thinking = repl, thinking
+        self.sink: Any = None
+        self.later: list[str] = []
+        self.finish: Finish | None = None
+
+    def aside(self, event: Event) -> bool:
+        """Handle an event that shows no words of the reply; False for one that does."""
+        if isinstance(event, Text) or isinstance(event, Draft) and (event.text.strip() or self.sink is not None):
+            return False
+        if isinstance(event, Reasoning):
+            self.thinking.piece(event.text)
+        elif isinstance(event, Notice):
+            (self.later.append if self.sink is not None else self.repl.notice)(event.text)
+        elif isinstance(event, Finish):
+            self.finish = event
+        return True
+
+    def show(self, event: Event) -> None:
+        if self.sink is None:
+            self.repl._stop_spinner()
+            self.sink = self.repl._open_sink()
+        self.thinking.done()
+        if isinstance(event, Text):
+            self.sink.write(event.text)
+        elif isinstance(event, Draft):
+            self.sink.draft(event.text)
+
+    def close(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
 
 
 def _stats_line(stats) -> str:

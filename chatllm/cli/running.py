@@ -1,27 +1,32 @@
-"""What every generating command does around its job: settings, model, engine,
---dry-run, output, --json, --stats, and saving the run to history."""
+"""The one way every job runs (jobs/table.py): settings, the model loaded in
+the background while the job plans its run, --dry-run, the engine's options,
+the events shown by a renderer, --stats, and the run saved to history."""
 
 from __future__ import annotations
 
-import json
+import importlib
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from chatllm import engine
 from chatllm.cli import early_load
 from chatllm.cli.interaction import hub_interaction
 from chatllm.cli.options import RunOptions
+from chatllm.cli.parts_progress import parts_progress
+from chatllm.cli.repl import run_repl
 from chatllm.config.settings import Settings, load_settings
+from chatllm.engine import chat_template_text
 from chatllm.engine import engine_options as from_settings
-from chatllm.engine.base import Engine, EngineOptions, GenerationParams, Message, Stream
-from chatllm.engine.grammar import json_schema_text, schema_to_gbnf
-from chatllm.errors import UsageError
-from chatllm.hub.models import ResolvedModel, resolve_model
-from chatllm.inputs import read_file
-from chatllm.jobs.metering import Meter
-from chatllm.render import CollectingSink, ReasoningDisplay, notice, open_sink, print_stats, result_json, write_all
+from chatllm.engine.base import Engine, EngineOptions
+from chatllm.hub.models import ResolvedModel, is_remote_reference, resolve_model
+from chatllm.jobs.job import Job, ModelInfo, Setup
+from chatllm.jobs.pacing import ProgressCallback
+from chatllm.jobs.table import JobSpec
+from chatllm.render import Printer, dry_run_json, notice, print_stats
+from chatllm.reply.meter import Meter
 
 
 def settings() -> Settings:
@@ -89,97 +94,68 @@ def loading_model(options: RunOptions, config: Settings) -> Iterator[ModelLoadin
             future.result().close()
 
 
-def print_dry_run(
-    messages: Sequence[Message], params: GenerationParams, template: str, model: str | None, schema: dict | None = None
-) -> None:
-    """The messages and settings a command would send, as JSON; with a schema,
-    the schema and the GBNF grammar llama.cpp would be constrained by."""
-    payload = {
-        "model": model,
-        "template": template,
-        "messages": [{"role": m.role, "content": m.content} for m in messages],
-        "params": {k: v for k, v in vars(params).items() if v not in (None, ())},
-    }
-    if schema is not None:
-        payload["schema"] = schema
-        payload["grammar"] = schema_to_gbnf(json_schema_text(schema))
-    sys.stdout.write(json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
+def run_job(spec: JobSpec, options: RunOptions, values: dict[str, Any], given: frozenset[str]) -> None:
+    """Plan the job (while its model loads), then print its plan (--dry-run)
+    or run it: a conversation on a terminal in the REPL, any other run's
+    events through a Printer."""
+    config = settings()
 
+    def setup(model: ModelInfo, progress: ProgressCallback | None = None) -> Setup:
+        log = options.log and config.log
+        return Setup(values, options.sampling(), options.repetition, model, given, config.hints, log, progress)
 
-@contextmanager
-def map_progress(enabled: bool) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on stderr for the parts of a long input (shown only once
-    there is more than one part)."""
-    if not enabled:
-        yield lambda done, total: None
+    if options.dry_run:
+        job = spec.prepare(setup(dry_run_model(options, config)))
+        sys.stdout.write(dry_run_json(job.plan(), job.template, options.model) + "\n")
         return
-    progress = task = None
-
-    def update(done: int, total: int) -> None:
-        nonlocal progress, task
-        if total <= 1:
-            return
-        if progress is None:  # rich.progress costs ~20 ms to import: only for long input
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            progress = Progress(
-                TextColumn("[dim]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            progress.start()
-            task = progress.add_task("reading the input in parts", total=total)
-        progress.update(task, completed=done)
-
-    try:
-        yield update
-    finally:
-        if progress is not None:
-            progress.stop()
+    # A job whose text streams part by part (a translation) is progress enough on a terminal.
+    live = spec.streams_parts and sys.stdout.isatty() and not options.json
+    with loading_model(options, config) as loading, parts_progress(output_is_live=live) as progress:
+        resolved = loading.model
+        job = spec.prepare(setup(ModelInfo(resolved.name, resolved.path, resolved.remote_url is not None), progress))
+        in_repl = spec.conversation and sys.stdin.isatty() and sys.stdout.isatty() and not options.json
+        if in_repl:
+            importlib.import_module("prompt_toolkit")  # while the model loads: the two overlap
+        engine = loading.engine()
+        prepare_engine(options, engine)
+        if in_repl:
+            session, notices = job.session(engine)  # type: ignore[attr-defined]  # a Conversation
+            for line in notices:
+                notice(line)
+            run_repl(session, options, config, resolved)
+        else:
+            show(spec, job, options, config, resolved, engine)
 
 
-def run_generation(
-    options: RunOptions,
-    config: Settings,
-    template_name: str,
-    job: Callable[[Meter], Stream],
-    model: ResolvedModel,
-    engine: Engine,
-    record: dict | None = None,
-    repetition: str = "loops",
-) -> str:
-    """Run `job`, show its text the way the options ask, print stats, save the run.
-    `repetition` is the guard's mode (jobs/repetition.py)."""
-    thinking = ReasoningDisplay(options.show_reasoning)
-    prepare_engine(options, engine)
-    sink = CollectingSink() if options.json else open_sink(theme=config.theme)
-    meter = Meter(engine, repetition=repetition, on_reasoning=thinking.piece, on_draft=sink.draft)
-    try:
-        text = write_all(_after_thinking(job(meter), thinking), sink)
-    finally:
-        thinking.done()
-        stats = meter.stats()
-        note = meter.finish_note()
-        if note:
-            notice(note)
-        if options.stats:
-            print_stats(stats)
-    if options.json:
-        sys.stdout.write(result_json(text, model.name, template_name, stats, meter.reasoning) + "\n")
-    if options.log and config.log:
-        record_run(model, template_name, {**(record or {}), "reasoning": meter.reasoning}, text, stats)
-    return text
+def show(spec: JobSpec, job: Job, options: RunOptions, config: Settings, model: ResolvedModel, engine: Engine) -> None:
+    """Run `job` on `engine`, its events shown the way the options ask; --stats
+    and history for the whole run (a conversation's, turn by turn)."""
+    printer = Printer(
+        model.name,
+        job.template,
+        json=options.json,
+        stats=options.stats and spec.conversation,
+        show_reasoning=options.show_reasoning,
+        # Prose is Markdown on a terminal; data, and a conversation a script drives, plain.
+        markdown=None if spec.prose and not spec.conversation else False,
+        theme=config.theme,
+        between="\n" if spec.conversation else "",  # a blank line tells turns apart
+    )
+    printer.open()
+    meter = Meter(engine, repetition=job.repetition, drafts=printer.live)
+    replies = printer.show(job.run(meter))
+    stats = meter.stats()
+    if options.stats and not spec.conversation:
+        print_stats(stats)
+    if job.record is not None and options.log and config.log:
+        text = "\n".join(reply.text for reply in replies)
+        record_run(model, job.template, {**job.record, "reasoning": meter.reasoning}, text, stats)
 
 
-def _after_thinking(pieces: Stream, thinking: ReasoningDisplay) -> Stream:
-    """`pieces`, closing the thinking's display when the answer begins."""
-    for piece in pieces:
-        thinking.done()
-        yield piece
+def dry_run_model(options: RunOptions, config: Settings) -> ModelInfo:
+    """What --dry-run knows of the model without resolving a remote or Hub one."""
+    wanted = options.model or config.default_model
+    return ModelInfo(wanted, local_model_path(options, config), is_remote_reference(wanted))
 
 
 def prepare_engine(options: RunOptions, engine: Engine) -> None:
@@ -187,11 +163,11 @@ def prepare_engine(options: RunOptions, engine: Engine) -> None:
     and the notes a user should read (a model without a chat template, --think
     on a model that cannot switch)."""
     if options.chat_template:
-        if not hasattr(engine, "use_chat_template"):
+        if not engine.supports_chat_template:
             notice("--chat-template does nothing for a model on a server: the server applies its own.")
         else:
             engine.use_chat_template(chat_template_text(options.chat_template))
-    elif getattr(engine, "has_chat_template", True) is False:
+    elif not engine.has_chat_template:
         notice(
             f"{engine.model_name} has no chat template: it is probably a base model, not an instruct one, and may "
             "just continue or echo the prompt. Prompts use ChatML; use an instruct model, or --chat-template plain."
@@ -199,45 +175,13 @@ def prepare_engine(options: RunOptions, engine: Engine) -> None:
     note_thinking_switch(options, engine)
 
 
-def chat_template_text(value: str) -> str:
-    from chatllm.engine.chat_prompt import BUILTIN_TEMPLATES
-
-    if value in BUILTIN_TEMPLATES:
-        return BUILTIN_TEMPLATES[value]
-    text = read_file(Path(value).expanduser())
-    import jinja2
-
-    try:
-        jinja2.Environment().parse(text)
-    except jinja2.TemplateSyntaxError as error:
-        raise UsageError(f"'{value}' line {error.lineno}: {error.message}") from None
-    return text
-
-
 def note_thinking_switch(options: RunOptions, engine: Engine) -> None:
     """--think/--no-think on a model whose chat template cannot switch thinking:
     a dim note, not an error (the option does nothing there)."""
-    if options.think is not None and getattr(engine, "thinking_switch", True) is False:
+    if options.think is not None and not engine.thinking_switch:
         notice(
             f"{engine.model_name}'s chat template has no thinking switch: --{'' if options.think else 'no-'}think changes nothing."
         )
-
-
-def finish_run(
-    options: RunOptions,
-    config: Settings,
-    model: ResolvedModel,
-    template_name: str,
-    record: dict,
-    text: str,
-    meter: Meter,
-) -> None:
-    """After a run whose output is written: --stats, and the run saved to history."""
-    stats = meter.stats()
-    if options.stats:
-        print_stats(stats)
-    if options.log and config.log:
-        record_run(model, template_name, record, text, stats)
 
 
 def record_run(model: ResolvedModel, template_name: str, record: dict, text: str, stats) -> None:

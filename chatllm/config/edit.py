@@ -4,8 +4,6 @@ rewrites only its own top-level entry."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from chatllm.config.settings import (
     settings_text,
 )
 from chatllm.errors import ConfigError
+from chatllm.private_files import write_private
 
 
 def _scalar_text(value: Any) -> str | None:
@@ -153,17 +152,9 @@ def _rewrite(change: Any) -> Path:
     load_document(text, str(path))  # YAML we cannot parse is not ours to rewrite
     new_text = change(text)
     parse_settings(new_text, str(path))  # the same rules as loading, on what we would write
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(new_text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
+        # Private: it can hold commands.serve.api_key. A looser file is tightened here.
+        write_private(path, new_text, durable=True)
     except OSError as error:
-        Path(temporary).unlink(missing_ok=True)
         raise ConfigError(f"cannot write {path}: {error.strerror or error}") from None
     return path

@@ -11,11 +11,14 @@ accepts always loads, and a malformed file is an error naming its line.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from chatllm.errors import ConfigError
+from chatllm.reading import DEFAULT_MAX_INPUT_SIZE
+from chatllm.sizes import parse_size
 
 APP_NAME = "chatllm"
 
@@ -87,6 +90,12 @@ class Settings:
         True, "say (on stderr) when a job needs a bigger model than the one in use", "CHATLLM_HINTS", "bool"
     )
     theme: str = _setting("monokai", "code highlighting theme for Markdown output", "CHATLLM_THEME")
+    max_input_size: int = _setting(
+        DEFAULT_MAX_INPUT_SIZE,
+        "most bytes of input a command reads (files and stdin together), e.g. 64M",
+        "CHATLLM_MAX_INPUT_SIZE",
+        "size",
+    )
     # Per-command option defaults, e.g. {"translate": {"to": "fr"}}; the CLI
     # turns them into click's default_map (see chatllm/cli/command_defaults.py).
     commands: dict[str, dict[str, Any]] = _setting(
@@ -147,6 +156,13 @@ def convert(key: str, value: Any) -> Any:
         return number
     if kind == "bool":
         return parse_bool(value)
+    if kind == "size":
+        if isinstance(value, bool):
+            raise Invalid("a size such as 64M, 512K or 2G")
+        try:
+            return parse_size(str(value))
+        except ValueError:
+            raise Invalid("a size such as 64M, 512K or 2G") from None
     if kind == "on_off_auto":
         if str(value).strip().lower() == "auto":
             return None
@@ -273,6 +289,30 @@ def setting_sources() -> dict[str, str]:
         name: overrides[name][0] if name in overrides else "config file" if name in in_file else "default"
         for name in setting_names()
     }
+
+
+# The last word of a setting name that holds a secret (commands.serve.api_key,
+# a token, a password): `config show` never prints such a value whole.
+_SECRET_WORDS = {"key", "apikey", "token", "secret", "password", "passwd", "credential", "credentials"}
+_SHOWN_SECRET_END = 4
+_SHORTEST_SECRET_SHOWN = 12  # a shorter secret shows no character at all
+
+
+def is_secret_name(name: str) -> bool:
+    """`api_key`, `api-key`, `hf_token`, `secret`, but not `max-tokens`."""
+    return re.split(r"[-_.]", name.lower())[-1] in _SECRET_WORDS
+
+
+def mask_secrets(value: Any, name: str = "") -> Any:
+    """`value` (a setting named `name`, or a mapping of them, nested) with every
+    secret's value masked: `****` and its last 4 characters, enough to tell
+    which key is set and not enough to use it."""
+    if isinstance(value, dict):
+        return {key: mask_secrets(item, str(key)) for key, item in value.items()}
+    if not is_secret_name(name) or value is None or value == "":
+        return value
+    text = str(value)
+    return "****" + (text[-_SHOWN_SECRET_END:] if len(text) >= _SHORTEST_SECRET_SHOWN else "")
 
 
 def get_setting(settings: Settings, key_path: str) -> Any:

@@ -6,8 +6,10 @@ jobs and the CLI never import llama_cpp or httpx themselves.
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chatllm.engine.base import (
@@ -19,6 +21,7 @@ from chatllm.engine.base import (
     Timings,
     Usage,
 )
+from chatllm.errors import UsageError
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -34,9 +37,12 @@ __all__ = [
     "Message",
     "Timings",
     "Usage",
+    "chat_template_text",
     "engine_options",
+    "loads_quietly",
     "open_engine",
     "open_engine_in_background",
+    "warm_up",
 ]
 
 
@@ -103,3 +109,36 @@ def open_engine_in_background(model: ResolvedModel, options: EngineOptions, thre
 
     threading.Thread(target=load, name=thread_name).start()
     return future
+
+
+def chat_template_text(value: str) -> str:
+    """The Jinja text `--chat-template VALUE` means: a built-in template's
+    name, or a file (its syntax checked now, before any prompt is made)."""
+    from chatllm.engine.chat_prompt import BUILTIN_TEMPLATES
+
+    if value in BUILTIN_TEMPLATES:
+        return BUILTIN_TEMPLATES[value]
+    from chatllm.inputs import read_file
+
+    text = read_file(Path(value).expanduser())
+    import jinja2
+
+    try:
+        jinja2.Environment().parse(text)
+    except jinja2.TemplateSyntaxError as error:
+        raise UsageError(f"'{value}' line {error.lineno}: {error.message}") from None
+    return text
+
+
+def loads_quietly() -> bool:
+    """Whether a model can load on another thread without taking over stderr
+    (llama.cpp's log callback can be silenced), which early loading needs."""
+    from chatllm.engine.bindings import quiet_log_callback_available
+
+    return quiet_log_callback_available()
+
+
+def warm_up() -> None:
+    """Import what an engine needs once llama.cpp has read the model file
+    (Jinja2, hashlib: ~40 ms of Python), while the load runs outside the GIL."""
+    importlib.import_module("chatllm.engine.chat_prompt")  # imports state_cache too

@@ -10,11 +10,18 @@ import json
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from chatllm.reply.events import Reasoning, ToolCall
 
 Role = Literal["system", "user", "assistant", "tool"]
-# A reply as it streams: pieces of text; closing it early stops the generation.
+# Text as it streams, in pieces; closing it early stops what makes it.
 Stream = Generator[str, None, None]
+# A reply as an engine streams it: the answer's text in `str` pieces, a
+# reasoning model's thinking as `Reasoning` events, the tool calls it makes as
+# `ToolCall` events (issue 23); closing it early stops the generation.
+EngineStream = Generator["str | Reasoning | ToolCall", None, None]
 # "tool_calls": the reply ended asking for tools (serve's replies; a chat turn
 # goes on once their results are in).
 FinishReason = Literal["stop", "length", "repetition", "interrupted", "tool_calls"]
@@ -187,6 +194,59 @@ class GenerationStats:
     thinking_unclosed: bool = False
 
 
+class Capabilities:
+    """What an engine can do beyond streaming a reply's text, declared by every
+    engine as class attributes (the defaults here: the least). Jobs and the CLI
+    read these instead of probing an engine's methods.
+
+    can_stream             the reply arrives piece by piece as it is generated
+    supports_grammar       a GBNF grammar (or a JSON Schema turned into one) constrains sampling locally
+    supports_scoring       `score`: the log-probability of given continuations
+    supports_state_saving  evaluated prompt prefixes are saved and restored across runs
+    supports_tools         the model can ask for tools (issue 23)
+    max_sequences          replies it can generate at once (issue 24)
+    supports_chat_template `use_chat_template`: prompts rendered with a given chat template
+    """
+
+    can_stream: bool = False
+    supports_grammar: bool = False
+    supports_scoring: bool = False
+    supports_state_saving: bool = False
+    supports_tools: bool = False
+    max_sequences: int = 1
+    supports_chat_template: bool = False
+    # time.perf_counter() when the engine could first generate (None: from
+    # its creation): a job's own time counts from then (see Meter.stats).
+    ready_at: float | None = None
+    # Where the model is served, for messages about its replies (None: here).
+    base_url: str | None = None
+    # The model file's size, to guess its speed from before it has run
+    # (jobs/pacing.py); None where there is no file here.
+    model_bytes: int | None = None
+
+    @property
+    def has_chat_template(self) -> bool:
+        """Whether the model carries a chat template of its own (False: a base
+        model, prompted in ChatML); a server applies its own."""
+        return True
+
+    @property
+    def thinking_switch(self) -> bool:
+        """Whether the chat template can switch a reasoning model's thinking
+        on and off (a server is told and decides)."""
+        return True
+
+    def score(self, messages: Sequence[Message], continuations: Sequence[str]) -> list[float]:
+        """The log-probability of each continuation as the whole reply (only
+        where `supports_scoring`)."""
+        raise TypeError(f"{type(self).__name__} cannot score continuations")
+
+    def use_chat_template(self, template: str) -> None:
+        """Render prompts with `template` (Jinja text) instead of the model's
+        own (only where `supports_chat_template`)."""
+        raise TypeError(f"{type(self).__name__} takes no chat template")
+
+
 @runtime_checkable
 class Engine(Protocol):
     """A loaded model that streams replies.
@@ -202,6 +262,19 @@ class Engine(Protocol):
     context_size: int
     load_s: float
     last_stats: GenerationStats
+    # What it can do (see Capabilities, which every engine derives from).
+    can_stream: bool
+    supports_grammar: bool
+    supports_scoring: bool
+    supports_state_saving: bool
+    supports_tools: bool
+    max_sequences: int
+    supports_chat_template: bool
+    ready_at: float | None
+    model_bytes: int | None
+
+    @property
+    def base_url(self) -> str | None: ...
 
     @property
     def identity(self) -> str | None:
@@ -209,7 +282,13 @@ class Engine(Protocol):
         model (a persona judge's calibration); None where the weights are not here."""
         ...
 
-    def stream(self, messages: Sequence[Message], params: GenerationParams) -> Stream: ...
+    @property
+    def has_chat_template(self) -> bool: ...
+
+    @property
+    def thinking_switch(self) -> bool: ...
+
+    def stream(self, messages: Sequence[Message], params: GenerationParams) -> EngineStream: ...
 
     def count_tokens(self, text: str) -> int:
         """Tokens of plain text (no chat-template wrapping)."""
@@ -220,12 +299,16 @@ class Engine(Protocol):
         including the opening of the assistant's turn."""
         ...
 
+    def score(self, messages: Sequence[Message], continuations: Sequence[str]) -> list[float]: ...
+
+    def use_chat_template(self, template: str) -> None: ...
+
     def close(self) -> None: ...
 
 
-@runtime_checkable
 class Scorer(Protocol):
-    """An engine that can tell how likely a continuation is (local models): for
-    classify's label probabilities."""
+    """What can tell how likely a continuation is: an engine that
+    `supports_scoring`, or a Meter over one (classify's label probabilities, a
+    persona's coverage judge)."""
 
     def score(self, messages: Sequence[Message], continuations: Sequence[str]) -> list[float]: ...

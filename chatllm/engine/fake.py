@@ -10,7 +10,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from chatllm.engine.base import GenerationParams, GenerationStats, Message, Stream, Timings, Usage
+from chatllm.engine.base import (
+    Capabilities,
+    EngineStream,
+    GenerationParams,
+    GenerationStats,
+    Message,
+    Stream,
+    Timings,
+    Usage,
+)
 from chatllm.engine.reasoning import split_reasoning
 from chatllm.errors import EngineError
 
@@ -24,8 +33,10 @@ def echo_reply(messages: Sequence[Message]) -> str:
     return "Echo: " + " ".join(words[:12])
 
 
-class FakeEngine:
+class FakeEngine(Capabilities):
     model_name = "fake.gguf"
+    can_stream = True
+    supports_scoring = True
     identity: str | None = None
 
     def __init__(self, context_size: int = 2048, reply: ReplyFunction = echo_reply) -> None:
@@ -44,7 +55,7 @@ class FakeEngine:
         # 4 tokens of chat-template scaffolding per message, 3 to open the reply.
         return sum(self.count_tokens(m.content) + 4 for m in messages) + 3
 
-    def stream(self, messages: Sequence[Message], params: GenerationParams) -> Stream:
+    def stream(self, messages: Sequence[Message], params: GenerationParams) -> EngineStream:
         """The reply in word pieces; inline <think> tags become Reasoning pieces,
         as on the real backends (engine/reasoning.py)."""
         return split_reasoning(self._words(messages, params), thinking=False, stats=lambda: self.last_stats)

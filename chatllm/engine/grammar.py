@@ -205,3 +205,25 @@ class ConstrainedSampler:
             llama_cpp.llama_sampler_free(self._grammar)
             llama_cpp.llama_sampler_free(self._prefilter)
             self._grammar = None
+
+
+class GrammarFirst:
+    """The grammar as the first sampler of the chain: every token is checked
+    against the whole vocabulary (kept to measure ConstrainedSampler against)."""
+
+    def __init__(self, vocab, context, chain, gbnf: str) -> None:
+        self._context = context
+        grammar = llama_cpp.llama_sampler_init_grammar(vocab, gbnf.encode("utf-8"), b"root")
+        if not grammar:
+            raise UsageError("the grammar does not parse (llama.cpp rejected it; --verbose shows where)")
+        # A chain of the grammar then the reply's own chain (which the outer chain frees).
+        self._chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        llama_cpp.llama_sampler_chain_add(self._chain, grammar)
+        llama_cpp.llama_sampler_chain_add(self._chain, llama_cpp.llama_sampler_clone(chain))
+        self.resampled = 0
+
+    def sample(self) -> int:
+        return llama_cpp.llama_sampler_sample(self._chain, self._context, -1)
+
+    def close(self) -> None:
+        llama_cpp.llama_sampler_free(self._chain)

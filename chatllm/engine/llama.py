@@ -24,10 +24,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chatllm.engine.base import EngineOptions, FinishReason, GenerationParams, GenerationStats, Message, Stream, Timings
+from chatllm.engine.base import (
+    Capabilities,
+    EngineOptions,
+    EngineStream,
+    FinishReason,
+    GenerationParams,
+    GenerationStats,
+    Message,
+    Timings,
+)
 from chatllm.engine.bindings import llama_bindings, quiet_log_callback
-from chatllm.engine.grammar import GRAMMAR_FIRST, ConstrainedSampler, grammar_text
-from chatllm.engine.reasoning import ThinkSplitter
+from chatllm.engine.grammar import GRAMMAR_FIRST, ConstrainedSampler, GrammarFirst, grammar_text
+from chatllm.engine.reasoning import Piece, ThinkSplitter
 from chatllm.engine.tool_grammar import ToolCalls
 from chatllm.errors import EngineError, ModelError, UsageError
 from chatllm.hub.models import ResolvedModel
@@ -119,8 +128,45 @@ def physical_cores() -> int:
     return max(1, min(len(siblings) or allowed, allowed))
 
 
-class LlamaEngine:
+def _auto_gpu_layers(path: Path, n_ctx: int | None) -> int:
+    """As many layers as fit in free GPU memory beside a context of `n_ctx`
+    (None: the model's, at most DEFAULT_MAX_CONTEXT)."""
+    from chatllm.engine.gpu import choose_gpu_layers
+    from chatllm.hub.gguf_info import read_gguf_info
+
+    try:
+        trained = read_gguf_info(path).context_length or DEFAULT_MAX_CONTEXT
+    except Exception:  # an unreadable header fails properly at load
+        trained = DEFAULT_MAX_CONTEXT
+    return choose_gpu_layers(path, n_ctx or min(trained, DEFAULT_MAX_CONTEXT), "auto")
+
+
+def _context_params(n_ctx: int, options: EngineOptions) -> Any:
+    """llama.cpp's parameters of a context of `n_ctx` tokens."""
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = n_ctx
+    params.n_threads = params.n_threads_batch = options.n_threads or physical_cores()
+    params.n_seq_max = 1
+    params.no_perf = True
+    # None keeps llama.cpp's own "auto". Which is faster on a CPU depends on the
+    # CPU: on an AMD EPYC flash attention won everywhere (decode +18%), on an
+    # Intel VM with AMX it lost badly at depth (20 vs 48 tok/s); the setting
+    # lets a user pick.
+    if options.flash_attn is not None:
+        params.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if options.flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+    return params
+
+
+class LlamaEngine(Capabilities):
     """A GGUF model loaded in this process. Not thread-safe: one stream at a time."""
+
+    can_stream = True
+    supports_grammar = True
+    supports_scoring = True
+    supports_state_saving = True
+    supports_chat_template = True
 
     # llama.cpp's objects are ctypes pointers and structures (typed Any here).
     context_size: int
@@ -149,6 +195,8 @@ class LlamaEngine:
             raise ModelError(f"'{model.reference}' is not a local model file")
         self.model_name = Path(model.path).name
         self._path = Path(model.path)
+        # The model file's size, to guess its speed from (jobs/pacing.py).
+        self.model_bytes = self._path.stat().st_size if self._path.is_file() else None
         self.last_stats = GenerationStats()
         self._model = self._context = None
         self._chat_template: str | None = None
@@ -186,17 +234,8 @@ class LlamaEngine:
         _configure_logging(options.verbose)
         model_params = llama_cpp.llama_model_default_params()
         layers = options.n_gpu_layers
-        if layers is None and not llama_cpp.llama_supports_gpu_offload():
-            layers = 0  # a CPU-only build: no need to read the GGUF header for sizes
-        if layers is None:  # --gpu-layers auto: as many layers as fit in free GPU memory
-            from chatllm.engine.gpu import choose_gpu_layers
-            from chatllm.hub.gguf_info import read_gguf_info
-
-            try:
-                trained = read_gguf_info(path).context_length or DEFAULT_MAX_CONTEXT
-            except Exception:  # an unreadable header fails properly at load below
-                trained = DEFAULT_MAX_CONTEXT
-            layers = choose_gpu_layers(path, options.n_ctx or min(trained, DEFAULT_MAX_CONTEXT), "auto")
+        if layers is None:  # --gpu-layers auto; a CPU-only build need not read the GGUF header for sizes
+            layers = _auto_gpu_layers(path, options.n_ctx) if llama_cpp.llama_supports_gpu_offload() else 0
         # llama.cpp reads any count above the layer count as "all layers".
         model_params.n_gpu_layers = 0x7FFFFFFF if layers < 0 else layers
         model_params.use_extra_bufts = weight_repacking_enabled(options.weight_repack)
@@ -224,22 +263,7 @@ class LlamaEngine:
                 f"'{self.model_name}' supports at most {trained} tokens of context; --ctx {n_ctx} is too large"
             )
 
-        threads = options.n_threads or physical_cores()
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = n_ctx
-        params.n_threads = params.n_threads_batch = threads
-        params.n_seq_max = 1
-        params.no_perf = True
-        # None keeps llama.cpp's own "auto". Which is faster on a CPU depends on the
-        # CPU: on an AMD EPYC flash attention won everywhere (decode +18%), on an
-        # Intel VM with AMX it lost badly at depth (20 vs 48 tok/s); the setting
-        # lets a user pick.
-        if options.flash_attn is not None:
-            params.flash_attn_type = (
-                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
-                if options.flash_attn
-                else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-            )
+        params = _context_params(n_ctx, options)
         # What was asked for: llama.cpp may round the context up (to 256), and
         # known before the context exists, this is what budgets are made from.
         self.context_size = n_ctx
@@ -347,7 +371,7 @@ class LlamaEngine:
 
     # ---- generation ----------------------------------------------------------
 
-    def stream(self, messages: Sequence[Message], params: GenerationParams) -> Stream:
+    def stream(self, messages: Sequence[Message], params: GenerationParams) -> EngineStream:
         """Yield the reply in pieces of valid UTF-8 text. Raises EngineError (on the
         first `next`) if the prompt does not fit the context."""
         self._require_model()
@@ -355,37 +379,13 @@ class LlamaEngine:
         self.last_stats = stats
         started = time.perf_counter()
         calls = ToolCalls.of(params, self._prompt)
-        prompt = self._prompt.prompt_tokens(messages, params.think, params)
-        stats.usage.prompt_tokens = len(prompt)
-        # A reasoning model's thinking comes out as Reasoning pieces; a reply
-        # under a JSON Schema is all answer (the schema decides what it is).
-        thinking = None
-        if self._prompt.may_think and not params.json_schema:
-            thinking = _Thinking(
-                ThinkSplitter(self._prompt.opens_thinking),
-                params.reasoning_budget,
-                stats,
-                self._prompt.tokenize(_FORCED_CLOSE, special=True),
-            )
-        if not prompt:
-            raise EngineError(f"the chat template of '{self.model_name}' produced an empty prompt")
-        if len(prompt) >= self.context_size:
-            raise EngineError(
-                f"the prompt takes {len(prompt)} tokens but the context holds {self.context_size}; shorten the input or raise --ctx"
-            )
+        prompt, thinking = self._checked_prompt(messages, params, stats)
         self._wait_for_context()
         started = max(started, self.ready_at or started)
         stats.timings.load_s = self.load_s
         sampler = self._new_sampler(params, prompt)
-        if calls is not None:
-            sampler = calls.sampler(self._vocab, sampler, self._prompt.tokenize)
-        constrained: ConstrainedSampler | _GrammarFirst | None = None
-        gbnf = grammar_text(params.grammar, params.json_schema) if params.grammar or params.json_schema else None
-        if gbnf is not None:
-            if GRAMMAR_FIRST:
-                constrained = _GrammarFirst(self._vocab, self._context, sampler, gbnf)
-            else:
-                constrained = ConstrainedSampler(self._vocab, self._context, sampler, gbnf)
+        sampler = calls.sampler(self._vocab, sampler, self._prompt.tokenize) if calls else sampler
+        constrained = self._constrained(sampler, params)
         first_piece = True
         try:
             cached, evaluated, prefill_s = self._evaluate_prompt(messages, prompt)
@@ -399,8 +399,7 @@ class LlamaEngine:
             else:
                 draw = functools.partial(llama_cpp.llama_sampler_sample, sampler, self._context, -1)
             pieces = self._generate(draw, params, stats, thinking)
-            if calls is not None:
-                pieces = calls.events(pieces, stats)
+            pieces = calls.events(pieces, stats) if calls else pieces
             try:
                 for piece in pieces:
                     if first_piece:
@@ -420,6 +419,42 @@ class LlamaEngine:
             stats.timings.total_s = time.perf_counter() - started
             if first_piece:
                 stats.timings.ttft_s = stats.timings.total_s
+
+    def _checked_prompt(
+        self, messages: Sequence[Message], params: GenerationParams, stats: GenerationStats
+    ) -> tuple[list[int], _Thinking | None]:
+        """The prompt's tokens, and the thinking state of a reply that may
+        think; EngineError for a prompt that cannot be answered."""
+        prompt = self._prompt.prompt_tokens(messages, params.think, params)
+        stats.usage.prompt_tokens = len(prompt)
+        # A reasoning model's thinking comes out as Reasoning pieces; a reply
+        # under a JSON Schema is all answer (the schema decides what it is).
+        thinking = None
+        if self._prompt.may_think and not params.json_schema:
+            thinking = _Thinking(
+                ThinkSplitter(self._prompt.opens_thinking),
+                params.reasoning_budget,
+                stats,
+                self._prompt.tokenize(_FORCED_CLOSE, special=True),
+            )
+        if not prompt:
+            raise EngineError(f"the chat template of '{self.model_name}' produced an empty prompt")
+        if len(prompt) >= self.context_size:
+            raise EngineError(
+                f"the prompt takes {len(prompt)} tokens but the context holds {self.context_size}; shorten the input or raise --ctx"
+            )
+        return prompt, thinking
+
+    def _constrained(self, sampler: Any, params: GenerationParams) -> ConstrainedSampler | GrammarFirst | None:
+        """The sampler that keeps a reply to its grammar or JSON Schema, if it has one."""
+        if not params.grammar and not params.json_schema:
+            return None
+        gbnf = grammar_text(params.grammar, params.json_schema)
+        if gbnf is None:
+            return None
+        if GRAMMAR_FIRST:
+            return GrammarFirst(self._vocab, self._context, sampler, gbnf)
+        return ConstrainedSampler(self._vocab, self._context, sampler, gbnf)
 
     def _new_sampler(self, params: GenerationParams, prompt: list[int]) -> Any:
         """A native sampler chain in llama.cpp's own order (common/sampling.cpp):
@@ -513,12 +548,8 @@ class LlamaEngine:
         return seconds
 
     def _generate(
-        self,
-        draw: Callable[[], int],
-        params: GenerationParams,
-        stats: GenerationStats,
-        thinking: _Thinking | None = None,
-    ) -> Stream:
+        self, draw: Callable[[], int], params: GenerationParams, stats: GenerationStats, thinking: _Thinking | None
+    ) -> EngineStream:
         """The decode loop. Everything between two `llama_decode` calls is kept to
         a few C calls and a UTF-8 decoder step (and, for a model that thinks,
         splitting its thinking from its answer)."""
@@ -560,16 +591,7 @@ class LlamaEngine:
                     raise EngineError(f"llama.cpp failed to generate (llama_decode returned {result})")
                 kv.append(token)
                 if thinking is not None and thinking.over_budget():
-                    # End the thinking as llama-server's --reasoning-budget does:
-                    # the closing tag, as if the model had written it.
-                    for forced in thinking.close_tokens:
-                        one_token[0] = forced
-                        if decode(context, one_batch) != 0:
-                            raise EngineError("llama.cpp failed to generate (llama_decode returned an error)")
-                        kv.append(forced)
-                        usage.completion_tokens += 1
-                        length = to_piece(vocab, forced, piece, _PIECE_BUFFER, 0, True)
-                        yield from thinking.feed(utf8.decode(piece.raw[:length]) if length > 0 else "", forced=True)
+                    yield from self._end_thinking(thinking, utf8)
                 token = draw()
                 decode_s += clock() - began
                 steps += 1
@@ -583,6 +605,18 @@ class LlamaEngine:
             stats.finish_reason = finish
         finally:
             stats.timings.decode_tokens_per_s = steps / decode_s if steps and decode_s > 0 else 0.0
+
+    def _end_thinking(self, thinking: _Thinking, utf8: codecs.IncrementalDecoder) -> EngineStream:
+        """End the thinking as llama-server's --reasoning-budget does: the
+        closing tag, as if the model had written it."""
+        for forced in thinking.close_tokens:
+            self._one_token[0] = forced
+            if llama_cpp.llama_decode(self._context, self._one_batch) != 0:
+                raise EngineError("llama.cpp failed to generate (llama_decode returned an error)")
+            self._kv_tokens.append(forced)
+            thinking.stats.usage.completion_tokens += 1
+            length = llama_cpp.llama_token_to_piece(self._vocab, forced, self._piece, _PIECE_BUFFER, 0, True)
+            yield from thinking.feed(utf8.decode(self._piece.raw[:length]) if length > 0 else "", forced=True)
 
     # ---- scoring -------------------------------------------------------------
 
@@ -692,7 +726,7 @@ class _Thinking:
         self.splitter, self.budget, self.stats, self.close_tokens = splitter, budget, stats, close_tokens
         self.forced = False
 
-    def feed(self, text: str, forced: bool = False) -> list[str]:
+    def feed(self, text: str, forced: bool = False) -> list[Piece]:
         if self.splitter.thinking and not forced:
             self.stats.usage.reasoning_tokens += 1
         return self.splitter.feed(text) if text else []
@@ -705,32 +739,10 @@ class _Thinking:
             return True
         return False
 
-    def finish(self) -> list[str]:
+    def finish(self) -> list[Piece]:
         pieces = self.splitter.finish()
         self.stats.thinking_unclosed = self.splitter.unclosed
         return pieces
-
-
-class _GrammarFirst:
-    """The grammar as the first sampler of the chain: every token is checked
-    against the whole vocabulary (kept to measure ConstrainedSampler against)."""
-
-    def __init__(self, vocab, context, chain, gbnf: str) -> None:
-        self._context = context
-        grammar = llama_cpp.llama_sampler_init_grammar(vocab, gbnf.encode("utf-8"), b"root")
-        if not grammar:
-            raise UsageError("the grammar does not parse (llama.cpp rejected it; --verbose shows where)")
-        # A chain of the grammar then the reply's own chain (which the outer chain frees).
-        self._chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        llama_cpp.llama_sampler_chain_add(self._chain, grammar)
-        llama_cpp.llama_sampler_chain_add(self._chain, llama_cpp.llama_sampler_clone(chain))
-        self.resampled = 0
-
-    def sample(self) -> int:
-        return llama_cpp.llama_sampler_sample(self._chain, self._context, -1)
-
-    def close(self) -> None:
-        llama_cpp.llama_sampler_free(self._chain)
 
 
 def _split_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, str, bool]:

@@ -42,19 +42,20 @@ from urllib.parse import urlsplit
 import httpx
 
 from chatllm.engine.base import (
+    Capabilities,
     EngineOptions,
+    EngineStream,
     GenerationParams,
     GenerationStats,
     Message,
-    Stream,
     Timings,
     sampling_settings,
 )
 from chatllm.engine.openai_stream import ReplyReader, error_message, one_line, parse_event, sse_events
-from chatllm.engine.reasoning import Reasoning, ThinkSplitter, may_think
+from chatllm.engine.reasoning import ThinkSplitter, may_think
 from chatllm.errors import EngineError
 from chatllm.hub.models import ResolvedModel
-from chatllm.reply.events import ToolCall
+from chatllm.reply.events import Reasoning, ToolCall
 
 DEFAULT_CONTEXT = 4096
 CONNECT_TIMEOUT_S = 5.0
@@ -86,8 +87,12 @@ def api_key_from_environment() -> str | None:
     return next((os.environ[name] for name in API_KEY_VARIABLES if os.environ.get(name)), None)
 
 
-class OpenAIEngine:
-    """A model on an OpenAI-compatible server. One stream at a time per engine."""
+class OpenAIEngine(Capabilities):
+    """A model on an OpenAI-compatible server. One stream at a time per engine.
+    A JSON Schema goes to the server as `response_format`, not as a local grammar."""
+
+    can_stream = True
+    base_url: str
 
     identity: str | None = None  # the weights are on the server
 
@@ -338,7 +343,7 @@ class OpenAIEngine:
                 continue
             raise self._status_error(response)
 
-    def stream(self, messages: Sequence[Message], params: GenerationParams) -> Stream:
+    def stream(self, messages: Sequence[Message], params: GenerationParams) -> EngineStream:
         """Yield the reply's text as the server streams it: the answer as `str`,
         thinking as `Reasoning` pieces (sent apart, or inline `<think>` tags).
         Raises EngineError (on the first `next`) if the server cannot be
@@ -351,7 +356,7 @@ class OpenAIEngine:
         splitter = ThinkSplitter(None if may_think(self.model_name) and params.think is not False else False)
         return self._split(pieces, splitter)
 
-    def _split(self, pieces: Stream, splitter: ThinkSplitter) -> Stream:
+    def _split(self, pieces: EngineStream, splitter: ThinkSplitter) -> EngineStream:
         try:
             for piece in pieces:
                 if type(piece) is str:
@@ -363,7 +368,7 @@ class OpenAIEngine:
         finally:
             pieces.close()
 
-    def _stream(self, messages: Sequence[Message], params: GenerationParams) -> Stream:
+    def _stream(self, messages: Sequence[Message], params: GenerationParams) -> EngineStream:
         stats = GenerationStats(timings=Timings(load_s=self.load_s))
         self.last_stats = stats
         reader = ReplyReader(stats)
@@ -379,7 +384,7 @@ class OpenAIEngine:
                     if text:
                         yield text
                 for call_id, name, arguments in reader.calls():
-                    yield ToolCall(call_id, name, arguments)  # type: ignore[misc]
+                    yield ToolCall(call_id, name, arguments)
             finally:
                 response.close()  # on early close too: the server sees the disconnect and stops
             completed = True

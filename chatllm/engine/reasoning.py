@@ -7,10 +7,11 @@ with a reasoning parser (llama-server, vLLM) send the thinking apart, as
 `reasoning_content` (or `reasoning`) deltas.
 
 Every backend yields its reply as `str` pieces of the answer and `Reasoning`
-pieces of thinking, so everything downstream (the guards, the renderer,
---json, history) tells them apart by type. `ThinkSplitter` does the splitting
-of inline tags for the llama.cpp and OpenAI-compatible backends alike; a tag
-split across pieces ("</th" + "ink>") is held until it is whole.
+events (chatllm/reply/events.py) of thinking, so the reply pipeline tells
+them apart by type and thinking never reaches the guards or the answer.
+`ThinkSplitter` does the splitting of inline tags for the llama.cpp and
+OpenAI-compatible backends alike; a tag split across pieces ("</th" + "ink>")
+is held until it is whole.
 """
 
 from __future__ import annotations
@@ -18,13 +19,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from chatllm.engine.base import Stream
+from chatllm.engine.base import EngineStream
+from chatllm.reply.events import Reasoning
 
 OPEN, CLOSE = "<think>", "</think>"
-
-
-class Reasoning(str):
-    """A piece of a model's thinking, not of its answer."""
+# A piece of a reply as a backend yields it: answer text, or thinking.
+Piece = str | Reasoning
 
 
 # How much text a reply of unknown state is held for before it counts as answer.
@@ -46,8 +46,8 @@ class ThinkSplitter:
         self._held = ""
         self._after_close = False  # strip the blank lines models put after </think>
 
-    def feed(self, text: str) -> list[str]:
-        out: list[str] = []
+    def feed(self, text: str) -> list[Piece]:
+        out: list[Piece] = []
         buffer = self._held + text
         self._held = ""
         if self._undecided:
@@ -64,31 +64,31 @@ class ThinkSplitter:
                 stray = buffer.find(CLOSE)
                 if stray >= 0:  # what came before was thinking, unless an answer was shown already
                     before = buffer[:stray]
-                    self._emit(before if self.answered else Reasoning(before), out)
+                    self._emit(before, out, thought=not self.answered)
                     buffer = buffer[stray + len(CLOSE) :]
                     self._after_close = True
                     continue
             if at >= 0:
-                self._emit(Reasoning(buffer[:at]) if self.thinking else buffer[:at], out)
+                self._emit(buffer[:at], out, thought=self.thinking)
                 buffer = buffer[at + len(tag) :]
                 self._after_close = self.thinking
                 self.thinking = not self.thinking
                 continue
             keep = _partial_tag(buffer, (tag, CLOSE) if not self.thinking else (tag,))
-            self._emit(Reasoning(buffer[: len(buffer) - keep]) if self.thinking else buffer[: len(buffer) - keep], out)
+            self._emit(buffer[: len(buffer) - keep], out, thought=self.thinking)
             self._held = buffer[len(buffer) - keep :]
             break
         return out
 
-    def finish(self) -> list[str]:
+    def finish(self) -> list[Piece]:
         """What is still held (a partial tag that never completed is text)."""
         if self._undecided:
             self._undecided = False
             return self.feed("") + self.finish()
         held, self._held = self._held, ""
-        out: list[str] = []
+        out: list[Piece] = []
         if held:
-            self._emit(Reasoning(held) if self.thinking else held, out)
+            self._emit(held, out, thought=self.thinking)
         return out
 
     @property
@@ -96,18 +96,20 @@ class ThinkSplitter:
         """The reply ended still thinking, with no answer at all."""
         return self.thinking and self.reasoned and not self.answered
 
-    def _emit(self, piece: str, out: list[str]) -> None:
-        if not isinstance(piece, Reasoning) and self._after_close:
-            piece = piece.lstrip()
-            if piece:
+    def _emit(self, text: str, out: list[Piece], thought: bool) -> None:
+        if not thought and self._after_close:
+            text = text.lstrip()
+            if text:
                 self._after_close = False
-        if not piece:
+        if not text:
             return
-        if isinstance(piece, Reasoning):
+        if thought:
             self.reasoned = True
-        elif piece.strip():
+            out.append(Reasoning(text))
+            return
+        if text.strip():
             self.answered = True
-        out.append(piece)
+        out.append(text)
 
 
 def _partial_tag(text: str, tags: tuple[str, ...]) -> int:
@@ -121,7 +123,7 @@ def _partial_tag(text: str, tags: tuple[str, ...]) -> int:
     return longest
 
 
-def split_reasoning(pieces: Stream, thinking: bool | None = False, stats: Any = None) -> Stream:
+def split_reasoning(pieces: EngineStream, thinking: bool | None = False, stats: Any = None) -> EngineStream:
     """`pieces` with inline thinking turned into `Reasoning` pieces. Pieces that
     already are `Reasoning` (a server's reasoning_content) pass as they are.
     `stats` (GenerationStats, or a function giving it once the reply is done)
@@ -129,18 +131,16 @@ def split_reasoning(pieces: Stream, thinking: bool | None = False, stats: Any = 
     splitter = ThinkSplitter(thinking)
     try:
         for piece in pieces:
-            if isinstance(piece, Reasoning):
+            if type(piece) is str:
+                yield from splitter.feed(piece)
+            else:
                 yield piece
-                continue
-            yield from splitter.feed(piece)
         yield from splitter.finish()
         if stats is not None:
             target = stats() if callable(stats) else stats
             target.thinking_unclosed = splitter.unclosed
     finally:
-        close = getattr(pieces, "close", None)
-        if close is not None:
-            close()
+        pieces.close()
 
 
 def prompt_opens_thinking(prompt_text: str) -> bool:

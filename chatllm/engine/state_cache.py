@@ -20,7 +20,6 @@ import ctypes
 import functools
 import hashlib
 import os
-import secrets
 import struct
 import time
 from array import array
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from chatllm.engine.bindings import llama_bindings, llama_cpp_version
+from chatllm.private_files import new_private_file
 
 llama_cpp = llama_bindings()
 
@@ -119,11 +119,15 @@ class PrefixStateCache:
     def save(self, ctx: Any, tokens: Sequence[int]) -> Path | None:
         """Write the state of sequence 0 (which must hold exactly `tokens`), then
         trim the folder to its size cap. Returns the file, or None if it could not
-        be written (full disk, read-only folder: the cache is best effort)."""
+        be written (full disk, read-only folder: the cache is best effort).
+        A state holds the prompt: the file is private (0600, in a 0700 folder)
+        from the start, llama.cpp writing into the file made for it."""
         path = self.path_for(tokens)
-        temporary = path.with_name(f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            temporary = new_private_file(self.folder, path.stem)
+        except OSError:
+            return None
+        try:
             token_array = (llama_cpp.llama_token * len(tokens))(*tokens)
             written = llama_cpp.llama_state_seq_save_file(
                 ctx, os.fsencode(temporary), _SEQ_ID, token_array, len(tokens)

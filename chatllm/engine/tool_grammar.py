@@ -36,6 +36,7 @@ from chatllm.engine.tool_format import (
     split_calls,
 )
 from chatllm.errors import UsageError
+from chatllm.reply.events import ToolCall
 
 llama_cpp = llama_bindings()
 
@@ -168,8 +169,6 @@ class ToolCalls:
 
     def events(self, pieces: Any, stats: Any) -> Any:
         """`pieces` with the calls taken out of the text, as ToolCall events."""
-        from chatllm.reply.events import ToolCall
-
         splitter = CallSplitter(self.syntax, {tool.name for tool in offered(self.params)})
         try:
             for piece in split_calls(pieces, splitter):

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from chatllm.engine.base import usage_json
+from chatllm.engine.base import GenerationStats, usage_json
 from chatllm.history.store import HistoryStore, StoredMessage, title_of
 
 if TYPE_CHECKING:
@@ -65,8 +65,8 @@ class ConversationRecorder:
         self._turns_saved = resumed_turns
         self._last_turn: Turn | None = None
 
-    def __call__(self, session: ChatSession, turn: Turn) -> None:
-        reply = _reply_message(turn.reply, turn.interrupted, session.last_stats, turn.reasoning)
+    def __call__(self, session: ChatSession, turn: Turn, stats: GenerationStats) -> None:
+        reply = _reply_message(turn.reply, turn.interrupted, stats, turn.reasoning)
         if turn is self._last_turn and self.conversation_id is not None:
             self.store.replace_last_reply(self.conversation_id, reply, system=session.system)
             return

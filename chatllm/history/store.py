@@ -35,6 +35,7 @@ from chatllm.config.settings import data_dir
 from chatllm.errors import HistoryError
 from chatllm.history.schema import migrate
 from chatllm.jobs.chat import Turn
+from chatllm.private_files import private_file, tighten
 
 if TYPE_CHECKING:
     from chatllm.jobs.chat import Turn
@@ -100,6 +101,12 @@ def history_path() -> Path:
     return data_dir() / "history.db"
 
 
+# SQLite's files beside the database. It creates them with the database's own
+# mode, so a private database gets private ones; those an older chatllm left
+# looser are tightened with it.
+SIDE_FILE_SUFFIXES = ("-wal", "-shm", "-journal")
+
+
 class HistoryStore:
     """The database at `path` (default: history.db in the user data folder).
     Each operation opens its own short connection, so a store can be shared
@@ -113,7 +120,9 @@ class HistoryStore:
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(self.path)  # before SQLite creates it world-readable
+            for suffix in SIDE_FILE_SUFFIXES:
+                tighten(self.path.with_name(self.path.name + suffix))
             # isolation_level=None: transactions are the explicit BEGINs below.
             connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         except (OSError, sqlite3.Error) as error:

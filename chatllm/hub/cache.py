@@ -7,6 +7,10 @@ other tools are reused and `hf cache` commands see ours:
   <cache>/models--org--repo/snapshots/<commit>/<path> symlink to the blob
   <cache>/models--org--repo/refs/main                 commit of the last pull
 
+Every path made here for writing, linking or deleting goes through
+`within_cache`: a commit, file name or sha256 from a Hub is checked before it
+gets here (chatllm.hub.untrusted), and this is the second, last line.
+
 Paths are computed from the environment on every call (not from
 huggingface_hub's import-time constants) so HF_HOME set by a test or a wrapper
 script takes effect, and so completion never imports huggingface_hub.
@@ -22,10 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chatllm.config.settings import cache_dir
-from chatllm.errors import ModelError
+from chatllm.errors import DownloadError, ModelError
 from chatllm.hub.files import HubReference, ModelVariant, RepoFile, choose_variant, group_variants, is_model_file
 
-SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+# huggingface_hub's REGEX_SHA256 (file_download.py), restated because listing
+# the cache and completion do not import huggingface_hub; a test keeps them equal.
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 INCOMPLETE_SUFFIX = ".incomplete"
 
 
@@ -41,14 +47,65 @@ def hub_cache_dir() -> Path:
     return Path(os.path.expandvars(home)).expanduser() / "hub"
 
 
+class CacheEscapeError(DownloadError):
+    """A path that would leave the Hugging Face cache."""
+
+
+def is_within_cache(path: Path) -> bool:
+    """True when `path` stays inside the cache both as written (no `..` or
+    absolute part leads out) and once symlinks are followed. A top-level entry
+    the user moved to another disk and linked back (`models--org--repo` ->
+    /mnt/big/…) counts as inside: what is below it is still the cache."""
+    root = hub_cache_dir()
+    written = Path(os.path.abspath(path))
+    absolute_root = Path(os.path.abspath(root))
+    if written == absolute_root or absolute_root not in written.parents:
+        return False
+    real = Path(os.path.realpath(written))
+    top = absolute_root / written.relative_to(absolute_root).parts[0]
+    return any(
+        real == base or base in real.parents for base in {Path(os.path.realpath(root)), Path(os.path.realpath(top))}
+    )
+
+
+def within_cache(path: Path, what: str = "path") -> Path:
+    """`path` itself, or CacheEscapeError: every path chatllm writes, links or
+    deletes in the cache goes through here (blobs, partial files, snapshot
+    links and their targets, refs, locks)."""
+    if not is_within_cache(path):
+        raise CacheEscapeError(
+            f"refusing to use {what} {path}: it is outside the Hugging Face cache at {hub_cache_dir()}"
+        )
+    return path
+
+
+def cache_path(*parts: str) -> Path:
+    """`<cache>/<parts…>`, checked by `within_cache`."""
+    return within_cache(hub_cache_dir().joinpath(*parts))
+
+
 def repo_folder(repo: str) -> Path:
-    return hub_cache_dir() / ("models--" + repo.replace("/", "--"))
+    return cache_path("models--" + repo.replace("/", "--"))
 
 
 def lock_path(repo: str, sha256: str) -> Path:
     """The lock huggingface_hub itself takes for this blob, so a chatllm pull and
     an `hf download` of the same file also wait for each other."""
-    return hub_cache_dir() / ".locks" / repo_folder(repo).name / f"{sha256}.lock"
+    return cache_path(".locks", repo_folder(repo).name, f"{sha256}.lock")
+
+
+def blob_path(repo: str, sha256: str, suffix: str = "") -> Path:
+    """`blobs/<sha256>` (with INCOMPLETE_SUFFIX: the partial download)."""
+    return cache_path(repo_folder(repo).name, "blobs", sha256 + suffix)
+
+
+def snapshot_path(repo: str, commit: str, path: str) -> Path:
+    """`snapshots/<commit>/<path>`: the link to the blob, where tools open the file."""
+    return cache_path(repo_folder(repo).name, "snapshots", commit, path)
+
+
+def ref_path(repo: str, name: str = "main") -> Path:
+    return cache_path(repo_folder(repo).name, "refs", name)
 
 
 @dataclass(frozen=True)
@@ -150,7 +207,7 @@ def _blob_sha256(snapshot_path: Path) -> str | None:
         name = Path(os.readlink(snapshot_path)).name if snapshot_path.is_symlink() else None
     except OSError:
         return None
-    return name if name and SHA256_PATTERN.match(name) else None
+    return name if name and SHA256_PATTERN.fullmatch(name) else None
 
 
 def _size(path: Path) -> int:
@@ -224,17 +281,20 @@ def file_sha256(path: Path, chunk_size: int = 8 * 1024 * 1024) -> str:
 def remove_cached_model(model: CachedModel) -> int:
     """Delete the model's snapshot links, the blobs no other snapshot links to,
     and its partial downloads; drop the repo folder once no file is left in
-    any snapshot. Returns the bytes freed."""
+    any snapshot. Returns the bytes freed. A link that leads out of the cache
+    is removed, never what it points to."""
     folder = repo_folder(model.repo)
     freed = 0
     blobs = set()
     for path in model.paths:
-        blob = path.resolve()
-        if path.is_symlink():
-            blobs.add(blob)
-        else:
+        if path.is_symlink() and is_within_cache(path.parent):
+            if is_within_cache(path):  # where the link leads, too
+                blobs.add(path.resolve())
+        elif is_within_cache(path):
             freed += _size(path)  # no-symlink caches (Windows) hold copies
             forget_verified(path)
+        else:
+            continue
         path.unlink(missing_ok=True)
     still_linked = {p.resolve() for p in _all_snapshot_files(folder)}
     for blob in blobs - still_linked:

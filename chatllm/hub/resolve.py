@@ -19,12 +19,13 @@ from chatllm import __version__
 from chatllm.errors import ChatLLMError, DownloadError, ModelError
 from chatllm.hub import catalog
 from chatllm.hub.cache import (
-    SHA256_PATTERN,
     CachedModel,
+    CacheEscapeError,
     file_sha256,
     find_cached_model,
     forget_verified,
     is_verified,
+    is_within_cache,
     mark_verified,
 )
 from chatllm.hub.cache import cached_model_references as _cached_references
@@ -40,6 +41,7 @@ from chatllm.hub.files import (
     parse_hub_reference,
 )
 from chatllm.hub.references import ResolvedModel
+from chatllm.hub.untrusted import checked_commit, checked_file_name, checked_sha256, is_sha256
 
 if TYPE_CHECKING:
     from chatllm.hub.download import RemoteFile, TransferProgress
@@ -183,8 +185,10 @@ def run_pull(plan: PullPlan, progress: TransferProgress | None = None) -> PullRe
     return PullResult(model=model, downloaded=downloaded)
 
 
-def list_repo_files(repo: str) -> tuple[str, list[RepoFile]]:
-    """(commit, files) of the repo's main branch, from the Hub API."""
+def list_repo_files(repo: str) -> tuple[str | None, list[RepoFile]]:
+    """(commit, files) of the repo's main branch, from the Hub API. The commit
+    is checked (it may name a folder); file names and sha256s are checked
+    where one is used (`_remote_file`)."""
     from huggingface_hub import HfApi
 
     api = HfApi(endpoint=hub_endpoint(), library_name="chatllm", library_version=_version())
@@ -196,7 +200,7 @@ def list_repo_files(repo: str) -> tuple[str, list[RepoFile]]:
         RepoFile(path=s.rfilename, size=(s.lfs.size if s.lfs else s.size), sha256=(s.lfs.sha256 if s.lfs else None))
         for s in info.siblings or []
     ]
-    return info.sha or "main", files
+    return (checked_commit(info.sha, repo) if info.sha is not None else None), files
 
 
 def verify_cached_model(
@@ -204,8 +208,14 @@ def verify_cached_model(
 ) -> None:
     """Hash shards not yet verified against the sha256 their blob is named
     after (saying so through `notify`: it takes a while); delete a mismatching
-    one and raise DownloadError."""
+    one and raise DownloadError. A link that leads out of the cache is never
+    opened nor deleted: CacheEscapeError."""
     for path, shard in zip(model.paths, model.variant.files):
+        if not is_within_cache(path):
+            raise CacheEscapeError(
+                f"the cache entry {path} leads outside the Hugging Face cache (to {path.resolve()}); "
+                f"chatllm does not use it: remove the entry with `chatllm models rm {reference}`"
+            )
         if shard.sha256 is None:
             continue  # a copied (not linked) cache entry: no sha256 to check against
         blob = path.resolve()
@@ -238,10 +248,13 @@ def cached_model_references() -> list[str]:
     return _cached_references()
 
 
-def _remote_file(repo: str, commit: str, listed: RepoFile) -> RemoteFile:
+def _remote_file(repo: str, commit: str | None, listed: RepoFile) -> RemoteFile:
+    """What the Hub says of one listed file (HEAD), each value that becomes a
+    path checked (chatllm.hub.untrusted) before anything is written."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
-    url = hf_hub_url(repo, listed.path, revision=commit, endpoint=hub_endpoint())
+    path = checked_file_name(listed.path, repo)
+    url = hf_hub_url(repo, path, revision=commit, endpoint=hub_endpoint())
     try:
         meta = get_hf_file_metadata(
             url,
@@ -252,15 +265,18 @@ def _remote_file(repo: str, commit: str, listed: RepoFile) -> RemoteFile:
         )
     except Exception as error:
         raise _hub_error(error, repo, listed.path) from None
-    sha256 = meta.etag if meta.etag and SHA256_PATTERN.match(meta.etag) else listed.sha256
-    if not sha256:
+    if is_sha256(meta.etag):
+        sha256 = meta.etag
+    elif listed.sha256 is None:
         raise DownloadError(
-            f"the Hub gave no sha256 for {repo}/{listed.path} (it is not stored with Git LFS), so it cannot be verified"
+            f"the Hub gave no sha256 for {repo}/{path} (it is not stored with Git LFS), so it cannot be verified"
         )
+    else:
+        sha256 = checked_sha256(listed.sha256, repo, path)
     return RemoteFile(
         repo=repo,
-        path=listed.path,
-        commit=meta.commit_hash or commit,
+        path=path,
+        commit=checked_commit(meta.commit_hash or commit, repo),
         url=meta.location,
         sha256=sha256,
         size=meta.size if meta.size is not None else listed.size,

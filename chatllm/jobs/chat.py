@@ -16,14 +16,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chatllm.engine.base import Engine, GenerationParams, GenerationStats, Message, Stream
+from chatllm.engine.base import Engine, GenerationParams, GenerationStats, Message
 from chatllm.errors import EngineError, InputError
 from chatllm.jobs.coverage import CoverageJudge
-from chatllm.jobs.metering import Meter
 from chatllm.jobs.model_fit import ModelFit
-from chatllm.jobs.persona_reply import PersonaTexts, PersonaTurn
+from chatllm.jobs.persona_reply import PersonaTexts
 from chatllm.jobs.prompting import reply_reserve
 from chatllm.languages import detect_language
+from chatllm.reply.events import Finish, Notice, Reasoning, Text
+from chatllm.reply.meter import Meter
+from chatllm.reply.pipeline import Events, ReplyRequest, reply
 
 INTERRUPTED_MARK = " [interrupted]"
 
@@ -80,51 +82,49 @@ def with_knowledge(system: str, knowledge: str) -> str:
 
 
 class ChatSession:
+    """A conversation. `send` and `retry` yield the reply's events
+    (reply/events.py): notices (a dropped turn, a model too small for the
+    language), thinking, text, drafts for a live view when `drafts`, and its
+    `Finish`. `on_turn` is told of every turn that was answered, with what it
+    cost (history)."""
+
     def __init__(
         self,
         engine: Engine,
         persona: Persona,
         params: GenerationParams,
-        on_notice: Callable[[str], None] | None = None,
-        on_turn: Callable[[ChatSession, Turn], None] | None = None,
+        on_turn: Callable[[ChatSession, Turn, GenerationStats], None] | None = None,
         repetition: str = "loops",
         fit: ModelFit | None = None,
+        drafts: bool = False,
     ) -> None:
         self.engine = engine
         self.repetition = repetition
-        # Says (through on_notice) when a message needs a bigger model.
+        # Says when a message needs a bigger model.
         self.fit = fit
         self.persona = persona
         self.system = persona.system
         self.params = params
         self.turns: list[Turn] = []
         self.first_in_context = 0  # turns before this index were dropped from the prompt
-        self.on_notice = on_notice or (lambda message: None)
         self.on_turn = on_turn
-        # Receives a reasoning model's thinking as it comes (the renderer's choice to show it).
-        self.on_reasoning: Callable[[str], None] | None = None
-        # Receives what the guards hold back, for a live view (Meter's on_draft).
-        self.on_draft: Callable[[str], None] | None = None
-        self.last_stats = GenerationStats()
-        # Why the last reply stopped when it did not end by itself (Meter.finish_note).
-        self.last_note: str | None = None
+        self.drafts = drafts
 
     # ------------------------------------------------------------ commands
 
-    def send(self, text: str) -> Stream:
-        """Stream the reply to `text`. Closing the iterator early keeps what was
+    def send(self, text: str) -> Events:
+        """The reply to `text`. Closing the iterator early keeps what was
         generated, marked as interrupted."""
         if not text.strip():
             raise InputError("empty message")
+        hint = None
         if self.fit is not None:
             language = detect_language(text)
             hint = self.fit.for_language(language.tag if language else None, language.name if language else "")
-            if hint:
-                self.on_notice(hint)
         turn = Turn(user=text, prompt=self.persona.render_user(text))
-        return self._reply(turn, new=True)
+        return self._reply(turn, new=True, hint=hint)
 
-    def retry(self) -> Stream:
+    def retry(self) -> Events:
         """Generate the last reply again."""
         if not self.turns:
             raise InputError("nothing to retry yet")
@@ -154,7 +154,9 @@ class ChatSession:
                 messages.append(Message("assistant", turn.reply))
         return messages
 
-    def _fit_to_context(self) -> list[Message]:
+    def _fit_to_context(self) -> tuple[list[Message], str | None]:
+        """The prompt, without the oldest turns that no longer fit, and a
+        notice saying so when any were dropped."""
         limit = self.engine.context_size - reply_reserve(self.params, self.engine.context_size)
         dropped = 0
         while True:
@@ -168,52 +170,47 @@ class ChatSession:
                 )
             self.first_in_context += 1
             dropped += 1
-        if dropped:
-            self.on_notice(
-                f"The conversation outgrew the {self.engine.context_size}-token context: "
-                f"dropped the oldest {dropped} turn{'s' if dropped > 1 else ''} (the system prompt is kept)."
-            )
-        return messages
+        if not dropped:
+            return messages, None
+        return messages, (
+            f"The conversation outgrew the {self.engine.context_size}-token context: "
+            f"dropped the oldest {dropped} turn{'s' if dropped > 1 else ''} (the system prompt is kept)."
+        )
 
-    def _reply(self, turn: Turn, new: bool = False) -> Stream:
-        self.last_note = None
+    def _reply(self, turn: Turn, new: bool = False, hint: str | None = None) -> Events:
+        if hint:
+            yield Notice(hint)
         if new:  # added only once the reply starts: a stream closed unstarted leaves no turn
             self.turns.append(turn)
         try:
-            messages = self._fit_to_context()
+            messages, dropped = self._fit_to_context()
         except EngineError:
             self.turns.remove(turn)
             raise
-        stage = PersonaTurn(self.persona, turn.user)
-        # While a stage holds a reply until it is judged, drafts would show its
-        # later words before its first: none then.
-        meter = Meter(
-            self.engine,
-            repetition=self.repetition,
-            on_reasoning=self.on_reasoning,
-            on_draft=None if stage.holds_reply else self.on_draft,
-        )
-        pieces = stage.reply(meter, messages, self.params)
-        stopped_early = False
+        if dropped:
+            yield Notice(dropped)
+        turn.reasoning = ""
+        meter = Meter(self.engine, self.repetition, self.drafts)
+        events = reply(meter, ReplyRequest(messages, self.params, self.persona, question=turn.user))
+        finish: Finish | None = None
         try:
-            for piece in pieces:
-                turn.reply += piece
-                yield piece
-        except BaseException:  # Ctrl-C, or the caller closed us: keep what we have
-            stopped_early = True
-            raise
+            for event in events:
+                if type(event) is Text:
+                    turn.reply += event.text
+                elif type(event) is Reasoning:
+                    turn.reasoning += event.text
+                elif type(event) is Finish:
+                    finish = event
+                yield event
         finally:
-            pieces.close()
-            self.last_stats = meter.stats()
-            self.last_note = " ".join(filter(None, [meter.finish_note(), *stage.finish_notes()])) or None
-            turn.reasoning = meter.reasoning
-            turn.interrupted = stopped_early or self.last_stats.finish_reason == "interrupted"
+            events.close()  # Ctrl-C, or the caller closed us: keep what we have
+            turn.interrupted = finish is None or finish.reason == "interrupted"
             if turn.interrupted and not turn.reply:
                 # Nothing was said: keeping the turn would put two user messages
                 # in a row, which many chat templates reject.
                 self.turns.remove(turn)
             elif self.on_turn is not None:
-                self.on_turn(self, turn)
+                self.on_turn(self, turn, finish.stats if finish is not None else meter.stats())
 
     # ------------------------------------------------------------ saving
 

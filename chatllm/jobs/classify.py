@@ -24,11 +24,21 @@ import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
-from chatllm.engine.base import GenerationParams, Message, Scorer
+from chatllm.engine.base import GenerationParams, Message
 from chatllm.engine.grammar import json_schema_text
 from chatllm.errors import EngineError, UsageError
-from chatllm.jobs.metering import Meter
+from chatllm.inputs import read_file
+from chatllm.jobs.items import input_items
+from chatllm.jobs.job import Plan, Setup
+from chatllm.jobs.prompting import generation_params
+from chatllm.jobs.structured import grammar_for
+from chatllm.reply.events import Finish, Text
+from chatllm.reply.meter import Meter
+from chatllm.reply.pipeline import Checks, Events, complete
+from chatllm.templates import Template, load_template
 
 CONTENT_FREE = "N/A"
 DEFAULT_INSTRUCTION = "Classify the text into exactly one of these labels: {labels}. Reply with the label only."
@@ -67,6 +77,17 @@ def parse_labels(text: str | None = None, lines: Sequence[str] = ()) -> tuple[st
     return labels
 
 
+def instruction_for(labels: Sequence[str], multi: bool, given: str = "") -> str:
+    """The system prompt: the one given, else one naming the labels."""
+    return given or (MULTI_INSTRUCTION if multi else DEFAULT_INSTRUCTION).format(labels=", ".join(labels))
+
+
+def item_messages(instruction: str, text: str) -> list[Message]:
+    """One item's prompt: the fixed instruction, then the item (so the
+    instruction's evaluated prefix is reused from item to item)."""
+    return [Message("system", instruction), Message("user", text)]
+
+
 def labels_schema(labels: Sequence[str], multi: bool) -> dict:
     if multi:
         return {"type": "array", "items": {"enum": list(labels)}, "uniqueItems": True, "minItems": 1}
@@ -84,8 +105,7 @@ class Classifier:
     _calibration: list[float] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        template = MULTI_INSTRUCTION if self.multi else DEFAULT_INSTRUCTION
-        self.instruction = self.instruction or template.format(labels=", ".join(self.labels))
+        self.instruction = instruction_for(self.labels, self.multi, self.instruction)
         engine = self.meter.engine
         needed = engine.count_prompt_tokens(self._messages("")) + sum(
             engine.count_tokens(label) + 2 for label in self.labels
@@ -97,7 +117,7 @@ class Classifier:
             )
 
     def _messages(self, text: str) -> list[Message]:
-        return [Message("system", self.instruction), Message("user", text)]
+        return item_messages(self.instruction, text)
 
     def classify(self, items: Sequence[str]) -> Iterator[Classification]:
         for item in items:
@@ -105,7 +125,7 @@ class Classifier:
 
     def classify_one(self, text: str) -> Classification:
         engine = self.meter.engine
-        if not self.multi and isinstance(engine, Scorer):
+        if not self.multi and engine.supports_scoring:
             return self._by_scores(text)
         return self._by_schema(text)
 
@@ -135,7 +155,7 @@ class Classifier:
             think=False,
             max_tokens=self.params.max_tokens or 16 + 8 * len(self.labels),
         )
-        reply = self.meter.complete(self._messages(text), params, repetition="off").strip()
+        reply = complete(self.meter, self._messages(text), params, Checks(repetition="off")).strip()
         try:
             answer = json.loads(reply)
         except json.JSONDecodeError:
@@ -144,3 +164,61 @@ class Classifier:
         if not chosen or any(label not in self.labels for label in chosen):
             raise EngineError(f"the model's answer is not one of the labels: {reply[:80]!r}")
         return Classification(text, chosen)
+
+
+class ClassifyJob:
+    """`chatllm classify`: one reply per item, its label(s); --json adds the
+    probabilities (Finish.fields)."""
+
+    def __init__(self, setup: Setup) -> None:
+        values = setup.values
+        chosen = load_template(values["template"]) if values.get("template") else None
+        self.labels = _label_set(values.get("labels"), values.get("labels_file"), chosen)
+        self.multi = bool(values.get("multi"))
+        given = values.get("system")
+        if given is None:
+            given = chosen.render_system({}) if chosen is not None else ""
+        self.instruction = instruction_for(self.labels, self.multi, given)
+        self.items = input_items(list(values.get("files") or []), whole=bool(values.get("per_file")))
+        defaults = {} if chosen is not None else {"temperature": 0.0}  # deterministic unless asked
+        self.params = generation_params(chosen, defaults, setup.sampling)
+        self.template = chosen.name if chosen is not None else "classify"
+        self.repetition = "off"  # a label is not prose; its form is the schema's or the scores'
+        self.local = not setup.model.remote
+        variables = {"labels": ", ".join(self.labels)}
+        self.record: dict[str, Any] | None = {
+            "prompt": "\n".join(self.items),
+            "variables": variables,
+            "params": self.params,
+        }
+
+    def plan(self) -> Plan:
+        schema = labels_schema(self.labels, self.multi)
+        grammar = grammar_for(schema) if self.local else None
+        return Plan(item_messages(self.instruction, self.items[0]), self.params, schema, grammar)
+
+    def run(self, meter: Meter) -> Events:
+        classifier = Classifier(meter, self.labels, self.params, self.instruction, self.multi)
+        for result in classifier.classify(self.items):
+            stats = meter.engine.last_stats
+            fields = result.as_json()
+            if self.multi:  # --json gives several labels as a JSON list
+                fields = {"text": json.dumps(list(result.labels), ensure_ascii=False), **fields}
+            yield Text(", ".join(result.labels))
+            yield Finish(stats.finish_reason, stats, fields)
+
+
+def _label_set(labels: str | None, labels_file: Path | None, template: Template | None) -> tuple[str, ...]:
+    if labels is not None and labels_file is not None:
+        raise UsageError("give --labels or --labels-file, not both")
+    if labels is not None:
+        return parse_labels(labels)
+    if labels_file is not None:
+        return parse_labels(lines=read_file(labels_file).splitlines())
+    if template is not None and template.labels:
+        return template.labels
+    return parse_labels("")
+
+
+def prepare(setup: Setup) -> ClassifyJob:
+    return ClassifyJob(setup)

@@ -39,12 +39,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from chatllm.engine.base import Message, Scorer
+from chatllm.private_files import write_private
 
 JUDGE_QUESTION = "Does the KNOWLEDGE above answer this question? Reply yes or no."
 _YES = ("yes", "Yes")
@@ -163,9 +163,6 @@ class CoverageJudge:
         if path is None:
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_suffix(f".{os.getpid()}.tmp")
-            temporary.write_text(json.dumps(vars(calibration)), encoding="utf-8")
-            os.replace(temporary, path)
+            write_private(path, json.dumps(vars(calibration)))  # it is derived from the persona's knowledge
         except OSError:
             pass

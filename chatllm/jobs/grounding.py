@@ -18,9 +18,6 @@ marker ("3.") is not a number the item states.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-
-from chatllm.engine.base import Stream
 
 # A number stands on its own or follows a symbol ("£23.4"); digits inside a word
 # ("B2B", "mp3") are not a number the sentence states.
@@ -132,36 +129,3 @@ class GroundingFilter:
         # A dropped list item or line takes its line break with it; a dropped
         # sentence inside a paragraph keeps the paragraph's line break.
         return "" if at_line_start or not sentence.endswith("\n") else "\n"
-
-
-def grounded(
-    pieces: Stream,
-    check: GroundingFilter,
-    fallback: str = "",
-    ended_by_itself: Callable[[], bool] = lambda: True,
-    drop_lone_fragment: Callable[[], bool] = lambda: False,
-) -> Stream:
-    """`pieces` with the sentences that state numbers not in the source left out;
-    `fallback` instead when that leaves nothing at all. When the reply was cut
-    (`ended_by_itself()` is false once the pieces end: a length limit, a stopped
-    repeat), its unfinished last sentence is left out too: the reply ends at its
-    last whole sentence. An unfinished sentence that is all there is stays,
-    unless `drop_lone_fragment()` says otherwise once the pieces end (a caller
-    that will ask again)."""
-    said = False
-    try:
-        for piece in pieces:
-            shown = check.feed(piece)
-            if shown:
-                said = said or bool(shown.strip())
-                yield shown
-        if (said or drop_lone_fragment()) and not ended_by_itself():
-            check.discard_unfinished()
-        rest = check.finish()
-        if rest:
-            said = said or bool(rest.strip())
-            yield rest
-        if not said and check.dropped and fallback:
-            yield fallback
-    finally:
-        pieces.close()

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import re
 
-from chatllm.engine.base import Stream
-
 # The agent saying it cannot answer, in English or Chinese. An apology alone
 # ("I'm sorry your bike arrived damaged") is not declining, nor is an answer
 # about the customer ("if you are unable to come, call us").
@@ -31,18 +29,3 @@ OFFERS = re.compile(r"\b(?:human|colleague|hand (?:this|it) over|handover)\b|人
 
 def declines_without_offer(reply: str) -> bool:
     return bool(DECLINES.search(reply)) and not OFFERS.search(reply)
-
-
-def offering_handover(pieces: Stream, handover: str) -> Stream:
-    """`pieces`, then `handover` when the reply they make declines without
-    offering it (nothing is added when `handover` is empty)."""
-    said: list[str] = []
-    try:
-        for piece in pieces:
-            said.append(piece)
-            yield piece
-        reply = "".join(said)
-        if handover and reply.strip() and handover not in reply and declines_without_offer(reply):
-            yield ("" if reply.endswith((" ", "\n")) else " ") + handover
-    finally:
-        pieces.close()

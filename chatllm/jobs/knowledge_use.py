@@ -28,7 +28,6 @@ from __future__ import annotations
 import re
 from functools import cache, lru_cache
 
-from chatllm.engine.base import Stream
 from chatllm.jobs.knowledge import CJK, search_terms
 
 # Whether the text asks something: a question mark, an English question word
@@ -40,7 +39,6 @@ _ASKS = re.compile(
 )
 # A whole sentence that asks the customer something back.
 _QUESTION_END = re.compile(r"[?？][\"')\]»”’]*\s*$")
-_WORD_END = re.compile(r"\w+$")
 _SENTENCE = re.compile(r"[^.!?。！？\n]*(?:[.!?。！？]+|\n|$)")
 
 
@@ -106,31 +104,3 @@ class KnowledgeUse:
     def settled(self, reply: str) -> bool:
         """`reply` (so far) may be shown: it draws on the knowledge or asks back."""
         return self.draws_on_knowledge(reply) or self.asks_back(reply)
-
-
-def drawing_on_knowledge(pieces: Stream, use: KnowledgeUse, fallback: str) -> Stream:
-    """`pieces`, held until what they say draws on the knowledge (then streamed
-    on); `fallback` instead when the whole reply never does."""
-    held: list[str] = []
-    settled = False
-    try:
-        for piece in pieces:
-            if settled:
-                yield piece
-                continue
-            held.append(piece)
-            if piece.isalnum():  # still inside a word: "4" is not yet "45"
-                continue
-            text = "".join(held)
-            settled = use.settled(_WORD_END.sub("", text))
-            if settled:
-                yield text
-        if not settled:
-            text = "".join(held)
-            if not text.strip() or use.settled(text) or not use.judgeable(text) or not fallback:
-                yield text
-            else:
-                use.replaced = True
-                yield fallback
-    finally:
-        pieces.close()

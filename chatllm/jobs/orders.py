@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import re
 
-from chatllm.engine.base import Stream
-from chatllm.jobs.grounding import SENTENCE_END
-
 # An order reference: letters and digits with at least four digits, as shops
 # write them ("NB-51377", "FS1093412", "#100234"), or digits after "order".
 _REFERENCE = re.compile(
@@ -78,28 +75,3 @@ def asks_about_an_order(question: str) -> bool:
 
 def states_order_status(reply: str) -> bool:
     return bool(_STATUS_CLAIM.search(reply))
-
-
-def without_order_status(pieces: Stream, instead: str) -> Stream:
-    """`pieces` sentence by sentence, leaving out a sentence that states an
-    order's status; `instead` follows what is left when one was."""
-    held, dropped, said = "", False, ""
-    try:
-        for piece in pieces:
-            held += piece
-            while (end := SENTENCE_END.search(held)) is not None:
-                sentence, held = held[: end.end()], held[end.end() :]
-                if states_order_status(sentence):
-                    dropped = True
-                elif sentence:
-                    said += sentence
-                    yield sentence
-        if held and states_order_status(held):
-            dropped, held = True, ""
-        if held:
-            said += held
-            yield held
-        if dropped and instead:
-            yield (" " if said.strip() and not said[-1].isspace() else "") + instead
-    finally:
-        pieces.close()

@@ -15,8 +15,9 @@ context. `mode` ("whole", "search") overrides the choice.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,32 +133,15 @@ def build_persona(
         if examples:
             system = f"{system}\n\n{examples}"
 
-    def render_user(text: str) -> str:
-        context = ""
-        if base.passages and not fits_whole:
-            found = base.search(text, sizes.retrieved_tokens, count)
-            context = "\n\n".join(p.render() for p in found) or NOTHING_FOUND
-        return template.render_prompt(values, text, context=context)
-
+    retrieves = bool(base.passages) and not fits_whole
+    render_user = functools.partial(_render_user, template, values, base if retrieves else None, sizes, count)
     greeting = template.render_greeting(values) if template.greeting else ""
     coverage = None
     if engine is not None and fits_whole and base.passages:
         topics = tuple(dict.fromkeys(p.heading for p in base.passages if p.heading))
         coverage = CoverageJudge(system, topics, model_key=engine.identity, cache_dir=judge_cache)
 
-    def texts_for(message: str) -> PersonaTexts:
-        """The template's fixed texts for the customer who wrote `message`: in
-        their language (CUSTOMER_LANGUAGE_VARIABLE, for a template that has the
-        text in it), naming the order they asked about."""
-        said = {**values, CUSTOMER_LANGUAGE_VARIABLE: customer_language(message), ORDER_VARIABLE: ""}
-        order = order_reference(message)
-        text = lambda source, **more: template.render_text(source, {**said, **more}) if source else ""  # noqa: E731
-        return PersonaTexts(
-            fallback=text(template.fallback),
-            handover=text(template.handover),
-            no_order_lookup=text(template.no_order_lookup, **{ORDER_VARIABLE: order or ""}),
-        )
-
+    texts_for = functools.partial(_texts_for, template, values)
     return Persona(
         name=template.name,
         system=system,
@@ -167,11 +151,42 @@ def build_persona(
         facts=whole if base.passages else None,
         fallback=texts_for("").fallback,
         handover=texts_for("").handover,
-        retrieves=bool(base.passages) and not fits_whole,
+        retrieves=retrieves,
         # On every model: on the 1.5B it turned invented answers into handovers
         # too, and took the right fact from no reply (benchmarks/README.md, "Support").
         checks_answers=bool(base.passages),
         texts_for=texts_for,
         coverage=coverage,
         internal_names=tuple(path.name for path in knowledge.files),
+    )
+
+
+def _render_user(
+    template: Template,
+    values: dict[str, str],
+    searched: KnowledgeBase | None,
+    sizes: KnowledgeSizes,
+    count: Callable[[str], int],
+    text: str,
+) -> str:
+    """The user message for `text`, with the passages found for it when the
+    knowledge is `searched` rather than given whole."""
+    context = ""
+    if searched is not None:
+        found = searched.search(text, sizes.retrieved_tokens, count)
+        context = "\n\n".join(p.render() for p in found) or NOTHING_FOUND
+    return template.render_prompt(values, text, context=context)
+
+
+def _texts_for(template: Template, values: dict[str, str], message: str) -> PersonaTexts:
+    """The template's fixed texts for the customer who wrote `message`: in
+    their language (CUSTOMER_LANGUAGE_VARIABLE, for a template that has the
+    text in it), naming the order they asked about."""
+    said = {**values, CUSTOMER_LANGUAGE_VARIABLE: customer_language(message), ORDER_VARIABLE: ""}
+    order = order_reference(message)
+    text = lambda source, **more: template.render_text(source, {**said, **more}) if source else ""  # noqa: E731
+    return PersonaTexts(
+        fallback=text(template.fallback),
+        handover=text(template.handover),
+        no_order_lookup=text(template.no_order_lookup, **{ORDER_VARIABLE: order or ""}),
     )

@@ -1,5 +1,6 @@
-"""The stages of a persona's reply beyond the generic ones (repetition guard,
-grounding), in one place for the chat session and for `serve`:
+"""What a persona's reply goes through beyond the generic stages (repetition
+guard, grounding); the reply pipeline (chatllm/reply/pipeline.py) puts them
+together for the chat session and for `serve`:
 
 before the model writes, whether it should:
   * a question about one particular order, which a persona without a way to
@@ -25,12 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from chatllm.engine.base import GenerationParams, Message, Stream
-from chatllm.jobs.grounding import SENTENCE_END
-from chatllm.jobs.handover import offering_handover
-from chatllm.jobs.knowledge_use import KnowledgeUse, asks, drawing_on_knowledge
-from chatllm.jobs.metering import Meter
-from chatllm.jobs.orders import asks_about_an_order, without_order_status
+from chatllm.engine.base import Message, Scorer
+from chatllm.jobs.knowledge_use import KnowledgeUse, asks
+from chatllm.jobs.orders import asks_about_an_order
 
 if TYPE_CHECKING:
     from chatllm.jobs.chat import Persona
@@ -69,36 +67,19 @@ class PersonaTurn:
     question: str  # what the customer wrote
     # Why the model's reply was not (all) used, for a note on stderr.
     notes: list[str] = field(default_factory=list)
-    _use: KnowledgeUse | None = None
+    # Judges whether the reply draws on the knowledge; None: not checked.
+    use: KnowledgeUse | None = None
     texts: PersonaTexts = field(init=False)
 
     def __post_init__(self) -> None:
         persona = self.persona
         if persona.checks_answers and persona.facts and asks(self.question):
-            self._use = KnowledgeUse(persona.facts, self.question)
+            self.use = KnowledgeUse(persona.facts, self.question)
         self.texts = (
             persona.texts_for(self.question)
             if persona.texts_for is not None
             else PersonaTexts(persona.fallback, persona.handover)
         )
-
-    @property
-    def holds_reply(self) -> bool:
-        """Whether the reply is held until it is judged (no drafts meanwhile)."""
-        return self._use is not None
-
-    def reply(self, meter: Meter, messages: Sequence[Message], params: GenerationParams) -> Stream:
-        """The persona's reply to `messages` (whose last user message is this
-        turn's), through every stage."""
-        instead = self.reply_instead() or self.judge(messages, meter)
-        if instead is not None:
-            yield instead
-            return
-        persona, facts = self.persona, None
-        if persona.facts is not None:
-            # A reply may state the numbers of the knowledge and of the conversation.
-            facts = "\n".join([persona.facts, *(m.content for m in messages if m.role == "user")])
-        yield from self.checked(meter.stream(messages, params, facts=facts, fallback=self.texts.fallback))
 
     def reply_instead(self) -> str | None:
         """A reply decided without the model: an order it cannot see."""
@@ -107,13 +88,13 @@ class PersonaTurn:
             return self.texts.no_order_lookup
         return None
 
-    def judge(self, messages: Sequence[Message], meter: Meter) -> str | None:
+    def judge(self, messages: Sequence[Message], scorer: Scorer, can_score: bool) -> str | None:
         """The fallback when the model judges that its knowledge does not
         answer the question; None when it does, or cannot judge."""
         judge = self.persona.coverage
-        if judge is None or not meter.can_score or not asks(self.question) or not self.texts.fallback:
+        if judge is None or not can_score or not asks(self.question) or not self.texts.fallback:
             return None
-        coverage = judge.judge(meter, messages)
+        coverage = judge.judge(scorer, messages)
         if coverage is None or coverage.covered:
             return None
         self.notes.append(
@@ -121,19 +102,8 @@ class PersonaTurn:
         )
         return self.texts.fallback
 
-    def checked(self, pieces: Stream) -> Stream:
-        """The model's reply through the after-stages."""
-        persona = self.persona
-        if self._use is not None:
-            pieces = drawing_on_knowledge(pieces, self._use, self.texts.fallback)
-        if self.texts.no_order_lookup:
-            pieces = without_order_status(pieces, self.texts.no_order_lookup)
-        if persona.facts is not None:
-            pieces = without_internal_words(pieces, persona.internal_names)
-        return offering_handover(pieces, self.texts.handover)
-
     def finish_notes(self) -> list[str]:
-        if self._use is not None and self._use.replaced:
+        if self.use is not None and self.use.replaced:
             self.notes.append("The reply drew on nothing in the knowledge, so the agent declined instead.")
         return self.notes
 
@@ -154,18 +124,3 @@ def scrub(sentence: str, names: Sequence[str]) -> str:
         return sentence
     # What a removed label leaves behind: "at ." or "in the  section".
     return re.sub(r"[ \t]+([.,;:!?])", r"\1", re.sub(r"[ \t]{2,}", " ", text))
-
-
-def without_internal_words(pieces: Stream, names: Sequence[str]) -> Stream:
-    """`pieces` sentence by sentence, each scrubbed (see `scrub`)."""
-    held = ""
-    try:
-        for piece in pieces:
-            held += piece
-            while (end := SENTENCE_END.search(held)) is not None:
-                sentence, held = held[: end.end()], held[end.end() :]
-                yield scrub(sentence, names)
-        if held:
-            yield scrub(held, names)
-    finally:
-        pieces.close()

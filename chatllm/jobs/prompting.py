@@ -3,6 +3,8 @@ the token budgets around it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from chatllm.engine.base import Engine, GenerationParams, Message
 from chatllm.engine.base import generation_params as params_from
 from chatllm.errors import EngineError
@@ -21,18 +23,23 @@ def task_messages(
     return messages
 
 
-def generation_params(template: Template, **overrides: object) -> GenerationParams:
-    """The template's defaults overlaid with the options the user gave (None = not given)."""
-    settings: dict[str, object] = dict(template.defaults)
-    settings.update({k: v for k, v in overrides.items() if v is not None})
+def generation_params(template: Template | None, *layers: Mapping[str, object]) -> GenerationParams:
+    """The template's defaults, overlaid with each layer of settings in turn
+    (None = not given): the command line's options; for `serve`, its own
+    options and then the request's."""
+    settings: dict[str, object] = dict(template.defaults) if template is not None else {}
+    for layer in layers:
+        settings.update({k: v for k, v in layer.items() if v is not None})
     return params_from(settings)
 
 
-def repetition_mode(template: Template | None, given: str | None = None, tiny_model: bool = False) -> str:
-    """How the repetition guard works for this template: --repetition, else the
+def repetition_mode(template: Template | None, *given: str | None, tiny_model: bool = False) -> str:
+    """How the repetition guard works for this template: the first mode given
+    (--repetition; a request's, then `serve --repetition`), else the
     template's default, else `default_repetition` (jobs/repetition.py)."""
     declared = template.defaults.get("repetition") if template is not None else None
-    return given or str(declared or default_repetition(tiny_model))
+    chosen = next((mode for mode in given if mode), None)
+    return chosen or str(declared or default_repetition(tiny_model))
 
 
 def default_repetition(tiny_model: bool) -> str:

@@ -41,9 +41,6 @@ from __future__ import annotations
 import re
 import sys
 from collections import deque
-from collections.abc import Callable
-
-from chatllm.engine.base import Stream
 
 SPAN_UNITS = 8
 OPENING_UNITS = 5
@@ -466,39 +463,6 @@ def _suffix(window: deque[tuple[str, float, int]], weight: float) -> tuple[Key |
         if total >= weight:
             return tuple(units), start
     return None, window[0][2] if window else 0
-
-
-def guarded(pieces: Stream, guard: RepetitionGuard, on_trip: Callable[[str], None] | None = None) -> Stream:
-    """`pieces` through `guard`. When it trips, `pieces` is closed (a local
-    model stops generating, a server sees the connection close) and `on_trip`
-    gets the rule's name. On Ctrl-C, what the guard holds back is passed on
-    before the interrupt: it is reply text the user would have seen next."""
-    try:
-        while True:
-            try:
-                piece = next(pieces)
-                shown = guard.feed(piece)
-            except StopIteration:
-                break
-            except KeyboardInterrupt:
-                held = guard.flush()
-                if held:
-                    yield held
-                raise
-            if shown:
-                yield shown
-            if guard.tripped is not None:
-                pieces.close()
-                if on_trip is not None:
-                    on_trip(guard.tripped)
-                return
-        rest = guard.finish()
-        if rest:
-            yield rest
-        if guard.tripped is not None and on_trip is not None:  # tripped by the very end of the reply
-            on_trip(guard.tripped)
-    finally:
-        pieces.close()
 
 
 def repeats_in(text: str) -> int:

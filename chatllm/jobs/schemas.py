@@ -86,12 +86,33 @@ def short_schema(text: str) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
+# jsonschema's checks and the grammar builder recurse once or more per level:
+# ~100 levels of `properties` reach Python's recursion limit. Real schemas
+# nest a handful of levels.
+MAX_SCHEMA_DEPTH = 64
+
+
+def nesting_depth(value: Any) -> int:
+    """How deep JSON `value` nests (a scalar: 0), counted without recursing."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def check_schema(schema: Any, where: str = "the schema") -> None:
     """Raise UsageError unless `schema` is a valid JSON Schema (a JSON object)."""
     import jsonschema
 
     if not isinstance(schema, dict):
         raise UsageError(f"{where} must be a JSON object (a JSON Schema), not {type(schema).__name__}")
+    if nesting_depth(schema) > MAX_SCHEMA_DEPTH:
+        raise UsageError(f"{where} is nested more than {MAX_SCHEMA_DEPTH} levels deep")
     validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
         validator.check_schema(schema)

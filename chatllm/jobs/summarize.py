@@ -14,20 +14,27 @@ is written again once, and fails the job the second time (`summary_problem`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Generator
 from dataclasses import dataclass, replace
 
-from chatllm.engine.base import GenerationParams, Message, Stream
+from chatllm.engine.base import GenerationParams, Message
 from chatllm.errors import ChatLLMError, EngineError
-from chatllm.jobs.chunking import split_to_budget
-from chatllm.jobs.metering import Meter
+from chatllm.jobs.chunking import Chunk, split_counted
+from chatllm.jobs.job import Plan, Setup
 from chatllm.jobs.model_fit import SUGGESTED_MODEL
+from chatllm.jobs.pacing import Call, Pace, ProgressCallback
 from chatllm.jobs.prompting import input_budget, task_messages
+from chatllm.jobs.task import TaskJob
 from chatllm.languages import detect_language, parse_language
-from chatllm.templates import Template
+from chatllm.reply.events import Event, Text
+from chatllm.reply.meter import Meter
+from chatllm.reply.pipeline import Checks, Events, call, collect, hold
+from chatllm.templates import Template, load_template
 
-# Progress of the map steps: (parts done, parts in all).
-ProgressCallback = Callable[[int, int], None]
+# Beyond this many characters a text cannot fit any context (that would take
+# over 32 characters a token in 131,072 tokens): it is not counted whole before
+# it is split, since splitting counts it anyway (for 16 MiB, seconds saved).
+SURELY_LONG_CHARACTERS = 32 * 131_072
 
 # --length: (share of the input's tokens, floor, ceiling): the length a
 # summary is asked to have. The floor lets a short text still get a sentence
@@ -113,6 +120,15 @@ def summary_language(values: dict[str, str]) -> str | None:
         return None
 
 
+def bounded(
+    template: Template, values: dict[str, str], params: GenerationParams, text: str, tokens: int
+) -> tuple[GenerationParams, dict[str, str]]:
+    """The params and values for summarizing `text` (`tokens` tokens long): the
+    length the prompt asks for, and the token bound above it."""
+    asked = asked_length(values.get("length", "medium"), text, tokens, summary_language(values), params.max_tokens)
+    return replace(params, max_tokens=asked.max_tokens), prompt_values(template, values, asked)
+
+
 def summarize(
     meter: Meter,
     template: Template,
@@ -121,78 +137,146 @@ def summarize(
     params: GenerationParams,
     system: str | None = None,
     on_progress: ProgressCallback | None = None,
-) -> Stream:
-    engine = meter.engine
-    length = values.get("length", "medium")
-    language = summary_language(values)
+) -> Events:
+    # The final summary may state only numbers of the original text.
+    summary = _Summary(meter, template, values, params, system, on_progress, facts=text)
+    text, size, whole = yield from summary.shrunk(text)
+    yield from summary.final(text, size, whole)
 
-    def bounded(part: str, tokens: int) -> tuple[GenerationParams, dict[str, str]]:
-        """Params and values for summarizing `part` (`tokens` tokens long)."""
-        asked = asked_length(length, part, tokens, language, params.max_tokens)
-        return replace(params, max_tokens=asked.max_tokens), prompt_values(template, values, asked)
 
-    facts = text  # every call may state only numbers of the original text
-    whole = engine.count_tokens(text)
-    final_params, final_values = bounded(text, whole)
-    budget = input_budget(engine, template, final_values, final_params, system)
-    size = whole
-    while size > budget:
-        parts = split_to_budget(text, budget, engine.count_tokens)
-        summaries = []
-        for index, part in enumerate(parts):
-            if on_progress:
-                on_progress(index, len(parts))
-            part_params, part_values = bounded(part, engine.count_tokens(part))
-            summaries.append(
-                meter.complete(task_messages(template, part_values, part, system), part_params, facts=facts).strip()
-            )
-        if on_progress:
-            on_progress(len(parts), len(parts))
-        combined = "\n\n".join(s for s in summaries if s)
-        combined_size = engine.count_tokens(combined)
-        if combined_size >= size:
-            # The model is not shrinking the text: stop rather than loop forever.
-            raise EngineError(
-                "the partial summaries are no shorter than the text; try --length short or a larger --ctx"
-            )
-        text, size = combined, combined_size
-    final_params, final_values = bounded(text, size)
-    messages = task_messages(template, final_values, text, system)
-    # A small model's reply is sometimes no summary: nothing once repeats and
-    # invented numbers are taken out, half a sentence, a line of the text
-    # copied, or another language (benchmarks/README.md, "Quality"). Such a
-    # reply is written once more with another seed; twice, and the job fails
-    # rather than print it. The summary is held until it is judged (a
-    # terminal shows it as a draft meanwhile), since a pipe cannot take back
-    # what it was given.
-    problem = ""
-    for attempt in range(2):
-        attempt_params, attempt_messages = final_params, messages
-        if attempt:
-            meter.forget_reply(problem)
-            # Another seed, freer sampling and a word on what went wrong, so the
-            # second try can differ from the first.
-            seed = None if final_params.seed is None else final_params.seed + 1
-            attempt_params = replace(final_params, seed=seed, temperature=max(final_params.temperature, 0.6))
-            last = messages[-1]
-            attempt_messages = [*messages[:-1], Message(last.role, f"{last.content}\n{RETRY_INSTRUCTION}")]
-        summary = meter.hold(meter.stream(attempt_messages, attempt_params, facts=facts, drop_cut_fragment=True))
-        problem = summary_problem(summary, facts, language)
-        if not problem:
-            yield summary.strip()
-            return
-        if params.max_tokens is not None and meter.last_finish_reason == "length" and not summary.strip():
-            raise EngineError(
-                f"--max-tokens {params.max_tokens} is too small for one whole sentence of this summary; "
-                f"allow more (e.g. --max-tokens {max(2 * params.max_tokens, 64)}) or leave it out"
-            )
-    # An empty summary with exit status 0 would pass for a result in a script.
-    if params.max_tokens is None and meter.last_finish_reason == "length" and whole < SHORTEST_SUMMARIZED:
-        raise EngineError(f"the text is too short to summarize ({whole} tokens): a summary must be shorter than it")
-    raise EngineError(
-        f"the model wrote no usable summary: twice, its reply was {problem}; "
-        f"a larger model does this well (-m {SUGGESTED_MODEL})"
-    )
+@dataclass
+class _Summary:
+    meter: Meter
+    template: Template
+    values: dict[str, str]
+    params: GenerationParams
+    system: str | None
+    on_progress: ProgressCallback | None
+    facts: str
+
+    def messages(self, values: dict[str, str], text: str) -> list[Message]:
+        return task_messages(self.template, values, text, self.system)
+
+    def shrunk(self, text: str) -> Generator[Event, None, tuple[str, int, int]]:
+        """`text`, or the summaries of its parts summarized again, until it
+        fits one call (map-reduce); its size in tokens, and the whole text's."""
+        engine, template, pace = self.meter.engine, self.template, Pace(self.meter)
+        # A text too long for any context is not counted whole: splitting counts it.
+        counted = len(text) <= SURELY_LONG_CHARACTERS
+        whole = engine.count_tokens(text) if counted else len(text) // 4
+        final_params, final_values = bounded(template, self.values, self.params, text, whole)
+        budget = input_budget(engine, template, final_values, final_params, self.system)
+        size, doing = whole, "summarizing"
+        while size > budget:
+            parts = split_counted(text, budget, engine.count_tokens)
+            if not counted:
+                whole = size = sum(part.tokens for part in parts)
+                counted = True
+            if len(parts) == 1:  # it fits after all (a text of very long tokens)
+                text, size = parts[0]
+                break
+            overhead = engine.count_prompt_tokens(self.messages(final_values, ""))
+            length = self.values.get("length", "medium")
+            calls = planned_calls(parts, budget, overhead, self.params.max_tokens, length)
+            summaries = []
+            for index, part in enumerate(parts):
+                self.tell(pace, doing, index, len(parts), size, calls[index:])
+                summaries.append((yield from self.part_summary(part)))
+            self.tell(pace, doing, len(parts), len(parts), size, calls[len(parts) :])
+            doing = "combining the summaries"
+            combined = "\n\n".join(s for s in summaries if s)
+            combined_size = engine.count_tokens(combined)
+            if combined_size >= size:
+                # The model is not shrinking the text: stop rather than loop forever.
+                raise EngineError(
+                    "the partial summaries are no shorter than the text; try --length short or a larger --ctx"
+                )
+            text, size = combined, combined_size
+        return text, size, whole
+
+    def tell(self, pace: Pace, doing: str, done: int, total: int, tokens: int, calls: list[Call]) -> None:
+        """Where the map steps stand, for a progress display."""
+        if self.on_progress is not None:
+            self.on_progress(pace.progress(doing, done, total, tokens, calls))
+
+    def part_summary(self, part: Chunk) -> Generator[Event, None, str]:
+        """A map step. Its summary may state the numbers of its part (checking
+        them against the whole text read all of it again for every part)."""
+        part_params, part_values = bounded(self.template, self.values, self.params, part.text, part.tokens)
+        checks = Checks(facts=part.text)
+        summary = yield from collect(
+            call(self.meter, self.messages(part_values, part.text), part_params, checks, visible=False)
+        )
+        return summary.strip()
+
+    def final(self, text: str, size: int, whole: int) -> Events:
+        """The summary of `text`, judged before it is shown.
+
+        A small model's reply is sometimes no summary: nothing once repeats and
+        invented numbers are taken out, half a sentence, a line of the text
+        copied, or another language (benchmarks/README.md, "Quality"). Such a
+        reply is written once more with another seed; twice, and the job fails
+        rather than print it. The summary is held until it is judged (a
+        terminal shows it as a draft meanwhile), since a pipe cannot take back
+        what it was given."""
+        meter, params = self.meter, self.params
+        final_params, final_values = bounded(self.template, self.values, params, text, size)
+        messages = self.messages(final_values, text)
+        problem = ""
+        for attempt in range(2):
+            attempt_params, attempt_messages = final_params, messages
+            if attempt:
+                meter.forget_reply(problem)
+                attempt_params, attempt_messages = _second_try(final_params, messages)
+            checks = Checks(facts=self.facts, drop_cut_fragment=True)
+            summary = yield from hold(meter, call(meter, attempt_messages, attempt_params, checks))
+            problem = summary_problem(summary, self.facts, summary_language(self.values))
+            if not problem:
+                yield Text(summary.strip())
+                return
+            if params.max_tokens is not None and meter.last_finish_reason == "length" and not summary.strip():
+                raise EngineError(
+                    f"--max-tokens {params.max_tokens} is too small for one whole sentence of this summary; "
+                    f"allow more (e.g. --max-tokens {max(2 * params.max_tokens, 64)}) or leave it out"
+                )
+        # An empty summary with exit status 0 would pass for a result in a script.
+        if params.max_tokens is None and meter.last_finish_reason == "length" and whole < SHORTEST_SUMMARIZED:
+            raise EngineError(f"the text is too short to summarize ({whole} tokens): a summary must be shorter than it")
+        raise EngineError(
+            f"the model wrote no usable summary: twice, its reply was {problem}; "
+            f"a larger model does this well (-m {SUGGESTED_MODEL})"
+        )
+
+
+def _second_try(params: GenerationParams, messages: list[Message]) -> tuple[GenerationParams, list[Message]]:
+    """Another seed, freer sampling and a word on what went wrong, so the
+    second try can differ from the first."""
+    seed = None if params.seed is None else params.seed + 1
+    last = messages[-1]
+    retry = [*messages[:-1], Message(last.role, f"{last.content}\n{RETRY_INSTRUCTION}")]
+    return replace(params, seed=seed, temperature=max(params.temperature, 0.6)), retry
+
+
+def planned_calls(parts: list[Chunk], budget: int, overhead: int, max_tokens: int | None, length: str) -> list[Call]:
+    """The calls a summary of `parts` is expected to make, for an estimate of
+    its time: one per part, the rounds that summarize their summaries while
+    those do not fit together, and the final summary; each summary as long as
+    it is asked to be. `overhead` is the prompt's own tokens."""
+
+    def reply_tokens(tokens: int) -> int:
+        return max_tokens if max_tokens is not None else summary_bound(length, tokens)
+
+    calls: list[Call] = []
+    sizes = [part.tokens for part in parts]
+    while True:
+        calls += [Call(overhead + size, reply_tokens(size)) for size in sizes]
+        combined = sum(reply_tokens(size) for size in sizes)
+        if combined <= budget:
+            return [*calls, Call(overhead + combined, reply_tokens(combined))]
+        count = -(-combined // budget)
+        if count >= len(sizes):  # not shrinking: the job stops there and says so
+            return calls
+        sizes = [combined // count] * count
 
 
 def summary_problem(summary: str, source: str, language_tag: str | None) -> str:
@@ -211,3 +295,28 @@ def summary_problem(summary: str, source: str, language_tag: str | None) -> str:
         if found is not None and found.tag.split("-")[0] != language_tag.split("-")[0]:
             return f"in {found.name}, not in the text's language"
     return ""
+
+
+class SummaryJob(TaskJob):
+    """`chatllm summarize`: the summary in the input's language unless --lang
+    says otherwise, as long as --length asks."""
+
+    def fill_values(self, given: dict[str, str]) -> None:
+        if not given.get("lang"):
+            self.values["lang"] = self.detected.for_prompt() if self.detected else ""
+
+    def first_call(self) -> Plan:
+        # The length the prompt asks for, from an estimate of the input's
+        # tokens; the job counts them with the model's own tokenizer.
+        params, self.values = bounded(self._template, self.values, self.params, self.text, (len(self.text) + 3) // 4)
+        return replace(super().first_call(), params=params)
+
+    def reply(self, meter: Meter) -> Events:
+        return summarize(meter, self._template, self.values, self.text, self.params, self.system, self.setup.progress)
+
+
+def prepare(setup: Setup) -> SummaryJob:
+    given = {"length": setup.values.get("length") or "medium", "format": setup.values.get("format") or "paragraph"}
+    if setup.values.get("lang"):
+        given["lang"] = parse_language(setup.values["lang"]).for_prompt()
+    return SummaryJob(setup, load_template("summarize"), given)

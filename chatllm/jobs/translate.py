@@ -15,18 +15,24 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 
-from chatllm.engine.base import GenerationParams, Message, Stream
+from chatllm.engine.base import Engine, GenerationParams, Message
 from chatllm.errors import ChatLLMError, EngineError
-from chatllm.jobs.chunking import split_paragraphs, split_to_budget
-from chatllm.jobs.metering import Meter
-from chatllm.jobs.model_fit import SUGGESTED_MODEL
+from chatllm.jobs.chunking import Chunk, split_counted, split_paragraphs
+from chatllm.jobs.job import Setup
+from chatllm.jobs.model_fit import SUGGESTED_MODEL, ModelFit
 from chatllm.jobs.numbers import number_problems
+from chatllm.jobs.pacing import Call, Pace, ProgressCallback
 from chatllm.jobs.prompting import input_budget, task_messages
 from chatllm.jobs.repetition import RepetitionGuard, repeats_in
+from chatllm.jobs.task import TaskJob
 from chatllm.languages import detect_language, parse_language, prose_of
-from chatllm.templates import Template
+from chatllm.reply.events import Event, Text
+from chatllm.reply.meter import Meter
+from chatllm.reply.pipeline import Checks, Events, call, hold
+from chatllm.templates import Template, load_template
 
 FENCE = re.compile(r"^(```|~~~)")
 # A chunk's translation may take this many times the chunk's tokens, plus a
@@ -36,6 +42,10 @@ FENCE = re.compile(r"^(```|~~~)")
 # something other than the translation (in practice, a loop).
 GROWTH = {"cjk": 3.5, "other": 2.5}
 GROWTH_SLACK = 16
+# What a translation typically takes, for an estimate of time: the median over
+# the same references (24 pairs) was 2.4x into Chinese and Japanese, 1.1x
+# into other languages.
+TYPICAL_GROWTH = {"cjk": 2.4, "other": 1.2}
 _CJK_TARGETS = ("chinese", "japanese", "korean", "中文", "日本語", "한국어")
 # The second try of a paragraph that had a problem samples more freely, so it
 # can differ from the first (translate's own temperature is 0.1).
@@ -91,24 +101,96 @@ def translate(
     text: str,
     params: GenerationParams,
     system: str | None = None,
-) -> Stream:
+    on_progress: ProgressCallback | None = None,
+) -> Events:
     engine = meter.engine
     target = values.get("to", "")
-    if params.max_tokens is not None:
-        budget = input_budget(engine, template, values, params, system)
-    else:  # a chunk and its translation's bound must fit in the context together
-        overhead = engine.count_prompt_tokens(task_messages(template, values, "", system)) + GROWTH_SLACK + 8
-        growth = translation_bound(1000, target) / 1000
-        budget = int((engine.context_size - overhead) / (1 + growth))
-        if budget < 32:
-            raise EngineError(
-                f"the context ({engine.context_size} tokens) is too small to translate with; use a larger --ctx"
-            )
+    overhead = engine.count_prompt_tokens(task_messages(template, values, "", system))
+    budget = _chunk_budget(engine, template, values, params, system, overhead)
     # One guard for the whole translation: a loop from paragraph to paragraph is
     # a loop too. A translation may repeat what its source repeats.
     guard = RepetitionGuard(mode=meter.repetition, allowed=repeats_in(text)) if meter.repetition != "off" else None
     languages = _tag(values.get("from", "")), _tag(target)
-    paragraphs, not_translated = 0, []
+    layout = list(_layout(text, budget, engine.count_tokens))
+    parts = [item for item in layout if isinstance(item, _Part)]
+    calls = [
+        Call(overhead + part.chunk.tokens, expected_translation(part.chunk.tokens, target, params.max_tokens))
+        for part in parts
+    ]
+    tokens, pace = sum(part.chunk.tokens for part in parts), Pace(meter)
+    not_translated: list[int] = []
+    for item in layout:
+        if not isinstance(item, _Part):
+            yield Text(item)
+            continue
+        if on_progress:
+            on_progress(pace.progress("translating", item.index, len(parts), tokens, calls[item.index :]))
+        chunk_params = params
+        if params.max_tokens is None:
+            chunk_params = replace(params, max_tokens=translation_bound(item.chunk.tokens, target))
+        if guard is not None and guard.started:
+            guard.next_part()
+        messages = task_messages(template, values, item.chunk.text, system)
+        checked = _checked_translation(meter, messages, chunk_params, item.chunk.text, guard, languages)
+        translation, problems = yield from checked
+        if problems:
+            meter.add_note(f"Paragraph {item.paragraph}: {'; '.join(problems)}, also when translated again.")
+        if any(problem.startswith("not in ") for problem in problems):
+            not_translated.append(item.paragraph)  # not printed: it is no translation
+        else:
+            yield Text(translation)
+    if on_progress and parts:
+        on_progress(pace.progress("translating", len(parts), len(parts), tokens, []))
+    if not_translated:
+        # A paragraph left in another language is no translation: the job fails
+        # (after the rest), so a script does not take it for one.
+        raise _not_translated(not_translated, target)
+
+
+def _chunk_budget(
+    engine: Engine,
+    template: Template,
+    values: dict[str, str],
+    params: GenerationParams,
+    system: str | None,
+    overhead: int,
+) -> int:
+    """Tokens of source text one call may take (`overhead`: the prompt's own)."""
+    if params.max_tokens is not None:
+        return input_budget(engine, template, values, params, system)
+    # A chunk and its translation's bound must fit in the context together.
+    growth = translation_bound(1000, values.get("to", "")) / 1000
+    budget = int((engine.context_size - overhead - GROWTH_SLACK - 8) / (1 + growth))
+    if budget < 32:
+        raise EngineError(
+            f"the context ({engine.context_size} tokens) is too small to translate with; use a larger --ctx"
+        )
+    return budget
+
+
+def _not_translated(paragraphs: list[int], target: str) -> EngineError:
+    which = ", ".join(map(str, paragraphs[:5])) + (f" and {len(paragraphs) - 5} more" if len(paragraphs) > 5 else "")
+    return EngineError(
+        f"paragraph{'s' if len(paragraphs) > 1 else ''} {which} could not be translated into {target}: "
+        f"twice the model wrote another language; a larger model does this well (-m {SUGGESTED_MODEL})"
+    )
+
+
+@dataclass(frozen=True)
+class _Part:
+    """A chunk of a paragraph to translate: the `index`-th of the text's."""
+
+    chunk: Chunk
+    paragraph: int  # the paragraph's number in the text, counted from 1
+    index: int
+
+
+def _layout(text: str, budget: int, count_tokens: Callable[[str], int]) -> Iterator[str | _Part]:
+    """`text` as what is kept (code, line breaks) and what is translated, in
+    order. Paragraph by paragraph: a small model translates a paragraph far
+    better than a page (benchmarks/README.md, "Quality"); a paragraph too long
+    for the context goes in parts, cut between sentences."""
+    paragraphs = parts = 0
     for index, block in enumerate(split_blocks(text)):
         if index:
             yield "\n"  # the line break split_blocks cut at
@@ -117,9 +199,6 @@ def translate(
             yield block.text
             continue
         yield block.text[: len(block.text) - len(block.text.lstrip("\n"))]
-        # Paragraph by paragraph: a small model translates a paragraph far better
-        # than a page (benchmarks/README.md, "Quality"); a paragraph too long for
-        # the context goes in parts, cut between sentences.
         for number, paragraph in enumerate(split_paragraphs(body)):
             paragraphs += 1
             if number:
@@ -127,33 +206,20 @@ def translate(
             if _is_code(paragraph):  # code outside a fence ("def f(x):") stays as it is, like fenced code
                 yield paragraph
                 continue
-            for part, chunk in enumerate(split_to_budget(paragraph, budget, engine.count_tokens)):
+            for part, chunk in enumerate(split_counted(paragraph, budget, count_tokens)):
                 if part:
                     yield " "
-                chunk_params = params
-                if params.max_tokens is None:
-                    chunk_params = replace(params, max_tokens=translation_bound(engine.count_tokens(chunk), target))
-                if guard is not None and guard.started:
-                    guard.next_part()
-                messages = task_messages(template, values, chunk, system)
-                translation, problems = _checked_translation(meter, messages, chunk_params, chunk, guard, languages)
-                if problems:
-                    meter.add_note(f"Paragraph {paragraphs}: {'; '.join(problems)}, also when translated again.")
-                if any(problem.startswith("not in ") for problem in problems):
-                    not_translated.append(paragraphs)  # not printed: it is no translation
-                else:
-                    yield translation
+                yield _Part(chunk, paragraphs, parts)
+                parts += 1
         yield block.text[len(block.text.rstrip("\n")) :]
-    if not_translated:
-        # A paragraph left in another language is no translation: the job fails
-        # (after the rest), so a script does not take it for one.
-        which = ", ".join(map(str, not_translated[:5])) + (
-            f" and {len(not_translated) - 5} more" if len(not_translated) > 5 else ""
-        )
-        raise EngineError(
-            f"paragraph{'s' if len(not_translated) > 1 else ''} {which} could not be translated into {target}: "
-            f"twice the model wrote another language; a larger model does this well (-m {SUGGESTED_MODEL})"
-        )
+
+
+def expected_translation(source_tokens: int, target: str, max_tokens: int | None = None) -> int:
+    """Tokens a translation of `source_tokens` is expected to take (at most
+    `max_tokens`), for an estimate of time."""
+    cjk = any(name in target.lower() for name in _CJK_TARGETS)
+    expected = round(TYPICAL_GROWTH["cjk" if cjk else "other"] * source_tokens)
+    return min(expected, max_tokens) if max_tokens is not None else expected
 
 
 def _checked_translation(
@@ -163,7 +229,7 @@ def _checked_translation(
     source: str,
     guard: RepetitionGuard | None,
     languages: tuple[str, str],
-) -> tuple[str, list[str]]:
+) -> Generator[Event, None, tuple[str, list[str]]]:
     """A chunk's translation, held until checked (a terminal shows it as a
     draft meanwhile) and written again once when it has a problem
     (`translation_problems`), with another seed and more randomness so the
@@ -180,8 +246,8 @@ def _checked_translation(
             # Before the instruction, not after the text: what follows the text is taken for more of it.
             attempt_messages = [*messages[:-1], Message(last.role, f"{RETRY_INSTRUCTION}\n{last.content}")]
         attempt_guard = copy.deepcopy(guard)  # what the first try said is no repeat for the second
-        pieces = meter.stream(attempt_messages, attempt_params, guard=attempt_guard)
-        translation = meter.hold(_strip_surrounding_whitespace(pieces))
+        events = call(meter, attempt_messages, attempt_params, Checks(guard=attempt_guard))
+        translation = yield from hold(meter, _strip_surrounding_whitespace(events))
         tries.append((translation, translation_problems(source, translation, *languages)))
         if not tries[-1][1]:
             break
@@ -265,19 +331,47 @@ def translation_problems(source: str, translation: str, source_tag: str, target_
     return problems
 
 
-def _strip_surrounding_whitespace(pieces: Stream) -> Stream:
-    """The model's pieces without leading or trailing whitespace, still streaming
+def _strip_surrounding_whitespace(events: Events) -> Events:
+    """The reply's text without leading or trailing whitespace, still streaming
     (trailing whitespace is held back until more text follows it)."""
     started = False
     held = ""
-    for piece in pieces:
-        if not started:
-            piece = piece.lstrip()
-            if not piece:
+    try:
+        for event in events:
+            if type(event) is not Text:
+                yield event
                 continue
-            started = True
-        text = held + piece
-        stripped = text.rstrip()
-        held = text[len(stripped) :]
-        if stripped:
-            yield stripped
+            piece = event.text
+            if not started:
+                piece = piece.lstrip()
+                if not piece:
+                    continue
+                started = True
+            text = held + piece
+            stripped = text.rstrip()
+            held = text[len(stripped) :]
+            if stripped:
+                yield Text(stripped)
+    finally:
+        events.close()
+
+
+class TranslationJob(TaskJob):
+    """`chatllm translate`: from the input's language unless --from says which."""
+
+    def fill_values(self, given: dict[str, str]) -> None:
+        if not given.get("from") and self.detected:
+            self.values["from"] = self.detected.name
+
+    def hint(self, fit: ModelFit) -> str | None:
+        return fit.for_translation()
+
+    def reply(self, meter: Meter) -> Events:
+        return translate(meter, self._template, self.values, self.text, self.params, self.system, self.setup.progress)
+
+
+def prepare(setup: Setup) -> TranslationJob:
+    given = {"to": parse_language(setup.values["to"]).name}
+    if setup.values.get("source_language"):
+        given["from"] = parse_language(setup.values["source_language"]).name
+    return TranslationJob(setup, load_template("translate"), given)

@@ -73,9 +73,11 @@ class ToolResult:
 
 @dataclass(frozen=True, slots=True)
 class Finish:
-    """The last event of a reply: why it ended and what it cost. `fields` are
-    what the job adds to its --json object (classify's label and
-    probabilities); they never replace a contract field."""
+    """The last event of a reply: why it ended and what it cost. `fields` go
+    into the reply's --json object after the contract fields: what the job
+    adds (classify's label and probabilities), or `text` as a script should
+    read it (classify's several labels as a JSON list); never another
+    contract field."""
 
     reason: FinishReason
     stats: GenerationStats

@@ -1,9 +1,6 @@
-"""`chatllm serve` over HTTP: the OpenAI-compatible endpoints on the standard
-library's `http.server`.
-
-Endpoints: `GET /v1/models`, `GET /v1/models/{id}`, `POST /v1/chat/completions`
-(with and without `stream`), `GET /health`; with an API key, every endpoint
-but /health needs `Authorization: Bearer KEY`.
+"""`chatllm serve` over HTTP: the standard library's threading HTTP server,
+listening on IPv4 or IPv6, with a cap on connections (connections.py), handing
+each connection to the request handler (handler.py).
 
 The engine serves one reply at a time anyway (a llama.cpp context is not
 thread-safe), so requests take turns on one lock and an async framework would
@@ -12,212 +9,81 @@ buy nothing.
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
-import json
+import ctypes
 import signal
+import socket
+import socketserver
 import sys
 import threading
-import time
-import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
-from chatllm.engine.base import Stream
-from chatllm.engine.reasoning import Reasoning
 from chatllm.errors import ChatLLMError
-from chatllm.server.openai_json import chunk_json, completion_json, finish_reason, timings_json, usage_json
-from chatllm.server.requests import RequestError
-from chatllm.server.service import ChatRequest, ChatService
+from chatllm.server.admission import Access, is_loopback
+from chatllm.server.connections import Limits, refuse_busy
+from chatllm.server.handler import Handler
+from chatllm.server.service import ChatService
 
-MAX_BODY_BYTES = 32 * 1024 * 1024
+_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+
+__all__ = ["Access", "ChatHTTPServer", "ChatService", "Limits", "base_url", "bind", "is_loopback", "run"]
 
 
 class ServeError(ChatLLMError):
     """The server cannot start (e.g. the port is taken)."""
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive for plain replies; streams close the connection
-    server_version = "chatllm"
-    server: ChatHTTPServer
-
-    def _authorized(self, path: str) -> bool:
-        """Every endpoint but /health needs `Authorization: Bearer KEY` when the
-        server has a key (compared in constant time; the key is never logged).
-        Answers 401 itself when it is missing or wrong."""
-        key = self.server.service.api_key
-        if key is None or path == "/health":
-            return True
-        given = self.headers.get("Authorization", "")
-        scheme, _, token = given.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode()):
-            return True
-        self._send_error(
-            RequestError(
-                401,
-                "a valid API key is needed: send 'Authorization: Bearer KEY'",
-                kind="authentication_error",
-                code="invalid_api_key",
-            )
-        )
-        return False
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        path = self.path.split("?", 1)[0].rstrip("/")
-        service = self.server.service
-        if not self._authorized(path):
-            return
-        if path == "/v1/models":
-            self._send_json(200, service.models())
-        elif path.startswith("/v1/models/"):
-            entry = service.model_entry(path.removeprefix("/v1/models/"))
-            if entry is None:
-                self._send_error(
-                    RequestError(
-                        404, f"model '{path.removeprefix('/v1/models/')}' does not exist", code="model_not_found"
-                    )
-                )
-            else:
-                self._send_json(200, entry)
-        elif path == "/health":
-            self._send_json(200, {"status": "ok"})
-        else:
-            self._send_error(RequestError(404, f"no such endpoint: GET {path or '/'}", kind="not_found_error"))
-
-    def do_POST(self) -> None:  # noqa: N802
-        path = self.path.split("?", 1)[0].rstrip("/")
-        if not self._authorized(path):
-            self.close_connection = True  # the body was not read
-            return
-        try:
-            body = self._read_json()
-            if path != "/v1/chat/completions":
-                raise RequestError(404, f"no such endpoint: POST {path or '/'}", kind="not_found_error")
-            self._chat(body)
-        except RequestError as error:
-            self._send_error(error)
-        except ConnectionError:  # the client hung up; the engine was already stopped
-            self.close_connection = True
-        except ChatLLMError as error:  # the engine failed mid-reply
-            self._send_error(RequestError(500, str(error), kind="server_error"))
-        except Exception as error:  # a bug: answer 500 and keep serving
-            self.log_error("internal error: %r", error)
-            self._send_error(RequestError(500, f"internal error: {type(error).__name__}: {error}", kind="server_error"))
-
-    def _read_json(self) -> Any:
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            self.close_connection = True
-            raise RequestError(411, "the request needs a Content-Length header")
-        if int(length) > MAX_BODY_BYTES:
-            self.close_connection = True
-            raise RequestError(413, f"the request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB")
-        raw = self.rfile.read(int(length))
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise RequestError(400, f"the request body is not valid JSON: {error}") from None
-
-    def _chat(self, body: Any) -> None:
-        service = self.server.service
-        reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        with service.lock:
-            request = service.prepare(body)
-            pieces = service.start(request)
-            try:
-                if not request.stream:
-                    parts = list(pieces)
-                    text = "".join(p for p in parts if not isinstance(p, Reasoning))
-                    thinking = "".join(p for p in parts if isinstance(p, Reasoning))
-                    if service.stopping.is_set():
-                        raise RequestError(
-                            503, "the server is shutting down; this reply was cut short", kind="server_error"
-                        )
-                    self._send_json(
-                        200,
-                        completion_json(reply_id, created, request.model, text, service.last_stats, thinking),
-                    )
-                    return
-                self._stream(pieces, request, reply_id, created)
-            finally:
-                pieces.close()
-
-    def _stream(self, pieces: Stream, request: ChatRequest, reply_id: str, created: int) -> None:
-        service = self.server.service
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")  # the stream ends when the connection does
-        self.end_headers()
-        self.close_connection = True
-        extra = {"usage": None} if request.include_usage else {}
-
-        def send(event: dict[str, Any] | str) -> None:
-            data = event if isinstance(event, str) else json.dumps(event, ensure_ascii=False)
-            self.wfile.write(f"data: {data}\n\n".encode())
-            self.wfile.flush()
-
-        send({**chunk_json(reply_id, created, request.model, {"role": "assistant", "content": ""}), **extra})
-        try:
-            for piece in pieces:
-                field = "reasoning_content" if isinstance(piece, Reasoning) else "content"
-                send({**chunk_json(reply_id, created, request.model, {field: str(piece)}), **extra})
-        except ChatLLMError as error:  # headers are gone: report it the way llama-server does
-            send({"error": {"message": str(error), "type": "server_error"}})
-            return
-        if service.stopping.is_set():
-            return  # no [DONE]: the client learns the reply was cut short
-        stats = service.last_stats
-        send({**chunk_json(reply_id, created, request.model, {}, finish_reason(stats)), **extra})
-        if request.include_usage:
-            send(
-                {
-                    "id": reply_id,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": request.model,
-                    "choices": [],
-                    "usage": usage_json(stats),
-                    "timings": timings_json(stats),
-                }
-            )
-        send("[DONE]")
-
-    def _send_json(self, status: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _send_error(self, error: RequestError) -> None:
-        self._send_json(error.status, error.payload())
-
-    def log_message(self, format: str, *args: Any) -> None:
-        sys.stderr.write(f"{self.address_string()} {format % args}\n")
-
-
 class ChatHTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # a client that never hangs up does not keep chatllm alive
     service: ChatService
 
+    def __init__(self, host: str, port: int, access: Access, limits: Limits) -> None:
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.access = access
+        self.limits = limits
+        self._free = threading.BoundedSemaphore(limits.max_connections)
+        self._refusing = False
+        super().__init__((host, port), Handler)
 
-def is_loopback(host: str) -> bool:
-    """Whether `host` only listens on this machine."""
-    if host in ("localhost", ""):
-        return host == "localhost"
+    def server_bind(self) -> None:
+        if self.address_family == socket.AF_INET6 and self.server_address[0] == "::":
+            # `--host ::` takes IPv4 clients too, as 0.0.0.0 with IPv6 (the kernel may default to v6 only).
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        # HTTPServer's own server_bind looks the host's name up in DNS, which
+        # can stall the start; the name is not used.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread for the connection, unless `max_connections` are open: then
+        a 503 at once, from this (the accepting) thread, and the connection closes."""
+        if not self._free.acquire(blocking=False):
+            if not self._refusing:  # one line per busy spell, not one per connection
+                sys.stderr.write(f"Busy: {self.limits.max_connections} connections open; refusing more (503)\n")
+            self._refusing = True
+            refuse_busy(request, self.limits.max_connections)
+            self.shutdown_request(request)
+            return
+        self._refusing = False
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._free.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._free.release()
+
+
+def bind(host: str, port: int, access: Access | None = None, limits: Limits | None = None) -> ChatHTTPServer:
+    """A listening server (port 0 picks a free one); set `.service` before `run`.
+    `host` may be an IPv6 address, with or without brackets."""
+    host = host.strip("[]")
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def bind(host: str, port: int) -> ChatHTTPServer:
-    """A listening server (port 0 picks a free one); set `.service` before `run`."""
-    try:
-        return ChatHTTPServer((host, port), _Handler)
+        return ChatHTTPServer(host, port, access or Access(listen_host=host.lower()), limits or Limits())
     except OSError as error:
         raise ServeError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
 
@@ -225,11 +91,12 @@ def bind(host: str, port: int) -> ChatHTTPServer:
 def base_url(server: ChatHTTPServer) -> str:
     host, port = server.server_address[:2]
     host = host.decode() if isinstance(host, bytes) else host
-    return f"http://{host}:{port}/v1"
+    return f"http://[{host}]:{port}/v1" if ":" in host else f"http://{host}:{port}/v1"
 
 
 def run(server: ChatHTTPServer) -> None:
     """Serve until Ctrl-C or SIGTERM, then stop cleanly and return."""
+    _return_large_blocks()
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -250,3 +117,21 @@ def run(server: ChatHTTPServer) -> None:
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
+
+
+def _return_large_blocks() -> None:
+    """Have glibc give large freed blocks back to the system at once.
+
+    glibc raises its mmap threshold each time a large block is freed (up to
+    32 MB); later blocks below it come from heaps it keeps, one per thread
+    arena. A server whose requests come and go on many threads then keeps the
+    largest it has seen, per arena: 30 requests with a 0.5 MB persona variable
+    (each tokenized, then refused as too long) grew the server by ~150 MB;
+    with the threshold fixed at 1 MB, by ~50 MB, most of it the engine's copy
+    of the last prompt. Other C libraries have no such heuristic to turn off.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_MMAP_THRESHOLD, 1024 * 1024)
+    except (OSError, AttributeError, TypeError):  # not glibc
+        pass

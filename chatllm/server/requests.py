@@ -15,6 +15,7 @@ servers usually do.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,6 +128,8 @@ def _sampling(body: dict[str, Any]) -> dict[str, Any]:
             raise RequestError(
                 400, f"'{name}' must be {'a whole number' if whole else 'a number'}", code="invalid_value"
             )
+        if isinstance(value, float) and not math.isfinite(value):  # NaN passes every comparison
+            raise RequestError(400, f"'{name}' must be a finite number, not {value}", code="invalid_value")
         if (low is not None and value < low) or (high is not None and value > high):
             bounds = f"at least {low}" if high is None else f"between {low} and {high}"
             raise RequestError(400, f"'{name}' must be {bounds}, not {value}", code="invalid_value")

@@ -16,19 +16,21 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
 
 from chatllm.config.settings import persona_judges_dir
-from chatllm.engine.base import Engine, GenerationParams, GenerationStats, Message, Stream, generation_params
-from chatllm.engine.grammar import json_schema_text, schema_to_gbnf
-from chatllm.engine.reasoning import Reasoning
+from chatllm.engine.base import Engine, Message
 from chatllm.errors import ChatLLMError
 from chatllm.jobs.chat import Persona
-from chatllm.jobs.metering import Meter
 from chatllm.jobs.persona import build_persona
-from chatllm.jobs.persona_reply import PersonaTurn
-from chatllm.jobs.prompting import default_repetition
+from chatllm.jobs.prompting import generation_params, repetition_mode
+from chatllm.jobs.structured import check_grammar, constrained
+from chatllm.jobs.table import serving
+from chatllm.reply.events import Event
+from chatllm.reply.meter import Meter
+from chatllm.reply.pipeline import Events, ReplyRequest, reply
 from chatllm.server.requests import RequestError, parse_chat_request
 from chatllm.templates import Template, load_template, template_names
 
@@ -38,15 +40,10 @@ class ChatRequest:
     """A request ready for the engine: template applied, settings merged."""
 
     model: str  # the name the client asked for, echoed in the reply
-    messages: list[Message]
-    params: GenerationParams
+    reply: ReplyRequest
     stream: bool
     include_usage: bool
     repetition: str = "loops"  # the repetition guard's mode (jobs/repetition.py)
-    # A persona's reply goes through its stages (jobs/persona_reply.py); the
-    # question is the customer's last message as they wrote it.
-    persona: Persona | None = None
-    question: str = ""
 
 
 class ChatService:
@@ -77,9 +74,7 @@ class ChatService:
         # Set when the server shuts down: a running reply ends at its next piece.
         self.stopping = threading.Event()
         self.created = int(time.time())
-        # What the last reply's stream described once it ended (usage, timings, finish).
-        self.last_stats = GenerationStats()
-        self._personas: dict[tuple, Any] = {}
+        self.personas = PersonaCache()
 
     def model_ids(self) -> list[str]:
         return [self.model_name, *(name for name in self.templates if name != self.model_name)]
@@ -119,78 +114,69 @@ class ChatService:
                 f"model '{request.model}' does not exist; this server has: {', '.join(self.model_ids())}",
                 code="model_not_found",
             )
-        settings = dict(template.defaults) if template else {}
-        settings.update(self.defaults)
-        settings.update(request.overrides)
         messages = request.messages
         question = next((m.content for m in reversed(messages) if m.role == "user"), "")
         persona = None
+        persona_key = (template.name if template else "", tuple(sorted(request.variables.items())))
         if template is not None:
-            messages, persona = self._apply_template(template, request.variables, messages)
-        repetition = request.repetition or str(settings.get("repetition") or default_repetition(self.tiny_model))
-        params = generation_params(settings)
+            messages, persona = self._apply_template(template, request.variables, messages, persona_key)
+        # Template defaults < `chatllm serve` options < the request's own values.
+        params = generation_params(template, self.defaults, request.overrides)
+        cap = self.defaults.get("max_tokens")
+        if cap is not None:  # `serve --max-tokens` caps every reply, as llama-server's --n-predict does
+            params = replace(params, max_tokens=min(params.max_tokens or cap, cap))
+        repetition = repetition_mode(
+            template, request.repetition, self.defaults.get("repetition"), tiny_model=self.tiny_model
+        )
         schema = request.schema if request.schema is not None else (template.schema if template is not None else None)
         if schema is not None:
-            try:
-                schema_to_gbnf(json_schema_text(schema))  # a schema no grammar can express is the client's error
+            try:  # a schema no grammar can express is the client's error
+                check_grammar(schema, local=self.engine.supports_grammar)
             except ChatLLMError as error:
                 raise RequestError(400, str(error), code="invalid_value") from None
-            params = replace(params, json_schema=json_schema_text(schema), max_tokens=params.max_tokens or 1024)
+            params = constrained(params, schema, max_tokens=1024)
             repetition = "off"  # the schema bounds the reply's form; a guard cutting it would break the JSON
-        return ChatRequest(
-            request.model,
-            messages,
-            params,
-            request.stream,
-            request.include_usage,
-            repetition,
-            # A reply under a schema is the schema's: no persona stage may change it.
-            persona if schema is None else None,
-            question,
-        )
+        self._check_fits(messages)
+        if persona is not None:  # only a request that passed every check is remembered
+            self.personas.put(persona_key, persona)
+        # A reply under a schema is the schema's: no persona stage may change it.
+        reply = ReplyRequest(messages, params, persona if schema is None else None, question)
+        return ChatRequest(request.model, reply, request.stream, request.include_usage, repetition)
 
     def _apply_template(
-        self, template: Template, given: dict[str, str], messages: list[Message]
+        self, template: Template, given: dict[str, str], messages: list[Message], persona_key: tuple
     ) -> tuple[list[Message], Persona | None]:
-        """The messages with the template applied, and the persona if it is one."""
-        persona = None
+        """The messages with the template applied as the job serving it says
+        (jobs/table.py), and the persona if it is one."""
+        job = serving(template)
+        if job is None:  # load_templates serves only what a job serves
+            raise RequestError(400, f"template '{template.name}' cannot be served")
+
+        def persona_for(template: Template, values: dict[str, str]) -> Persona:
+            # Indexing a persona's knowledge costs time, so each persona is
+            # kept per set of variable values (see PersonaCache).
+            return self.personas.get(persona_key) or build_persona(
+                template, values, self.engine, tiny_model=self.tiny_model, judge_cache=persona_judges_dir()
+            )
+
         try:
-            values = template.resolve_variables(given)
-            if template.kind == "persona":
-                persona = self._persona(template, values)
-                system, render_user = persona.system, persona.render_user
-            else:
-                system = template.render_system(values)
-                render_user = lambda text: template.render_prompt(values, text)  # noqa: E731
+            served = job.served()(template, template.resolve_variables(given), persona_for)
             messages = list(messages)
             # Only the newest user turn goes through the template; earlier turns were answered already.
             last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
             if last_user is not None:
-                messages[last_user] = Message("user", render_user(messages[last_user].content))
+                messages[last_user] = Message("user", served.render_user(messages[last_user].content))
         except ChatLLMError as error:
             raise RequestError(400, str(error)) from None
         # One system message: the template's, then the client's own instructions.
         own = [m.content for m in messages if m.role == "system"]
         rest = [m for m in messages if m.role != "system"]
-        system = "\n\n".join(text for text in (system, *own) if text)
-        return ([Message("system", system)] if system else []) + rest, persona
+        system = "\n\n".join(text for text in (served.system, *own) if text)
+        return ([Message("system", system)] if system else []) + rest, served.persona
 
-    def _persona(self, template: Template, values: dict[str, str]) -> Persona:
-        # Indexing a persona's knowledge costs time, so each persona is built once
-        # per set of variable values.
-        key = (template.name, tuple(sorted(values.items())))
-        if key not in self._personas:
-            self._personas[key] = build_persona(
-                template, values, self.engine, tiny_model=self.tiny_model, judge_cache=persona_judges_dir()
-            )
-        return self._personas[key]
-
-    def start(self, request: ChatRequest) -> Stream:
-        """The reply's pieces. Anything wrong with the prompt (too long for the
-        context, refused by the engine) raises here, before any piece, so the
-        caller can still answer with an HTTP error."""
+    def _check_fits(self, messages: list[Message]) -> None:
         try:
-            prompt_tokens = self.engine.count_prompt_tokens(request.messages)
+            prompt_tokens = self.engine.count_prompt_tokens(messages)
         except ChatLLMError as error:  # e.g. a chat template that rejects the roles' order
             raise RequestError(400, str(error)) from None
         if prompt_tokens >= self.engine.context_size:
@@ -199,62 +185,71 @@ class ChatService:
                 f"the prompt takes {prompt_tokens} tokens but the context holds {self.engine.context_size}",
                 code="context_length_exceeded",
             )
-        # A reasoning model's thinking bypasses the guards: only the answer is
-        # guarded and grounded; thinking goes out as reasoning_content.
-        thoughts: list[str] = []
-        meter = Meter(self.engine, repetition=request.repetition, on_reasoning=thoughts.append)
-        if request.persona is not None:
-            pieces = PersonaTurn(request.persona, request.question).reply(meter, request.messages, request.params)
-        else:
-            pieces = meter.stream(request.messages, request.params)
-        pieces = self._recording(_with_thoughts(pieces, thoughts), meter)
+
+    def start(self, request: ChatRequest) -> Events:
+        """The reply's events (reply/events.py), ending with its `Finish`. An
+        engine that fails before the first event raises here, so the caller
+        can still answer with an HTTP error (a prompt too long for the context
+        was refused by `prepare`)."""
+        events = reply(Meter(self.engine, request.repetition), request.reply)
         try:
-            first = next(pieces, None)
+            first = next(events, None)
         except ChatLLMError as error:
             raise RequestError(500, str(error), kind="server_error") from None
-        return _chain(first, pieces, self.stopping)
+        return _chain(first, events, self.stopping)
 
-    def _recording(self, pieces: Stream, meter: Meter) -> Stream:
-        """`pieces`; once they end, `last_stats` describes the reply they made."""
-        try:
-            yield from pieces
-        finally:
-            pieces.close()
-            self.last_stats = meter.stats()
+
+class PersonaCache:
+    """The personas last used, per template and variable values, least recently
+    used first. Bounded: every distinct set of variables a client sends is
+    another persona, and its texts hold the variables' values several times."""
+
+    # A server usually plays a few personas (one per company, say); 16 keeps
+    # those warm without letting clients grow the server's memory.
+    MAX_ENTRIES = 16
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[tuple, Persona] = OrderedDict()
+
+    def get(self, key: tuple) -> Persona | None:
+        persona = self._entries.get(key)
+        if persona is not None:
+            self._entries.move_to_end(key)
+        return persona
+
+    def put(self, key: tuple, persona: Persona) -> None:
+        self._entries[key] = persona
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.MAX_ENTRIES:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def load_templates() -> list[Template]:
-    """Every template that loads; a broken user template is reported and skipped."""
+    """Every template that loads and that a job serves (jobs/table.py); a
+    broken user template is reported and skipped."""
     found = []
     for name in template_names():
         try:
-            found.append(load_template(name))
+            template = load_template(name)
         except ChatLLMError as error:
             sys.stderr.write(f"Warning: not serving template '{name}': {error}\n")
+            continue
+        if serving(template) is not None:
+            found.append(template)
     return found
 
 
-def _with_thoughts(answer: Stream, thoughts: list[str]) -> Stream:
-    """The answer's pieces with the thinking put aside meanwhile yielded first,
-    as `Reasoning`: thinking streams as it comes, before the answer it precedes."""
-    try:
-        for piece in answer:
-            while thoughts:
-                yield Reasoning(thoughts.pop(0))
-            yield piece
-        while thoughts:
-            yield Reasoning(thoughts.pop(0))
-    finally:
-        answer.close()
-
-
-def _chain(first: str | None, rest: Stream, stopping: threading.Event) -> Stream:
+def _chain(first: Event | None, rest: Events, stopping: threading.Event) -> Events:
+    """`first` and the rest, until the server shuts down."""
     try:
         if first is not None:
             yield first
-            for piece in rest:
+            for event in rest:
                 if stopping.is_set():
                     break
-                yield piece
+                yield event
     finally:
         rest.close()

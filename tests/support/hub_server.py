@@ -7,6 +7,9 @@ faults a real network has.
   GET  /{repo}/resolve/{rev}/{path}   the file, or a redirect for LFS files
   GET  /cdn/{sha256}                  LFS bodies, with Range/206 (the "CDN")
 
+`hostile` makes it a mirror that lies (tests/test_faults_hub.py): a commit, an
+LFS sha256 or file names that would lead a careless client outside its cache.
+
 LFS files (*.gguf) behave like on the Hub: `resolve` answers 302 to the CDN
 URL with X-Linked-Etag (the sha256) and X-Linked-Size. Unknown repos get 401
 with `X-Error-Code: RepoNotFound`, missing files 404 `EntryNotFound`, as the
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import re
 import threading
 from dataclasses import dataclass, field
@@ -55,6 +59,17 @@ class Faults:
     status_for_api: int | None = None  # answer model_info with this status
 
 
+@dataclass
+class Hostile:
+    """What a hostile mirror claims instead of the truth (None: the truth).
+    File names need no switch: serve a repo whose names are hostile."""
+
+    commit: str | None = None  # the listing's sha and every X-Repo-Commit
+    # Every LFS file's lfs.sha256 in the listing; its ETag is then a git sha1,
+    # not a sha256, so a client falls back on the listing's value.
+    lfs_sha256: str | None = None
+
+
 @dataclass(frozen=True)
 class RequestRecord:
     method: str
@@ -70,6 +85,7 @@ class HubServer:
         self.repos: dict[str, tuple[str, dict[str, ServedFile]]] = {}
         self.blobs: dict[str, ServedFile] = {}
         self.faults = Faults()
+        self.hostile = Hostile()
         self.requests: list[RequestRecord] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -168,14 +184,26 @@ class _Handler(BaseHTTPRequestHandler):
         self.hub.record(self.command, path, self.headers.get("Range"), self.headers.get("Authorization"))
         if match := _API.match(path):
             return self._model_info(match["repo"], parse_qs(split.query))
-        if match := _RESOLVE.match(path):
-            return self._resolve(match["repo"], match["rev"], match["path"], head)
+        # Matched before unquoting: a revision may hold an encoded '/'.
+        if match := _RESOLVE.match(split.path):
+            return self._resolve(unquote(match["repo"]), unquote(match["rev"]), unquote(match["path"]), head)
         if match := _CDN.match(path):
             served = self.hub.blobs.get(match["sha"])
             if served is None:
                 return self._error(404, "EntryNotFound")
             return self._body(served, head, {"ETag": f'"{served.sha256}"'})
+        if found := self._by_normalized_url(path):
+            return self._resolve(found[0], "main", found[1], head)
         self._error(404, None)
+
+    def _by_normalized_url(self, path: str) -> tuple[str, str] | None:
+        """(repo, file) whose resolve URL an HTTP client sends as `path` once it
+        has removed its dot segments (RFC 3986): `../x.gguf` arrives as `/x.gguf`."""
+        for repo, (_commit, files) in self.hub.repos.items():
+            for name in files:
+                if posixpath.normpath(f"/{repo}/resolve/main/{name}") == path:
+                    return repo, name
+        return None
 
     def _repo(self, repo: str) -> tuple[str, dict[str, ServedFile]] | None:
         return self.hub.repos.get(repo)
@@ -187,6 +215,7 @@ class _Handler(BaseHTTPRequestHandler):
         if found is None:
             return self._error(401, "RepoNotFound", "Repository not found")
         commit, files = found
+        hostile = self.hub.hostile
         with_blobs = query.get("blobs", ["false"])[0].lower() == "true"
         siblings = []
         for path, served in sorted(files.items()):
@@ -194,13 +223,14 @@ class _Handler(BaseHTTPRequestHandler):
             if with_blobs:
                 entry.update(size=served.size, blobId=served.git_sha1)
                 if path.endswith(LFS_SUFFIXES):
-                    entry["lfs"] = {"size": served.size, "sha256": served.sha256, "pointerSize": 134}
+                    sha256 = hostile.lfs_sha256 or served.sha256
+                    entry["lfs"] = {"size": served.size, "sha256": sha256, "pointerSize": 134}
             siblings.append(entry)
         body = {
             "_id": commit[:24],
             "id": repo,
             "modelId": repo,
-            "sha": commit,
+            "sha": hostile.commit or commit,
             "private": False,
             "siblings": siblings,
             "tags": ["gguf"],
@@ -212,20 +242,22 @@ class _Handler(BaseHTTPRequestHandler):
         if found is None:
             return self._error(401, "RepoNotFound", "Repository not found")
         commit, files = found
-        if rev not in ("main", commit):
+        hostile = self.hub.hostile
+        if rev not in ("main", commit, hostile.commit):
             return self._error(404, "RevisionNotFound")
         served = files.get(path)
         if served is None:
             return self._error(404, "EntryNotFound", extra={"X-Repo-Commit": commit})
-        common = {"X-Repo-Commit": commit}
+        common = {"X-Repo-Commit": hostile.commit or commit}
         if path.endswith(LFS_SUFFIXES):
             location = f"{self.hub.cdn_url}/cdn/{served.sha256}?file={quote(path)}"
+            etag = served.git_sha1 if hostile.lfs_sha256 else served.sha256
             self.send_response(302)
             for key, value in {
                 **common,
                 "Location": location,
-                "ETag": f'"{served.sha256}"',
-                "X-Linked-Etag": f'"{served.sha256}"',
+                "ETag": f'"{etag}"',
+                "X-Linked-Etag": f'"{etag}"',
                 "X-Linked-Size": str(served.size),
                 "Content-Length": "0",
             }.items():

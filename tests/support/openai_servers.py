@@ -163,10 +163,16 @@ class ServerProcess:
 
 
 def start_process(
-    command: list[str], port: int, log_path, env: dict[str, str] | None = None, ready_within_s: float = 180
+    command: list[str],
+    port: int,
+    log_path,
+    env: dict[str, str] | None = None,
+    ready_within_s: float = 180,
+    ready_path: str = "/v1/models",
 ) -> ServerProcess:
-    """Start `command` and return once GET /v1/models answers 200 (polled, up to
-    `ready_within_s`); fail with the server's log if it dies or never answers."""
+    """Start `command` and return once GET `ready_path` answers 200 (polled, up
+    to `ready_within_s`); fail with the server's log if it dies or never answers.
+    A server with an API key is ready when /health answers."""
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             command,
@@ -184,7 +190,7 @@ def start_process(
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode} before it was ready:\n{server.log()}")
         try:
-            if httpx.get(f"{server.url}/models", timeout=2).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}{ready_path}", timeout=2).status_code == 200:
                 return server
         except httpx.TransportError:
             pass

@@ -1,0 +1,192 @@
+"""The options of jobs, declared as plain data: a job's own (jobs/table.py)
+and the ones every generating command shares (`SHARED`). cli/options.py
+makes typer's parameters of them; early loading reads them before typer is
+imported at all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from chatllm.reading import DEFAULT_MAX_INPUT_SIZE
+from chatllm.sizes import format_size
+
+
+@dataclass(frozen=True)
+class Option:
+    """A command-line option (or, without flags, an argument), as plain data.
+
+    `complete` names a source of values for <TAB> (cli/completion.py);
+    `loads` marks a shared option that changes what model is loaded, or how,
+    or that nothing is (early loading waits for the parsed command then)."""
+
+    name: str
+    flags: tuple[str, ...] = ()
+    help: str = ""
+    kind: type = str
+    default: Any = None
+    choices: tuple[str, ...] = ()
+    many: bool = False
+    required: bool = False
+    complete: str | None = None
+    panel: str | None = None
+    show_default: bool = True
+    low: float | None = None
+    high: float | None = None
+    loads: bool = False
+    metavar: str | None = None
+
+
+# --------------------------------------------------------------------------- shared options
+
+MODEL_PANEL, GENERATION_PANEL, REASONING_PANEL, OUTPUT_PANEL = "Model", "Generation", "Reasoning", "Output"
+
+# The options every generating command takes (cli/options.py hands them to a
+# command as one RunOptions); `serve` takes some of them too.
+SHARED: tuple[Option, ...] = (
+    Option(
+        "model",
+        ("--model", "-m"),
+        "Model: path to a .gguf, 'embedded', an alias, hf:org/repo[:QUANT], or openai:MODEL@URL.",
+        complete="models",
+        panel=MODEL_PANEL,
+    ),
+    Option(
+        "temperature",
+        ("--temperature",),
+        "Sampling temperature (0 = deterministic).",
+        float,
+        low=0.0,
+        high=2.0,
+        panel=GENERATION_PANEL,
+    ),
+    Option("max_tokens", ("--max-tokens",), "Most tokens to generate per reply.", int, low=1, panel=GENERATION_PANEL),
+    Option(
+        "chat_template",
+        ("--chat-template",),
+        "Chat template to use instead of the model's: a Jinja file, or chatml, llama3, gemma, plain (for a base model).",
+        panel=MODEL_PANEL,
+        show_default=False,
+    ),
+    Option(
+        "ctx",
+        ("--ctx",),
+        "Context window in tokens (default: the model's, at most 4096).",
+        int,
+        low=128,
+        panel=MODEL_PANEL,
+        loads=True,
+    ),
+    Option(
+        "gpu_layers",
+        ("--gpu-layers",),
+        "Layers to offload to the GPU: a number, -1 for all, or auto.",
+        panel=MODEL_PANEL,
+        loads=True,
+    ),
+    Option(
+        "repetition",
+        ("--repetition",),
+        "Stop a reply that repeats itself: strict (any repeated sentence or 8-word span), loops (only loops: a "
+        "refrain may come back), off. Default: the template's.",
+        choices=("strict", "loops", "off"),
+        panel=GENERATION_PANEL,
+        show_default=False,
+    ),
+    Option(
+        "repeat_penalty",
+        ("--repeat-penalty",),
+        "Penalty for tokens of the last 64 (1 = off), as llama.cpp's.",
+        float,
+        low=0.0,
+        panel=GENERATION_PANEL,
+        show_default=False,
+    ),
+    Option(
+        "dry_multiplier",
+        ("--dry-multiplier",),
+        "Strength of llama.cpp's DRY sampler against repeated sequences (0 = off).",
+        float,
+        low=0.0,
+        panel=GENERATION_PANEL,
+        show_default=False,
+    ),
+    Option(
+        "think",
+        ("--think/--no-think",),
+        "Let a reasoning model think first, or not (templates with a thinking switch, such as Qwen3's; servers get "
+        "chat_template_kwargs). Default: the model's.",
+        bool,
+        panel=REASONING_PANEL,
+        show_default=False,
+    ),
+    Option(
+        "reasoning_budget",
+        ("--reasoning-budget",),
+        "Most tokens a reasoning model may think before its thinking is ended (local models).",
+        int,
+        low=0,
+        panel=REASONING_PANEL,
+        show_default=False,
+    ),
+    Option(
+        "show_reasoning",
+        ("--show-reasoning",),
+        "Print a reasoning model's thinking (dim on a terminal; on stderr, so stdout stays the answer).",
+        bool,
+        False,
+        panel=REASONING_PANEL,
+    ),
+    Option("seed", ("--seed",), "Random seed for reproducible sampling.", int, panel=GENERATION_PANEL, loads=True),
+    Option(
+        "json",
+        ("--json",),
+        "Print one JSON object with text, model, usage and timings.",
+        bool,
+        False,
+        panel=OUTPUT_PANEL,
+    ),
+    Option(
+        "dry_run",
+        ("--dry-run",),
+        "Print the rendered messages as JSON and exit without loading a model.",
+        bool,
+        False,
+        panel=OUTPUT_PANEL,
+        loads=True,
+    ),
+    Option(
+        "stats", ("--stats",), "Print load time, token counts and speeds to stderr.", bool, False, panel=OUTPUT_PANEL
+    ),
+    Option("verbose", ("--verbose",), "Show llama.cpp's own log lines.", bool, False, panel=OUTPUT_PANEL, loads=True),
+    Option(
+        "pull",
+        ("--pull",),
+        "Download the model if it is not cached yet, without asking.",
+        bool,
+        False,
+        panel=MODEL_PANEL,
+        loads=True,
+    ),
+    Option("log", ("--log/--no-log",), "Save this run to the history database.", bool, True, panel=OUTPUT_PANEL),
+    # Every input a command reads (files, stdin, --kb, --schema, --labels-file) is bounded by it.
+    Option(
+        "max_input_size",
+        ("--max-input-size",),
+        "Most input to read, files and stdin together (e.g. 64M, 1G); more is refused. "
+        f"Default: the max_input_size setting ({format_size(DEFAULT_MAX_INPUT_SIZE)}).",
+        panel="Input",
+        show_default=False,
+        metavar="SIZE",
+    ),
+)
+
+
+def shared(name: str) -> Option:
+    return next(option for option in SHARED if option.name == name)
+
+
+def load_flags() -> tuple[str, ...]:
+    """Words that change what a command loads, or mean it loads nothing."""
+    flags = [flag.split("/")[0] for option in SHARED if option.loads for flag in option.flags]
+    return (*flags, "--help", "-h")

@@ -1,0 +1,125 @@
+"""`chatllm serve`'s limits on connections, applied before a request is read
+(so before authentication): how long a client may take, how many may be
+connected at once, and whether one has hung up.
+
+* A whole request (request line, headers and body) must arrive within
+  `timeout_s` of the server starting to wait for it, as llama-server's
+  `--timeout` (600 s) bounds a request; a client that sends a byte now and
+  then cannot hold its connection for longer.
+* No connection may stay silent for more than `conn_idle_s`: not before its
+  request's next byte, not while its reply waits to be read (llama-server's
+  `--conn-idle`, 60 s).
+* At most `max_connections` are served at once; one more is answered 503 on
+  the accepting thread and closed, so it costs no thread.
+
+These see sockets, not requests: a different way of answering requests
+(several at once, say) keeps them as they are. gate.py applies them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import select
+import socket
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The connection limits; `chatllm serve --timeout/--conn-idle/--max-connections`."""
+
+    timeout_s: float = 600.0
+    conn_idle_s: float = 60.0
+    # Each connection holds a thread; past this many a client gets 503 and the
+    # OpenAI SDKs retry. 64 is far more than one engine answering one request
+    # at a time can use, and few enough threads to stay cheap.
+    max_connections: int = 64
+
+
+class RequestTimeout(TimeoutError):
+    """A request that did not arrive in full within the limits. A TimeoutError,
+    so http.server drops the connection when it happens before the body."""
+
+
+class RequestReader(io.RawIOBase):
+    """A connection's socket as the handler reads requests from it (wrapped in
+    a BufferedReader as `rfile`): every read waits at most `conn_idle_s`, and
+    none goes past the deadline `start_request` sets."""
+
+    def __init__(self, sock: socket.socket, limits: Limits) -> None:
+        super().__init__()
+        self._sock = sock
+        self._limits = limits
+        self._deadline: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def start_request(self) -> None:
+        """The server starts waiting for a request: it has `timeout_s` from now."""
+        self._deadline = time.monotonic() + self._limits.timeout_s
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        idle = self._limits.conn_idle_s
+        left = self._deadline - time.monotonic() if self._deadline is not None else idle
+        if left <= 0:
+            raise RequestTimeout(f"the request did not arrive within {self._limits.timeout_s:g} s")
+        self._sock.settimeout(min(idle, left))
+        try:
+            return self._sock.recv_into(buffer)
+        except TimeoutError:
+            if left < idle:
+                raise RequestTimeout(f"the request did not arrive within {self._limits.timeout_s:g} s") from None
+            raise RequestTimeout(f"the client sent nothing for {idle:g} s") from None
+        finally:
+            self._sock.settimeout(idle)  # what writes to the client may wait
+
+
+def peer_closed(sock: socket.socket) -> bool:
+    """Whether the client has hung up: its side of the connection reads as
+    closed (end of file or reset). Data it sent ahead is not a hang-up."""
+    try:
+        if hasattr(select, "poll"):  # no limit on the descriptor's number, unlike select()
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            readable = bool(poller.poll(0))
+        else:
+            readable = bool(select.select([sock], [], [], 0)[0])
+        # A readable socket answers at once: b"" is its end of file.
+        return readable and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):  # reset, or already closed
+        return True
+
+
+def busy_response(limit: int) -> bytes:
+    """What a connection past the cap gets before it is closed: a whole HTTP
+    response, small enough for a fresh socket's send buffer."""
+    body = json.dumps(
+        {
+            "error": {
+                "message": f"the server is busy: {limit} connections are open, its most (--max-connections); try again",
+                "type": "server_error",
+                "param": None,
+                "code": "too_many_connections",
+            }
+        }
+    ).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Retry-After: 1\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def refuse_busy(sock: socket.socket, limit: int) -> None:
+    """Answer 503 without waiting on the client (it may not read)."""
+    try:
+        sock.setblocking(False)
+        sock.send(busy_response(limit))
+    except OSError:
+        pass  # it is closed either way
