@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT.parent))
 from chatllm.engine.base import EngineOptions, GenerationParams, Message, ToolSpec  # noqa: E402
 from chatllm.hub.models import ResolvedModel, embedded_model_path  # noqa: E402
 from chatllm.reply.events import ToolCall  # noqa: E402
-from chatllm.tools.loop import with_tool_rule  # noqa: E402
+from chatllm.reply.tool_loop import prompt_messages  # noqa: E402
 
 DATA = ROOT / "data" / "tools"
 SYSTEM = "You are a helpful assistant. Call a tool when the request needs one; otherwise answer directly and briefly."
@@ -128,8 +128,8 @@ def chatllm_run(engine, requests: list[dict], tools: tuple[ToolSpec, ...], tempe
     names = {t.name for t in tools}
     results = []
     for request in requests:
-        messages = with_tool_rule([Message("system", SYSTEM), Message("user", request["question"])])
         params = GenerationParams(temperature=temperature, seed=1, max_tokens=MAX_TOKENS, tools=tools)
+        messages = prompt_messages([Message("system", SYSTEM), Message("user", request["question"])], params)
         events = list(engine.stream(messages, params))
         text = "".join(e for e in events if isinstance(e, str))
         calls = [(e.name, e.arguments) for e in events if isinstance(e, ToolCall)]

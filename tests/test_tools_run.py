@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from chatllm.reply.events import ToolCall
-from chatllm.tools.declarations import MAX_RESULT_BYTES, Tool, ToolError, load_tools_file
+from chatllm.tools.declarations import Tool, ToolError, load_tools_file
 from chatllm.tools.execute import run_command
+from chatllm.tools.limits import MAX_RESULT_BYTES
 from chatllm.tools.toolbox import Approval, Toolbox
 
 ECHO = str(Path(__file__).parent / "support" / "tools" / "echo_tool.py")
@@ -114,7 +115,7 @@ def test_in_a_pipe_a_call_needs_yes_or_safe() -> None:
     ran, _ = Toolbox([echo_tool(safe=True)], Approval()).run(ToolCall("c1", "echo", {"text": "hi"}))
     assert not ran.is_error and '"hi"' in ran.content
     asked = []
-    box = Toolbox([echo_tool()], Approval(ask=lambda tool, args: asked.append((tool.name, args)) or False))
+    box = Toolbox([echo_tool()], Approval(ask=lambda name, args: asked.append((name, args)) or False))
     result, _ = box.run(ToolCall("c1", "echo", {"text": "hi"}))
     assert asked == [("echo", {"text": "hi"})] and result.is_error
 

@@ -192,6 +192,9 @@ class GenerationStats:
     finish_reason: FinishReason = "stop"
     # A reasoning model's reply ended still thinking, with no answer.
     thinking_unclosed: bool = False
+    # Tools a job ran for its replies (issue 23; the Meter counts them), and their seconds.
+    tool_calls: int = 0
+    tool_seconds: float = 0.0
 
 
 class Capabilities:

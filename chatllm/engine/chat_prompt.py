@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
-from chatllm.engine.base import GenerationParams, Message
+from chatllm.engine.base import GenerationParams, Message, MessageToolCall, ToolSpec
 from chatllm.engine.bindings import llama_bindings
 from chatllm.engine.chat_template import ChatTemplate
 from chatllm.engine.reasoning import prompt_opens_thinking, template_has_thinking_switch
@@ -50,6 +51,8 @@ BUILTIN_TEMPLATES = {
     ),
 }
 CHATML_TEMPLATE = BUILTIN_TEMPLATES["chatml"]
+# Tools whose text was made plain (ChatPrompt.plain_text), kept for the next prompt.
+_PLAIN_TOOLS_KEPT = 64
 
 
 class ChatPrompt:
@@ -81,6 +84,7 @@ class ChatPrompt:
         self._template = ChatTemplate(template, bos_token=self._token_text(self._bos), eos_token=eos)
         self._template_source = template
         self._tool_syntax: ToolSyntax | None = None
+        self._plain_tools: dict[ToolSpec, ToolSpec] = {}
         # Contents are rendered as these placeholders, then replaced by their own
         # tokens; a random part keeps user text from ever matching one.
         nonce = secrets.token_hex(6)
@@ -147,8 +151,10 @@ class ChatPrompt:
         as_dicts: Callable[[Sequence[Message], Sequence[str]], list[dict[str, Any]]] = self._dicts
         if tools is not None or any(m.tool_calls or m.role == "tool" for m in messages):
             syntax = self.tool_syntax
-            extra["tools"] = template_tools(tools, syntax) if tools is not None else None
-            listed = offered(tools) if tools is not None else ()
+            # Tools and calls are written as the template's own text: no special token may hide in them.
+            listed = tuple(self._plain_tool(tool) for tool in offered(tools)) if tools is not None else ()
+            messages = [self._plain_calls(m) if m.tool_calls else m for m in messages]
+            extra["tools"] = template_tools(listed, syntax)
             as_dicts = lambda ms, contents: message_dicts(ms, syntax, contents, listed)  # noqa: E731
         try:
             placeholders = [self._placeholder.format(i) if m.content else "" for i, m in enumerate(messages)]
@@ -175,6 +181,39 @@ class ChatPrompt:
         if self._add_bos and (not tokens or tokens[0] != self._bos):
             tokens.insert(0, self._bos)
         return tokens
+
+    def plain_text(self, text: str) -> str:
+        """`text` with the text of every special token in it broken by a zero-width
+        space: a tool's description (an MCP server's, a client's) or a call's
+        arguments, which a template writes as its own text (tokenized with special
+        tokens parsed), can then never end a turn or open one."""
+        parsed = self.tokenize(text, True)
+        if parsed == self.tokenize(text, False):
+            return text
+        special = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+        for token in set(parsed):
+            piece = self._token_text(token)
+            if len(piece) > 1 and piece in text and llama_cpp.llama_vocab_get_attr(self._vocab, token) & special:
+                text = text.replace(piece, piece[0] + "\u200b" + piece[1:])
+        return text
+
+    def _plain_tool(self, tool: ToolSpec) -> ToolSpec:
+        found = self._plain_tools.get(tool)
+        if found is None:
+            if len(self._plain_tools) >= _PLAIN_TOOLS_KEPT:  # a server's clients may send any tools
+                self._plain_tools.clear()
+            plain = self.plain_text
+            found = self._plain_tools[tool] = ToolSpec(
+                plain(tool.name), plain(tool.description), plain(tool.parameters)
+            )
+        return found
+
+    def _plain_calls(self, message: Message) -> Message:
+        plain = self.plain_text
+        return replace(
+            message,
+            tool_calls=tuple(MessageToolCall(c.id, plain(c.name), plain(c.arguments)) for c in message.tool_calls),
+        )
 
     @staticmethod
     def _dicts(messages: Sequence[Message], contents: Sequence[str]) -> list[dict[str, Any]]:

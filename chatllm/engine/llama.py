@@ -167,6 +167,7 @@ class LlamaEngine(Capabilities):
     supports_scoring = True
     supports_state_saving = True
     supports_chat_template = True
+    supports_tools = True  # in its chat template's own format, under a lazy grammar (engine/tool_grammar.py)
 
     # llama.cpp's objects are ctypes pointers and structures (typed Any here).
     context_size: int
@@ -427,8 +428,7 @@ class LlamaEngine(Capabilities):
         think; EngineError for a prompt that cannot be answered."""
         prompt = self._prompt.prompt_tokens(messages, params.think, params)
         stats.usage.prompt_tokens = len(prompt)
-        # A reasoning model's thinking comes out as Reasoning pieces; a reply
-        # under a JSON Schema is all answer (the schema decides what it is).
+        # Thinking comes out as Reasoning pieces; a reply under a JSON Schema is all answer.
         thinking = None
         if self._prompt.may_think and not params.json_schema:
             thinking = _Thinking(

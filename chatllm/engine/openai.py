@@ -92,6 +92,7 @@ class OpenAIEngine(Capabilities):
     A JSON Schema goes to the server as `response_format`, not as a local grammar."""
 
     can_stream = True
+    supports_tools = True  # passed through: the server's template and parser make the calls
     base_url: str
 
     identity: str | None = None  # the weights are on the server

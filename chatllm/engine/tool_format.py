@@ -78,11 +78,11 @@ def _spec(tool: ToolSpec) -> dict[str, Any]:
     return {"type": "function", "function": tool.function()}
 
 
-def template_tools(params: GenerationParams, syntax: ToolSyntax) -> list[dict[str, Any]] | None:
+def template_tools(tools: Sequence[ToolSpec], syntax: ToolSyntax) -> list[dict[str, Any]] | None:
     """The `tools` a template is rendered with (None: none, or the fallback)."""
-    if not params.tools or params.tool_choice == "none" or not syntax.in_template:
+    if not tools or not syntax.in_template:
         return None
-    return [_spec(tool) for tool in offered(params)]
+    return [_spec(tool) for tool in tools]
 
 
 def offered(params: GenerationParams) -> tuple[ToolSpec, ...]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chatllm.jobs.job import Job, Served, Setup
-from chatllm.jobs.options import OUTPUT_PANEL, SHARED, Option
+from chatllm.jobs.options import OUTPUT_PANEL, SHARED, TOOL_OPTIONS, Option
 
 if TYPE_CHECKING:
     from chatllm.templates import Template
@@ -118,6 +118,7 @@ JOBS: tuple[JobSpec, ...] = (
                 int,
                 complete="conversations",
             ),
+            *TOOL_OPTIONS,
         ),
         conversation=True,
         serves=("persona",),
@@ -180,6 +181,7 @@ JOBS: tuple[JobSpec, ...] = (
             VARIABLES,
             SYSTEM,
             SCHEMA,
+            *TOOL_OPTIONS,
         ),
         serves=("task",),
     ),

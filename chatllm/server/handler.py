@@ -17,12 +17,13 @@ import uuid
 from typing import Any
 
 from chatllm.errors import ChatLLMError
-from chatllm.reply.events import Finish, Reasoning, Text
+from chatllm.reply.events import Finish, Reasoning, Text, ToolCall
 from chatllm.reply.pipeline import Events
 from chatllm.server.gate import ClientGone, GatedHandler
 from chatllm.server.openai_json import chunk_json, completion_json, finish_reason, timings_json, usage_json
 from chatllm.server.requests import RequestError
 from chatllm.server.service import ChatRequest
+from chatllm.server.tool_json import tool_call_deltas, tool_calls_json
 
 
 class Handler(GatedHandler):
@@ -99,19 +100,23 @@ class Handler(GatedHandler):
                 events.close()  # stops the engine, whether the reply ended or not
 
     def _complete(self, events: Events, request: ChatRequest, reply_id: str, created: int) -> None:
-        text, thinking, finish = [], [], None
+        text, thinking, calls, finish = [], [], [], None
         for event in events:
             if type(event) is Text:
                 text.append(event.text)
             elif type(event) is Reasoning:
                 thinking.append(event.text)
+            elif type(event) is ToolCall:
+                calls.append(event)  # the client runs them and sends their results back
             elif type(event) is Finish:
                 finish = event
             if self.client_gone():  # as a stream notices when a write fails
                 raise ClientGone("the client hung up")
         if finish is None:  # the server is shutting down (service.stopping)
             raise RequestError(503, "the server is shutting down; this reply was cut short", kind="server_error")
-        reply = completion_json(reply_id, created, request.model, "".join(text), finish.stats, "".join(thinking))
+        reply = completion_json(
+            reply_id, created, request.model, "".join(text), finish.stats, "".join(thinking), tool_calls_json(calls)
+        )
         self.send_json(200, reply)
 
     def _stream(self, events: Events, request: ChatRequest, reply_id: str, created: int) -> None:
@@ -129,12 +134,16 @@ class Handler(GatedHandler):
             self.wfile.flush()
 
         send({**chunk_json(reply_id, created, request.model, {"role": "assistant", "content": ""}), **extra})
-        finish = None
+        finish, calls = None, 0
         try:
             for event in events:
                 if isinstance(event, Text | Reasoning):
                     field = "content" if type(event) is Text else "reasoning_content"
                     send({**chunk_json(reply_id, created, request.model, {field: event.text}), **extra})
+                elif type(event) is ToolCall:  # its id and name, then its arguments, as OpenAI streams them
+                    for delta in tool_call_deltas(calls, event):
+                        send({**chunk_json(reply_id, created, request.model, delta), **extra})
+                    calls += 1
                 elif type(event) is Finish:
                     finish = event
         except ChatLLMError as error:  # headers are gone: report it the way llama-server does
@@ -143,7 +152,8 @@ class Handler(GatedHandler):
         if finish is None:
             return  # the server is shutting down; no [DONE]: the client learns the reply was cut short
         stats = finish.stats
-        send({**chunk_json(reply_id, created, request.model, {}, finish_reason(stats)), **extra})
+        reason = "tool_calls" if calls else finish_reason(stats)
+        send({**chunk_json(reply_id, created, request.model, {}, reason), **extra})
         if request.include_usage:
             send(
                 {

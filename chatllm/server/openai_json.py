@@ -33,10 +33,10 @@ def timings_json(stats: GenerationStats) -> dict[str, Any]:
 
 
 def finish_reason(stats: GenerationStats) -> str:
-    """OpenAI's finish_reason ("tool_calls" for a reply that called tools), or
-    chatllm's "repetition" (docs/ARCHITECTURE.md: the same names in --json,
-    history and here)."""
-    return stats.finish_reason if stats.finish_reason in ("length", "repetition", "tool_calls") else "stop"
+    """OpenAI's finish_reason, or chatllm's "repetition" (docs/ARCHITECTURE.md:
+    the same names in --json, history and here). A reply that called tools
+    says "tool_calls" (completion_json, and the stream's last chunk)."""
+    return stats.finish_reason if stats.finish_reason in ("length", "repetition") else "stop"
 
 
 def completion_json(
@@ -65,7 +65,7 @@ def completion_json(
                     **({"tool_calls": tool_calls} if tool_calls else {}),
                 },
                 "logprobs": None,
-                "finish_reason": finish_reason(stats),
+                "finish_reason": "tool_calls" if tool_calls else finish_reason(stats),
             }
         ],
         "usage": usage_json(stats),

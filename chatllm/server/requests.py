@@ -22,6 +22,7 @@ from typing import Any
 from chatllm.engine.base import Message, Role, sampling_settings
 from chatllm.errors import UsageError
 from chatllm.jobs.schemas import check_schema
+from chatllm.reply.tool_loop import defused
 from chatllm.server.request_error import RequestError
 from chatllm.server.tool_json import message_tool_calls, tool_settings
 
@@ -94,7 +95,9 @@ def _messages(value: Any) -> list[Message]:
             call_id = item.get("tool_call_id")
             if not isinstance(call_id, str) or not call_id:
                 raise RequestError(400, f"{where}: a tool message needs the 'tool_call_id' it answers")
-            messages.append(Message("tool", content, tool_call_id=call_id, name=str(item.get("name") or "")))
+            # A result is data: what reads as tool markup in it is made harmless, as for the CLI's own tools.
+            name = str(item.get("name") or "")
+            messages.append(Message("tool", defused(content), tool_call_id=call_id, name=name))
             continue
         messages.append(Message(_ROLES[role], content, tool_calls=calls))
     return messages

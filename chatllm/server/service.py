@@ -129,6 +129,8 @@ class ChatService:
             template, request.repetition, self.defaults.get("repetition"), tiny_model=self.tiny_model
         )
         schema = request.schema if request.schema is not None else (template.schema if template is not None else None)
+        if schema is not None and params.tools and params.tool_choice != "none":
+            raise RequestError(400, "'response_format' and 'tools' do not go together", code="invalid_value")
         if schema is not None:
             try:  # a schema no grammar can express is the client's error
                 check_grammar(schema, local=self.engine.supports_grammar)

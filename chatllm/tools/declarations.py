@@ -29,11 +29,7 @@ from typing import Any
 from chatllm.errors import ChatLLMError, UsageError
 from chatllm.inputs import read_file
 from chatllm.jobs.schemas import check_schema, short_schema
-
-# One source for the limits every tool call runs under (tools/execute.py).
-DEFAULT_TIMEOUT_S = 30.0
-MAX_RESULT_BYTES = 64 * 1024
-DEFAULT_TOOL_LIMIT = 8  # calls per reply (--tool-limit)
+from chatllm.tools.limits import DEFAULT_TIMEOUT_S
 
 # OpenAI's rule for a function's name: what every chat template and server accepts.
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import IO, Any
 
-from chatllm.tools.declarations import MAX_RESULT_BYTES, Tool
+from chatllm.tools.declarations import Tool
+from chatllm.tools.limits import MAX_RESULT_BYTES
 
 _STDERR_TAIL = 2000  # of a failing tool's stderr, what the model and the user see
 

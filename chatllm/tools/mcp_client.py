@@ -27,8 +27,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
-from chatllm.tools.declarations import DEFAULT_TIMEOUT_S, McpServer, Tool, ToolError
+from chatllm.tools.declarations import McpServer, Tool, ToolError
 from chatllm.tools.execute import Outcome, capped
+from chatllm.tools.limits import DEFAULT_TIMEOUT_S
 
 CONNECT_TIMEOUT_S = 20.0
 

@@ -27,9 +27,10 @@ from chatllm.engine.base import ToolSpec
 from chatllm.reply.events import Notice, ToolCall, ToolResult
 from chatllm.tools.declarations import McpServer, Tool, check_unique, load_tools_file
 from chatllm.tools.execute import Outcome, run_command
+from chatllm.tools.limits import DEFAULT_TOOL_LIMIT
 
-# Asks the user whether to run a call (tool, arguments) -> approved.
-Ask = Callable[[Tool, dict[str, Any]], bool]
+# Asks the user whether to run a call (tool's name, arguments) -> approved.
+Ask = Callable[[str, dict[str, Any]], bool]
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Approval:
         if self.yes or tool.safe:
             return True, None
         if self.ask is not None:
-            return self.ask(tool, arguments), None
+            return self.ask(tool.name, arguments), None
         note = None
         if tool.name not in self.refused:
             self.refused.add(tool.name)
@@ -60,11 +61,14 @@ class Approval:
 class Toolbox:
     """Declared tools by name, and where each runs (a command or an MCP server)."""
 
-    def __init__(self, tools: Sequence[Tool], approval: Approval | None = None, mcp: Any = None) -> None:
+    def __init__(
+        self, tools: Sequence[Tool], approval: Approval | None = None, mcp: Any = None, limit: int = DEFAULT_TOOL_LIMIT
+    ) -> None:
         check_unique(list(tools))
         self.tools = {tool.name: tool for tool in tools}
         self.approval = approval or Approval()
         self._mcp = mcp
+        self.limit = limit  # calls per reply (reply/tool_loop.py)
 
     @classmethod
     def open(
@@ -73,6 +77,7 @@ class Toolbox:
         files: Sequence[Path] = (),
         servers: Sequence[McpServer] = (),
         approval: Approval | None = None,
+        limit: int = DEFAULT_TOOL_LIMIT,
     ) -> Toolbox:
         """Tools declared in `tools`, in tools files and on MCP servers (started
         here). Raises ToolError in one line; a server already started is stopped."""
@@ -89,7 +94,7 @@ class Toolbox:
                 mcp = McpServers()
                 for server in to_start:
                     declared += mcp.connect(server)
-            return cls(declared, approval, mcp)
+            return cls(declared, approval, mcp, limit)
         except BaseException:
             if mcp is not None:
                 mcp.close()
