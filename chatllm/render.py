@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from chatllm.engine.base import GenerationStats, usage_json
-from chatllm.render_tools import ToolDisplay, params_json
+from chatllm.render_tools import ToolDisplay, message_json, params_json
 from chatllm.reply.events import Draft, Event, Finish, Notice, Reasoning, Text, ToolCall, ToolResult
 from chatllm.reply.tool_loop import ToolStep, calls_json
 
@@ -248,7 +248,7 @@ def dry_run_json(plan: Plan, template: str, model: str | None) -> str:
     payload: dict[str, Any] = {
         "model": model,
         "template": template,
-        "messages": [{"role": m.role, "content": m.content} for m in plan.messages],
+        "messages": [message_json(m) for m in plan.messages],
         "params": params_json(plan.params),
     }
     if plan.schema is not None:

@@ -6,32 +6,12 @@ show them; `--json` and history get the calls gathered here."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
-from chatllm.engine.base import GenerationParams
+from chatllm.engine.base import GenerationParams, Message
 from chatllm.reply.events import ToolCall, ToolResult
-from chatllm.reply.tool_loop import ToolSteps
-
-LINE_CHARACTERS = 160  # of a call or a result on its line; the whole is in --json and history
-
-
-def shortened(text: str, limit: int = LINE_CHARACTERS) -> str:
-    text = " ".join(text.split())  # one line
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def call_line(name: str, arguments: dict[str, Any]) -> str:
-    """`→ name(key="value", n=3)`: the arguments as JSON values."""
-    shown = ", ".join(f"{key}={json.dumps(value, ensure_ascii=False)}" for key, value in arguments.items())
-    return "→ " + shortened(f"{name}({shown})")
-
-
-def result_line(result: ToolResult) -> str:
-    content = result.content.strip() or "(nothing)"
-    took = f" ({result.seconds:.1f} s)" if result.seconds >= 1 else ""
-    return "  " + shortened(("error: " if result.is_error else "← ") + content) + took
+from chatllm.reply.tool_loop import ToolSteps, call_line, result_line
 
 
 class ToolDisplay:
@@ -51,7 +31,7 @@ class ToolDisplay:
     def result(self, result: ToolResult) -> None:
         self.steps.returned(result)
         if self.line is not None:
-            self.line(result_line(result))
+            self.line(result_line(result.content, result.is_error, result.seconds))
 
     def take(self) -> ToolSteps:
         """The reply's calls; the next reply's start afresh."""
@@ -68,3 +48,18 @@ def params_json(params: GenerationParams) -> dict[str, Any]:
     else:
         given = {key: value for key, value in given.items() if key not in ("tool_choice", "parallel_tool_calls")}
     return given
+
+
+def message_json(message: Message) -> dict[str, Any]:
+    """--dry-run's message: its role and content, and the calls of an
+    assistant's message or the call a tool's message answers (a chat
+    continued with --continue replays them)."""
+    data: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        data["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in message.tool_calls
+        ]
+    if message.role == "tool":
+        data["tool_call_id"] = message.tool_call_id
+    return data

@@ -79,7 +79,7 @@ def test_the_demo_order_server_answers_from_its_orders() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("http://127.0.0.1:{port}/mcp", "could not start: All connection attempts failed"),
+        ("http://127.0.0.1:{port}/mcp", "could not be reached: All connection attempts failed"),
         ("no-such-mcp-server --flag", "could not start: no such program"),
         ("python /no/such/server.py", "can't open file"),
         ("python 'unclosed", "does not parse"),

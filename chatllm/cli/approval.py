@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from chatllm.render import styling_allowed
-from chatllm.render_tools import call_line
+from chatllm.reply.tool_loop import call_line
 
 try:
     import termios

@@ -234,13 +234,17 @@ class CallSplitter:
         rest, position = [], 0
         for match in _HERMES_CALL.finditer(held):
             call = parse_call(match.group(1), self.names)
-            if call is None:
+            # A call the length limit cut short is no text for the reader either.
+            cut = call is None and match.end() == len(held) and match.group(1).startswith("{")
+            cut = cut and not match.group(0).endswith(_CLOSE)
+            if call is None and not cut:
                 continue
             rest.append(held[position : match.start()])
             position = match.end()
-            self.calls.append(call)
+            if call is not None:
+                self.calls.append(call)
         rest.append(held[position:])
-        return "".join(rest).strip() if self.calls else held
+        return "".join(rest).strip() if position else held
 
 
 def split_calls(pieces: Iterator[Any], splitter: CallSplitter) -> Iterator[Any]:

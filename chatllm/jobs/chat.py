@@ -26,7 +26,7 @@ from chatllm.languages import detect_language
 from chatllm.reply.events import Finish, Notice, Reasoning, Text, ToolCall, ToolResult
 from chatllm.reply.meter import Meter
 from chatllm.reply.pipeline import Events, ReplyRequest, reply
-from chatllm.reply.tool_loop import ToolRunner, ToolStep, ToolSteps, replayed
+from chatllm.reply.tool_loop import ToolRunner, ToolStep, ToolSteps, replayed, steps_json, transcript_lines
 
 INTERRUPTED_MARK = " [interrupted]"
 
@@ -239,6 +239,7 @@ class ChatSession:
             lines += ["## System", "", self.system, ""]
         for turn in self.turns:
             lines += ["## User", "", turn.user, "", "## Assistant", ""]
+            lines += [f"_{line.strip()}_  " for line in transcript_lines(turn.tools)]
             lines += [turn.reply + (INTERRUPTED_MARK if turn.interrupted else ""), ""]
         return "\n".join(lines)
 
@@ -247,7 +248,7 @@ class ChatSession:
             {
                 "persona": self.persona.name,
                 "system": self.system,
-                "turns": [vars(turn) for turn in self.turns],
+                "turns": [{**vars(turn), "tools": steps_json(turn.tools)} for turn in self.turns],
             },
             ensure_ascii=False,
             indent=2,

@@ -110,8 +110,9 @@ def tool_loop(
         text: list[str] = []
         for event in one_call(conversation, params):
             if type(event) is ToolCall:
-                calls.append(event)
-            elif type(event) is Text:
+                calls.append(event)  # sent as it runs: a call, (its approval,) its result, the next call
+                continue
+            if type(event) is Text:
                 if gap:
                     yield Text(gap)
                     gap = ""
@@ -122,6 +123,7 @@ def tool_loop(
         gap = "\n\n" if text and not text[-1][-1:].isspace() else ""
         conversation.append(assistant_message("".join(text), calls))
         for call in calls:
+            yield call
             if made >= runner.limit:
                 why = f"not run: the limit of {runner.limit} tool calls per reply was reached"
                 result = ToolResult(call.id, call.name, why, True)
@@ -253,3 +255,36 @@ def replayed(steps: Sequence[ToolStep]) -> list[Message]:
         for c in done:
             messages.append(tool_message(c.id, c.name, c.result or "", c.is_error))
     return messages
+
+
+# ---- what a reply's calls were, for a person --------------------------------------------
+
+# Of a call or a result on its line (a terminal, a transcript); the whole is in --json and history.
+LINE_CHARACTERS = 160
+
+
+def shortened(text: str, limit: int = LINE_CHARACTERS) -> str:
+    text = " ".join(text.split())  # one line
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def call_line(name: str, arguments: dict[str, Any]) -> str:
+    """`→ name(key="value", n=3)`: the arguments as JSON values."""
+    shown = ", ".join(f"{key}={json.dumps(value, ensure_ascii=False)}" for key, value in arguments.items())
+    return "→ " + shortened(f"{name}({shown})")
+
+
+def result_line(content: str, is_error: bool, seconds: float = 0.0) -> str:
+    """`  ← what it returned` (its start), or `  error: why`."""
+    took = f" ({seconds:.1f} s)" if seconds >= 1 else ""
+    return "  " + shortened(("error: " if is_error else "← ") + (content.strip() or "(nothing)")) + took
+
+
+def transcript_lines(steps: list[ToolStep]) -> list[str]:
+    """A reply's calls in a transcript (/save, `logs show`): a line per call and per result."""
+    lines = []
+    for call in (call for step in steps for call in step.calls):
+        lines.append(call_line(call.name, call.arguments))
+        if call.result is not None:
+            lines.append(result_line(call.result, call.is_error, call.seconds))
+    return lines

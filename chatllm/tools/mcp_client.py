@@ -103,7 +103,8 @@ class _Server:
         except BaseException as error:  # noqa: BLE001 - reported, never raised into the loop
             message = _describe(error)
             if not ready.done():
-                ready.set_exception(ToolError(self._failure("could not start", message)))
+                what = "could not be reached" if self.spec.startswith(("http://", "https://")) else "could not start"
+                ready.set_exception(ToolError(self._failure(what, message)))
             else:
                 self.died = message
         finally:
