@@ -4,7 +4,8 @@ together for the chat session and for `serve`:
 
 before the model writes, whether it should:
   * a question about one particular order, which a persona without a way to
-    look orders up cannot answer (jobs/orders.py);
+    look orders up cannot answer (jobs/orders.py); with a tool that may
+    look it up, the model answers (and the coverage judge does not decide);
   * a question its knowledge does not cover, by the model's own judgement
     (jobs/coverage.py), where the model can judge;
 
