@@ -113,7 +113,12 @@ def _judging(covered: float, uncovered: float, margin_for):
 
 
 def test_the_model_judges_whether_its_knowledge_answers_before_it_answers(tmp_path: Path) -> None:
-    margins = {"Do you sell electric scooters?": -1.0, "How long do I have to return a bike?": 2.0}
+    margins = {
+        "Do you sell electric scooters?": -1.0,
+        # A plausible uncovered question scores above halfway between the probes' means.
+        "Do you offer a student discount?": 0.7,
+        "How long do I have to return a bike?": 2.0,
+    }
     session, engine = _session(
         tmp_path,
         reply=lambda messages: "Returns are accepted within 45 days of delivery.",
@@ -123,11 +128,12 @@ def test_the_model_judges_whether_its_knowledge_answers_before_it_answers(tmp_pa
     declined, notes = reply_and_notes(session.send("Do you sell electric scooters?"))
     assert declined.startswith("I'm sorry, I don't have that information.") and engine.calls == []
     assert "the model's own judgement" in notes
+    assert text_of(session.send("Do you offer a student discount?")).startswith("I'm sorry, I don't have that")
     assert text_of(session.send("How long do I have to return a bike?")) == (
         "Returns are accepted within 45 days of delivery."
     )
     calibration = session.persona.coverage.calibration
-    assert calibration is not None and calibration.usable and calibration.threshold == 0.5
+    assert calibration is not None and calibration.usable and calibration.threshold == pytest.approx(1.0)
 
 
 def test_a_model_that_cannot_tell_covered_from_uncovered_does_not_judge(tmp_path: Path) -> None:

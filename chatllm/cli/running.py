@@ -4,6 +4,7 @@ the events shown by a renderer, --stats, and the run saved to history."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import sys
 from collections.abc import Callable, Iterator
@@ -58,9 +59,14 @@ def local_model_path(options: RunOptions, config: Settings) -> Path | None:
         return None
 
 
-def open_model(options: RunOptions, config: Settings) -> tuple[ResolvedModel, Engine]:
+def open_model(options: RunOptions, config: Settings, sequences: int | None = None) -> tuple[ResolvedModel, Engine]:
+    """The model and its engine; with `sequences`, one that generates that many
+    replies at once for callers on any thread (engine/batched.py)."""
     model = resolve(options, config)
-    return model, engine.open_engine(model, engine_options(options, config))
+    wanted = engine_options(options, config)
+    if sequences is not None:
+        wanted = dataclasses.replace(wanted, sequences=sequences)
+    return model, engine.open_engine(model, wanted)
 
 
 class ModelLoading:

@@ -25,6 +25,7 @@ from chatllm.cli.options import (
     ThinkOption,
     VerboseOption,
 )
+from chatllm.server.capacity import DEFAULT_PARALLEL, DEFAULT_QUEUE, Capacity
 from chatllm.server.connections import Limits
 
 LIMITS = Limits()  # the defaults, declared once in server/connections.py
@@ -68,6 +69,21 @@ ConnIdleOption = Annotated[
         help="Seconds a connection may stay silent (before a request, or not reading its reply) before it is closed.",
     ),
 ]
+ParallelOption = Annotated[
+    int,
+    typer.Option(
+        "--parallel",
+        min=1,
+        max=64,
+        help="Requests generated at once, in one batch (each gets --ctx tokens of context).",
+    ),
+]
+QueueOption = Annotated[
+    int,
+    typer.Option(
+        "--queue", min=0, help="Requests that may wait for a free slot; past them a request gets 503 with Retry-After."
+    ),
+]
 MaxConnectionsOption = Annotated[
     int, typer.Option("--max-connections", min=1, help="Connections served at once; one more gets 503 at once.")
 ]
@@ -83,6 +99,8 @@ class Listening:
     allowed_hosts: list[str] | None
     allowed_origins: list[str] | None
     limits: Limits
+    parallel: int = DEFAULT_PARALLEL
+    queue: int = DEFAULT_QUEUE
 
 
 def register(app: typer.Typer) -> None:
@@ -109,13 +127,16 @@ def serve(
     timeout: TimeoutOption = LIMITS.timeout_s,
     conn_idle: ConnIdleOption = LIMITS.conn_idle_s,
     max_connections: MaxConnectionsOption = LIMITS.max_connections,
+    parallel: ParallelOption = DEFAULT_PARALLEL,
+    queue: QueueOption = DEFAULT_QUEUE,
 ) -> None:
     """Serve the model over an OpenAI-compatible API (/v1/chat/completions, /v1/models).
 
     Every template and persona is a model name too: model="support" talks to
     the support persona. Sampling options set the server's defaults; a
     request's own values win, except that --max-tokens is also the most a
-    request may ask for. Stop with Ctrl-C (exit code 0).
+    request may ask for. --parallel requests are generated together;
+    /metrics has Prometheus metrics. Stop with Ctrl-C (exit code 0).
     """
     options = RunOptions(model=model, ctx=ctx, gpu_layers=gpu_layers, pull=pull, verbose=verbose, seed=seed)
     defaults = {
@@ -127,7 +148,8 @@ def serve(
         "reasoning_budget": reasoning_budget,
     }
     limits = Limits(timeout_s=timeout, conn_idle_s=conn_idle, max_connections=max_connections)
-    _serve(Listening(host, port, api_key, allowed_hosts, allowed_origins, limits), options, defaults)
+    listening = Listening(host, port, api_key, allowed_hosts, allowed_origins, limits, parallel, queue)
+    _serve(listening, options, defaults)
 
 
 def _serve(listening: Listening, options: RunOptions, defaults: dict[str, Any]) -> None:
@@ -142,7 +164,7 @@ def _serve(listening: Listening, options: RunOptions, defaults: dict[str, Any]) 
     # Listen before loading the model: a taken port fails at once, not after a long load.
     http = server.bind(host, listening.port, access, listening.limits)
     try:
-        resolved, engine = running.open_model(options, config)
+        resolved, engine = running.open_model(options, config, sequences=listening.parallel)
     except BaseException:
         http.server_close()
         raise
@@ -153,6 +175,8 @@ def _serve(listening: Listening, options: RunOptions, defaults: dict[str, Any]) 
         aliases=(resolved.reference,),
         tiny_model=is_tiny(resolved.path),
         api_key=api_key,
+        concurrent=True,
+        capacity=Capacity(listening.parallel, listening.queue),
     )
     if not api_key and not server.is_loopback(host):
         sys.stderr.write(

@@ -83,6 +83,10 @@ def open_engine(
         if on_loaded is not None:
             on_loaded(engine)
         return engine
+    if options.sequences is not None:
+        from chatllm.engine.batched import BatchedLlamaEngine
+
+        return BatchedLlamaEngine(model, options, on_model_loaded=on_loaded)
     from chatllm.engine.llama import LlamaEngine
 
     return LlamaEngine(model, options, on_model_loaded=on_loaded)

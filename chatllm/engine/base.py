@@ -149,6 +149,9 @@ class EngineOptions:
     # Folder for saved llama.cpp prefix states (None disables the disk cache).
     state_cache_dir: Path | None = None
     state_cache_max_bytes: int = 2 * 1024**3
+    # Requests decoded together by a scheduler thread (`serve --parallel`); None:
+    # the single-caller engine, whose decode loop runs on the caller's thread.
+    sequences: int | None = None
 
 
 @dataclass

@@ -152,8 +152,9 @@ class ConstrainedSampler:
         self._prefilter = llama_cpp.llama_sampler_init_top_k(PREFILTER)
         self.resampled = 0  # how often the chain's choice was rejected
 
-    def sample(self) -> int:
-        token = llama_cpp.llama_sampler_sample(self._chain, self._context, -1)
+    def sample(self, index: int = -1) -> int:
+        """The next token from the logits of the batch's `index`-th output."""
+        token = llama_cpp.llama_sampler_sample(self._chain, self._context, index)
         one = self._one[0]
         one.id, one.logit, one.p = token, 1.0, 0.0
         self._one_array.size, self._one_array.selected, self._one_array.sorted = 1, -1, False
@@ -162,14 +163,14 @@ class ConstrainedSampler:
             llama_cpp.llama_sampler_accept(self._grammar, token)
             return token
         self.resampled += 1
-        return self._sample_under_grammar()
+        return self._sample_under_grammar(index)
 
-    def _sample_under_grammar(self) -> int:
+    def _sample_under_grammar(self, index: int) -> int:
         """The chain's choice among the tokens the grammar allows. (The chain
         has already counted the rejected token in its penalty history.)"""
         raw = memoryview(self._all).cast("B")
         ints, floats = raw.cast("i"), raw.cast("f")
-        logits = llama_cpp.llama_get_logits_ith(self._context, -1)
+        logits = llama_cpp.llama_get_logits_ith(self._context, index)
         ints[0::3] = memoryview(self._ids).cast("B").cast("i")
         floats[1::3] = (
             memoryview(ctypes.cast(logits, ctypes.POINTER(ctypes.c_float * self._n_vocab)).contents).cast("B").cast("f")
@@ -222,8 +223,8 @@ class GrammarFirst:
         llama_cpp.llama_sampler_chain_add(self._chain, llama_cpp.llama_sampler_clone(chain))
         self.resampled = 0
 
-    def sample(self) -> int:
-        return llama_cpp.llama_sampler_sample(self._chain, self._context, -1)
+    def sample(self, index: int = -1) -> int:
+        return llama_cpp.llama_sampler_sample(self._chain, self._context, index)
 
     def close(self) -> None:
         llama_cpp.llama_sampler_free(self._chain)

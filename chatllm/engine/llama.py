@@ -35,8 +35,8 @@ from chatllm.engine.base import (
     Timings,
 )
 from chatllm.engine.bindings import llama_bindings, quiet_log_callback
-from chatllm.engine.grammar import GRAMMAR_FIRST, ConstrainedSampler, GrammarFirst, grammar_text
-from chatllm.engine.reasoning import Piece, ThinkSplitter
+from chatllm.engine.reasoning import ThinkSplitter
+from chatllm.engine.sampling import FORCED_CLOSE, PIECE_BUFFER, ReplySampler, Thinking, split_at_stop
 from chatllm.engine.tool_grammar import ToolCalls
 from chatllm.errors import EngineError, ModelError, UsageError
 from chatllm.hub.models import ResolvedModel
@@ -52,9 +52,6 @@ if TYPE_CHECKING:
     from chatllm.engine.state_cache import PrefixStateCache
 
 DEFAULT_MAX_CONTEXT = 4096
-# llama.cpp's default sequence breakers for DRY: a repeat does not reach across them.
-_DRY_BREAKERS = (b"\n", b":", b'"', b"*")
-_PIECE_BUFFER = 256
 
 # llama.cpp keeps the log callback as a raw C pointer: the ctypes object must live
 # as long as the process, or the next log line calls freed memory (segfault).
@@ -288,16 +285,22 @@ class LlamaEngine(Capabilities):
         # One reusable single-token batch: the decode loop allocates nothing.
         self._one_token = (llama_cpp.llama_token * 1)()
         self._one_batch = llama_cpp.llama_batch_get_one(self._one_token, 1)
-        self._piece = ctypes.create_string_buffer(_PIECE_BUFFER)
+        self._piece = ctypes.create_string_buffer(PIECE_BUFFER)
         # Imported only now (hashlib is ~10 ms of Python): when the model loads on
         # a background thread, llama.cpp starts without waiting for it.
         from chatllm.engine.state_cache import PrefixStateCache, model_identity
 
         self._state_cache = None
         if options.state_cache_dir is not None:
+            # A state file records the context's KV streams (one per sequence
+            # for `serve --parallel`) and loads only into as many.
+            streams = 1 if params.kv_unified else params.n_seq_max
+            layout = f"\0streams={streams}" if streams > 1 else ""
+
             # Hashing the model file's ends waits until a prefix is actually looked up.
             def identity() -> str:
-                return f"{model_identity(path)}\0fa={params.flash_attn_type}\0k={params.type_k}\0v={params.type_v}"
+                kv = f"fa={params.flash_attn_type}\0k={params.type_k}\0v={params.type_v}{layout}"
+                return f"{model_identity(path)}\0{kv}"
 
             self._state_cache = PrefixStateCache(Path(options.state_cache_dir), options.state_cache_max_bytes, identity)
         self.ready_at = time.perf_counter()
@@ -384,9 +387,7 @@ class LlamaEngine(Capabilities):
         self._wait_for_context()
         started = max(started, self.ready_at or started)
         stats.timings.load_s = self.load_s
-        sampler = self._new_sampler(params, prompt)
-        sampler = calls.sampler(self._vocab, sampler, self._prompt.tokenize) if calls else sampler
-        constrained = self._constrained(sampler, params)
+        sampler = ReplySampler(self._vocab, self._context, params, prompt, self.context_size, self._seed, calls)
         first_piece = True
         try:
             cached, evaluated, prefill_s = self._evaluate_prompt(messages, prompt)
@@ -395,10 +396,10 @@ class LlamaEngine(Capabilities):
             # that is no prefill worth a rate.
             if evaluated > 1 or (evaluated == 1 and cached == 0):
                 stats.timings.prefill_tokens_per_s = evaluated / prefill_s if prefill_s > 0 else 0.0
-            if constrained is not None:
-                draw = constrained.sample
+            if sampler.constrained is not None:
+                draw = sampler.constrained.sample
             else:
-                draw = functools.partial(llama_cpp.llama_sampler_sample, sampler, self._context, -1)
+                draw = functools.partial(llama_cpp.llama_sampler_sample, sampler.chain, self._context, -1)
             pieces = self._generate(draw, params, stats, thinking)
             pieces = calls.events(pieces, stats) if calls else pieces
             try:
@@ -413,9 +414,7 @@ class LlamaEngine(Capabilities):
             stats.finish_reason = "interrupted"
             raise
         finally:
-            if constrained is not None:
-                constrained.close()
-            llama_cpp.llama_sampler_free(sampler)
+            sampler.close()
             self._repair_kv()
             stats.timings.total_s = time.perf_counter() - started
             if first_piece:
@@ -423,7 +422,7 @@ class LlamaEngine(Capabilities):
 
     def _checked_prompt(
         self, messages: Sequence[Message], params: GenerationParams, stats: GenerationStats
-    ) -> tuple[list[int], _Thinking | None]:
+    ) -> tuple[list[int], Thinking | None]:
         """The prompt's tokens, and the thinking state of a reply that may
         think; EngineError for a prompt that cannot be answered."""
         prompt = self._prompt.prompt_tokens(messages, params.think, params)
@@ -431,11 +430,11 @@ class LlamaEngine(Capabilities):
         # Thinking comes out as Reasoning pieces; a reply under a JSON Schema is all answer.
         thinking = None
         if self._prompt.may_think and not params.json_schema:
-            thinking = _Thinking(
+            thinking = Thinking(
                 ThinkSplitter(self._prompt.opens_thinking),
                 params.reasoning_budget,
                 stats,
-                self._prompt.tokenize(_FORCED_CLOSE, special=True),
+                self._prompt.tokenize(FORCED_CLOSE, special=True),
             )
         if not prompt:
             raise EngineError(f"the chat template of '{self.model_name}' produced an empty prompt")
@@ -444,65 +443,6 @@ class LlamaEngine(Capabilities):
                 f"the prompt takes {len(prompt)} tokens but the context holds {self.context_size}; shorten the input or raise --ctx"
             )
         return prompt, thinking
-
-    def _constrained(self, sampler: Any, params: GenerationParams) -> ConstrainedSampler | GrammarFirst | None:
-        """The sampler that keeps a reply to its grammar or JSON Schema, if it has one."""
-        if not params.grammar and not params.json_schema:
-            return None
-        gbnf = grammar_text(params.grammar, params.json_schema)
-        if gbnf is None:
-            return None
-        if GRAMMAR_FIRST:
-            return GrammarFirst(self._vocab, self._context, sampler, gbnf)
-        return ConstrainedSampler(self._vocab, self._context, sampler, gbnf)
-
-    def _new_sampler(self, params: GenerationParams, prompt: list[int]) -> Any:
-        """A native sampler chain in llama.cpp's own order (common/sampling.cpp):
-        penalties, DRY, then the truncating samplers, temperature and the draw."""
-        chain_params = llama_cpp.llama_sampler_chain_default_params()
-        chain_params.no_perf = True
-        chain = llama_cpp.llama_sampler_chain_init(chain_params)
-        add = lambda sampler: llama_cpp.llama_sampler_chain_add(chain, sampler)  # noqa: E731
-        history = 0  # how many of the prompt's last tokens the penalties look back on
-        if params.repeat_penalty != 1.0 or params.frequency_penalty or params.presence_penalty:
-            last_n = self.context_size if params.repeat_last_n < 0 else params.repeat_last_n
-            n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
-            add(
-                llama_cpp.llama_sampler_init_penalties(
-                    n_vocab, last_n, params.repeat_penalty, params.frequency_penalty, params.presence_penalty
-                )
-            )
-            history = last_n
-        if params.dry_multiplier > 0:
-            breakers = (ctypes.c_char_p * len(_DRY_BREAKERS))(*_DRY_BREAKERS)
-            last_n = self.context_size if params.dry_penalty_last_n < 0 else params.dry_penalty_last_n
-            add(
-                llama_cpp.llama_sampler_init_dry(
-                    self._vocab,
-                    params.dry_multiplier,
-                    params.dry_base,
-                    params.dry_allowed_length,
-                    last_n,
-                    breakers,
-                    len(_DRY_BREAKERS),
-                )
-            )
-            history = max(history, last_n)
-        for token in prompt[-history:] if history else ():  # their window starts in the prompt
-            llama_cpp.llama_sampler_accept(chain, token)
-        if params.temperature <= 0:
-            add(llama_cpp.llama_sampler_init_greedy())
-            return chain
-        seed = self._seed if params.seed is None else params.seed
-        if params.top_k > 0:
-            add(llama_cpp.llama_sampler_init_top_k(params.top_k))
-        if 0 < params.top_p < 1:
-            add(llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
-        if params.min_p > 0:
-            add(llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
-        add(llama_cpp.llama_sampler_init_temp(params.temperature))
-        add(llama_cpp.llama_sampler_init_dist(llama_cpp.LLAMA_DEFAULT_SEED if seed is None else seed & 0xFFFFFFFF))
-        return chain
 
     def _evaluate_prompt(self, messages: Sequence[Message], prompt: list[int]) -> tuple[int, int, float]:
         """Bring the KV cache to exactly `prompt`, reusing what is already there and
@@ -548,7 +488,7 @@ class LlamaEngine(Capabilities):
         return seconds
 
     def _generate(
-        self, draw: Callable[[], int], params: GenerationParams, stats: GenerationStats, thinking: _Thinking | None
+        self, draw: Callable[[], int], params: GenerationParams, stats: GenerationStats, thinking: Thinking | None
     ) -> EngineStream:
         """The decode loop. Everything between two `llama_decode` calls is kept to
         a few C calls and a UTF-8 decoder step (and, for a model that thinks,
@@ -569,10 +509,10 @@ class LlamaEngine(Capabilities):
         try:
             while not is_eog(vocab, token):
                 usage.completion_tokens += 1
-                length = to_piece(vocab, token, piece, _PIECE_BUFFER, 0, False)
+                length = to_piece(vocab, token, piece, PIECE_BUFFER, 0, False)
                 text = utf8.decode(piece.raw[:length]) if length > 0 else ""
                 if stops:
-                    text, held, hit = _split_at_stop(held + text, stops)
+                    text, held, hit = split_at_stop(held + text, stops)
                 if thinking is not None:
                     yield from thinking.feed(text)
                 elif text:
@@ -606,7 +546,7 @@ class LlamaEngine(Capabilities):
         finally:
             stats.timings.decode_tokens_per_s = steps / decode_s if steps and decode_s > 0 else 0.0
 
-    def _end_thinking(self, thinking: _Thinking, utf8: codecs.IncrementalDecoder) -> EngineStream:
+    def _end_thinking(self, thinking: Thinking, utf8: codecs.IncrementalDecoder) -> EngineStream:
         """End the thinking as llama-server's --reasoning-budget does: the
         closing tag, as if the model had written it."""
         for forced in thinking.close_tokens:
@@ -615,7 +555,7 @@ class LlamaEngine(Capabilities):
                 raise EngineError("llama.cpp failed to generate (llama_decode returned an error)")
             self._kv_tokens.append(forced)
             thinking.stats.usage.completion_tokens += 1
-            length = llama_cpp.llama_token_to_piece(self._vocab, forced, self._piece, _PIECE_BUFFER, 0, True)
+            length = llama_cpp.llama_token_to_piece(self._vocab, forced, self._piece, PIECE_BUFFER, 0, True)
             yield from thinking.feed(utf8.decode(self._piece.raw[:length]) if length > 0 else "", forced=True)
 
     # ---- scoring -------------------------------------------------------------
@@ -628,19 +568,9 @@ class LlamaEngine(Capabilities):
         import numpy  # only here: scoring is for classify, and numpy is ~50 ms to import
 
         self._require_model()
-        prompt = self._prompt.prompt_tokens(messages, think=False)  # a label needs no deliberation
-        # A template that opens <think> anyway: each continuation first closes it
-        # (the same tokens for every label, so the ranking is the labels' own).
-        opening = self._prompt.tokenize(_FORCED_CLOSE.lstrip("\n"), special=True) if self._prompt.opens_thinking else []
-        if len(prompt) + max((self.count_tokens(c) for c in continuations), default=0) + 2 >= self.context_size:
-            raise EngineError(
-                f"the prompt and its labels do not fit in the {self.context_size}-token context; shorten the input or raise --ctx"
-            )
+        prompt, scored = self._scoring_tokens(messages, continuations)
         self._wait_for_context()
         n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
-        end = llama_cpp.llama_vocab_eot(self._vocab)
-        if end < 0:
-            end = llama_cpp.llama_vocab_eos(self._vocab)
 
         def log_softmax() -> numpy.ndarray:
             logits = numpy.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._context, -1), shape=(n_vocab,))
@@ -657,8 +587,7 @@ class LlamaEngine(Capabilities):
                 stats.timings.prefill_tokens_per_s = evaluated / prefill_s
             first = log_softmax()
             scores = []
-            for text in continuations:
-                tokens = [*opening, *self._prompt.tokenize(text, special=False), end]
+            for tokens in scored:
                 total = float(first[tokens[0]])
                 for previous, token in zip(tokens, tokens[1:]):
                     self._decode_prompt([previous])
@@ -669,6 +598,24 @@ class LlamaEngine(Capabilities):
         finally:
             self._repair_kv()
             stats.timings.total_s = stats.timings.ttft_s = time.perf_counter() - started
+
+    def _scoring_tokens(
+        self, messages: Sequence[Message], continuations: Sequence[str]
+    ) -> tuple[list[int], list[list[int]]]:
+        """The prompt of a scoring, and each continuation's tokens as the whole
+        reply: its text, then the end of the turn."""
+        prompt = self._prompt.prompt_tokens(messages, think=False)  # a label needs no deliberation
+        # A template that opens <think> anyway: each continuation first closes it
+        # (the same tokens for every label, so the ranking is the labels' own).
+        opening = self._prompt.tokenize(FORCED_CLOSE.lstrip("\n"), special=True) if self._prompt.opens_thinking else []
+        if len(prompt) + max((self.count_tokens(c) for c in continuations), default=0) + 2 >= self.context_size:
+            raise EngineError(
+                f"the prompt and its labels do not fit in the {self.context_size}-token context; shorten the input or raise --ctx"
+            )
+        end = llama_cpp.llama_vocab_eot(self._vocab)
+        if end < 0:
+            end = llama_cpp.llama_vocab_eos(self._vocab)
+        return prompt, [[*opening, *self._prompt.tokenize(text, special=False), end] for text in continuations]
 
     # ---- KV bookkeeping ------------------------------------------------------
 
@@ -710,51 +657,3 @@ class LlamaEngine(Capabilities):
             self.close()
         except Exception:  # interpreter shutdown may have torn llama_cpp down already
             pass
-
-
-# What ends a reasoning model's thinking when its budget is spent.
-_FORCED_CLOSE = "\n</think>\n\n"
-
-
-class _Thinking:
-    """The thinking state of one reply: the splitter, the tokens spent thinking
-    (`usage.reasoning_tokens`) and the budget."""
-
-    def __init__(
-        self, splitter: ThinkSplitter, budget: int | None, stats: GenerationStats, close_tokens: list[int]
-    ) -> None:
-        self.splitter, self.budget, self.stats, self.close_tokens = splitter, budget, stats, close_tokens
-        self.forced = False
-
-    def feed(self, text: str, forced: bool = False) -> list[Piece]:
-        if self.splitter.thinking and not forced:
-            self.stats.usage.reasoning_tokens += 1
-        return self.splitter.feed(text) if text else []
-
-    def over_budget(self) -> bool:
-        if self.budget is None or self.forced or not self.splitter.thinking:
-            return False
-        if self.stats.usage.reasoning_tokens >= self.budget:
-            self.forced = True
-            return True
-        return False
-
-    def finish(self) -> list[Piece]:
-        pieces = self.splitter.finish()
-        self.stats.thinking_unclosed = self.splitter.unclosed
-        return pieces
-
-
-def _split_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, str, bool]:
-    """Split `text` into (safe to emit, held back, stop string found). Text before a
-    stop string is emitted; a tail that could begin a stop string is held back."""
-    first = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
-    if first >= 0:
-        return text[:first], "", True
-    hold = 0
-    for stop in stops:
-        for size in range(min(len(stop) - 1, len(text)), hold, -1):
-            if text.endswith(stop[:size]):
-                hold = size
-                break
-    return text[: len(text) - hold], text[len(text) - hold :], False

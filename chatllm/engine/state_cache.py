@@ -43,7 +43,6 @@ STATE_SUFFIX = ".state"
 _MIB = 1024 * 1024
 # A temporary file this old belongs to a writer that died; nobody will rename it.
 _STALE_TEMP_S = 3600.0
-_SEQ_ID = 0
 _FOOTER = struct.Struct("<8sQ32s")  # magic, length of the llama.cpp part, its sha256
 _FOOTER_MAGIC = b"CHLLMST1"
 
@@ -91,8 +90,8 @@ class PrefixStateCache:
     def has(self, tokens: Sequence[int]) -> bool:
         return self.path_for(tokens).is_file()
 
-    def load(self, ctx: Any, tokens: Sequence[int]) -> bool:
-        """Restore sequence 0 of `ctx` to the state after `tokens`. The caller must
+    def load(self, ctx: Any, tokens: Sequence[int], seq_id: int = 0) -> bool:
+        """Restore sequence `seq_id` of `ctx` to the state after `tokens`. The caller must
         have emptied that sequence; after False it may hold partial data and must
         be emptied again. A file that fails to load is deleted."""
         path = self.path_for(tokens)
@@ -105,7 +104,7 @@ class PrefixStateCache:
         tokens_out = (llama_cpp.llama_token * capacity)()
         count = ctypes.c_size_t(0)
         read = llama_cpp.llama_state_seq_load_file(
-            ctx, os.fsencode(path), _SEQ_ID, tokens_out, capacity, ctypes.byref(count)
+            ctx, os.fsencode(path), seq_id, tokens_out, capacity, ctypes.byref(count)
         )
         if not read or count.value != capacity or list(tokens_out) != list(tokens):
             _unlink(path)
@@ -116,8 +115,8 @@ class PrefixStateCache:
             pass
         return True
 
-    def save(self, ctx: Any, tokens: Sequence[int]) -> Path | None:
-        """Write the state of sequence 0 (which must hold exactly `tokens`), then
+    def save(self, ctx: Any, tokens: Sequence[int], seq_id: int = 0) -> Path | None:
+        """Write the state of sequence `seq_id` (which must hold exactly `tokens`), then
         trim the folder to its size cap. Returns the file, or None if it could not
         be written (full disk, read-only folder: the cache is best effort).
         A state holds the prompt: the file is private (0600, in a 0700 folder)
@@ -129,9 +128,7 @@ class PrefixStateCache:
             return None
         try:
             token_array = (llama_cpp.llama_token * len(tokens))(*tokens)
-            written = llama_cpp.llama_state_seq_save_file(
-                ctx, os.fsencode(temporary), _SEQ_ID, token_array, len(tokens)
-            )
+            written = llama_cpp.llama_state_seq_save_file(ctx, os.fsencode(temporary), seq_id, token_array, len(tokens))
             if not written:
                 _unlink(temporary)
                 return None

@@ -140,8 +140,9 @@ class ToolCalls:
     """What a reply with tools adds to a local engine's generation: the lazy
     grammar first in the sampler chain, and the calls read from the text."""
 
-    def __init__(self, params: GenerationParams, syntax: ToolSyntax, grammar: CallGrammar) -> None:
+    def __init__(self, params: GenerationParams, syntax: ToolSyntax, grammar: CallGrammar, tokenize: Any) -> None:
         self.params, self.syntax, self.grammar = params, syntax, grammar
+        self.tokenize = tokenize  # the model's (text, special) -> tokens: the trigger's token
 
     @classmethod
     def of(cls, params: GenerationParams, prompt: Any) -> ToolCalls | None:
@@ -155,11 +156,11 @@ class ToolCalls:
             raise UsageError(f"tool_choice names '{params.tool_choice}', which is not one of the tools")
         syntax = prompt.tool_syntax
         grammar = call_grammar(params, syntax)
-        return None if grammar is None else cls(params, syntax, grammar)
+        return None if grammar is None else cls(params, syntax, grammar, prompt.tokenize)
 
-    def sampler(self, vocab: Any, chain: Any, tokenize: Any) -> Any:
+    def sampler(self, vocab: Any, chain: Any) -> Any:
         """`chain` behind the grammar, in one native chain (which frees both)."""
-        grammar = lazy_grammar_sampler(vocab, self.grammar, tokenize)
+        grammar = lazy_grammar_sampler(vocab, self.grammar, self.tokenize)
         chain_params = llama_cpp.llama_sampler_chain_default_params()
         chain_params.no_perf = True
         outer = llama_cpp.llama_sampler_chain_init(chain_params)

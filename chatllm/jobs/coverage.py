@@ -20,13 +20,18 @@ Whether a model can judge at all, and where its line between yes and no
 lies, is measured on the model itself, once per persona: it judges questions
 about the knowledge's own sections ("What can you tell me about returns?"),
 which the knowledge covers by construction, and questions no shop's
-knowledge covers ("Do you sell live lobsters?"). The threshold is halfway
-between their mean margins, and a model whose two means are closer than
-`MIN_SEPARATION` does not judge. Measured (benchmarks/coverage_check.py,
-benchmarks/README.md "Support"): Qwen2.5-Coder-1.5B separates them by about
-4 and gets a threshold near 0.65, where real covered questions score about
-+1.3 and uncovered ones about +0.3; SmolLM2-135M separates them by 0.1-0.2
-and is left to the surface check of jobs/knowledge_use.py. The result is kept
+knowledge covers ("Do you sell live lobsters?"). A model whose two means are
+closer than `MIN_SEPARATION` does not judge. The threshold lies
+`THRESHOLD_SHARE` of the way from the uncovered probes' mean to the covered
+ones': the absurd uncovered probes score far lower than a real customer's
+uncovered question ("Do you offer a student discount?"), while the covered
+probes score about as high as real covered questions, so halfway between
+them is too lenient. Measured on Qwen2.5-Coder-1.5B (benchmarks/README.md,
+"Support"): its probes' means are about +2.1 and -2.2 on the support set and
++2.4 and -1.8 on the held-out set; real covered questions score +1.3 on
+average, and 11 of the 14 uncovered ones below +0.4. SmolLM2-135M separates
+its probes by 0.1-0.2 and is left to the surface check of
+jobs/knowledge_use.py. The result is kept
 in the cache folder, keyed by the model file and the system prompt.
 
 The judge needs the knowledge in the prompt whole (jobs/persona.py): with
@@ -60,6 +65,12 @@ UNCOVERED_PROBES = (
 )
 # Mean margins closer than this: the model cannot tell covered from uncovered.
 MIN_SEPARATION = 1.0
+# Where the threshold lies between the uncovered probes' mean (0) and the
+# covered probes' (1). On the 1.5B's support set: halfway handed over 8 of 14
+# uncovered questions; 0.6 hands over 12 of 14 and keeps the same right facts
+# (29 of 39); 0.7 keeps 3 fewer. On the held-out set 0.6 hands over 8 of 10
+# (with the order rule) and keeps 10 of 11 right facts.
+THRESHOLD_SHARE = 0.6
 _CALIBRATION_VERSION = 1
 
 
@@ -95,7 +106,7 @@ class Calibration:
 
     @property
     def threshold(self) -> float:
-        return (self.covered_mean + self.uncovered_mean) / 2
+        return self.uncovered_mean + THRESHOLD_SHARE * (self.covered_mean - self.uncovered_mean)
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,9 @@ class Limits:
     timeout_s: float = 600.0
     conn_idle_s: float = 60.0
     # Each connection holds a thread; past this many a client gets 503 and the
-    # OpenAI SDKs retry. 64 is far more than one engine answering one request
-    # at a time can use, and few enough threads to stay cheap.
+    # OpenAI SDKs retry. 64 is well above the requests the engine takes at
+    # once with those waiting (serve's --parallel + --queue, 20 by default),
+    # and few enough threads to stay cheap.
     max_connections: int = 64
 
 

@@ -55,6 +55,7 @@ class GatedHandler(BaseHTTPRequestHandler):
     server_version = "chatllm"
     server: ChatHTTPServer
     _cors_origin: str | None = None
+    status_sent = 0  # the status of the last answer begun on this connection
 
     # ---- the connection ----------------------------------------------------------
 
@@ -182,18 +183,24 @@ class GatedHandler(BaseHTTPRequestHandler):
             self.send_header("Vary", "Origin")
         super().end_headers()
 
-    def send_json(self, status: int, payload: dict[str, Any]) -> None:
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self.status_sent = code  # for the server's metrics
+        super().send_response(code, message)
+
+    def send_json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         if self.close_connection:
             self.send_header("Connection", "close")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
     def send_request_error(self, error: RequestError) -> None:
-        self.send_json(error.status, error.payload())
+        self.send_json(error.status, error.payload(), error.headers)
 
     def log_message(self, format: str, *args: Any) -> None:
         sys.stderr.write(f"{self.address_string()} {(format % args).translate(_ESCAPES)}\n")

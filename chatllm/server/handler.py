@@ -19,10 +19,11 @@ from typing import Any
 from chatllm.errors import ChatLLMError
 from chatllm.reply.events import Finish, Reasoning, Text, ToolCall
 from chatllm.reply.pipeline import Events
+from chatllm.server.capacity import ServerBusy
 from chatllm.server.gate import ClientGone, GatedHandler
 from chatllm.server.openai_json import chunk_json, completion_json, finish_reason, timings_json, usage_json
 from chatllm.server.requests import RequestError
-from chatllm.server.service import ChatRequest
+from chatllm.server.service import ChatRequest, ChatService
 from chatllm.server.tool_json import tool_call_deltas, tool_calls_json
 
 
@@ -47,12 +48,20 @@ class Handler(GatedHandler):
             else:
                 self.send_json(200, entry)
         elif path == "/health":
-            self.send_json(200, {"status": "ok"})
+            self.send_json(200, health_json(service))
+        elif path == "/metrics":
+            data, content_type = service.metrics.text()
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
         else:
             self.send_request_error(RequestError(404, f"no such endpoint: GET {path or '/'}", kind="not_found_error"))
 
     def do_POST(self) -> None:  # noqa: N802
         path = self._path()
+        self.status_sent = 0
         length = self.admit(path)
         if length is None:
             return
@@ -61,6 +70,11 @@ class Handler(GatedHandler):
             if path != "/v1/chat/completions":
                 raise RequestError(404, f"no such endpoint: POST {path or '/'}", kind="not_found_error")
             self._chat(body)
+        except ServerBusy as busy:
+            headers = {"Retry-After": str(busy.retry_after)}
+            self.send_request_error(
+                RequestError(503, str(busy), kind="server_error", code="server_busy", headers=headers)
+            )
         except RequestError as error:
             self.send_request_error(error)
         except (ConnectionError, TimeoutError) as error:  # the client hung up, or stopped reading
@@ -73,6 +87,9 @@ class Handler(GatedHandler):
             self.send_request_error(
                 RequestError(500, f"internal error: {type(error).__name__}: {error}", kind="server_error")
             )
+        finally:
+            if path == "/v1/chat/completions":  # 499: the client left before its answer began
+                self.server.service.metrics.answered(self.status_sent or 499)
 
     def _read_json(self, length: int) -> Any:
         raw = self.read_body(length)
@@ -86,7 +103,10 @@ class Handler(GatedHandler):
     def _chat(self, body: Any) -> None:
         service = self.server.service
         reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        with service.lock:
+        started = time.perf_counter()
+        # A place among --parallel + --queue (or 503 at once); a client that
+        # leaves while its request waits is noticed (hangups.py).
+        with service.capacity.admitted(), service.hangups.watching(self.connection), service.turn():
             if self.client_gone():  # it hung up while it waited its turn
                 raise ClientGone("the client hung up before its turn")
             request = service.prepare(body)
@@ -98,6 +118,7 @@ class Handler(GatedHandler):
                     self._complete(events, request, reply_id, created)
             finally:
                 events.close()  # stops the engine, whether the reply ended or not
+                service.capacity.finished(time.perf_counter() - started)
 
     def _complete(self, events: Events, request: ChatRequest, reply_id: str, created: int) -> None:
         text, thinking, calls, finish = [], [], [], None
@@ -171,3 +192,13 @@ class Handler(GatedHandler):
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def health_json(service: ChatService) -> dict[str, Any]:
+    """/health: ok, and what each slot is doing, as llama-server's /slots tells."""
+    states = service.slot_states()
+    return {
+        "status": "ok",
+        "slots": {"total": len(states), "busy": sum(s != "idle" for s in states), "states": states},
+        "requests": {"in_flight": service.capacity.in_flight, "waiting": service.waiting()},
+    }

@@ -2,9 +2,10 @@
 listening on IPv4 or IPv6, with a cap on connections (connections.py), handing
 each connection to the request handler (handler.py).
 
-The engine serves one reply at a time anyway (a llama.cpp context is not
-thread-safe), so requests take turns on one lock and an async framework would
-buy nothing.
+Each request has a thread; a batched engine (engine/batched.py) takes them all
+at once, one that serves one reply at a time takes them in turn, and the
+capacity (capacity.py) bounds how many wait. An async framework would buy
+nothing: the engine's scheduler thread does the work.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class ChatHTTPServer(ThreadingHTTPServer):
                 sys.stderr.write(f"Busy: {self.limits.max_connections} connections open; refusing more (503)\n")
             self._refusing = True
             refuse_busy(request, self.limits.max_connections)
+            self.service.metrics.answered(503)
             self.shutdown_request(request)
             return
         self._refusing = False
@@ -108,10 +110,10 @@ def run(server: ChatHTTPServer) -> None:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         server.server_close()
-        # Free the engine once the running reply (if any) has stopped; one stuck
-        # in a long prefill is left to the process exit rather than freed under it.
+        # Free the engine once the running replies (if any) have stopped; one
+        # stuck in a long prefill is left to the process exit rather than freed under it.
         server.service.stopping.set()
-        if server.service.lock.acquire(timeout=10):
+        if server.service.wait_idle(10):
             server.service.engine.close()
 
 

@@ -8,12 +8,20 @@ from typing import Any
 class RequestError(Exception):
     """A request the server answers with `status` and OpenAI's error JSON."""
 
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.kind = kind
         self.code = code
+        self.headers = headers or {}  # sent with the answer (a 503's Retry-After)
 
     def payload(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.kind, "param": None, "code": self.code}}

@@ -13,12 +13,14 @@ request body (the OpenAI SDKs send it with `extra_body`).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
 from collections import OrderedDict
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from chatllm.config.settings import persona_judges_dir
 from chatllm.engine.base import Engine, Message
@@ -28,11 +30,24 @@ from chatllm.jobs.persona import build_persona
 from chatllm.jobs.prompting import generation_params, repetition_mode
 from chatllm.jobs.structured import check_grammar, constrained
 from chatllm.jobs.table import serving
-from chatllm.reply.events import Event
+from chatllm.reply.events import Event, Finish
 from chatllm.reply.meter import Meter
 from chatllm.reply.pipeline import Events, ReplyRequest, reply
+from chatllm.server.capacity import Capacity
+from chatllm.server.hangups import HangupWatch
+from chatllm.server.metrics import ServeMetrics
 from chatllm.server.requests import RequestError, parse_chat_request
 from chatllm.templates import Template, load_template, template_names
+
+
+@runtime_checkable
+class SlotView(Protocol):
+    """An engine with slots (engine/batched.py): what they do, and a way to
+    drop the request a thread waits on."""
+
+    def slot_states(self) -> list[str]: ...
+
+    def abandon(self, thread: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -47,8 +62,10 @@ class ChatRequest:
 
 
 class ChatService:
-    """The served model and templates. Callers hold `lock` around `prepare` and the
-    whole of `start`'s iterator: the engine serves one request at a time."""
+    """The served model and templates. Each request holds a place in `capacity`
+    and `turn()` around `prepare` and the whole of `start`'s iterator: an
+    engine that serves one request at a time takes them in turn, a
+    `concurrent` one (engine/batched.py) takes them all at once."""
 
     def __init__(
         self,
@@ -59,6 +76,8 @@ class ChatService:
         templates: list[Template] | None = None,
         tiny_model: bool = False,
         api_key: str | None = None,
+        concurrent: bool = False,
+        capacity: Capacity | None = None,
     ) -> None:
         """`tiny_model`: the model is too small to read long knowledge well
         (persona knowledge is then searched; jobs/persona.py). `api_key`: the
@@ -71,10 +90,49 @@ class ChatService:
         self.aliases = {model_name, engine.model_name, *aliases}
         self.templates = {t.name: t for t in (templates if templates is not None else load_templates())}
         self.lock = threading.Lock()
+        self.concurrent = concurrent
+        self.capacity = capacity or Capacity(1, 64)
+        self.metrics = ServeMetrics(self.slot_states, self.waiting, lambda: self.capacity.in_flight)
+        self.hangups = HangupWatch(self._abandon)
         # Set when the server shuts down: a running reply ends at its next piece.
         self.stopping = threading.Event()
         self.created = int(time.time())
         self.personas = PersonaCache()
+        # One persona built at a time: requests that arrive together for a new
+        # one wait for the first to build it (indexing, the judge's calibration).
+        self._building = threading.Lock()
+
+    def turn(self) -> AbstractContextManager[Any]:
+        """What a request holds while it is prepared and answered."""
+        return contextlib.nullcontext() if self.concurrent else self.lock
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no request is being answered; False after `timeout_s`
+        (the lock is then held for good: the server is stopping)."""
+        deadline = time.monotonic() + timeout_s
+        if not self.lock.acquire(timeout=timeout_s):
+            return False
+        while self.capacity.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)  # the replies end at their next piece (see `stopping`)
+        return self.capacity.in_flight == 0
+
+    def slot_states(self) -> list[str]:
+        """Each slot's state (idle, prefill, generating), for /health and /metrics."""
+        if isinstance(self.engine, SlotView):
+            return self.engine.slot_states()
+        # An engine without slots of its own: the first requests in are the ones answered.
+        busy = min(self.capacity.in_flight, self.capacity.parallel)
+        return ["generating"] * busy + ["idle"] * (self.capacity.parallel - busy)
+
+    def _abandon(self, thread: int) -> None:
+        """The client of the request `thread` answers has gone."""
+        if isinstance(self.engine, SlotView):
+            self.engine.abandon(thread)
+
+    def waiting(self) -> int:
+        """Requests admitted but not yet in a slot."""
+        busy = sum(state != "idle" for state in self.slot_states())
+        return max(0, self.capacity.in_flight - busy)
 
     def model_ids(self) -> list[str]:
         return [self.model_name, *(name for name in self.templates if name != self.model_name)]
@@ -157,9 +215,13 @@ class ChatService:
         def persona_for(template: Template, values: dict[str, str]) -> Persona:
             # Indexing a persona's knowledge costs time, so each persona is
             # kept per set of variable values (see PersonaCache).
-            return self.personas.get(persona_key) or build_persona(
-                template, values, self.engine, tiny_model=self.tiny_model, judge_cache=persona_judges_dir()
-            )
+            found = self.personas.get(persona_key)
+            if found is not None:
+                return found
+            with self._building:
+                return self.personas.get(persona_key) or build_persona(
+                    template, values, self.engine, tiny_model=self.tiny_model, judge_cache=persona_judges_dir()
+                )
 
         try:
             served = job.served()(template, template.resolve_variables(given), persona_for)
@@ -198,7 +260,17 @@ class ChatService:
             first = next(events, None)
         except ChatLLMError as error:
             raise RequestError(500, str(error), kind="server_error") from None
-        return _chain(first, events, self.stopping)
+        return self._counted(_chain(first, events, self.stopping))
+
+    def _counted(self, events: Events) -> Events:
+        """`events`; the reply's figures go to /metrics when its Finish passes."""
+        try:
+            for event in events:
+                if type(event) is Finish:
+                    self.metrics.reply(event.stats)
+                yield event
+        finally:
+            events.close()
 
 
 class PersonaCache:
@@ -212,18 +284,21 @@ class PersonaCache:
 
     def __init__(self) -> None:
         self._entries: OrderedDict[tuple, Persona] = OrderedDict()
+        self._lock = threading.Lock()  # requests on several threads at once (serve --parallel)
 
     def get(self, key: tuple) -> Persona | None:
-        persona = self._entries.get(key)
-        if persona is not None:
-            self._entries.move_to_end(key)
-        return persona
+        with self._lock:
+            persona = self._entries.get(key)
+            if persona is not None:
+                self._entries.move_to_end(key)
+            return persona
 
     def put(self, key: tuple, persona: Persona) -> None:
-        self._entries[key] = persona
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.MAX_ENTRIES:
-            self._entries.popitem(last=False)
+        with self._lock:
+            self._entries[key] = persona
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.MAX_ENTRIES:
+                self._entries.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._entries)
