@@ -51,9 +51,11 @@ def test_a_stdio_server_lists_and_runs_its_tools() -> None:
         assert (result.content, result.is_error) == ("42", False)
         failed, _ = box.run(ToolCall("c2", "broken", {"reason": "test"}))
         assert failed.is_error and "Error executing tool broken" in failed.content
-        box.run(ToolCall("c3", "die", {}))
-        after, _ = box.run(ToolCall("c4", "add", {"a": 1, "b": 1}))
+        _, said = box.run(ToolCall("c3", "die", {}))
+        after, said_again = box.run(ToolCall("c4", "add", {"a": 1, "b": 1}))
         assert after.is_error and f"MCP server 'python {SERVER}' stopped" in after.content
+        notes = [note.text for note in (said, said_again) if note is not None]
+        assert len(notes) == 1 and notes[0].startswith(f"MCP server 'python {SERVER}' stopped")  # one line, once
     finally:
         box.close()
 

@@ -32,6 +32,8 @@ class Outcome:
     content: str
     is_error: bool = False
     seconds: float = 0.0
+    # Where the tool itself is gone (an MCP server that died): said to the user too, once.
+    gone: bool = False
 
 
 def capped(text: str, limit: int = MAX_RESULT_BYTES, total: int | None = None) -> str:

@@ -171,7 +171,7 @@ class McpServers:
         if server is None or self._loop is None:
             return Outcome(f"tool '{tool.name}' is not on any MCP server", True)
         if server.died is not None or server.client is None:
-            return Outcome(server._failure("stopped", server.died or "the connection is closed"), True)
+            return Outcome(server._failure("stopped", server.died or "the connection is closed"), True, gone=True)
         future = asyncio.run_coroutine_threadsafe(self._call(server, tool.name, arguments, timeout_s), self._loop)
         try:
             return future.result(timeout_s + 5)
@@ -192,7 +192,7 @@ class McpServers:
             closed = "connection closed" in _describe(error).lower()
             if closed or server.client is None or server.died is not None:
                 server.died = server.died or _describe(error)
-                return Outcome(server._failure("stopped", server.died), True, seconds)
+                return Outcome(server._failure("stopped", server.died), True, seconds, gone=True)
             return Outcome(f"MCP error from '{server.label}': {_describe(error)}", True, seconds)
         return Outcome(capped(_result_text(result)), bool(result.is_error), time.perf_counter() - started)
 

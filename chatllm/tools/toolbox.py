@@ -69,6 +69,7 @@ class Toolbox:
         self.approval = approval or Approval()
         self._mcp = mcp
         self.limit = limit  # calls per reply (reply/tool_loop.py)
+        self._gone: set[str] = set()  # MCP servers already said to have died
 
     @classmethod
     def open(
@@ -127,7 +128,12 @@ class Toolbox:
             outcome = run_command(tool, call.arguments)
         else:
             outcome = self._mcp.call(tool, call.arguments, tool.timeout_s)
-        return _result(call, outcome), None
+        note = None
+        # One line per server that died (keyed by server: the message carries its stderr, which may grow).
+        if outcome.gone and tool.server not in self._gone:
+            self._gone.add(tool.server)
+            note = Notice(f"{outcome.content}; its tools fail from now on.", "warning")
+        return _result(call, outcome), note
 
     def close(self) -> None:
         if self._mcp is not None:
