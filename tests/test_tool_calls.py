@@ -5,6 +5,8 @@ grammar makes every call parse and fit its tool's schema."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -92,6 +94,31 @@ def engine(embedded_model: Path):
 def calls_of(engine, messages: list[Message], params: GenerationParams) -> tuple[list[ToolCall], str]:
     events = list(engine.stream(messages, params))
     return [e for e in events if isinstance(e, ToolCall)], "".join(e for e in events if isinstance(e, str))
+
+
+LAZY_TRIGGER = Path(__file__).parent / "support" / "tools" / "lazy_trigger.py"
+
+
+@pytest.mark.parametrize(
+    ("texts", "state"),
+    [
+        # `></` and `>.` are single tokens that complete the opening and run past it.
+        (["Write it within <tool_call></tool_call> tags, or as <tool_call>."], "free"),
+        (["Write it within <tool_call></tool_call> tags.", " Now: <tool_call>\n"], "constrained"),
+    ],
+)
+def test_the_call_tag_written_in_prose_neither_ends_the_process_nor_opens_a_call(
+    embedded_model: Path, texts: list[str], state: str
+) -> None:
+    """The lazy grammar waits for the opening on its own; a token that completes it and runs on
+    (the model naming the tag in prose) once made llama.cpp throw through C, ending chatllm."""
+    from tests.support.cli import cli_env
+
+    result = subprocess.run(
+        [sys.executable, str(LAZY_TRIGGER), *texts], capture_output=True, env=cli_env(), timeout=120
+    )
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-1500:]
+    assert result.stdout.decode().split() == [state]
 
 
 @pytest.mark.slow

@@ -12,6 +12,14 @@ the grammar from the trigger on: the same mechanism llama-server uses for
 model's vocabulary (Qwen2.5's `<tool_call>`: a comparison per token, in C)
 and a pattern otherwise. It sits first in the native sampler chain, so a
 reply that calls no tool costs no Python work per token.
+
+A pattern ends at the end of the text so far (`$`): when it matches, llama.cpp
+replays into the grammar the text from the match to the end of the token that
+completed it, and text the grammar rejects there is an uncaught C++ exception
+that ends the process. A token that completes the opening and runs past it
+(`<tool_call` then `></`, the model writing the tag in prose) must not
+trigger; so a pattern allows after the opening only what the grammar accepts
+there.
 """
 
 from __future__ import annotations
@@ -99,7 +107,8 @@ def call_grammar(params: GenerationParams, syntax: ToolSyntax) -> CallGrammar | 
     lazy = params.tool_choice == "auto"
     if syntax.kind == LLAMA3:
         root = "root ::= tool-call-json\n"
-        return CallGrammar(root + body, lazy, r'^\s*(\{\s*")[\s\S]*$')
+        # A reply opening with `{"name` (group 1: the call; the grammar's `space` after `{`).
+        return CallGrammar(root + body, lazy, r'^\s*(\{(?: |\n[ \t]{0,20})?"(?:n(?:a(?:m(?:e"?)?)?)?)?)$')
     more = MAX_PARALLEL_CALLS - 1 if params.parallel_tool_calls else 0
     root = (
         f"root ::= tool-call (tool-call-ws tool-call){{0,{more}}}\n"
@@ -124,8 +133,8 @@ def lazy_grammar_sampler(vocab: Any, grammar: CallGrammar, tokenize: Any) -> Any
             opening = tokenize(grammar.trigger, True)
             if len(opening) == 1:
                 tokens = opening
-            else:
-                patterns.append(re.escape(grammar.trigger).encode("utf-8"))
+            else:  # the opening, and at most `tool-call-ws` and the call's `{"` after it (see above)
+                patterns.append((re.escape(grammar.trigger) + r'[ \t\n]{0,3}(?:\{"?)?$').encode("utf-8"))
         pattern_array = (ctypes.c_char_p * max(1, len(patterns)))(*patterns)
         token_array = (llama_cpp.llama_token * max(1, len(tokens)))(*tokens)
         sampler = llama_cpp.llama_sampler_init_grammar_lazy_patterns(
