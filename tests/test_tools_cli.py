@@ -153,6 +153,19 @@ def test_a_bad_tool_declaration_is_one_line_before_the_model_is_asked(
     assert result.stdout == b""
 
 
+def test_an_mcp_server_named_in_the_config_file_is_started(tmp_path: Path) -> None:
+    """`commands.chat.mcp` in the config file is a server chat starts, as --mcp would (one that
+    cannot start says so in one line, before any model is loaded)."""
+    configured = run_chatllm("config", "set", "commands.chat.mcp", "no-such-configured-server --flag")
+    assert configured.returncode == 0, configured.stderr.decode()
+    chat = run_chatllm("chat", input="Where is my order NB-51377?\n")
+    assert chat.returncode == 2 and chat.stdout == b""
+    assert chat.stderr.decode() == (
+        "Error: MCP server 'no-such-configured-server --flag' could not start: no such program "
+        "(no-such-configured-server)\n"
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_on_a_terminal_each_call_is_shown_and_asked_about(embedded_model: Path, tmp_path: Path) -> None:
