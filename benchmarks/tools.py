@@ -2,6 +2,7 @@
 declared tools cost in decode speed.
 
     python benchmarks/tools.py [--model PATH] [--llama-server BIN] [--temperatures 0 1.0] [--skip-server]
+                               [--threads N] [--limit N] [--out FILE]
 
 The set (benchmarks/data/tools/): four tools (tools.json) and 52 requests
 (requests.jsonl) in English and Chinese: 40 that need a tool, each with the
@@ -118,10 +119,11 @@ def score(results: list[dict], schemas: dict[str, dict]) -> dict[str, Any]:
 # ---- chatllm ------------------------------------------------------------------------
 
 
-def open_engine(model: Path):
+def open_engine(model: Path, threads: int | None):
     from chatllm.engine.llama import LlamaEngine
 
-    return LlamaEngine(ResolvedModel(reference=str(model), name=model.name, path=model), EngineOptions(n_ctx=4096))
+    options = EngineOptions(n_ctx=4096, n_threads=threads)
+    return LlamaEngine(ResolvedModel(reference=str(model), name=model.name, path=model), options)
 
 
 def chatllm_run(engine, requests: list[dict], tools: tuple[ToolSpec, ...], temperature: float) -> list[dict]:
@@ -166,7 +168,7 @@ def decode_speed(engine, tools: tuple[ToolSpec, ...], rounds: int) -> dict[str, 
 # ---- llama-server --jinja -----------------------------------------------------------
 
 
-def start_server(binary: Path, model: Path) -> tuple[subprocess.Popen, str]:
+def start_server(binary: Path, model: Path, threads: int | None) -> tuple[subprocess.Popen, str]:
     from chatllm.engine.llama import weight_repacking_enabled
 
     with socket.socket() as sock:
@@ -186,6 +188,8 @@ def start_server(binary: Path, model: Path) -> tuple[subprocess.Popen, str]:
         "-np",
         "1",
     ]
+    if threads:
+        argv += ["-t", str(threads), "-tb", str(threads)]
     if not weight_repacking_enabled():
         argv.append("--no-repack")  # AMX hosts (/work/shared/LLAMA-NOTES.md)
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -235,6 +239,9 @@ def main() -> None:
     parser.add_argument("--speed-rounds", type=int, default=5)
     parser.add_argument("--skip-server", action="store_true")
     parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for chatllm and llama-server (default: llama.cpp's)"
+    )
+    parser.add_argument(
         "--limit", type=int, default=0, help="only the first N tool and N no-tool requests (a smoke run)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "tools.json")
@@ -248,7 +255,7 @@ def main() -> None:
     specs = tool_specs(tools)
     schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
     report: dict[str, Any] = {"model": model.name, "requests": len(requests), "chatllm": {}, "llama_server": {}}
-    engine = open_engine(model)
+    engine = open_engine(model, options.threads)
     try:
         for temperature in options.temperatures:
             results = chatllm_run(engine, requests, specs, temperature)
@@ -259,7 +266,7 @@ def main() -> None:
     finally:
         engine.close()
     if not options.skip_server and options.llama_server.is_file():
-        process, url = start_server(options.llama_server, model)
+        process, url = start_server(options.llama_server, model, options.threads)
         try:
             for temperature in options.temperatures:
                 results = server_run(url, requests, tools, temperature)
