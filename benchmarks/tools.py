@@ -22,7 +22,8 @@ at each temperature (seed 1). Measures, for each:
   with the expected arguments (strings compared without case or spacing);
 * no-tool: requests that need none answered without a call;
 * decode: tokens/s of a long answer with the tools declared and not called,
-  against the same without tools (interleaved rounds, medians).
+  against the same without tools, and against the tools' text in the prompt
+  with no grammar (interleaved rounds, medians).
 
 Run it alone (no other model process): it loads the model and starts
 llama-server one after the other. Raw results: benchmarks/results/tools.json.
@@ -141,19 +142,29 @@ def chatllm_run(engine, requests: list[dict], tools: tuple[ToolSpec, ...], tempe
 
 def decode_speed(engine, tools: tuple[ToolSpec, ...], rounds: int) -> dict[str, Any]:
     """Median decode tok/s (llama.cpp's work) and tokens per wall second of a
-    long answer, with the tools declared (not called) and without."""
-    rates: dict[str, list[float]] = {"without": [], "with": [], "without_wall": [], "with_wall": []}
+    long answer, with the tools declared (not called) and without; and with
+    no tools but their description in the system message ("prompt_only"), so
+    what the grammar costs is told apart from what a longer prompt costs (the
+    model attends to the tools' text on every token)."""
+    from chatllm.engine.tool_format import fallback_system
+
+    rates: dict[str, list[float]] = {}
+    described = f"{SYSTEM}\n\n{fallback_system(tools)}"
     called = 0
     for _ in range(rounds):
-        for label, declared in (("without", ()), ("with", tools)):
-            messages = [Message("system", SYSTEM), Message("user", STORY)]
+        for label, declared, system in (
+            ("without", (), SYSTEM),
+            ("with", tools, SYSTEM),
+            ("prompt_only", (), described),
+        ):
+            messages = [Message("system", system), Message("user", STORY)]
             params = GenerationParams(temperature=0, max_tokens=128, tools=declared)
             started = time.perf_counter()
             events = list(engine.stream(messages, params))
             wall = time.perf_counter() - started - engine.last_stats.timings.ttft_s
             called += any(isinstance(e, ToolCall) for e in events)
-            rates[label].append(engine.last_stats.timings.decode_tokens_per_s)
-            rates[label + "_wall"].append(
+            rates.setdefault(label, []).append(engine.last_stats.timings.decode_tokens_per_s)
+            rates.setdefault(label + "_wall", []).append(
                 max(engine.last_stats.usage.completion_tokens - 1, 0) / wall if wall > 0 else 0
             )
     medians = {key: round(statistics.median(values), 2) for key, values in rates.items()}
@@ -161,6 +172,7 @@ def decode_speed(engine, tools: tuple[ToolSpec, ...], rounds: int) -> dict[str, 
     medians["ratio_wall"] = (
         round(medians["with_wall"] / medians["without_wall"], 3) if medians["without_wall"] else None
     )
+    medians["ratio_grammar"] = round(medians["with"] / medians["prompt_only"], 3) if medians["prompt_only"] else None
     medians["replies_that_called"] = called
     return medians
 
@@ -294,7 +306,8 @@ def print_table(report: dict[str, Any]) -> None:
         d = report["decode"]
         print(
             f"\ndecode tok/s without tools {d['without']}, with tools declared {d['with']} (x{d['ratio']}); "
-            f"per wall second {d['without_wall']} vs {d['with_wall']} (x{d['ratio_wall']})"
+            f"per wall second {d['without_wall']} vs {d['with_wall']} (x{d['ratio_wall']}); "
+            f"the tools' text in the prompt and no grammar {d['prompt_only']} (with/that x{d['ratio_grammar']})"
         )
 
 
