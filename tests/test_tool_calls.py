@@ -63,19 +63,37 @@ def test_the_fallback_describes_tools_and_writes_calls_and_results_as_text() -> 
     assert dicts[3] == {"role": "user", "content": '<tool_response>\n{"status": "Shipped"}\n</tool_response>'}
 
 
+FENCED = 'Let me look. ```json\n{\n  "name": "order_status",\n  "arguments": {"order_id": "NB-51377"}\n}\n```'
+
+
 @pytest.mark.parametrize("cut", [1, 3, 7, 12])
-def test_calls_are_taken_out_of_the_text_wherever_the_pieces_break(cut: int) -> None:
-    reply = 'Let me look. <tool_call>\n{"name": "order_status", "arguments": {"order_id": "NB-51377"}}\n</tool_call>'
+@pytest.mark.parametrize(
+    "reply",
+    [
+        'Let me look. <tool_call>\n{"name": "order_status", "arguments": {"order_id": "NB-51377"}}\n</tool_call>',
+        FENCED,  # a call written as a fenced JSON block (Qwen2.5-Coder-1.5B's habit)
+    ],
+)
+def test_calls_are_taken_out_of_the_text_wherever_the_pieces_break(cut: int, reply: str) -> None:
     splitter = CallSplitter(ToolSyntax(HERMES, True), {"order_status"})
     text = "".join(splitter.feed(reply[i : i + cut]) for i in range(0, len(reply), cut)) + splitter.finish()
     assert text == "Let me look. "
     assert [(c.name, c.arguments) for c in splitter.calls] == [("order_status", {"order_id": "NB-51377"})]
 
 
-def test_text_that_only_looks_like_a_call_is_text() -> None:
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "a < b and <tool_call> of nothing",
+        'Use `ls`, then:\n```json\n{"name": "Bob", "age": 3}\n```\nand ```python\nprint(1)\n``` too',
+    ],
+)
+def test_text_that_only_looks_like_a_call_is_text(reply: str) -> None:
     splitter = CallSplitter(ToolSyntax(HERMES, True), {"order_status"})
-    text = splitter.feed("a < b and <tool_call> of nothing") + splitter.finish()
-    assert text == "a < b and <tool_call> of nothing" and splitter.calls == []
+    pieces = [splitter.feed(reply[i : i + 5]) for i in range(0, len(reply), 5)]
+    assert "".join(pieces) + splitter.finish() == reply and splitter.calls == []
+    if "print(1)" in reply:  # a block that is no call of a tool streams as it comes
+        assert "print(1)" in "".join(pieces)
 
 
 # ---- on the embedded model -------------------------------------------------------
@@ -105,6 +123,9 @@ LAZY_TRIGGER = Path(__file__).parent / "support" / "tools" / "lazy_trigger.py"
         # `></` and `>.` are single tokens that complete the opening and run past it.
         (["Write it within <tool_call></tool_call> tags, or as <tool_call>."], "free"),
         (["Write it within <tool_call></tool_call> tags.", " Now: <tool_call>\n"], "constrained"),
+        # A fenced JSON block is held to the grammar once it names a tool, not before.
+        (['Here:\n```json\n{"name": "Bob"}\n```\n'], "free"),
+        (['Here:\n```json\n{\n  "name": "order_status"'], "constrained"),
     ],
 )
 def test_the_call_tag_written_in_prose_neither_ends_the_process_nor_opens_a_call(

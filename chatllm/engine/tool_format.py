@@ -179,7 +179,19 @@ def parse_call(text: str, names: set[str]) -> ParsedCall | None:
     return ParsedCall(new_call_id(), data["name"], arguments if isinstance(arguments, dict) else {})
 
 
-_HERMES_CALL = re.compile(re.escape(_OPEN) + r"\s*(.*?)\s*(?:" + re.escape(_CLOSE) + r"|$)", re.S)
+# A call in `<tool_call>` tags, or (group 2) one a model wrote as a fenced JSON block
+# instead, as Qwen2.5-Coder does (the failure llama.cpp #21680 reports); the lazy
+# grammar constrains both (engine/tool_grammar.py).
+_HERMES_CALL = re.compile(
+    re.escape(_OPEN) + r"\s*(.*?)\s*(?:" + re.escape(_CLOSE) + r"|$)" + r'|```(?:json)?\n(\{\s*"name".*?)\s*(?:```|$)',
+    re.S,
+)
+_FENCE = "```"
+_NAME_VALUE = re.compile(r'\s*:?\s*(?:"([\w-]*)("?))?')
+# What may begin a fenced call: held back until it is one, or is not.
+_FENCE_START = re.compile(
+    r'```(?:json)?\n(?:\{\s*(?:"(?:n(?:a(?:m(?:e"?)?)?)?)?)?)?|```(?:j(?:s(?:o(?:n)?)?)?)?|`{1,2}'
+)
 
 
 class CallSplitter:
@@ -204,23 +216,17 @@ class CallSplitter:
                 return ""  # a reply that opens with an object is a call: read at the end
             self._started, held, self.held = True, self.held, ""
             return held
-        if not self.held and "<" not in text:
+        if not self.held and "<" not in text and "`" not in text:
             return text
         self.held += text
         return self._release()
 
     def _release(self) -> str:
         held = self.held
-        at = held.find(_OPEN)
-        if at >= 0:
-            self.held = held[at:]
-            return held[:at]
-        for size in range(min(len(_OPEN) - 1, len(held)), 0, -1):  # may be the start of an opening
-            if _OPEN.startswith(held[-size:]):
-                self.held = held[-size:]
-                return held[:-size]
-        self.held = ""
-        return held
+        found = [i for i in (held.find(_OPEN), _fenced_call_at(held, self.names)) if i >= 0]
+        at = min(found, default=len(held) - _open_tail(held))  # else: may be the start of an opening
+        self.held = held[at:]
+        return held[:at]
 
     def finish(self) -> str:
         """What was held, as calls (`self.calls`); text that was no call is returned."""
@@ -233,10 +239,11 @@ class CallSplitter:
             return held
         rest, position = [], 0
         for match in _HERMES_CALL.finditer(held):
-            call = parse_call(match.group(1), self.names)
+            body = match.group(1) if match.group(1) is not None else match.group(2)
+            call = parse_call(body, self.names)
             # A call the length limit cut short is no text for the reader either.
-            cut = call is None and match.end() == len(held) and match.group(1).startswith("{")
-            cut = cut and not match.group(0).endswith(_CLOSE)
+            cut = call is None and match.end() == len(held) and body.startswith("{")
+            cut = cut and not match.group(0).endswith((_CLOSE, _FENCE))
             if call is None and not cut:
                 continue
             rest.append(held[position : match.start()])
@@ -245,6 +252,39 @@ class CallSplitter:
                 self.calls.append(call)
         rest.append(held[position:])
         return "".join(rest).strip() if position else held
+
+
+def _fenced_call_at(text: str, names: set[str]) -> int:
+    """Where the first fenced block that is, or may yet become, a call of one of
+    `names` starts (```json, then `{"name": "order_status"`), or -1."""
+    at = text.find("`")
+    while at >= 0:
+        if (at == 0 or text[at - 1] != "`") and _fence_may_call(text, at, names):
+            return at
+        at = text.find("`", at + 1)
+    return -1
+
+
+def _fence_may_call(text: str, at: int, names: set[str]) -> bool:
+    opening = _FENCE_START.match(text, at)
+    if opening is None:
+        return False
+    if opening.end() == len(text):
+        return True  # the text so far is the start of an opening
+    if not opening.group(0).endswith('"name"'):
+        return False
+    value = _NAME_VALUE.match(text, opening.end())
+    if value is None:
+        return False
+    name, closed = value.group(1) or "", bool(value.group(2))
+    if value.end() == len(text) and not closed:
+        return any(n.startswith(name) for n in names)
+    return closed and name in names
+
+
+def _open_tail(text: str) -> int:
+    """The length of the end of `text` that may be the start of `<tool_call>`."""
+    return next((n for n in range(min(len(_OPEN) - 1, len(text)), 0, -1) if _OPEN.startswith(text[-n:])), 0)
 
 
 def split_calls(pieces: Iterator[Any], splitter: CallSplitter) -> Iterator[Any]:

@@ -19,7 +19,9 @@ completed it, and text the grammar rejects there is an uncaught C++ exception
 that ends the process. A token that completes the opening and runs past it
 (`<tool_call` then `></`, the model writing the tag in prose) must not
 trigger; so a pattern allows after the opening only what the grammar accepts
-there.
+there. A model that writes its call as a fenced JSON block (```json, then
+`{"name": "order_status"`: Qwen2.5-Coder-1.5B does) is held to the grammar
+from the fence on, as llama.cpp's Hermes format triggers on such blocks too.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class CallGrammar:
     gbnf: str
     lazy: bool  # applied from the trigger on (tool_choice auto), or from the first token
     trigger: str  # the text that opens a call (a word) or, for llama3, a pattern
+    patterns: tuple[str, ...] = ()  # more patterns that open a call (a fenced JSON call)
 
 
 # The converter ignores an integer's bounds; a range of at most this many
@@ -111,11 +114,24 @@ def call_grammar(params: GenerationParams, syntax: ToolSyntax) -> CallGrammar | 
         return CallGrammar(root + body, lazy, r'^\s*(\{(?: |\n[ \t]{0,20})?"(?:n(?:a(?:m(?:e"?)?)?)?)?)$')
     more = MAX_PARALLEL_CALLS - 1 if params.parallel_tool_calls else 0
     root = (
-        f"root ::= tool-call (tool-call-ws tool-call){{0,{more}}}\n"
+        f"root ::= tool-call (tool-call-ws tool-call){{0,{more}}} | fenced-call\n"
         'tool-call ::= "<tool_call>" tool-call-ws tool-call-json tool-call-ws "</tool_call>"\n'
         "tool-call-ws ::= [ \\t\\n]{0,3}\n"
+        # A model that writes its call as a fenced JSON block instead (Qwen2.5-Coder).
+        'fenced-call ::= "```" "json"? "\\n" tool-call-json "```"\n'
     )
-    return CallGrammar(root + body, lazy, "<tool_call>")
+    return CallGrammar(root + body, lazy, "<tool_call>", (fenced_call_pattern(tools),))
+
+
+# The grammar's `space` (engine/grammar.py), as a pattern.
+_SPACE = r"(?: |\n[ \t]{0,20})?"
+
+
+def fenced_call_pattern(tools: tuple[ToolSpec, ...]) -> str:
+    """A fenced JSON block that has named one of `tools` so far, at the end of
+    the text (what follows the name's quote is left to the grammar)."""
+    names = "|".join(re.sub(r"[^\w-]", lambda c: "\\" + c.group(0), tool.name) for tool in tools)
+    return rf'```(?:json)?\n\{{{_SPACE}"name"{_SPACE}:{_SPACE}"(?:{names})"?$'
 
 
 def lazy_grammar_sampler(vocab: Any, grammar: CallGrammar, tokenize: Any) -> Any:
@@ -135,6 +151,7 @@ def lazy_grammar_sampler(vocab: Any, grammar: CallGrammar, tokenize: Any) -> Any
                 tokens = opening
             else:  # the opening, and at most `tool-call-ws` and the call's `{"` after it (see above)
                 patterns.append((re.escape(grammar.trigger) + r'[ \t\n]{0,3}(?:\{"?)?$').encode("utf-8"))
+        patterns += [pattern.encode("utf-8") for pattern in grammar.patterns]
         pattern_array = (ctypes.c_char_p * max(1, len(patterns)))(*patterns)
         token_array = (llama_cpp.llama_token * max(1, len(tokens)))(*tokens)
         sampler = llama_cpp.llama_sampler_init_grammar_lazy_patterns(
