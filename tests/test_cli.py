@@ -54,7 +54,7 @@ def test_summarize_options_reach_the_prompt(tmp_path: Path) -> None:
         invoke("summarize", str(source), "--length", "short", "--format", "bullets", "--dry-run").stdout
     )
     prompt = payload["messages"][-1]["content"]
-    assert re.search(r"in at most \d+ characters", prompt) and "bullet list" in prompt  # Chinese counts characters
+    assert re.search(r"in about \d+ characters", prompt) and "bullet list" in prompt  # Chinese counts characters
     assert "Chinese" in prompt  # summary in the input's language
     payload = json.loads(invoke("summarize", str(source), "--lang", "fr", "--dry-run").stdout)
     assert "French" in payload["messages"][-1]["content"]

@@ -223,12 +223,30 @@ def test_a_summary_is_asked_for_a_length_and_bounded_by_a_safety_net_unless_max_
     summary = text_of(summarize(meter, template, values, text, PARAMS)).split()
     limit = summary_limit("medium", engine.count_tokens(text))
     assert limit - 4 < len(summary) <= limit and limit > summary_bound("medium", engine.count_tokens(text))
-    assert meter.stats().finish_reason == "length" and "length limit" in meter.finish_note()
+    # Cut by the safety net, it was written once more; cut again, it is shown.
+    assert len(engine.calls) == 2 and meter.stats().finish_reason == "length"
+    assert "length limit" in meter.finish_note()
     # The prompt asks for the length in words at the input's own tokens per word (here 1.25).
-    prompt = engine.calls[-1][-1].content
-    assert f"in at most {round(summary_bound('medium', engine.count_tokens(text)) / 1.25)} words" in prompt
+    prompt = engine.calls[0][-1].content
+    assert f"in about {round(summary_bound('medium', engine.count_tokens(text)) / 1.25)} words" in prompt
     meter = Meter(engine)
     assert 495 < len(text_of(summarize(meter, template, values, text, GenerationParams(max_tokens=500))).split()) <= 500
+
+
+def test_a_summary_cut_by_the_safety_net_is_written_again_and_the_whole_one_shown() -> None:
+    """A model that did not keep to the length asked (a text nearly copied) is
+    asked once more; its second summary, ended by itself, is the one shown."""
+    template = load_template("summarize")
+    values = template.resolve_variables({})
+    text = "The hotel opened last spring with a handful of rooms. " * 40
+    wordy = " ".join(f"w{n} w{n} w{n} w{n}." for n in range(1000))
+    replies = iter([wordy, "A small hotel opened last spring."])
+    engine = FakeEngine(context_size=4096, reply=lambda messages: next(replies))
+    meter = Meter(engine)
+    summary = text_of(summarize(meter, template, values, text, PARAMS)).strip()
+    assert summary == "A small hotel opened last spring." and len(engine.calls) == 2
+    assert meter.stats().finish_reason == "stop"
+    assert meter.finish_note() == "The first reply was cut at the length bound, so it was written again."
 
 
 def test_a_summary_with_nothing_left_is_written_again_once() -> None:
