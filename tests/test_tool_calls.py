@@ -72,6 +72,7 @@ FENCED = 'Let me look. ```json\n{\n  "name": "order_status",\n  "arguments": {"o
     [
         'Let me look. <tool_call>\n{"name": "order_status", "arguments": {"order_id": "NB-51377"}}\n</tool_call>',
         FENCED,  # a call written as a fenced JSON block (Qwen2.5-Coder-1.5B's habit)
+        'Let me look. {"name": "order_status", "arguments": {"order_id": "NB-51377"}}\n',  # or a bare one
     ],
 )
 def test_calls_are_taken_out_of_the_text_wherever_the_pieces_break(cut: int, reply: str) -> None:
@@ -86,6 +87,7 @@ def test_calls_are_taken_out_of_the_text_wherever_the_pieces_break(cut: int, rep
     [
         "a < b and <tool_call> of nothing",
         'Use `ls`, then:\n```json\n{"name": "Bob", "age": 3}\n```\nand ```python\nprint(1)\n``` too',
+        'In C: int f() { return 1; } or {"name": "Ann"} as JSON',
     ],
 )
 def test_text_that_only_looks_like_a_call_is_text(reply: str) -> None:
@@ -126,6 +128,7 @@ LAZY_TRIGGER = Path(__file__).parent / "support" / "tools" / "lazy_trigger.py"
         # A fenced JSON block is held to the grammar once it names a tool, not before.
         (['Here:\n```json\n{"name": "Bob"}\n```\n'], "free"),
         (['Here:\n```json\n{\n  "name": "order_status"'], "constrained"),
+        (['I call it: {"name": "order_status", '], "constrained"),
     ],
 )
 def test_the_call_tag_written_in_prose_neither_ends_the_process_nor_opens_a_call(

@@ -179,18 +179,23 @@ def parse_call(text: str, names: set[str]) -> ParsedCall | None:
     return ParsedCall(new_call_id(), data["name"], arguments if isinstance(arguments, dict) else {})
 
 
-# A call in `<tool_call>` tags, or (group 2) one a model wrote as a fenced JSON block
-# instead, as Qwen2.5-Coder does (the failure llama.cpp #21680 reports); the lazy
-# grammar constrains both (engine/tool_grammar.py).
+# A call in `<tool_call>` tags, or one a model wrote as a fenced JSON block
+# (group 2) or as a bare JSON object naming a tool (group 3, to the end: the
+# grammar lets a reply end after it) instead, as Qwen2.5-Coder does (the
+# failure llama.cpp #21680 reports); the lazy grammar constrains all three
+# (engine/tool_grammar.py).
 _HERMES_CALL = re.compile(
-    re.escape(_OPEN) + r"\s*(.*?)\s*(?:" + re.escape(_CLOSE) + r"|$)" + r'|```(?:json)?\n(\{\s*"name".*?)\s*(?:```|$)',
+    re.escape(_OPEN)
+    + r"\s*(.*?)\s*(?:"
+    + re.escape(_CLOSE)
+    + r'|$)|```(?:json)?\n(\{\s*"name".*?)\s*(?:```|$)|(\{\s*"name".*)$',
     re.S,
 )
 _FENCE = "```"
 _NAME_VALUE = re.compile(r'\s*:?\s*(?:"([\w-]*)("?))?')
-# What may begin a fenced call: held back until it is one, or is not.
-_FENCE_START = re.compile(
-    r'```(?:json)?\n(?:\{\s*(?:"(?:n(?:a(?:m(?:e"?)?)?)?)?)?)?|```(?:j(?:s(?:o(?:n)?)?)?)?|`{1,2}'
+# What may begin a JSON call (fenced or bare): held back until it is one, or is not.
+_CALL_START = re.compile(
+    r'(?:```(?:json)?\n)?\{\s*(?:"(?:n(?:a(?:m(?:e"?)?)?)?)?)?|```(?:j(?:s(?:o(?:n)?)?)?)?\n?|`{1,2}'
 )
 
 
@@ -216,14 +221,14 @@ class CallSplitter:
                 return ""  # a reply that opens with an object is a call: read at the end
             self._started, held, self.held = True, self.held, ""
             return held
-        if not self.held and "<" not in text and "`" not in text:
+        if not self.held and not any(c in text for c in "<`{"):
             return text
         self.held += text
         return self._release()
 
     def _release(self) -> str:
         held = self.held
-        found = [i for i in (held.find(_OPEN), _fenced_call_at(held, self.names)) if i >= 0]
+        found = [i for i in (held.find(_OPEN), _json_call_at(held, self.names)) if i >= 0]
         at = min(found, default=len(held) - _open_tail(held))  # else: may be the start of an opening
         self.held = held[at:]
         return held[:at]
@@ -239,11 +244,11 @@ class CallSplitter:
             return held
         rest, position = [], 0
         for match in _HERMES_CALL.finditer(held):
-            body = match.group(1) if match.group(1) is not None else match.group(2)
-            call = parse_call(body, self.names)
+            body = next(group for group in match.groups() if group is not None)
+            call = parse_call(body.rstrip(), self.names)
             # A call the length limit cut short is no text for the reader either.
             cut = call is None and match.end() == len(held) and body.startswith("{")
-            cut = cut and not match.group(0).endswith((_CLOSE, _FENCE))
+            cut = cut and match.group(3) is None and not match.group(0).endswith((_CLOSE, _FENCE))
             if call is None and not cut:
                 continue
             rest.append(held[position : match.start()])
@@ -254,19 +259,17 @@ class CallSplitter:
         return "".join(rest).strip() if position else held
 
 
-def _fenced_call_at(text: str, names: set[str]) -> int:
-    """Where the first fenced block that is, or may yet become, a call of one of
-    `names` starts (```json, then `{"name": "order_status"`), or -1."""
-    at = text.find("`")
-    while at >= 0:
-        if (at == 0 or text[at - 1] != "`") and _fence_may_call(text, at, names):
+def _json_call_at(text: str, names: set[str]) -> int:
+    """Where the first JSON object that is, or may yet become, a call of one of
+    `names` starts (`{"name": "order_status"`, maybe in a ```json block), or -1."""
+    for at, char in enumerate(text):
+        if (char == "{" or (char == "`" and text[at - 1 : at] != "`")) and _fence_may_call(text, at, names):
             return at
-        at = text.find("`", at + 1)
     return -1
 
 
 def _fence_may_call(text: str, at: int, names: set[str]) -> bool:
-    opening = _FENCE_START.match(text, at)
+    opening = _CALL_START.match(text, at)
     if opening is None:
         return False
     if opening.end() == len(text):

@@ -20,8 +20,9 @@ that ends the process. A token that completes the opening and runs past it
 (`<tool_call` then `></`, the model writing the tag in prose) must not
 trigger; so a pattern allows after the opening only what the grammar accepts
 there. A model that writes its call as a fenced JSON block (```json, then
-`{"name": "order_status"`: Qwen2.5-Coder-1.5B does) is held to the grammar
-from the fence on, as llama.cpp's Hermes format triggers on such blocks too.
+`{"name": "order_status"`: Qwen2.5-Coder-1.5B does), or as a bare JSON
+object, is held to the grammar from there on, as llama.cpp's Hermes format
+triggers on such calls too.
 """
 
 from __future__ import annotations
@@ -117,21 +118,25 @@ def call_grammar(params: GenerationParams, syntax: ToolSyntax) -> CallGrammar | 
         f"root ::= tool-call (tool-call-ws tool-call){{0,{more}}} | fenced-call\n"
         'tool-call ::= "<tool_call>" tool-call-ws tool-call-json tool-call-ws "</tool_call>"\n'
         "tool-call-ws ::= [ \\t\\n]{0,3}\n"
-        # A model that writes its call as a fenced JSON block instead (Qwen2.5-Coder).
+        # A model that writes its call as a fenced JSON block or a bare object instead (Qwen2.5-Coder).
         'fenced-call ::= "```" "json"? "\\n" tool-call-json "```"\n'
     )
-    return CallGrammar(root + body, lazy, "<tool_call>", (fenced_call_pattern(tools),))
+    root = root.replace(" | fenced-call\n", " | fenced-call | tool-call-json\n", 1)
+    return CallGrammar(root + body, lazy, "<tool_call>", json_call_patterns(tools))
 
 
 # The grammar's `space` (engine/grammar.py), as a pattern.
 _SPACE = r"(?: |\n[ \t]{0,20})?"
 
 
-def fenced_call_pattern(tools: tuple[ToolSpec, ...]) -> str:
-    """A fenced JSON block that has named one of `tools` so far, at the end of
-    the text (what follows the name's quote is left to the grammar)."""
+def json_call_patterns(tools: tuple[ToolSpec, ...]) -> tuple[str, ...]:
+    """A fenced JSON block, then a bare JSON object, that has named one of
+    `tools` so far, at the end of the text (what follows the name's quote is
+    left to the grammar). The fenced one first: llama.cpp takes the first
+    pattern that matches, and the fence is where that call starts."""
     names = "|".join(re.sub(r"[^\w-]", lambda c: "\\" + c.group(0), tool.name) for tool in tools)
-    return rf'```(?:json)?\n\{{{_SPACE}"name"{_SPACE}:{_SPACE}"(?:{names})"?$'
+    call = rf'\{{{_SPACE}"name"{_SPACE}:{_SPACE}"(?:{names})"?$'
+    return ("```(?:json)?\\n" + call, call)
 
 
 def lazy_grammar_sampler(vocab: Any, grammar: CallGrammar, tokenize: Any) -> Any:
