@@ -142,3 +142,18 @@ def test_a_template_brings_its_tools_and_servers(tmp_path: Path) -> None:
         load_template_file(bad, "user")
     support = load_template("support")
     assert support.mcp_servers and support.mcp_servers[0].safe
+
+
+def test_a_server_named_twice_is_started_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The support persona brings its order server; `--mcp "python prompts/tools/orders_server.py"`
+    names the same one (issue 23's own command line), which is no second server of the same tools."""
+    from chatllm.templates import load_template
+    from chatllm.tools.declarations import McpServer, distinct_servers
+
+    root = Path(__file__).parent.parent
+    monkeypatch.chdir(root)
+    own = list(load_template("support").mcp_servers)
+    given = [McpServer("python prompts/tools/orders_server.py"), McpServer(f"python {ECHO}")]
+    assert distinct_servers(own + given) == [own[0], given[1]]
+    monkeypatch.chdir(tmp_path)  # elsewhere, the same words name another file
+    assert len(distinct_servers(own + given)) == 3

@@ -16,7 +16,7 @@ from chatllm.engine.base import Engine, GenerationParams
 from chatllm.errors import UsageError
 from chatllm.jobs.job import Setup
 from chatllm.templates import Template
-from chatllm.tools.declarations import McpServer
+from chatllm.tools.declarations import McpServer, distinct_servers
 from chatllm.tools.limits import DEFAULT_TOOL_LIMIT
 from chatllm.tools.toolbox import Approval, Toolbox
 
@@ -44,7 +44,7 @@ def open_tools(setup: Setup, template: Template, template_tools: bool = True) ->
     limit = values.get("tool_limit")
     approval = Approval(yes=bool(values.get("yes")), ask=setup.ask_tool)
     toolbox = Toolbox.open(
-        own, files, [*own_servers, *servers], approval, DEFAULT_TOOL_LIMIT if limit is None else limit
+        own, files, distinct_servers([*own_servers, *servers]), approval, DEFAULT_TOOL_LIMIT if limit is None else limit
     )
     setup.closing.callback(toolbox.close)
     if choice not in CHOICES and choice not in toolbox.tools:

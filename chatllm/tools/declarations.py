@@ -22,6 +22,7 @@ to the file that declares them (commands run in that folder).
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,30 @@ class McpServer:
     spec: str
     safe: bool = False
     cwd: Path | None = None
+
+    def identity(self) -> tuple[str, ...]:
+        """What the server is, wherever it was named from: its URL, or its command
+        line with each item that names a file as that file's full path (so the
+        support persona's own order server, also given as `--mcp`, is one server)."""
+        if self.spec.startswith(("http://", "https://")):
+            return (self.spec,)
+        try:
+            argv = shlex.split(self.spec)
+        except ValueError:
+            return (self.spec,)
+        folder = self.cwd or Path.cwd()
+        return tuple(str((folder / item).resolve()) if (folder / item).is_file() else item for item in argv)
+
+
+def distinct_servers(servers: list[McpServer]) -> list[McpServer]:
+    """`servers` without a second naming of one server (the first is kept)."""
+    seen: set[tuple[str, ...]] = set()
+    kept = []
+    for server in servers:
+        if server.identity() not in seen:
+            seen.add(server.identity())
+            kept.append(server)
+    return kept
 
 
 def load_tools_file(path: Path) -> tuple[list[Tool], list[McpServer]]:
