@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from chatllm.engine.base import GenerationStats, usage_json
-from chatllm.reply.events import Draft, Event, Finish, Notice, Reasoning, Text
+from chatllm.render_tools import ToolDisplay, message_json, params_json
+from chatllm.reply.events import Draft, Event, Finish, Notice, Reasoning, Text, ToolCall, ToolResult
+from chatllm.reply.tool_loop import ToolStep, calls_json
 
 if TYPE_CHECKING:
     from chatllm.jobs.job import Plan
@@ -246,8 +248,8 @@ def dry_run_json(plan: Plan, template: str, model: str | None) -> str:
     payload: dict[str, Any] = {
         "model": model,
         "template": template,
-        "messages": [{"role": m.role, "content": m.content} for m in plan.messages],
-        "params": {k: v for k, v in vars(plan.params).items() if v not in (None, ())},
+        "messages": [message_json(m) for m in plan.messages],
+        "params": params_json(plan.params),
     }
     if plan.schema is not None:
         payload["schema"] = plan.schema
@@ -272,6 +274,7 @@ def stats_lines(stats: GenerationStats) -> list[str]:
         ),
         f"decode: {timings.decode_tokens_per_s:.1f} tok/s",
         f"time to first token: {timings.ttft_s:.2f} s",
+        *([f"tool calls: {stats.tool_calls} ({stats.tool_seconds:.2f} s)"] if stats.tool_calls else []),
         f"total: {timings.total_s:.2f} s",
     ]
 
@@ -327,11 +330,13 @@ def notice(message: str) -> None:
 
 @dataclass
 class ShownReply:
-    """What one reply showed: its text and thinking, and how it finished."""
+    """What one reply showed: its text and thinking, how it finished, and
+    the tools it called on its way."""
 
     text: str
     reasoning: str
     finish: Finish
+    tools: list[ToolStep] = field(default_factory=list)
 
 
 @dataclass
@@ -361,6 +366,8 @@ class Printer:
         self._text: list[str] = []
         self._reasoning: list[str] = []
         self._later: list[str] = []  # notices waiting for the reply's end
+        self._tools = ToolDisplay(notice if not self.json and styling_allowed(sys.stderr) else None)
+        self._began = False  # the reply's first sink was opened
 
     @property
     def live(self) -> bool:
@@ -371,8 +378,9 @@ class Printer:
         """Make the next reply's sink now: a live view's set-up then overlaps
         the model's work instead of delaying its first word."""
         if self._sink is None:
-            if self.replies and self.between and not self.json:
+            if self.replies and self.between and not self.json and not self._began:
                 self._out.write(self.between)
+            self._began = True
             self._sink = CollectingSink() if self.json else open_sink(self._out, self.markdown, self.theme)
 
     def show(self, events: Iterable[Event]) -> list[ShownReply]:
@@ -404,6 +412,12 @@ class Printer:
             else:
                 self._thinking.done()
                 notice(event.text)
+        elif isinstance(event, ToolCall):
+            if self.live:  # the line goes under the text so far; the rest of the reply follows it
+                self._close()
+            self._tools.call(event, "".join(self._text))
+        elif isinstance(event, ToolResult):
+            self._tools.result(event)
         elif isinstance(event, Finish):
             self._finish(event)
 
@@ -411,10 +425,13 @@ class Printer:
         self._close()
         self._thinking = ReasoningDisplay(self.show_reasoning)
         text, reasoning = "".join(self._text), "".join(self._reasoning)
-        self.replies.append(ShownReply(text, reasoning, finish))
-        self._text, self._reasoning = [], []
+        tools = self._tools.take().steps
+        self.replies.append(ShownReply(text, reasoning, finish, tools))
+        self._text, self._reasoning, self._began = [], [], False
         if self.json:
-            self._out.write(result_json(text, self.model, self.template, finish.stats, reasoning, finish.fields) + "\n")
+            fields = {"tool_calls": calls_json([c for step in tools for c in step.calls])} if tools else {}
+            fields.update(finish.fields)
+            self._out.write(result_json(text, self.model, self.template, finish.stats, reasoning, fields) + "\n")
             self._out.flush()
         if self.stats:
             print_stats(finish.stats)

@@ -18,6 +18,7 @@ from chatllm.config.settings import user_templates_dir
 from chatllm.engine.base import GenerationParams
 from chatllm.errors import TemplateError, UsageError
 from chatllm.jobs.schemas import check_schema, short_schema
+from chatllm.tools.declarations import McpServer, Tool, ToolError, parse_servers, parse_tools
 
 Kind = Literal["task", "persona"]
 InputMode = Literal["required", "optional", "none"]
@@ -30,28 +31,17 @@ CONTEXT_VARIABLE = "context"
 # order number a customer named, and "zh" when they wrote in Chinese.
 ORDER_VARIABLE = "order"
 CUSTOMER_LANGUAGE_VARIABLE = "customer_language"
-TOP_LEVEL_KEYS = {
-    "name",
-    "description",
-    "kind",
-    "input",
-    "variables",
-    "system",
-    "prompt",
-    "defaults",
-    "greeting",
-    "examples",
-    "knowledge",
-    "fallback",
-    "handover",
-    "no_order_lookup",
-    "labels",
-    "schema",
-}
+TOP_LEVEL_KEYS = set(
+    "name description kind input variables system prompt defaults greeting examples knowledge fallback handover"
+    " no_order_lookup labels schema tools mcp_servers".split()
+)
 VARIABLE_KEYS = {"description", "default", "choices", "required"}
 # Generation defaults: every sampling setting, and how the repetition guard
 # works for the template (jobs/repetition.py).
-DEFAULT_KEYS = {f.name for f in fields(GenerationParams)} | {"repetition"}
+# (Not the tools: a template declares those under `tools:` and `mcp_servers:`.)
+DEFAULT_KEYS = {f.name for f in fields(GenerationParams)} - {"tools", "tool_choice", "parallel_tool_calls"} | {
+    "repetition"
+}
 REPETITION_MODES = ("strict", "loops", "off")
 
 
@@ -98,6 +88,8 @@ class Template:
     # or the JSON Schema every reply must match (a reusable extractor).
     labels: tuple[str, ...] = ()
     schema: dict[str, Any] | None = None
+    tools: tuple[Tool, ...] = ()  # what the template brings to call (tools/declarations.py)
+    mcp_servers: tuple[McpServer, ...] = ()
 
     def variable(self, name: str) -> Variable | None:
         return next((v for v in self.variables if v.name == name), None)
@@ -294,6 +286,7 @@ class _TemplateParser:
         self.check_jinja(self.text("fallback", ""), "fallback", fixed)
         self.check_jinja(self.text("handover", ""), "handover", fixed)
         self.check_jinja(self.text("no_order_lookup", ""), "no_order_lookup", fixed)
+        tools, servers = self.tools()
         return Template(
             name=name,
             description=self.text("description", ""),
@@ -313,7 +306,19 @@ class _TemplateParser:
             knowledge=self.knowledge(),
             labels=self.labels(),
             schema=self.schema(),
+            tools=tools,
+            mcp_servers=servers,
         )
+
+    def tools(self) -> tuple[tuple[Tool, ...], tuple[McpServer, ...]]:
+        """`tools:` and `mcp_servers:`, checked as a tools file's are (commands run in the template's folder)."""
+        try:
+            tools = parse_tools(self.document.get("tools") or [], str(self.path), self.path.parent)
+            return tuple(tools), tuple(
+                parse_servers(self.document.get("mcp_servers") or [], str(self.path), self.path.parent)
+            )
+        except ToolError as error:
+            raise self.fail(str(error).removeprefix(f"{self.path}: "), "tools") from None
 
     def variables(self) -> tuple[Variable, ...]:
         raw = self.document.get("variables") or {}

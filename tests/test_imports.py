@@ -59,6 +59,7 @@ HEAVY_LIBRARIES = {
     "http.server": "~15 ms; `chatllm serve` only",
     "prometheus_client": "~40 ms; `chatllm serve`'s /metrics only",
     "asyncio": "~25 ms",
+    "mcp": "~600 ms with pydantic, starlette and anyio; MCP servers only",
     "urllib.request": "~15 ms",
 }
 

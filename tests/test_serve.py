@@ -136,9 +136,9 @@ def test_bad_requests_get_openai_style_errors(served) -> None:
         served.client.chat.completions.create(model="fake", messages=[])
     with pytest.raises(openai.BadRequestError, match="'temperature' must be between 0.0 and 2.0"):
         served.client.chat.completions.create(model="fake", messages=HELLO, temperature=5)
-    with pytest.raises(openai.BadRequestError, match="role 'tool' is not supported"):
+    with pytest.raises(openai.BadRequestError, match="role 'function' is not supported"):
         served.client.chat.completions.create(
-            model="fake", messages=[{"role": "tool", "content": "x", "tool_call_id": "1"}]
+            model="fake", messages=[{"role": "function", "content": "x", "name": "f"}]
         )
 
     response = httpx.post(

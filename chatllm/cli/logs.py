@@ -130,8 +130,15 @@ def to_text(conversation) -> str:
         lines += ["", "[system]", conversation.system]
     for message in conversation.messages:
         mark = " (interrupted)" if message.interrupted else ""
-        lines += ["", f"[{message.role}]{mark}", message.content]
+        lines += ["", f"[{message.role}]{mark}", *_tool_lines(message), message.content]
     return "\n".join(lines) + "\n"
+
+
+def _tool_lines(message) -> list[str]:
+    """The tools a reply called on its way, a line per call and per result."""
+    from chatllm.reply.tool_loop import steps_from_json, transcript_lines
+
+    return transcript_lines(steps_from_json(message.tools)) if message.tools else []
 
 
 def to_markdown(conversation) -> str:
@@ -145,6 +152,7 @@ def to_markdown(conversation) -> str:
         lines += [
             f"## {message.role.capitalize()}",
             "",
+            *(f"_{line.strip()}_  " for line in _tool_lines(message)),
             message.content + (INTERRUPTED_MARK if message.interrupted else ""),
             "",
         ]

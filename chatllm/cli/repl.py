@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from chatllm.cli import slash_commands
+from chatllm.cli.reply_view import ReplyView, stats_line
 from chatllm.config.settings import data_dir
 from chatllm.errors import ChatLLMError
 from chatllm.private_files import private_file
 from chatllm.render import MarkdownSink, PlainSink, ReasoningDisplay, styling_allowed
-from chatllm.reply.events import Draft, Event, Finish, Notice, Reasoning, Text
 from chatllm.reply.pipeline import Events
 
 try:
@@ -121,7 +121,7 @@ class Repl:
         """Show the reply whose events `start()` yields as it streams; Ctrl-C
         stops it and keeps what came so far. Errors are shown and the
         conversation goes on."""
-        view = _ReplyView(self, ReasoningDisplay(self.options.show_reasoning))
+        view = ReplyView(self, ReasoningDisplay(self.options.show_reasoning))
         events: Events | None = None
         interrupted = False
         with _typing_hidden(self.on_terminal):
@@ -150,7 +150,7 @@ class Repl:
         for note in view.later:
             self.notice(note)
         if self.options.stats and view.finish is not None:
-            self.notice(_stats_line(view.finish.stats))
+            self.notice(stats_line(view.finish.stats))
         self.out.write("\n")
         self.out.flush()
         self._context_used = None
@@ -362,53 +362,6 @@ class Repl:
         width = app.output.get_size().columns if app is not None else 80
         gap = width - len(info) - len(hints)
         return info + " " * gap + hints if gap >= 2 else info
-
-
-class _ReplyView:
-    """One reply on the terminal: its text and drafts in a sink opened at the
-    first words (the spinner runs until then), its thinking on stderr, its
-    notices above the spinner or, once the text has begun, after the reply."""
-
-    def __init__(self, repl: Repl, thinking: ReasoningDisplay) -> None:
-        self.repl, self.thinking = repl, thinking
-        self.sink: Any = None
-        self.later: list[str] = []
-        self.finish: Finish | None = None
-
-    def aside(self, event: Event) -> bool:
-        """Handle an event that shows no words of the reply; False for one that does."""
-        if isinstance(event, Text) or isinstance(event, Draft) and (event.text.strip() or self.sink is not None):
-            return False
-        if isinstance(event, Reasoning):
-            self.thinking.piece(event.text)
-        elif isinstance(event, Notice):
-            (self.later.append if self.sink is not None else self.repl.notice)(event.text)
-        elif isinstance(event, Finish):
-            self.finish = event
-        return True
-
-    def show(self, event: Event) -> None:
-        if self.sink is None:
-            self.repl._stop_spinner()
-            self.sink = self.repl._open_sink()
-        self.thinking.done()
-        if isinstance(event, Text):
-            self.sink.write(event.text)
-        elif isinstance(event, Draft):
-            self.sink.draft(event.text)
-
-    def close(self) -> None:
-        if self.sink is not None:
-            self.sink.close()
-
-
-def _stats_line(stats) -> str:
-    usage, timings = stats.usage, stats.timings
-    return (
-        f"{usage.completion_tokens} tokens · decode {timings.decode_tokens_per_s:.1f} tok/s · "
-        f"prefill {timings.prefill_tokens_per_s:.1f} tok/s · first token {timings.ttft_s:.2f} s · "
-        f"prompt {usage.prompt_tokens} tokens ({usage.cached_prompt_tokens} from cache) · total {timings.total_s:.2f} s"
-    )
 
 
 def _default_history_path() -> Path:

@@ -7,13 +7,14 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from chatllm import engine
 from chatllm.cli import early_load
+from chatllm.cli.approval import ask_on_terminal
 from chatllm.cli.interaction import hub_interaction
 from chatllm.cli.options import RunOptions
 from chatllm.cli.parts_progress import parts_progress
@@ -107,18 +108,30 @@ def run_job(spec: JobSpec, options: RunOptions, values: dict[str, Any], given: f
     or run it: a conversation on a terminal in the REPL, any other run's
     events through a Printer."""
     config = settings()
+    closing = ExitStack()  # what the job opens for its run (MCP servers), closed with it
+    # A tool call is asked about on a terminal; in a pipe there is no one to ask.
+    ask = ask_on_terminal if sys.stdin.isatty() and sys.stderr.isatty() else None
 
     def setup(model: ModelInfo, progress: ProgressCallback | None = None) -> Setup:
         log = options.log and config.log
-        return Setup(values, options.sampling(), options.repetition, model, given, config.hints, log, progress)
+        sampling, repetition, hints = options.sampling(), options.repetition, config.hints
+        return Setup(values, sampling, repetition, model, given, hints, log, progress, ask, closing)
 
-    if options.dry_run:
-        job = spec.prepare(setup(dry_run_model(options, config)))
-        sys.stdout.write(dry_run_json(job.plan(), job.template, options.model) + "\n")
-        return
+    with closing:
+        if options.dry_run:
+            job = spec.prepare(setup(dry_run_model(options, config)))
+            sys.stdout.write(dry_run_json(job.plan(), job.template, options.model) + "\n")
+            return
+        run_model(spec, options, config, setup, sequences_for(values))
+
+
+def run_model(
+    spec: JobSpec, options: RunOptions, config: Settings, setup: Callable[..., Setup], sequences: int | None
+) -> None:
+    """Plan the job while its model loads, then run it: a conversation on a
+    terminal in the REPL, any other run's events through a Printer."""
     # A job whose text streams part by part (a translation) is progress enough on a terminal.
     live = spec.streams_parts and sys.stdout.isatty() and not options.json
-    sequences = sequences_for(values)
     with loading_model(options, config, sequences) as loading, parts_progress(output_is_live=live) as progress:
         resolved = loading.model
         job = spec.prepare(setup(ModelInfo(resolved.name, resolved.path, resolved.remote_url is not None), progress))
@@ -158,7 +171,8 @@ def show(spec: JobSpec, job: Job, options: RunOptions, config: Settings, model: 
         print_stats(stats)
     if job.record is not None and options.log and config.log:
         text = "\n".join(reply.text for reply in replies)
-        record_run(model, job.template, {**job.record, "reasoning": meter.reasoning}, text, stats)
+        tools = [step for reply in replies for step in reply.tools]
+        record_run(model, job.template, {**job.record, "reasoning": meter.reasoning, "tools": tools}, text, stats)
 
 
 def dry_run_model(options: RunOptions, config: Settings) -> ModelInfo:

@@ -6,28 +6,57 @@ engine used by unit tests) through this protocol only.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from chatllm.reply.events import Reasoning
+    from chatllm.reply.events import Reasoning, ToolCall
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 # Text as it streams, in pieces; closing it early stops what makes it.
 Stream = Generator[str, None, None]
 # A reply as an engine streams it: the answer's text in `str` pieces, a
-# reasoning model's thinking as `Reasoning` events; closing it early stops the
-# generation.
-EngineStream = Generator["str | Reasoning", None, None]
-FinishReason = Literal["stop", "length", "repetition", "interrupted"]
+# reasoning model's thinking as `Reasoning` events, the tool calls it makes as
+# `ToolCall` events (issue 23); closing it early stops the generation.
+EngineStream = Generator["str | Reasoning | ToolCall", None, None]
+# "tool_calls": the reply ended asking for tools (serve's replies; a chat turn
+# goes on once their results are in).
+FinishReason = Literal["stop", "length", "repetition", "interrupted", "tool_calls"]
+
+
+@dataclass(frozen=True)
+class MessageToolCall:
+    """A tool call an assistant message made; `arguments` is JSON text, as
+    OpenAI's API carries it (and so a Message stays hashable)."""
+
+    id: str
+    name: str
+    arguments: str
 
 
 @dataclass(frozen=True)
 class Message:
     role: Role
     content: str
+    # An assistant message that called tools, and a "tool" message's answer to one.
+    tool_calls: tuple[MessageToolCall, ...] = ()
+    tool_call_id: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool as a model is told of it: OpenAI's function description."""
+
+    name: str
+    description: str
+    parameters: str  # a JSON Schema of type object, as JSON text
+
+    def function(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "parameters": json.loads(self.parameters)}
 
 
 def _sampling(default: Any, low: float | None = None, high: float | None = None, *, whole: bool = False) -> Any:
@@ -67,6 +96,12 @@ class GenerationParams:
     # this many thinking tokens before the end of the thinking is forced (llama.cpp).
     think: bool | None = None
     reasoning_budget: int | None = None
+    # Tools the model may call (issue 23), OpenAI's `tool_choice` ("auto",
+    # "none", "required" or a tool's name) and whether one reply may call
+    # several. Calls come out of `stream` as ToolCall events.
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: str = "auto"
+    parallel_tool_calls: bool = True
 
 
 @dataclass(frozen=True)
@@ -160,6 +195,9 @@ class GenerationStats:
     finish_reason: FinishReason = "stop"
     # A reasoning model's reply ended still thinking, with no answer.
     thinking_unclosed: bool = False
+    # Tools a job ran for its replies (issue 23; the Meter counts them), and their seconds.
+    tool_calls: int = 0
+    tool_seconds: float = 0.0
 
 
 class Capabilities:

@@ -25,6 +25,7 @@ from chatllm.engine.batch_work import END, Generation, Scoring, Work
 from chatllm.engine.llama import LlamaEngine, llama_cpp
 from chatllm.engine.sampling import ReplySampler
 from chatllm.engine.scheduler import PREFIX_HOLDERS, Scheduler
+from chatllm.engine.tool_grammar import ToolCalls
 from chatllm.errors import EngineError
 from chatllm.hub.models import ResolvedModel
 
@@ -92,14 +93,17 @@ class BatchedLlamaEngine(LlamaEngine):
         self.last_stats = stats
         started = time.perf_counter()
         with self._prompt_lock:
+            calls = ToolCalls.of(params, self._prompt)
             prompt, thinking = self._checked_prompt(messages, params, stats)
             prefix = self._prompt.system_prefix_length(messages, prompt)
         self._wait_for_context()
-        sampler = ReplySampler(self._vocab, self._context, params, prompt, self.context_size, self._seed)
+        sampler = ReplySampler(self._vocab, self._context, params, prompt, self.context_size, self._seed, calls)
         work = Generation(prompt, prefix, stats, params, sampler, thinking, self._vocab, self.context_size)
         first_piece = True
+        pieces = self._results(work)
+        pieces = calls.events(pieces, stats) if calls else pieces  # closing it cancels the work too
         try:
-            for piece in self._results(work):
+            for piece in pieces:
                 if first_piece:
                     stats.timings.ttft_s = time.perf_counter() - started
                     first_piece = False
@@ -108,6 +112,7 @@ class BatchedLlamaEngine(LlamaEngine):
             stats.finish_reason = "interrupted"
             raise
         finally:
+            pieces.close()
             stats.timings.total_s = time.perf_counter() - started
             if first_piece:
                 stats.timings.ttft_s = stats.timings.total_s

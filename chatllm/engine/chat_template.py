@@ -64,10 +64,13 @@ class ChatTemplate:
         self._bos_token = bos_token
         self._eos_token = eos_token
 
-    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool, **extra: Any) -> str:
+    def render(
+        self, messages: list[dict[str, Any]], add_generation_prompt: bool, tools: list | None = None, **extra: Any
+    ) -> str:
         """The prompt text; raises what the template raises (ValueError from its
         raise_exception, e.g. when roles do not alternate). `extra` are template
-        variables such as Qwen3's `enable_thinking`."""
+        variables such as Qwen3's `enable_thinking`; `tools` are OpenAI's
+        function descriptions, for a template that renders them."""
         return self._template.render(
             messages=messages,
             bos_token=self._bos_token,
@@ -77,7 +80,7 @@ class ChatTemplate:
             strftime_now=_strftime_now,
             functions=None,
             function_call=None,
-            tools=None,
+            tools=tools,
             tool_choice=None,
             **extra,
         )

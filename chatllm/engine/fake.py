@@ -2,11 +2,15 @@
 
 It "tokenizes" by characters (4 per token, like a typical BPE on English), and
 replies with a fixed function of the last user message, so tests can assert on
-exactly what a job sent and what it did with the reply.
+exactly what a job sent and what it did with the reply. Where tools are
+offered, a reply's `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`
+is a call (ToolCall events after the text), as a local model's would be.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -17,14 +21,17 @@ from chatllm.engine.base import (
     GenerationParams,
     GenerationStats,
     Message,
-    Stream,
     Timings,
     Usage,
 )
 from chatllm.engine.reasoning import split_reasoning
 from chatllm.errors import EngineError
+from chatllm.reply.events import ToolCall
 
 ReplyFunction = Callable[[Sequence[Message]], str]
+
+
+_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
 
 
 def echo_reply(messages: Sequence[Message]) -> str:
@@ -38,6 +45,7 @@ class FakeEngine(Capabilities):
     model_name = "fake.gguf"
     can_stream = True
     supports_scoring = True
+    supports_tools = True
     identity: str | None = None
 
     def __init__(self, context_size: int = 2048, reply: ReplyFunction = echo_reply, sequences: int = 1) -> None:
@@ -80,7 +88,17 @@ class FakeEngine(Capabilities):
         as on the real backends (engine/reasoning.py)."""
         return split_reasoning(self._words(messages, params), thinking=False, stats=lambda: self.last_stats)
 
-    def _words(self, messages: Sequence[Message], params: GenerationParams) -> Stream:
+    def _calls(self, text: str, params: GenerationParams) -> tuple[str, list[ToolCall]]:
+        """The reply's text without its tool calls, and the calls (where tools are offered)."""
+        if not params.tools or params.tool_choice == "none":
+            return text, []
+        found = [json.loads(body) for body in _CALL.findall(text)]
+        calls = [
+            ToolCall(f"call_{len(self.calls)}_{i}", c["name"], c.get("arguments", {})) for i, c in enumerate(found)
+        ]
+        return _CALL.sub("", text).strip(), calls
+
+    def _words(self, messages: Sequence[Message], params: GenerationParams) -> EngineStream:
         messages = list(messages)
         prompt_tokens = self.count_prompt_tokens(messages)
         if prompt_tokens >= self.context_size:
@@ -88,7 +106,7 @@ class FakeEngine(Capabilities):
         self.calls.append(messages)
         reused = self._common_prefix_tokens(messages)
         self._previous_prompt = messages
-        text = self.reply(messages)
+        text, calls = self._calls(self.reply(messages), params)
         # Stop strings end the reply before them, as on the real backends.
         text = text[: min((i for i in (text.find(stop) for stop in params.stop if stop) if i >= 0), default=len(text))]
         pieces = [word + " " for word in text.split(" ")]
@@ -110,6 +128,9 @@ class FakeEngine(Capabilities):
                 if index == 0:
                     stats.timings.ttft_s = time.perf_counter() - started
                 yield piece
+            if calls and stats.finish_reason == "stop":
+                stats.finish_reason = "tool_calls"
+                yield from calls  # split_reasoning passes them on
         except GeneratorExit:
             stats.finish_reason = "interrupted"
             raise

@@ -37,6 +37,7 @@ from chatllm.engine.base import (
 from chatllm.engine.bindings import llama_bindings, quiet_log_callback
 from chatllm.engine.reasoning import ThinkSplitter
 from chatllm.engine.sampling import FORCED_CLOSE, PIECE_BUFFER, ReplySampler, Thinking, split_at_stop
+from chatllm.engine.tool_grammar import ToolCalls
 from chatllm.errors import EngineError, ModelError, UsageError
 from chatllm.hub.models import ResolvedModel
 
@@ -163,6 +164,7 @@ class LlamaEngine(Capabilities):
     supports_scoring = True
     supports_state_saving = True
     supports_chat_template = True
+    supports_tools = True  # in its chat template's own format, under a lazy grammar (engine/tool_grammar.py)
 
     # llama.cpp's objects are ctypes pointers and structures (typed Any here).
     context_size: int
@@ -380,11 +382,12 @@ class LlamaEngine(Capabilities):
         stats = GenerationStats(timings=Timings(load_s=self.load_s))
         self.last_stats = stats
         started = time.perf_counter()
+        calls = ToolCalls.of(params, self._prompt)
         prompt, thinking = self._checked_prompt(messages, params, stats)
         self._wait_for_context()
         started = max(started, self.ready_at or started)
         stats.timings.load_s = self.load_s
-        sampler = ReplySampler(self._vocab, self._context, params, prompt, self.context_size, self._seed)
+        sampler = ReplySampler(self._vocab, self._context, params, prompt, self.context_size, self._seed, calls)
         first_piece = True
         try:
             cached, evaluated, prefill_s = self._evaluate_prompt(messages, prompt)
@@ -398,6 +401,7 @@ class LlamaEngine(Capabilities):
             else:
                 draw = functools.partial(llama_cpp.llama_sampler_sample, sampler.chain, self._context, -1)
             pieces = self._generate(draw, params, stats, thinking)
+            pieces = calls.events(pieces, stats) if calls else pieces
             try:
                 for piece in pieces:
                     if first_piece:
@@ -421,10 +425,9 @@ class LlamaEngine(Capabilities):
     ) -> tuple[list[int], Thinking | None]:
         """The prompt's tokens, and the thinking state of a reply that may
         think; EngineError for a prompt that cannot be answered."""
-        prompt = self._prompt.prompt_tokens(messages, params.think)
+        prompt = self._prompt.prompt_tokens(messages, params.think, params)
         stats.usage.prompt_tokens = len(prompt)
-        # A reasoning model's thinking comes out as Reasoning pieces; a reply
-        # under a JSON Schema is all answer (the schema decides what it is).
+        # Thinking comes out as Reasoning pieces; a reply under a JSON Schema is all answer.
         thinking = None
         if self._prompt.may_think and not params.json_schema:
             thinking = Thinking(

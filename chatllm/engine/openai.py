@@ -55,7 +55,7 @@ from chatllm.engine.openai_stream import ReplyReader, error_message, one_line, p
 from chatllm.engine.reasoning import ThinkSplitter, may_think
 from chatllm.errors import EngineError
 from chatllm.hub.models import ResolvedModel
-from chatllm.reply.events import Reasoning
+from chatllm.reply.events import Reasoning, ToolCall
 
 DEFAULT_CONTEXT = 4096
 CONNECT_TIMEOUT_S = 5.0
@@ -92,6 +92,7 @@ class OpenAIEngine(Capabilities):
     A JSON Schema goes to the server as `response_format`, not as a local grammar."""
 
     can_stream = True
+    supports_tools = True  # passed through: the server's template and parser make the calls
     base_url: str
 
     identity: str | None = None  # the weights are on the server
@@ -274,7 +275,7 @@ class OpenAIEngine(Capabilities):
     def _body(self, messages: Sequence[Message], params: GenerationParams) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model_name,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": [_message_json(m) for m in messages],
             "stream": True,
         }
         if self._send_stream_options:
@@ -300,6 +301,13 @@ class OpenAIEngine(Capabilities):
             body["grammar"] = params.grammar
         if params.think is not None:  # Qwen3-style templates on llama-server and vLLM read this
             body["chat_template_kwargs"] = {"enable_thinking": params.think}
+        if params.tools:  # passed through: the server's template and parser make the calls
+            body["tools"] = [{"type": "function", "function": tool.function()} for tool in params.tools]
+            choice = params.tool_choice
+            named = {"type": "function", "function": {"name": choice}}
+            body["tool_choice"] = choice if choice in ("auto", "none", "required") else named
+            if not params.parallel_tool_calls:
+                body["parallel_tool_calls"] = False
         return body
 
     def _open_stream(self, messages: Sequence[Message], params: GenerationParams) -> httpx.Response:
@@ -354,7 +362,7 @@ class OpenAIEngine(Capabilities):
             for piece in pieces:
                 if type(piece) is str:
                     yield from splitter.feed(piece)
-                else:
+                else:  # thinking sent apart, a tool call
                     yield piece
             yield from splitter.finish()
             self.last_stats.thinking_unclosed = splitter.unclosed
@@ -376,6 +384,8 @@ class OpenAIEngine(Capabilities):
                         reader.reasoning = ""
                     if text:
                         yield text
+                for call_id, name, arguments in reader.calls():
+                    yield ToolCall(call_id, name, arguments)
             finally:
                 response.close()  # on early close too: the server sees the disconnect and stops
             completed = True
@@ -405,6 +415,20 @@ class OpenAIEngine(Capabilities):
 
 
 # ---- plain helpers ----------------------------------------------------------------
+
+
+def _message_json(message: Message) -> dict[str, Any]:
+    """A message as OpenAI's API takes it, tool calls and results included."""
+    data: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        data["content"] = message.content or None
+        data["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in message.tool_calls
+        ]
+    if message.role == "tool":
+        data["tool_call_id"] = message.tool_call_id
+    return data
 
 
 def _positive_int(value: Any) -> int | None:

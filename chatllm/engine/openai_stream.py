@@ -98,6 +98,8 @@ class ReplyReader:
         self.server_timings: dict[str, Any] = {}
         self.reasoning = ""  # thinking the server sent apart, not yet passed on
         self.reasoning_chunks = 0
+        # Tool calls as the server streams them, by index: id, name, arguments so far.
+        self.tool_calls: dict[int, dict[str, str]] = {}
 
     def text_of(self, event: dict[str, Any]) -> str:
         """The content `event` adds to the reply ("" for none); thinking a server
@@ -113,7 +115,7 @@ class ReplyReader:
                 continue
             reason = choice.get("finish_reason")
             if reason:
-                self.stats.finish_reason = "length" if reason == "length" else "stop"
+                self.stats.finish_reason = reason if reason in ("length", "tool_calls") else "stop"
             # `delta` in a stream; `message` when a server answers with one completion.
             delta = choice.get("delta") or choice.get("message") or {}
             if not isinstance(delta, dict):
@@ -126,11 +128,49 @@ class ReplyReader:
             content = delta.get("content")
             if isinstance(content, str):
                 text += content
+            self._read_tool_calls(delta.get("tool_calls"))
         if text:
             self.last_at = time.perf_counter()
             self.first_at = self.first_at or self.last_at
             self.chunks += 1
         return text
+
+    def _read_tool_calls(self, deltas: Any) -> None:
+        """Add a chunk's tool-call deltas (OpenAI streams a call's id and name
+        first, then its arguments in pieces; a whole reply has them whole)."""
+        for position, delta in enumerate(deltas if isinstance(deltas, list) else []):
+            if not isinstance(delta, dict):
+                continue
+            index = delta.get("index", position)
+            call = self.tool_calls.setdefault(
+                index if isinstance(index, int) else position, {"id": "", "name": "", "arguments": ""}
+            )
+            function: dict[str, Any] = delta["function"] if isinstance(delta.get("function"), dict) else {}
+            if isinstance(delta.get("id"), str) and delta["id"]:
+                call["id"] = delta["id"]
+            if isinstance(function.get("name"), str) and function["name"]:
+                call["name"] = function["name"]
+            if isinstance(function.get("arguments"), str):
+                call["arguments"] += function["arguments"]
+            elif isinstance(function.get("arguments"), dict):
+                call["arguments"] = json.dumps(function["arguments"])
+
+    def calls(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """The reply's tool calls: (id, name, arguments); arguments that are
+        not a JSON object come as {} (the toolbox says they do not fit)."""
+        found = []
+        for index in sorted(self.tool_calls):
+            call = self.tool_calls[index]
+            try:
+                arguments = json.loads(call["arguments"] or "{}")
+            except json.JSONDecodeError:
+                arguments = {}
+            found.append(
+                (call["id"] or f"call_{index}", call["name"], arguments if isinstance(arguments, dict) else {})
+            )
+        if found:
+            self.stats.finish_reason = "tool_calls"
+        return found
 
     def _read_usage(self, usage: dict[str, Any]) -> bool:
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")

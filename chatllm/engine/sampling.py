@@ -11,12 +11,15 @@ state or a penalty's history.
 from __future__ import annotations
 
 import ctypes
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chatllm.engine.base import GenerationParams, GenerationStats
 from chatllm.engine.bindings import llama_bindings
 from chatllm.engine.grammar import GRAMMAR_FIRST, ConstrainedSampler, GrammarFirst, grammar_text
 from chatllm.engine.reasoning import Piece, ThinkSplitter
+
+if TYPE_CHECKING:
+    from chatllm.engine.tool_grammar import ToolCalls
 
 llama_cpp = llama_bindings()
 
@@ -80,14 +83,25 @@ def sampler_chain(vocab: Any, params: GenerationParams, prompt: list[int], conte
 
 class ReplySampler:
     """One reply's sampler: the chain, and the grammar of `response_format` or
-    `--grammar` over it. Raises UsageError for a grammar llama.cpp rejects.
-    Free it with `close()` (once, by whoever samples with it last)."""
+    `--grammar` over it, or the lazy grammar of the tool calls it may make
+    (`calls`, engine/tool_grammar.py) first in the chain. Raises UsageError for
+    a grammar llama.cpp rejects. Free it with `close()` (once, by whoever
+    samples with it last)."""
 
     def __init__(
-        self, vocab: Any, context: Any, params: GenerationParams, prompt: list[int], context_size: int, seed: int | None
+        self,
+        vocab: Any,
+        context: Any,
+        params: GenerationParams,
+        prompt: list[int],
+        context_size: int,
+        seed: int | None,
+        calls: ToolCalls | None = None,
     ) -> None:
         self._context = context
         self.chain = sampler_chain(vocab, params, prompt, context_size, seed)
+        if calls is not None:
+            self.chain = calls.sampler(vocab, self.chain)
         self.constrained: ConstrainedSampler | GrammarFirst | None = None
         gbnf = grammar_text(params.grammar, params.json_schema) if params.grammar or params.json_schema else None
         try:

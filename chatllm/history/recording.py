@@ -3,12 +3,13 @@ one exchange, a chat turn by turn (history/store.py keeps the database)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, is_dataclass
 from typing import TYPE_CHECKING, Any
 
 from chatllm.engine.base import GenerationStats, usage_json
 from chatllm.history.store import HistoryStore, StoredMessage, title_of
+from chatllm.reply.tool_loop import ToolStep, steps_json
 
 if TYPE_CHECKING:
     from chatllm.jobs.chat import ChatSession, Turn
@@ -25,18 +26,34 @@ def record_run(
     params: Any = None,
     store: HistoryStore | None = None,
     reasoning: str | None = None,
+    tools: Sequence[ToolStep] = (),
 ) -> int:
-    """Save a one-shot run (the input and the output) as a conversation of one
-    exchange; returns its ID."""
+    """Save a one-shot run (the input and the output, and the tools it
+    called) as a conversation of one exchange; returns its ID."""
     return (store or HistoryStore()).create_conversation(
         kind="run",
         model=model,
         template=template,
         title=title_of(prompt) or template,
-        params=params,
+        params=recorded_params(params),
         variables=variables,
-        messages=[StoredMessage(0, "user", prompt), _reply_message(output, False, stats, reasoning)],
+        messages=[StoredMessage(0, "user", prompt), _reply_message(output, False, stats, reasoning, tools)],
     )
+
+
+def recorded_params(params: Any) -> Any:
+    """The settings as history shows them: the tools offered by name, and
+    no tool settings when none were (most runs)."""
+    if not is_dataclass(params) or isinstance(params, type):
+        return params
+    settings = asdict(params)
+    tools = settings.pop("tools", ())
+    if tools:
+        settings["tools"] = [tool["name"] for tool in tools]
+    else:
+        settings.pop("tool_choice", None)
+        settings.pop("parallel_tool_calls", None)
+    return settings
 
 
 class ConversationRecorder:
@@ -60,13 +77,13 @@ class ConversationRecorder:
         store: HistoryStore | None = None,
     ) -> None:
         self.store = store or HistoryStore()
-        self.model, self.template, self.params, self.variables = model, template, params, variables
+        self.model, self.template, self.params, self.variables = model, template, recorded_params(params), variables
         self.conversation_id = conversation_id
         self._turns_saved = resumed_turns
         self._last_turn: Turn | None = None
 
     def __call__(self, session: ChatSession, turn: Turn, stats: GenerationStats) -> None:
-        reply = _reply_message(turn.reply, turn.interrupted, stats, turn.reasoning)
+        reply = _reply_message(turn.reply, turn.interrupted, stats, turn.reasoning, turn.tools)
         if turn is self._last_turn and self.conversation_id is not None:
             self.store.replace_last_reply(self.conversation_id, reply, system=session.system)
             return
@@ -91,7 +108,9 @@ class ConversationRecorder:
         self._last_turn = turn
 
 
-def _reply_message(text: str, interrupted: bool, stats: Any, reasoning: str | None = None) -> StoredMessage:
+def _reply_message(
+    text: str, interrupted: bool, stats: Any, reasoning: str | None = None, tools: Sequence[ToolStep] = ()
+) -> StoredMessage:
     usage = usage_json(stats.usage) if stats is not None else None
     timings = asdict(stats.timings) if stats is not None else None
     finish = getattr(stats, "finish_reason", None)
@@ -104,4 +123,5 @@ def _reply_message(text: str, interrupted: bool, stats: Any, reasoning: str | No
         usage=usage,
         timings=timings,
         reasoning=reasoning or None,
+        tools=steps_json(tools) or None,
     )

@@ -45,6 +45,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
     (  # 3: a reasoning model's thinking, kept apart from its reply's content
         "ALTER TABLE messages ADD COLUMN reasoning TEXT",
     ),
+    (  # 4: the tools a reply called on its way (JSON: steps of text, calls and results; reply/tool_loop.py)
+        "ALTER TABLE messages ADD COLUMN tools TEXT",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

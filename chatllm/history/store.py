@@ -36,6 +36,7 @@ from chatllm.errors import HistoryError
 from chatllm.history.schema import migrate
 from chatllm.jobs.chat import Turn
 from chatllm.private_files import private_file, tighten
+from chatllm.reply.tool_loop import steps_from_json
 
 if TYPE_CHECKING:
     from chatllm.jobs.chat import Turn
@@ -56,6 +57,8 @@ class StoredMessage:
     timings: dict[str, Any] | None = None
     created: str = ""
     reasoning: str | None = None  # a reasoning model's thinking, never part of `content`
+    # The tools the reply called on its way, as reply/tool_loop.py's steps_json writes them.
+    tools: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class Conversation:
                 turns.append(Turn(user=message.content, prompt=message.prompt or message.content))
             elif message.role == "assistant" and turns and not turns[-1].reply:
                 turns[-1].reply, turns[-1].interrupted = message.content, message.interrupted
+                turns[-1].tools = steps_from_json(message.tools)
         return turns
 
 
@@ -241,7 +245,8 @@ class HistoryStore:
             now = _now()
             connection.execute(
                 "UPDATE messages SET content = ?, interrupted = ?, finish_reason = ?, usage = ?, timings = ?, created = ?,"
-                " reasoning = ? WHERE conversation_id = ? AND idx = (SELECT MAX(idx) FROM messages WHERE conversation_id = ? AND role = 'assistant')",
+                " reasoning = ?, tools = ? WHERE conversation_id = ? AND idx = (SELECT MAX(idx) FROM messages"
+                " WHERE conversation_id = ? AND role = 'assistant')",
                 (
                     message.content,
                     int(message.interrupted),
@@ -250,6 +255,7 @@ class HistoryStore:
                     _json(message.timings),
                     now,
                     message.reasoning,
+                    _json(message.tools),
                     conversation_id,
                     conversation_id,
                 ),
@@ -296,6 +302,7 @@ class HistoryStore:
                         timings=_unjson(m["timings"]),
                         created=m["created"],
                         reasoning=m["reasoning"],
+                        tools=_unjson(m["tools"]),
                     )
                     for m in messages
                 ),
@@ -366,7 +373,7 @@ class HistoryStore:
         for offset, message in enumerate(messages):
             connection.execute(
                 "INSERT INTO messages (conversation_id, idx, role, content, prompt, interrupted, finish_reason, usage, timings,"
-                " created, reasoning) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created, reasoning, tools) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     conversation_id,
                     start + offset,
@@ -379,6 +386,7 @@ class HistoryStore:
                     _json(message.timings),
                     now,
                     message.reasoning,
+                    _json(message.tools),
                 ),
             )
 

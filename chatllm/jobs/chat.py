@@ -23,9 +23,10 @@ from chatllm.jobs.model_fit import ModelFit
 from chatllm.jobs.persona_reply import PersonaTexts
 from chatllm.jobs.prompting import reply_reserve
 from chatllm.languages import detect_language
-from chatllm.reply.events import Finish, Notice, Reasoning, Text
+from chatllm.reply.events import Finish, Notice, Reasoning, Text, ToolCall, ToolResult
 from chatllm.reply.meter import Meter
 from chatllm.reply.pipeline import Events, ReplyRequest, reply
+from chatllm.reply.tool_loop import ToolRunner, ToolStep, ToolSteps, replayed, steps_json, transcript_lines
 
 INTERRUPTED_MARK = " [interrupted]"
 
@@ -37,6 +38,14 @@ class Turn:
     reply: str = ""
     interrupted: bool = False
     reasoning: str = ""  # a reasoning model's thinking: never sent back to it, never in the reply
+    # The tools the reply called on its way (reply/tool_loop.py): replayed to
+    # the model in later prompts; `reply` is all its text, theirs included.
+    tools: list[ToolStep] = field(default_factory=list)
+
+    def final_text(self) -> str:
+        """What the reply said after its last tool call."""
+        said = "".join(step.text for step in self.tools)
+        return self.reply[len(said) :] if self.reply.startswith(said) else self.reply
 
 
 @dataclass
@@ -86,7 +95,7 @@ class ChatSession:
     (reply/events.py): notices (a dropped turn, a model too small for the
     language), thinking, text, drafts for a live view when `drafts`, and its
     `Finish`. `on_turn` is told of every turn that was answered, with what it
-    cost (history)."""
+    cost (history). `tools` runs the tool calls the params offer."""
 
     def __init__(
         self,
@@ -97,6 +106,7 @@ class ChatSession:
         repetition: str = "loops",
         fit: ModelFit | None = None,
         drafts: bool = False,
+        tools: ToolRunner | None = None,
     ) -> None:
         self.engine = engine
         self.repetition = repetition
@@ -109,6 +119,7 @@ class ChatSession:
         self.first_in_context = 0  # turns before this index were dropped from the prompt
         self.on_turn = on_turn
         self.drafts = drafts
+        self.tools = tools
 
     # ------------------------------------------------------------ commands
 
@@ -129,7 +140,7 @@ class ChatSession:
         if not self.turns:
             raise InputError("nothing to retry yet")
         turn = self.turns[-1]
-        turn.reply, turn.interrupted = "", False
+        turn.reply, turn.interrupted, turn.tools = "", False, []
         return self._reply(turn)
 
     def reset(self) -> None:
@@ -150,8 +161,10 @@ class ChatSession:
         messages = [Message("system", self.system)] if self.system else []
         for turn in self.turns[self.first_in_context :] if turns is None else turns:
             messages.append(Message("user", turn.prompt))
-            if turn.reply:
-                messages.append(Message("assistant", turn.reply))
+            messages += replayed(turn.tools)
+            final = turn.final_text().strip() if turn.tools else turn.reply
+            if final:
+                messages.append(Message("assistant", final))
         return messages
 
     def _fit_to_context(self) -> tuple[list[Message], str | None]:
@@ -191,14 +204,20 @@ class ChatSession:
             yield Notice(dropped)
         turn.reasoning = ""
         meter = Meter(self.engine, self.repetition, self.drafts)
-        events = reply(meter, ReplyRequest(messages, self.params, self.persona, question=turn.user))
+        events = reply(meter, ReplyRequest(messages, self.params, self.persona, turn.user, self.tools))
         finish: Finish | None = None
+        steps = ToolSteps()
+        turn.tools = steps.steps
         try:
             for event in events:
                 if type(event) is Text:
                     turn.reply += event.text
                 elif type(event) is Reasoning:
                     turn.reasoning += event.text
+                elif type(event) is ToolCall:
+                    steps.called(event, turn.reply)
+                elif type(event) is ToolResult:
+                    steps.returned(event)
                 elif type(event) is Finish:
                     finish = event
                 yield event
@@ -220,6 +239,7 @@ class ChatSession:
             lines += ["## System", "", self.system, ""]
         for turn in self.turns:
             lines += ["## User", "", turn.user, "", "## Assistant", ""]
+            lines += [f"_{line.strip()}_  " for line in transcript_lines(turn.tools)]
             lines += [turn.reply + (INTERRUPTED_MARK if turn.interrupted else ""), ""]
         return "\n".join(lines)
 
@@ -228,7 +248,7 @@ class ChatSession:
             {
                 "persona": self.persona.name,
                 "system": self.system,
-                "turns": [vars(turn) for turn in self.turns],
+                "turns": [{**vars(turn), "tools": steps_json(turn.tools)} for turn in self.turns],
             },
             ensure_ascii=False,
             indent=2,

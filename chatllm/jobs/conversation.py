@@ -26,9 +26,11 @@ from chatllm.jobs.persona import build_persona, choose_knowledge
 from chatllm.jobs.prompting import generation_params, repetition_mode
 from chatllm.jobs.structured import constrained, grammar_for, structure_for
 from chatllm.jobs.task import parse_variables
+from chatllm.jobs.tooling import check_tools, offering, open_tools
 from chatllm.reply.events import Notice
 from chatllm.reply.meter import Meter
 from chatllm.reply.pipeline import Events
+from chatllm.reply.tool_loop import prompt_messages
 from chatllm.templates import Template, load_template
 
 
@@ -56,6 +58,10 @@ class ChatJob:
             self.repetition = "off"
         else:
             self.repetition = repetition_mode(self._template, setup.repetition, tiny_model=self.tiny)
+        # The persona's own tools go with its own knowledge (the demo shop's order lookup).
+        self.tools = open_tools(setup, self._template, template_tools=self.knowledge.template_own)
+        check_tools(self.tools, self.structure)
+        self.params = offering(self.params, self.tools, values.get("tool_choice"))
         self.record: dict[str, Any] | None = None  # the session records itself, turn by turn
 
     def persona(self, engine: Engine | None) -> Persona:
@@ -76,7 +82,7 @@ class ChatJob:
         session = ChatSession(None, self.persona(None), self.params)  # type: ignore[arg-type]  # messages() needs no engine
         session.restore(self.resumed.turns() if self.resumed is not None else [])
         grammar = grammar_for(self.structure) if self.structure is not None and not self.setup.model.remote else None
-        return Plan(session.messages(), self.params, self.structure, grammar)
+        return Plan(prompt_messages(session.messages(), self.params), self.params, self.structure, grammar)
 
     def session(self, engine: Engine) -> tuple[ChatSession, list[str]]:
         """The session on `engine`, and what to say before its first turn."""
@@ -92,8 +98,11 @@ class ChatJob:
                 resumed_turns=len(resumed.turns()) if resumed else 0,
             )
         fit = ModelFit(setup.model.path, enabled=setup.hints)
+        check_tools(self.tools, self.structure, engine)
         persona = self.persona(engine)
-        session = ChatSession(engine, persona, self.params, on_turn=recorder, repetition=self.repetition, fit=fit)
+        session = ChatSession(
+            engine, persona, self.params, on_turn=recorder, repetition=self.repetition, fit=fit, tools=self.tools
+        )
         notices = [hint for hint in [fit.for_knowledge(persona.retrieves)] if hint]
         if resumed is not None:
             session.restore(resumed.turns())

@@ -6,6 +6,7 @@ applies a job's templates, and ServedJob the job as a server offers it."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -37,7 +38,10 @@ class Setup:
     (None: not given); `given`: the options given on the command line (not
     defaults); `hints`: whether to say when a bigger model would do better;
     `log`: whether the run is saved to history; `progress`: told where a
-    long input's parts stand as they are worked through (jobs/pacing.py)."""
+    long input's parts stand as they are worked through (jobs/pacing.py);
+    `ask_tool`: asks the user whether a tool call may run (None: there is
+    no terminal to ask on; jobs/tooling.py); `closing`: what the run closes
+    when it ends, such as the MCP servers a job started."""
 
     values: Mapping[str, Any]
     sampling: Mapping[str, Any] = field(default_factory=dict)
@@ -47,6 +51,8 @@ class Setup:
     hints: bool = True
     log: bool = False
     progress: ProgressCallback | None = None
+    ask_tool: Callable[[str, dict[str, Any]], bool] | None = None
+    closing: ExitStack = field(default_factory=ExitStack)
 
 
 @dataclass(frozen=True)

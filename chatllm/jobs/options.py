@@ -6,10 +6,12 @@ imported at all."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from chatllm.reading import DEFAULT_MAX_INPUT_SIZE
 from chatllm.sizes import format_size
+from chatllm.tools.limits import DEFAULT_TIMEOUT_S, DEFAULT_TOOL_LIMIT, MAX_RESULT_BYTES
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,63 @@ def sequences_for(values: dict[str, Any]) -> int | None:
     its --parallel, or None for the single-reply engine."""
     wanted = values.get(PARALLEL_ITEMS.name) or 1
     return wanted if wanted > 1 else None
+
+
+# --------------------------------------------------------------------------- tools (issue 23)
+
+TOOLS_PANEL = "Tools"
+# The options of the jobs whose replies may call tools (chat and run, jobs/table.py).
+TOOL_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "tools",
+        ("--tools",),
+        "A YAML file of tools the model may call: local commands (argv lists, never a shell) and MCP servers "
+        "(repeatable).",
+        Path,
+        many=True,
+        panel=TOOLS_PANEL,
+        show_default=False,
+        metavar="FILE",
+    ),
+    Option(
+        "mcp",
+        ("--mcp",),
+        "An MCP server whose tools the model may call: a command line started over stdio, or an http(s):// URL "
+        "(repeatable).",
+        many=True,
+        panel=TOOLS_PANEL,
+        show_default=False,
+        metavar="SERVER",
+    ),
+    Option(
+        "yes",
+        ("--yes", "-y"),
+        "Run every tool call without asking (else a terminal asks y/N for a tool not declared safe, and a pipe "
+        "refuses it).",
+        bool,
+        False,
+        panel=TOOLS_PANEL,
+    ),
+    Option(
+        "tool_limit",
+        ("--tool-limit",),
+        f"Most tool calls per reply (each may take {DEFAULT_TIMEOUT_S:g} s and return "
+        f"{format_size(MAX_RESULT_BYTES)}).",
+        int,
+        DEFAULT_TOOL_LIMIT,
+        low=0,
+        panel=TOOLS_PANEL,
+    ),
+    Option(
+        "tool_choice",
+        ("--tool-choice",),
+        "auto (the model decides), required (each reply calls a tool first), none (no tools), or a tool's name "
+        "(each reply calls it first).",
+        default="auto",
+        panel=TOOLS_PANEL,
+        metavar="CHOICE",
+    ),
+)
 
 
 def shared(name: str) -> Option:

@@ -16,6 +16,12 @@ the same: the agent cannot see orders from here, and a colleague can. So:
 A question about how orders work ("where can I see how far along my order
 is?", "what does an order number look like?") is not about one order: the
 knowledge answers it, and the model does.
+
+With a tool that may look the order up (the support persona's demo order
+server, a client's tool through `serve`; issue 23), the model answers the
+question, and a status is stated only from what a tool returned in this
+reply: until a lookup succeeded, a sentence stating one is still replaced
+(reply/pipeline.py, `persona_stages`).
 """
 
 from __future__ import annotations

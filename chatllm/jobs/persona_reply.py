@@ -4,7 +4,8 @@ together for the chat session and for `serve`:
 
 before the model writes, whether it should:
   * a question about one particular order, which a persona without a way to
-    look orders up cannot answer (jobs/orders.py);
+    look orders up cannot answer (jobs/orders.py); with a tool that may
+    look it up, the model answers (and the coverage judge does not decide);
   * a question its knowledge does not cover, by the model's own judgement
     (jobs/coverage.py), where the model can judge;
 
@@ -70,6 +71,9 @@ class PersonaTurn:
     # Judges whether the reply draws on the knowledge; None: not checked.
     use: KnowledgeUse | None = None
     texts: PersonaTexts = field(init=False)
+    # The question is about an order a tool may look up: the model answers it
+    # (and states a status only once a tool returned one).
+    looks_up: bool = False
 
     def __post_init__(self) -> None:
         persona = self.persona
@@ -81,9 +85,13 @@ class PersonaTurn:
             else PersonaTexts(persona.fallback, persona.handover)
         )
 
-    def reply_instead(self) -> str | None:
-        """A reply decided without the model: an order it cannot see."""
+    def reply_instead(self, can_look_up: bool = False) -> str | None:
+        """A reply decided without the model: an order it cannot see
+        (`can_look_up`: a tool may look it up, so the model answers)."""
         if self.texts.no_order_lookup and asks_about_an_order(self.question):
+            if can_look_up:
+                self.looks_up = True
+                return None
             self.notes.append("The question is about one order, which this persona cannot look up.")
             return self.texts.no_order_lookup
         return None
@@ -92,7 +100,7 @@ class PersonaTurn:
         """The fallback when the model judges that its knowledge does not
         answer the question; None when it does, or cannot judge."""
         judge = self.persona.coverage
-        if judge is None or not can_score or not asks(self.question) or not self.texts.fallback:
+        if judge is None or self.looks_up or not can_score or not asks(self.question) or not self.texts.fallback:
             return None
         coverage = judge.judge(scorer, messages)
         if coverage is None or coverage.covered:

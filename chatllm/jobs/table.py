@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chatllm.jobs.job import Job, ServedJob, Setup
-from chatllm.jobs.options import OUTPUT_PANEL, PARALLEL_ITEMS, SHARED, Option
+from chatllm.jobs.options import OUTPUT_PANEL, PARALLEL_ITEMS, SHARED, TOOL_OPTIONS, Option
 
 if TYPE_CHECKING:
     from chatllm.templates import Template
@@ -140,6 +140,7 @@ JOBS: tuple[JobSpec, ...] = (
                 int,
                 complete="conversations",
             ),
+            *TOOL_OPTIONS,
         ),
         conversation=True,
         serves=("persona",),
@@ -203,6 +204,7 @@ JOBS: tuple[JobSpec, ...] = (
             VARIABLES,
             SYSTEM,
             SCHEMA,
+            *TOOL_OPTIONS,
         ),
         serves=("task",),
     ),

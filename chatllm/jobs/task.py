@@ -22,10 +22,12 @@ from chatllm.jobs.job import Plan, Served, Setup
 from chatllm.jobs.model_fit import ModelFit, is_tiny
 from chatllm.jobs.prompting import generation_params, input_budget, repetition_mode, task_messages
 from chatllm.jobs.structured import grammar_for, structure_for
+from chatllm.jobs.tooling import check_tools, offering, open_tools
 from chatllm.languages import Language, detect_language
 from chatllm.reply.events import Notice, Text
 from chatllm.reply.meter import Meter
-from chatllm.reply.pipeline import Checks, Events, call, finished
+from chatllm.reply.pipeline import Checks, Events, answer, finished
+from chatllm.reply.tool_loop import prompt_messages
 from chatllm.templates import Template, load_template
 
 
@@ -45,6 +47,9 @@ class TaskJob:
         self.fill_values(given)
         self.params = generation_params(template, setup.sampling)
         self.repetition = repetition_mode(template, setup.repetition, tiny_model=is_tiny(setup.model.path))
+        self.tools = open_tools(setup, template)
+        check_tools(self.tools, self.structure)
+        self.params = offering(self.params, self.tools, setup.values.get("tool_choice"))
         self._plan = self.first_call()
         self.record: dict[str, Any] | None = {"prompt": self.text, "variables": self.values, "params": self.params}
 
@@ -54,7 +59,7 @@ class TaskJob:
     def first_call(self) -> Plan:
         """What the first call sends (the values may take what the job works
         out before it, such as a summary's length)."""
-        messages = task_messages(self._template, self.values, self.text, self.system)
+        messages = prompt_messages(task_messages(self._template, self.values, self.text, self.system), self.params)
         grammar = grammar_for(self.structure) if self.structure is not None and not self.setup.model.remote else None
         return Plan(messages, self.params, self.structure, grammar)
 
@@ -76,6 +81,7 @@ class TaskJob:
         """The reply, in one call: the input must fit the context (summarize
         and translate split long input themselves)."""
         engine, template = meter.engine, self._template
+        check_tools(self.tools, self.structure, engine)
         budget = input_budget(engine, template, self.values, self.params, self.system)
         used = engine.count_tokens(self.text)
         if used > budget:
@@ -88,7 +94,7 @@ class TaskJob:
             document = complete_json(meter, messages, self.structure, self.params)
             yield Text(json.dumps(document, ensure_ascii=False, indent=2))
             return
-        yield from call(meter, messages, self.params, Checks(source=self.text))
+        yield from answer(meter, messages, self.params, Checks(source=self.text), self.tools)
 
 
 def prepare(setup: Setup) -> TaskJob:

@@ -19,7 +19,9 @@ from chatllm.engine.base import (
 
 # When calls of one job end differently, the job's finish_reason is the one a
 # user most needs to hear about.
-_NOTABLE: tuple[FinishReason, ...] = ("stop", "length", "repetition", "interrupted")
+# A call that asked for tools is the least: the reply goes on after it (a
+# client that runs its tools, `serve`'s, is told by the reply's calls).
+_NOTABLE: tuple[FinishReason, ...] = ("tool_calls", "stop", "length", "repetition", "interrupted")
 
 
 class Meter:
@@ -57,6 +59,9 @@ class Meter:
         self._prefill_tokens = 0
         self._decode_seconds = 0.0
         self._decode_tokens = 0
+        # Tools run for the job's replies, and the seconds they took.
+        self.tool_calls = 0
+        self.tool_seconds = 0.0
         # When the job was done (see `done`); until then its time runs on.
         self.done_at: float | None = None
 
@@ -73,6 +78,11 @@ class Meter:
         self._last_dropped = dropped
         self.ungrounded_sentences += dropped
         self._add(stats)
+
+    def tool_ran(self, seconds: float) -> None:
+        """A tool call of the job was run (or refused) in `seconds`."""
+        self.tool_calls += 1
+        self.tool_seconds += seconds
 
     def thought(self, text: str) -> None:
         """A piece of the current call's thinking."""
@@ -207,4 +217,10 @@ class Meter:
             decode_tokens_per_s=round(self._decode_tokens / self._decode_seconds, 1) if self._decode_seconds else 0.0,
             total_s=round(now - begun, 3),
         )
-        return GenerationStats(usage=Usage(**vars(self.usage)), timings=timings, finish_reason=self.finish_reason)
+        return GenerationStats(
+            usage=Usage(**vars(self.usage)),
+            timings=timings,
+            finish_reason=self.finish_reason,
+            tool_calls=self.tool_calls,
+            tool_seconds=round(self.tool_seconds, 3),
+        )

@@ -15,8 +15,12 @@ stage is a class in stages.py and a line in `_stages` or `persona_stages`.
 
 `call` is one engine call of a job; a job (jobs/) makes one or many and
 yields their events; `finished` ends a job's events with its notes and its
-`Finish`; `reply` is the whole of a one-call reply (the chat session's turn,
-`serve`'s completion), a persona's included.
+`Finish`; `reply` is the whole of a reply to a conversation (the chat
+session's turn, `serve`'s completion), a persona's included; `answer` is a
+job's reply that may call tools. A model's tool calls come out of the engine
+as `ToolCall` events; they go around the stages and follow the call's text.
+Given a `ToolRunner`, a reply runs them and goes on (tool_loop.py); without
+one (`serve`: its client runs them) they end the reply.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from chatllm.errors import ChatLLMError
 from chatllm.jobs.grounding import GroundingFilter
 from chatllm.jobs.persona_reply import PersonaTurn
 from chatllm.jobs.repetition import RepetitionGuard, repeats_in
-from chatllm.reply.events import Draft, Event, Finish, Notice, Reasoning, Text, text_of
+from chatllm.reply.events import Draft, Event, Finish, Notice, Reasoning, Text, ToolCall, text_of
 from chatllm.reply.meter import Meter
 from chatllm.reply.stages import (
     Ending,
@@ -42,6 +46,14 @@ from chatllm.reply.stages import (
     Repetition,
     Stage,
     finish_all,
+)
+from chatllm.reply.tool_loop import (
+    ToolRunner,
+    offers_tools,
+    prompt_messages,
+    results_since_question,
+    tool_loop,
+    tool_results,
 )
 
 if TYPE_CHECKING:
@@ -127,6 +139,7 @@ class _Call:
         self.drafting = meter.drafts and visible and bool(stages) and not any(s.holds_reply for s in stages)
         self.outermost_first = stages[::-1]
         self.dropped = 0
+        self.calls: list[ToolCall] = []
 
     def events(self, pieces: EngineStream) -> Events:
         # Per piece: the stages' own work, one Text, one Draft when what they
@@ -135,15 +148,19 @@ class _Call:
         repeats = guard.guard if guard is not None else None
         timing, drafting, draft = self.visible, self.drafting, ""
         answered = False
+        calls = self.calls
         try:
             for piece in pieces:
                 if timing and piece:
                     meter.first_piece()
                     timing = False
-                if type(piece) is not str:  # a reasoning model's thinking: around the stages
-                    assert isinstance(piece, Reasoning)
-                    meter.thought(piece.text)
-                    yield piece
+                if type(piece) is not str:  # thinking, or a tool call: around the stages
+                    if type(piece) is ToolCall:
+                        calls.append(piece)  # sent after the text that came before it
+                    else:
+                        assert isinstance(piece, Reasoning)
+                        meter.thought(piece.text)
+                        yield piece
                     continue
                 answered = answered or bool(piece.strip())
                 text = piece
@@ -175,6 +192,7 @@ class _Call:
                 draft = ""
         if draft:
             yield Draft("")
+        yield from calls
         self.dropped = self.grounding.check.dropped if self.grounding is not None else 0
 
     def feed(self, text: str, start: int = 0) -> str:
@@ -204,7 +222,8 @@ class _Call:
 
     def ending(self) -> Ending:
         stopped = self.stopped_a_repeat()
-        return Ending(not stopped and self.meter.engine.last_stats.finish_reason == "stop", stopped)
+        by_itself = not stopped and self.meter.engine.last_stats.finish_reason in ("stop", "tool_calls")
+        return Ending(by_itself, stopped, called_tools=bool(self.calls))
 
     def stats(self) -> GenerationStats:
         """The engine's stats of the call, with the guard's finish."""
@@ -214,13 +233,15 @@ class _Call:
         return stats
 
 
-def persona_stages(turn: PersonaTurn) -> list[Stage]:
+def persona_stages(turn: PersonaTurn, looked_up: bool = False) -> list[Stage]:
     """The stages a persona's reply goes through after the generic ones
-    (jobs/persona_reply.py says why each is there)."""
+    (jobs/persona_reply.py says why each is there). Once a tool has answered
+    (`looked_up`), the reply may draw on its result instead of the knowledge,
+    and state the order status it returned."""
     stages: list[Stage] = []
-    if turn.use is not None:
+    if turn.use is not None and not looked_up:
         stages.append(KnowledgeDrawn(turn.use, turn.texts.fallback))
-    if turn.texts.no_order_lookup:
+    if turn.texts.no_order_lookup and not looked_up:
         stages.append(NoOrderStatus(turn.texts.no_order_lookup))
     if turn.persona.facts is not None:
         stages.append(NothingInternal(turn.persona.internal_names))
@@ -228,24 +249,46 @@ def persona_stages(turn: PersonaTurn) -> list[Stage]:
     return stages
 
 
-def persona_reply(meter: Meter, turn: PersonaTurn, messages: Sequence[Message], params: GenerationParams) -> Events:
+def persona_reply(
+    meter: Meter,
+    turn: PersonaTurn,
+    messages: Sequence[Message],
+    params: GenerationParams,
+    tools: ToolRunner | None = None,
+) -> Events:
     """A persona's reply to `messages` (whose last user message is `turn`'s):
     decided without the model where it must be (an order it cannot see, a
-    question its knowledge does not cover), else the model's, checked."""
+    question its knowledge does not cover), else the model's, checked; with
+    `tools`, as many calls as its tool calls need."""
     try:
-        instead = turn.reply_instead() or turn.judge(messages, meter, meter.can_score)
+        # A tool may look an order up: offered now, or its result already in (serve's second request).
+        can_look_up = offers_tools(params) or bool(results_since_question(messages))
+        forced = offers_tools(params) and params.tool_choice != "auto"
+        instead = turn.reply_instead(can_look_up) or (None if forced else turn.judge(messages, meter, meter.can_score))
         if instead is not None:
             yield Text(instead)
             return
-        checks = NO_CHECKS
-        if turn.persona.facts is not None:
-            # A reply may state the numbers of the knowledge and of the conversation.
-            facts = "\n".join([turn.persona.facts, *(m.content for m in messages if m.role == "user")])
-            checks = Checks(facts=facts, fallback=turn.texts.fallback)
-        yield from call(meter, messages, params, checks, after=persona_stages(turn))
+
+        def one_call(conversation: list[Message], params: GenerationParams) -> Events:
+            looked_up = bool(results_since_question(conversation))
+            checks = _persona_checks(turn, conversation)
+            return call(meter, conversation, params, checks, after=persona_stages(turn, looked_up))
+
+        messages = prompt_messages(messages, params)
+        yield from one_call(messages, params) if tools is None else tool_loop(meter, tools, messages, params, one_call)
     finally:
         for note in turn.finish_notes():
             meter.add_note(note)
+
+
+def _persona_checks(turn: PersonaTurn, conversation: Sequence[Message]) -> Checks:
+    """A reply may state the numbers of the knowledge, of the conversation and
+    of what its tools returned."""
+    if turn.persona.facts is None:
+        return NO_CHECKS
+    said = [m.content for m in conversation if m.role == "user"]
+    facts = "\n".join([turn.persona.facts, *said, *tool_results(conversation)])
+    return Checks(facts=facts, fallback=turn.texts.fallback)
 
 
 def finished(meter: Meter, events: Events) -> Events:
@@ -276,15 +319,35 @@ class ReplyRequest:
     # customer's last message as they wrote it (not as the prompt renders it).
     persona: Persona | None = None
     question: str = ""
+    # Runs the tools `params` offers (the CLI's declared tools); None: a
+    # tool call ends the reply (`serve`, whose client runs its tools).
+    tools: ToolRunner | None = None
 
 
 def reply(meter: Meter, request: ReplyRequest) -> Events:
     """The events of one reply to `request`, ending with its `Finish`;
     `meter` adds up what it cost (also when it is cut short)."""
     if request.persona is None:
-        return finished(meter, call(meter, request.messages, request.params))
+        return finished(meter, answer(meter, request.messages, request.params, tools=request.tools))
     turn = PersonaTurn(request.persona, request.question)
-    return finished(meter, persona_reply(meter, turn, request.messages, request.params))
+    return finished(meter, persona_reply(meter, turn, request.messages, request.params, request.tools))
+
+
+def answer(
+    meter: Meter,
+    messages: Sequence[Message],
+    params: GenerationParams,
+    checks: Checks = NO_CHECKS,
+    tools: ToolRunner | None = None,
+) -> Events:
+    """A reply to `messages`: one call, or with `tools` as many as its tool
+    calls need (each checked against `checks`)."""
+    messages = prompt_messages(messages, params)
+    if tools is None:
+        return call(meter, messages, params, checks)
+    return tool_loop(
+        meter, tools, messages, params, lambda conversation, params: call(meter, conversation, params, checks)
+    )
 
 
 def complete(meter: Meter, messages: Sequence[Message], params: GenerationParams, checks: Checks = NO_CHECKS) -> str:

@@ -33,6 +33,9 @@ class Ending:
 
     by_itself: bool = True  # the model ended it (not a length limit, not a stopped repeat)
     stopped_a_repeat: bool = False  # the repetition guard cut it
+    # It ended calling tools: the reply goes on once their results are in, so
+    # what it said so far is no whole answer to judge.
+    called_tools: bool = False
 
 
 class Stage:
@@ -115,7 +118,7 @@ class Grounding(Stage):
             self.check.discard_unfinished()
         rest = self.check.finish()
         self._said = self._said or bool(rest.strip())
-        if not self._said and self.check.dropped and self.fallback:
+        if not self._said and self.check.dropped and self.fallback and not ending.called_tools:
             rest += self.fallback
         return rest
 
@@ -151,7 +154,13 @@ class KnowledgeDrawn(Stage):
         if self._settled:
             return ""
         text = "".join(self._held)
-        if not text.strip() or self.use.settled(text) or not self.use.judgeable(text) or not self.fallback:
+        if (
+            not text.strip()
+            or ending.called_tools
+            or self.use.settled(text)
+            or not self.use.judgeable(text)
+            or not self.fallback
+        ):
             return text
         self.use.replaced = True
         return self.fallback
@@ -206,7 +215,7 @@ class NoOrderStatus(Sentences):
 
     def finish(self, ending: Ending) -> str:
         rest = super().finish(ending)
-        if self._dropped and self.instead:
+        if self._dropped and self.instead and not ending.called_tools:
             rest += (" " if self._said.strip() and not self._said[-1].isspace() else "") + self.instead
         return rest
 
@@ -237,6 +246,8 @@ class OffersHandover(Stage):
 
     def finish(self, ending: Ending) -> str:
         reply = "".join(self._said)
+        if ending.called_tools:
+            return ""
         if self.handover and reply.strip() and self.handover not in reply and declines_without_offer(reply):
             return ("" if reply.endswith((" ", "\n")) else " ") + self.handover
         return ""

@@ -17,7 +17,7 @@ import uuid
 from typing import Any
 
 from chatllm.errors import ChatLLMError
-from chatllm.reply.events import Finish, Reasoning, Text
+from chatllm.reply.events import Finish, Reasoning, Text, ToolCall
 from chatllm.reply.pipeline import Events
 from chatllm.server.capacity import ServerBusy
 from chatllm.server.gate import ClientGone, GatedHandler
@@ -31,6 +31,7 @@ from chatllm.server.openai_json import (
 )
 from chatllm.server.requests import RequestError
 from chatllm.server.service import ChatRequest, ChatService
+from chatllm.server.tool_json import tool_call_deltas, tool_calls_json
 
 
 class Handler(GatedHandler):
@@ -127,12 +128,14 @@ class Handler(GatedHandler):
                 service.capacity.finished(time.perf_counter() - started)
 
     def _complete(self, events: Events, request: ChatRequest, reply_id: str, created: int) -> None:
-        text, thinking, finish = [], [], None
+        text, thinking, calls, finish = [], [], [], None
         for event in events:
             if type(event) is Text:
                 text.append(event.text)
             elif type(event) is Reasoning:
                 thinking.append(event.text)
+            elif type(event) is ToolCall:
+                calls.append(event)  # the client runs them and sends their results back
             elif type(event) is Finish:
                 finish = event
             if self.client_gone():  # as a stream notices when a write fails
@@ -140,7 +143,14 @@ class Handler(GatedHandler):
         if finish is None:  # the server is shutting down (service.stopping)
             raise RequestError(503, "the server is shutting down; this reply was cut short", kind="server_error")
         reply = completion_json(
-            reply_id, created, request.model, "".join(text), finish.stats, "".join(thinking), finish.fields
+            reply_id,
+            created,
+            request.model,
+            "".join(text),
+            finish.stats,
+            "".join(thinking),
+            finish.fields,
+            tool_calls_json(calls),
         )
         self.send_json(200, reply)
 
@@ -159,12 +169,16 @@ class Handler(GatedHandler):
             self.wfile.flush()
 
         send({**chunk_json(reply_id, created, request.model, {"role": "assistant", "content": ""}), **extra})
-        finish = None
+        finish, calls = None, 0
         try:
             for event in events:
                 if isinstance(event, Text | Reasoning):
                     field = "content" if type(event) is Text else "reasoning_content"
                     send({**chunk_json(reply_id, created, request.model, {field: event.text}), **extra})
+                elif type(event) is ToolCall:  # its id and name, then its arguments, as OpenAI streams them
+                    for delta in tool_call_deltas(calls, event):
+                        send({**chunk_json(reply_id, created, request.model, delta), **extra})
+                    calls += 1
                 elif type(event) is Finish:
                     finish = event
         except ChatLLMError as error:  # headers are gone: report it the way llama-server does
@@ -173,7 +187,8 @@ class Handler(GatedHandler):
         if finish is None:
             return  # the server is shutting down; no [DONE]: the client learns the reply was cut short
         stats = finish.stats
-        last = chunk_json(reply_id, created, request.model, {}, finish_reason(stats))
+        reason = "tool_calls" if calls else finish_reason(stats)
+        last = chunk_json(reply_id, created, request.model, {}, reason)
         send({**last, **extra, **job_fields(finish.fields)})  # a job's fields come with the finish
         if request.include_usage:
             send(

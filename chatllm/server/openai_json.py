@@ -33,8 +33,9 @@ def timings_json(stats: GenerationStats) -> dict[str, Any]:
 
 
 def finish_reason(stats: GenerationStats) -> str:
-    """OpenAI's finish_reason, or chatllm's "repetition" (docs/ARCHITECTURE.md: the same
-    names in --json, history and here)."""
+    """OpenAI's finish_reason, or chatllm's "repetition" (docs/ARCHITECTURE.md:
+    the same names in --json, history and here). A reply that called tools
+    says "tool_calls" (completion_json, and the stream's last chunk)."""
     return stats.finish_reason if stats.finish_reason in ("length", "repetition") else "stop"
 
 
@@ -53,7 +54,10 @@ def completion_json(
     stats: GenerationStats,
     reasoning: str = "",
     fields: dict[str, Any] | None = None,
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """A whole reply; `tool_calls` as server/tool_json.py writes them (the
+    content is null beside them when the model said nothing else, as OpenAI's)."""
     return {
         "id": reply_id,
         "object": "chat.completion",
@@ -64,11 +68,12 @@ def completion_json(
                 "index": 0,
                 "message": {
                     "role": "assistant",
-                    "content": text,
+                    "content": None if tool_calls and not text else text,
                     **({"reasoning_content": reasoning} if reasoning else {}),
+                    **({"tool_calls": tool_calls} if tool_calls else {}),
                 },
                 "logprobs": None,
-                "finish_reason": finish_reason(stats),
+                "finish_reason": "tool_calls" if tool_calls else finish_reason(stats),
             }
         ],
         "usage": usage_json(stats),

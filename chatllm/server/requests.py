@@ -2,7 +2,9 @@
 accepted, and the OpenAI-style errors for what is not.
 
 Accepted: `model`, `messages` (roles system, developer (= system), user,
-assistant; content as text or a list of `{"type": "text"}` parts), `stream`,
+assistant (with `tool_calls`), tool; content as text or a list of
+`{"type": "text"}` parts), `tools`, `tool_choice` and `parallel_tool_calls`
+(server/tool_json.py), `stream`,
 `stream_options.include_usage`, `temperature`, `top_p`, `max_tokens` (or
 `max_completion_tokens`), `seed`, `stop`, `n` (1 only), `frequency_penalty`,
 `presence_penalty`, llama.cpp's `top_k`, `min_p`, `repeat_penalty`,
@@ -20,30 +22,19 @@ from typing import Any
 from chatllm.engine.base import Message, Role, sampling_settings
 from chatllm.errors import UsageError
 from chatllm.jobs.schemas import check_schema
+from chatllm.reply.tool_loop import defused
+from chatllm.server.request_error import RequestError
+from chatllm.server.tool_json import message_tool_calls, tool_settings
 
-_ROLES: dict[str, Role] = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+__all__ = ["ParsedRequest", "RequestError", "parse_chat_request"]
 
-
-class RequestError(Exception):
-    """A request the server answers with `status` and OpenAI's error JSON."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        kind: str = "invalid_request_error",
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.kind = kind
-        self.code = code
-        self.headers = headers or {}  # sent with the answer (a 503's Retry-After)
-
-    def payload(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.kind, "param": None, "code": self.code}}
+_ROLES: dict[str, Role] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+}
 
 
 @dataclass(frozen=True)
@@ -78,7 +69,7 @@ def parse_chat_request(body: Any, default_model: str) -> ParsedRequest:
     return ParsedRequest(
         model=model,
         messages=_messages(body.get("messages")),
-        overrides=_sampling(body),
+        overrides={**_sampling(body), **tool_settings(body)},
         variables=_variables(body.get("variables")),
         stream=stream,
         include_usage=bool(stream and options.get("include_usage")),
@@ -97,8 +88,18 @@ def _messages(value: Any) -> list[Message]:
             raise RequestError(400, f"{where} must be an object with 'role' and 'content'")
         role = item.get("role")
         if role not in _ROLES:
-            raise RequestError(400, f"{where}: role {role!r} is not supported (use system, user or assistant)")
-        messages.append(Message(_ROLES[role], _content(item.get("content"), where, role)))
+            raise RequestError(400, f"{where}: role {role!r} is not supported (use system, user, assistant or tool)")
+        calls = message_tool_calls(item.get("tool_calls"), where) if role == "assistant" else ()
+        content = _content(item.get("content"), where, role)
+        if role == "tool":
+            call_id = item.get("tool_call_id")
+            if not isinstance(call_id, str) or not call_id:
+                raise RequestError(400, f"{where}: a tool message needs the 'tool_call_id' it answers")
+            # A result is data: what reads as tool markup in it is made harmless, as for the CLI's own tools.
+            name = str(item.get("name") or "")
+            messages.append(Message("tool", defused(content), tool_call_id=call_id, name=name))
+            continue
+        messages.append(Message(_ROLES[role], content, tool_calls=calls))
     return messages
 
 

@@ -202,6 +202,8 @@ class ChatService:
         schema = request.schema if request.schema is not None else (template.schema if template is not None else None)
         if schema is not None and respond is not None:
             raise RequestError(400, f"model '{request.model}' answers in its own form and takes no response_format")
+        if schema is not None and params.tools and params.tool_choice != "none":
+            raise RequestError(400, "'response_format' and 'tools' do not go together", code="invalid_value")
         if schema is not None:
             try:  # a schema no grammar can express is the client's error
                 check_grammar(schema, local=self.engine.supports_grammar)
