@@ -27,6 +27,9 @@ InputMode = Literal["required", "optional", "none"]
 INPUT_VARIABLE = "input"
 KNOWLEDGE_VARIABLE = "knowledge"
 CONTEXT_VARIABLE = "context"
+# In a persona's system prompt and examples: the tools its model may call,
+# comma-separated, "" when none (so a rule or an example can depend on them).
+TOOL_NAMES_VARIABLE = "tool_names"
 # Filled in a persona's fixed texts (fallback, handover, no_order_lookup): the
 # order number a customer named, and "zh" when they wrote in Chinese.
 ORDER_VARIABLE = "order"
@@ -279,7 +282,7 @@ class _TemplateParser:
         if kind == "task" and not prompt.strip():
             raise self.fail("a task template needs a 'prompt'", "prompt")
         declared = {v.name for v in variables}
-        self.check_jinja(system, "system", declared | {KNOWLEDGE_VARIABLE})
+        self.check_jinja(system, "system", declared | {KNOWLEDGE_VARIABLE, TOOL_NAMES_VARIABLE})
         self.check_jinja(prompt, "prompt", declared | {INPUT_VARIABLE, CONTEXT_VARIABLE})
         self.check_jinja(self.text("greeting", ""), "greeting", declared)
         fixed = declared | {ORDER_VARIABLE, CUSTOMER_LANGUAGE_VARIABLE}
@@ -326,7 +329,7 @@ class _TemplateParser:
             raise self.fail("'variables' must map each variable name to its settings", "variables")
         result = []
         for name, spec in raw.items():
-            if name in (INPUT_VARIABLE, KNOWLEDGE_VARIABLE, CONTEXT_VARIABLE):
+            if name in (INPUT_VARIABLE, KNOWLEDGE_VARIABLE, CONTEXT_VARIABLE, TOOL_NAMES_VARIABLE):
                 raise self.fail(f"'{name}' is filled in by chatllm; choose another variable name", "variables", name)
             spec = spec or {}
             if not isinstance(spec, dict):
@@ -380,7 +383,9 @@ class _TemplateParser:
                 raise self.fail(
                     "each example needs 'user' and 'assistant' (and may say 'uses_knowledge: true')", "examples", index
                 )
-            self.check_jinja(str(item["assistant"]), "examples", {v.name for v in self.variables()})
+            self.check_jinja(
+                str(item["assistant"]), "examples", {v.name for v in self.variables()} | {TOOL_NAMES_VARIABLE}
+            )
             result.append(
                 Example(
                     user=str(item["user"]),

@@ -53,11 +53,19 @@ def test_a_question_about_one_order_is_told_apart_from_one_about_orders(question
 def test_order_references_and_status_claims() -> None:
     assert order_reference("status of NB-51377 please") == "NB-51377"
     assert order_reference("订单号 1234567") == "1234567" and order_reference("my order") is None
-    for claim in ("The order NB-51377 is still Confirmed.", "Your order has been shipped.", "您的订单已发货。"):
+    for claim in (
+        "The order NB-51377 is still Confirmed.",
+        "Your order has been shipped.",
+        "您的订单已发货。",
+        'Your order NB-51377 is currently in the "Received" status.',  # the 1.5B, with a lookup tool it did not call
+        "The status of your order NB-51377 is Shipped.",
+        "Your order's status is packed.",
+    ):
         assert states_order_status(claim), claim
     for fine in (
         "You can see where your order is under My orders.",
         "Once the status is In assembly, we charge 49 EUR.",
+        "You can see the status of your order in your account.",
     ):
         assert not states_order_status(fine), fine
 

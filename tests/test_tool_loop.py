@@ -152,6 +152,23 @@ def test_with_an_order_tool_the_persona_answers_with_the_status_it_returned(tmp_
     text, _ = reply_and_notes(chat.send("Where is my order NB-51377?"))
     assert text == "Your order NB-51377 has been shipped and arrives on 2026-03-06."  # its date: a fact the tool gave
     assert len(engine.calls) == 2
+    # An order named and a tool to look it up: the reply starts with a call, not a guess.
+    assert [p.tool_choice for p in engine.params] == ["required", "auto"]
+
+
+def test_without_an_order_number_the_model_may_ask_for_it(tmp_path: Path) -> None:
+    chat, engine = support(tmp_path, lambda messages: "Could you tell me your order number?")
+    assert reply_and_notes(chat.send("Where is my order?"))[0] == "Could you tell me your order number?"
+    assert [p.tool_choice for p in engine.params] == ["auto"]  # a forced call would have to make a number up
+
+
+def test_with_a_lookup_tool_the_support_prompt_asks_for_a_call_and_drops_the_cannot_see_example() -> None:
+    template = load_template("support")
+    values = template.resolve_variables({})
+    without = build_persona(template, values, None).system
+    with_tool = build_persona(template, values, None, tool_names=["order_status"]).system
+    assert "I can't see orders from here" in without and "call the order tool" not in without
+    assert "I can't see orders from here" not in with_tool and "call the order tool" in with_tool
 
 
 def test_without_a_lookup_the_persona_still_never_states_a_status(tmp_path: Path) -> None:

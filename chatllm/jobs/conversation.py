@@ -76,6 +76,7 @@ class ChatJob:
             mode=self.mode,
             tiny_model=self.tiny,
             judge_cache=judges,
+            tool_names=list(self.tools.tools) if self.tools is not None else (),
         )
 
     def plan(self) -> Plan:

@@ -53,7 +53,12 @@ _STATUS_CLAIM = re.compile(
     r"(?: already| still| currently| now| probably| likely)?(?: been)? "
     r"(?:confirmed|dispatched|delivered|shipped|sent|packed|processed|in assembly|in (?:the )?final check|"
     r"in transit|on (?:its|the) way|out for delivery|being (?:assembled|processed|prepared|packed|shipped)|"
-    r"delayed|ready|expected|due|scheduled|arriv\w+|with (?:the )?(?:courier|carrier))\b"
+    r"delayed|ready|expected|due|scheduled|arriv\w+|with (?:the )?(?:courier|carrier)|"
+    # "… is currently in the "Received" status", as the 1.5B put it
+    r"in (?:the )?[\"“'«]?[\w -]{1,30}[\"”'»]? (?:status|state|stage))\b"
+    # "The status of your order NB-51377 is …", "Your order's status is …"
+    r"|\b(?:the )?status of (?:your|the|this) order(?: (?:number |no\.? |#)?[A-Z]{0,4}-?\d{4,})? (?:is|was)\b"
+    r"|\b(?:your|the|this) order(?: [A-Z]{0,4}-?\d{4,})?(?:'s)? status (?:is|was)\b"
     r"|订单[^。！？\n]{0,16}(?:已经|已|正在|目前|还在|仍在|状态是|状态为)[^。！？\n]{0,6}"
     r"(?:发货|发出|送达|配送|处理|运输|签收|出库|打包|组装|确认|派送)",
     re.IGNORECASE,

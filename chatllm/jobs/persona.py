@@ -29,7 +29,7 @@ from chatllm.jobs.coverage import CoverageJudge
 from chatllm.jobs.knowledge import CJK, KnowledgeBase
 from chatllm.jobs.orders import order_reference
 from chatllm.jobs.persona_reply import PersonaTexts
-from chatllm.templates import CUSTOMER_LANGUAGE_VARIABLE, ORDER_VARIABLE, Template
+from chatllm.templates import CUSTOMER_LANGUAGE_VARIABLE, ORDER_VARIABLE, TOOL_NAMES_VARIABLE, Template
 
 NOTHING_FOUND = "(nothing in the knowledge matches this question)"
 
@@ -95,11 +95,16 @@ def examples_text(template: Template, values: dict[str, str], template_knowledge
     template's own knowledge and are left out when the user's replaces it: a
     demo fact in an example would contradict the user's."""
     examples = [e for e in template.examples if template_knowledge or not e.uses_knowledge]
-    if not examples:
+    # An example whose reply renders empty is left out: with a lookup tool the
+    # support persona drops its "I can't see orders from here" (a 1.5B model
+    # copied it rather than call the tool).
+    replies = [(example.user, template.render_text(example.assistant, values)) for example in examples]
+    replies = [(user, reply) for user, reply in replies if reply]
+    if not replies:
         return ""
     lines = ["Examples of good replies:"]
-    for example in examples:
-        lines += [f"Customer: {example.user}", f"You: {template.render_text(example.assistant, values)}", ""]
+    for user, reply in replies:
+        lines += [f"Customer: {user}", f"You: {reply}", ""]
     return "\n".join(lines).strip()
 
 
@@ -112,11 +117,15 @@ def build_persona(
     mode: str = "auto",
     tiny_model: bool = False,
     judge_cache: Path | None = None,
+    tool_names: Sequence[str] = (),
 ) -> Persona:
     """A Persona for `template`. Without an engine (--dry-run) token counts are
     estimated at four characters a token. `mode` is "auto" (by the knowledge's
     size and the model's, see `knowledge_sizes`), "whole" or "search".
-    `judge_cache` keeps the coverage judge's calibration (jobs/coverage.py)."""
+    `judge_cache` keeps the coverage judge's calibration (jobs/coverage.py).
+    `tool_names`: the tools the model may call, which the system prompt and
+    examples may name (the template variable `tool_names`, "" when none)."""
+    values = {**values, TOOL_NAMES_VARIABLE: ", ".join(tool_names)}
     count = engine.count_tokens if engine is not None else (lambda text: (len(text) + 3) // 4)
     context_size = engine.context_size if engine is not None else 4096
     sizes = knowledge_sizes(context_size, tiny_model)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from chatllm.engine.base import Message, Scorer
 from chatllm.jobs.knowledge_use import KnowledgeUse, asks
-from chatllm.jobs.orders import asks_about_an_order
+from chatllm.jobs.orders import asks_about_an_order, order_reference
 
 if TYPE_CHECKING:
     from chatllm.jobs.chat import Persona
@@ -84,6 +84,10 @@ class PersonaTurn:
             if persona.texts_for is not None
             else PersonaTexts(persona.fallback, persona.handover)
         )
+
+    def names_an_order(self) -> bool:
+        """Whether the question names an order by its number (a lookup needs one)."""
+        return order_reference(self.question) is not None
 
     def reply_instead(self, can_look_up: bool = False) -> str | None:
         """A reply decided without the model: an order it cannot see

@@ -26,7 +26,7 @@ one (`serve`: its client runs them) they end the reply.
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from chatllm.engine.base import EngineStream, GenerationParams, GenerationStats, Message
@@ -268,6 +268,10 @@ def persona_reply(
         if instead is not None:
             yield Text(instead)
             return
+        if turn.looks_up and offers_tools(params) and params.tool_choice == "auto" and turn.names_an_order():
+            # An order named, a tool to look it up: the reply starts with a call.
+            # Left to choose, the 1.5B answered with a status it made up.
+            params = replace(params, tool_choice="required")
 
         def one_call(conversation: list[Message], params: GenerationParams) -> Events:
             looked_up = bool(results_since_question(conversation))

@@ -187,9 +187,11 @@ class ChatService:
         messages = request.messages
         question = next((m.content for m in reversed(messages) if m.role == "user"), "")
         persona, respond = None, None
-        persona_key = (template.name if template else "", tuple(sorted(request.variables.items())))
+        offered = request.overrides.get("tools") or () if request.overrides.get("tool_choice") != "none" else ()
+        tool_names = tuple(tool.name for tool in offered)
+        persona_key = (template.name if template else "", tuple(sorted(request.variables.items())), tool_names)
         if template is not None:
-            messages, served = self._apply_template(template, request.variables, messages, persona_key)
+            messages, served = self._apply_template(template, request.variables, messages, persona_key, tool_names)
             persona, respond = served.persona, served.respond
         # Template defaults < `chatllm serve` options < the request's own values.
         params = generation_params(template, self.defaults, request.overrides)
@@ -228,7 +230,12 @@ class ChatService:
         return f"model '{model}' does not exist; this server has: {', '.join(self.model_ids())}"
 
     def _apply_template(
-        self, template: Template, given: dict[str, str], messages: list[Message], persona_key: tuple
+        self,
+        template: Template,
+        given: dict[str, str],
+        messages: list[Message],
+        persona_key: tuple,
+        tool_names: tuple[str, ...] = (),
     ) -> tuple[list[Message], Served]:
         """The messages with the template applied as the job serving it says
         (jobs/table.py), and how it is served (the persona, if it is one)."""
@@ -244,7 +251,12 @@ class ChatService:
                 return found
             with self._building:
                 return self.personas.get(persona_key) or build_persona(
-                    template, values, self.engine, tiny_model=self.tiny_model, judge_cache=persona_judges_dir()
+                    template,
+                    values,
+                    self.engine,
+                    tiny_model=self.tiny_model,
+                    judge_cache=persona_judges_dir(),
+                    tool_names=tool_names,
                 )
 
         try:
