@@ -54,12 +54,4 @@ def message_json(message: Message) -> dict[str, Any]:
     """--dry-run's message: its role and content, and the calls of an
     assistant's message or the call a tool's message answers (a chat
     continued with --continue replays them)."""
-    data: dict[str, Any] = {"role": message.role, "content": message.content}
-    if message.tool_calls:
-        data["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in message.tool_calls
-        ]
-    if message.role == "tool":
-        data["tool_call_id"] = message.tool_call_id
-    return data
+    return message.openai_json()

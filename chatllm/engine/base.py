@@ -46,6 +46,19 @@ class Message:
     tool_call_id: str = ""
     name: str = ""
 
+    def openai_json(self) -> dict[str, Any]:
+        """The message in OpenAI's shape: its role and content, an assistant's
+        calls, and the call a tool's message answers."""
+        data: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            data["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in self.tool_calls
+            ]
+        if self.role == "tool":
+            data["tool_call_id"] = self.tool_call_id
+        return data
+
 
 @dataclass(frozen=True)
 class ToolSpec:

@@ -419,15 +419,9 @@ class OpenAIEngine(Capabilities):
 
 def _message_json(message: Message) -> dict[str, Any]:
     """A message as OpenAI's API takes it, tool calls and results included."""
-    data: dict[str, Any] = {"role": message.role, "content": message.content}
-    if message.tool_calls:
+    data = message.openai_json()
+    if message.tool_calls:  # no content beside calls is null, as OpenAI sends it
         data["content"] = message.content or None
-        data["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in message.tool_calls
-        ]
-    if message.role == "tool":
-        data["tool_call_id"] = message.tool_call_id
     return data
 
 
