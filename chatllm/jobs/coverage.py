@@ -27,7 +27,7 @@ ones': the absurd uncovered probes score far lower than a real customer's
 uncovered question ("Do you offer a student discount?"), while the covered
 probes score about as high as real covered questions, so halfway between
 them is too lenient. Measured on Qwen2.5-Coder-1.5B (benchmarks/README.md,
-"Support"): its probes' means are about +2.1 and -2.2 on the support set and
+"Support on the 1.5B"): its probes' means are about +2.1 and -2.2 on the support set and
 +2.4 and -1.8 on the held-out set; real covered questions score +1.3 on
 average, and 11 of the 14 uncovered ones below +0.4. SmolLM2-135M separates
 its probes by 0.1-0.2 and is left to the surface check of

@@ -162,7 +162,7 @@ def build_persona(
         handover=texts_for("").handover,
         retrieves=retrieves,
         # On every model: on the 1.5B it turned invented answers into handovers
-        # too, and took the right fact from no reply (benchmarks/README.md, "Support").
+        # too, and took the right fact from no reply (benchmarks/README.md, "Support on the 1.5B").
         checks_answers=bool(base.passages),
         texts_for=texts_for,
         coverage=coverage,

@@ -16,7 +16,7 @@ after, whether what it wrote may reach the customer:
     the word the prompt uses for the knowledge;
   * a reply that declines offers the handover (jobs/handover.py).
 
-Measured on both benchmark models (benchmarks/README.md, "Support"): each
+Measured on both benchmark models (benchmarks/README.md, "Support on the 1.5B"): each
 stage is on for every model where it helps, not by the model's size.
 """
 
