@@ -95,15 +95,28 @@ def test_a_paragraph_twice_left_in_its_language_fails_the_job_after_the_rest() -
         ("谢谢。 谢谢。 谢谢 P.P.A.", "a fragment"),
         ("从上下文中，我们可以看到，在2025年4月12日，沈嘉怡的回复是：", "an opening with nothing after it"),
         ("暴雨明天来了。", ""),
+        ("1. 暴雨预计持续到周五。", "a copy of"),  # its title or first line, numbered
+        ("| `template_id` | 字符串 | 是 | 模板 |\n| `out_id` | 字符串 | 否 | 编号 |", "a copy of"),
+        ("1. 即日起执行\n2. 王蕾\n3. 连接池上限的调整\n4. 只改了一个配置", "a list of fragments"),
+        ("- 暴雨持续到周五。\n- 市民应避免外出。\n- 学校停课两天。", ""),  # a list of sentences is a summary
         ("1. 请求地址：https://api.example/v1/sms", "a copy of a line of the text"),
         ("Title: Rainstorm. Introduction: In recent years, China has been hit by storms.", "in English"),
         ("暴雨预计持续到周五，市民应避免外出。", ""),
     ],
 )
 def test_what_is_no_summary(summary: str, problem: str) -> None:
-    source = "1. 请求地址：https://api.example/v1/sms\n暴雨预计持续到周五。市民应避免不必要的外出，注意安全。"
+    source = (
+        "1. 请求地址：https://api.example/v1/sms\n暴雨预计持续到周五。市民应避免不必要的外出，注意安全。\n"
+        "| `template_id` | 字符串 | 是 | 模板 |\n| `out_id` | 字符串 | 否 | 编号 |"
+    )
     found = summary_problem(summary, source, "zh")
     assert (problem in found) if problem else found == ""
+
+
+def test_a_list_of_fragments_is_a_summary_when_bullets_were_asked_for() -> None:
+    summary = "- 即日起执行\n- 连接池上限的调整\n- 回调改成异步处理"
+    assert "fragments" in summary_problem(summary, "连接池上限即日起调整，回调改成异步处理。", "zh")
+    assert summary_problem(summary, "连接池上限即日起调整，回调改成异步处理。", "zh", bullets=True) == ""
 
 
 def test_a_summary_in_another_language_is_written_again_and_twice_is_an_error() -> None:

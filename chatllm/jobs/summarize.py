@@ -62,6 +62,10 @@ _CHARACTER_LANGUAGES = ("zh", "ja")
 # A summary of fewer different words (two CJK characters count as one) says
 # nothing: "The hotel opened." has three.
 FEWEST_DISTINCT_WORDS = 3
+# A summary this much of which is lines of its text, word for word, is a copy.
+COPIED_SHARE = 0.8
+_LIST_MARKER = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)、])\s+|^\s*\|")
+_SENTENCE_END = re.compile(r"[.!?。！？…)）]$")
 # Below this many tokens a text leaves its summary no room for a whole sentence.
 SHORTEST_SUMMARIZED = 48
 # Added to the prompt of a summary's second try.
@@ -264,7 +268,8 @@ class _Summary:
                 attempt_params, attempt_messages = _second_try(final_params, messages)
             checks = Checks(facts=self.facts, drop_cut_fragment=True)
             summary = yield from hold(meter, call(meter, attempt_messages, attempt_params, checks))
-            problem = summary_problem(summary, self.facts, summary_language(self.values))
+            bullets = self.values.get("format") == "bullets"
+            problem = summary_problem(summary, self.facts, summary_language(self.values), bullets)
             # The safety net met: the model did not keep to the length it was
             # asked for (on the 1.5B, 2 of 22: a text nearly copied, a long
             # reduce). Its first sentences are whole, but the rest is lost, so
@@ -322,8 +327,31 @@ def planned_calls(parts: list[Chunk], budget: int, overhead: int, max_tokens: in
         sizes = [combined // count] * count
 
 
-def summary_problem(summary: str, source: str, language_tag: str | None) -> str:
-    """Why `summary` is no summary of `source` ("" when it is one)."""
+def _lines(text: str) -> list[str]:
+    """A text's lines without list markers and extra white space."""
+    lines = (_LIST_MARKER.sub("", line) for line in text.splitlines())
+    return [" ".join(line.split()) for line in lines if line.strip()]
+
+
+def _mostly_copied(summary: str, source: str) -> bool:
+    """Most of the summary is lines of the source, word for word (a table or an
+    email copied, a title numbered "1."), as the embedded model does."""
+    lines = _lines(summary)
+    whole = " ".join(" ".join(_lines(source)).split())
+    copied = sum(len(line) for line in lines if len(line) >= 8 and line in whole)
+    return copied >= COPIED_SHARE * sum(len(line) for line in lines)
+
+
+def _list_of_fragments(summary: str) -> bool:
+    """A list of three or more items, most of them no sentence ("王蕾", "连接池上限的调整")."""
+    items = [line for line in summary.splitlines() if _LIST_MARKER.match(line)]
+    fragments = [item for item in items if not _SENTENCE_END.search(item.rstrip())]
+    return len(items) >= 3 and len(fragments) * 2 > len(items)
+
+
+def summary_problem(summary: str, source: str, language_tag: str | None, bullets: bool = False) -> str:
+    """Why `summary` is no summary of `source` ("" when it is one); `bullets`:
+    a list was asked for, so items need not be sentences."""
     text = " ".join(summary.split())
     if not text:
         return "all repeats or invented numbers"
@@ -336,6 +364,10 @@ def summary_problem(summary: str, source: str, language_tag: str | None) -> str:
         return f"an opening with nothing after it ({text[-40:]!r})"
     if len(text) >= 20 and text in " ".join(source.split()):
         return "a copy of a line of the text"
+    if _mostly_copied(summary, source):
+        return "a copy of lines of the text"
+    if not bullets and _list_of_fragments(summary):
+        return "a list of fragments, not sentences"
     if re.search(r"\bsummari[sz]e the text\b|write the summary in\b", text, re.IGNORECASE):
         return "the instruction written again"
     if language_tag:
