@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from chatllm.jobs.orders import states_order_status
 from tests.support.cli import run_chatllm, start_chatllm
 
 pytestmark = pytest.mark.slow
@@ -248,10 +249,15 @@ def test_the_embedded_support_persona_declines_what_its_knowledge_does_not_cover
 
 
 def test_the_support_persona_never_states_an_order_status(embedded_model: Path) -> None:
-    result = run_chatllm("chat", "-p", "support", "--json", input="What's the status of my order MM-123456?\n")
+    # Without its order lookup (--tool-choice none), the persona says so without asking the model.
+    question = "What's the status of my order MM-123456?\n"
+    result = run_chatllm("chat", "-p", "support", "--tool-choice", "none", "--json", input=question)
     reply = json_result(result)["text"]
     assert reply.startswith("I can't see orders from here, so I can't check order MM-123456 for you.")
     assert "cannot look up" in result.stderr.decode()
+    # With it, the tiny model answers itself, and no status it did not look up gets through.
+    reply = json_result(run_chatllm("chat", "-p", "support", "--json", input=question))["text"]
+    assert not states_order_status(reply) and "human colleague" in reply
 
 
 def test_a_max_tokens_too_small_for_a_sentence_is_one_clear_error(embedded_model: Path) -> None:

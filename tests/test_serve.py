@@ -324,6 +324,6 @@ def test_the_persona_cache_is_bounded_and_keeps_no_refused_request(served) -> No
     assert len(cached) == limit
     with pytest.raises(openai.BadRequestError, match="context holds"):
         ask("big " * 3000)
-    assert cached.get(("support", (("company", "big " * 3000),))) is None
-    assert cached.get(("support", (("company", "Shop 4"),))) is not None  # the oldest kept: nothing pushed it out
-    assert cached.get(("support", (("company", "Shop 3"),))) is None
+    assert cached.get(("support", (("company", "big " * 3000),), ())) is None
+    assert cached.get(("support", (("company", "Shop 4"),), ())) is not None  # the oldest kept: nothing pushed it out
+    assert cached.get(("support", (("company", "Shop 3"),), ())) is None

@@ -95,7 +95,7 @@ class BatchedLlamaEngine(LlamaEngine):
         with self._prompt_lock:
             calls = ToolCalls.of(params, self._prompt)
             prompt, thinking = self._checked_prompt(messages, params, stats)
-            prefix = self._prompt.system_prefix_length(messages, prompt)
+            prefix = self._prompt.system_prefix_length(messages, prompt, params)
         self._wait_for_context()
         sampler = ReplySampler(self._vocab, self._context, params, prompt, self.context_size, self._seed, calls)
         work = Generation(prompt, prefix, stats, params, sampler, thinking, self._vocab, self.context_size)

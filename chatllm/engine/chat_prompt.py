@@ -219,14 +219,19 @@ class ChatPrompt:
     def _dicts(messages: Sequence[Message], contents: Sequence[str]) -> list[dict[str, Any]]:
         return [{"role": m.role, "content": content} for m, content in zip(messages, contents, strict=True)]
 
-    def system_prefix_length(self, messages: Sequence[Message], prompt: list[int]) -> int:
+    def system_prefix_length(
+        self, messages: Sequence[Message], prompt: list[int], params: GenerationParams | None = None
+    ) -> int:
         """Tokens of the leading system messages when they form an exact prefix of
-        `prompt` long enough to be worth a file on disk; otherwise 0."""
+        `prompt` long enough to be worth a file on disk; otherwise 0. `params`'
+        tools are rendered as in the prompt (a template writes them into the
+        system turn, so a persona with tools has its own prefix)."""
         count = 0
         while count < len(messages) and messages[count].role == "system":
             count += 1
+        tools = params if params is not None and params.tools and params.tool_choice != "none" else None
         try:
-            prefix = self._render(messages[:count], add_generation_prompt=False) if count else []
+            prefix = self._render(messages[:count], add_generation_prompt=False, tools=tools) if count else []
         except EngineError:
             return 0
         fits = MIN_PREFIX_TOKENS <= len(prefix) < len(prompt) and prompt[: len(prefix)] == prefix

@@ -390,7 +390,7 @@ class LlamaEngine(Capabilities):
         sampler = ReplySampler(self._vocab, self._context, params, prompt, self.context_size, self._seed, calls)
         first_piece = True
         try:
-            cached, evaluated, prefill_s = self._evaluate_prompt(messages, prompt)
+            cached, evaluated, prefill_s = self._evaluate_prompt(messages, prompt, params)
             stats.usage.cached_prompt_tokens = cached
             # A fully cached prompt still re-evaluates its last token (for logits):
             # that is no prefill worth a rate.
@@ -444,7 +444,9 @@ class LlamaEngine(Capabilities):
             )
         return prompt, thinking
 
-    def _evaluate_prompt(self, messages: Sequence[Message], prompt: list[int]) -> tuple[int, int, float]:
+    def _evaluate_prompt(
+        self, messages: Sequence[Message], prompt: list[int], params: GenerationParams | None = None
+    ) -> tuple[int, int, float]:
         """Bring the KV cache to exactly `prompt`, reusing what is already there and
         a saved prefix state. Returns (tokens reused, tokens evaluated, seconds)."""
         keep = 0
@@ -453,7 +455,7 @@ class LlamaEngine(Capabilities):
             keep += 1
         self._truncate_kv(keep)
         cache = self._state_cache
-        prefix = self._prompt.system_prefix_length(messages, prompt) if cache is not None else 0
+        prefix = self._prompt.system_prefix_length(messages, prompt, params) if cache is not None else 0
         save_prefix = False
         if cache is not None and prefix > keep:
             if cache.has(prompt[:prefix]):

@@ -82,6 +82,9 @@ class Persona:
     coverage: CoverageJudge | None = None
     # Names a reply must not show the customer: the knowledge files' names.
     internal_names: tuple[str, ...] = ()
+    # A question naming an order starts its reply with a lookup tool's call,
+    # where one is offered (reply/pipeline.py, persona_reply).
+    looks_up_first: bool = True
 
 
 def with_knowledge(system: str, knowledge: str) -> str:

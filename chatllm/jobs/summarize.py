@@ -59,9 +59,9 @@ _WORD = re.compile(r"[^\W\d_]+|\d+")
 _LETTERS = re.compile(r"[^\W\d_]+")
 _CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 _CHARACTER_LANGUAGES = ("zh", "ja")
-# A summary of fewer different words (two CJK characters count as one) says
-# nothing: "The hotel opened." has three.
-FEWEST_DISTINCT_WORDS = 3
+# A summary of fewer different words says nothing ("谢谢。 谢谢。 谢谢 P.P.A."
+# has one and a half: two CJK characters, or two single letters, count as one).
+FEWEST_DISTINCT_WORDS = 2
 # A summary this much of which is lines of its text, word for word, is a copy.
 COPIED_SHARE = 0.8
 _LIST_MARKER = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)、])\s+|^\s*\|")
@@ -358,7 +358,8 @@ def summary_problem(summary: str, source: str, language_tag: str | None, bullets
     # Counted without repeats: the embedded model's "谢谢。 谢谢。 谢谢 P.P.A."
     # says one thing three times and is no more a summary than "谢谢".
     words = {word.lower() for word in _WORD.findall(_CJK_CHAR.sub(" ", text))}
-    if len(words) + len(set(_CJK_CHAR.findall(text))) / 2 < FEWEST_DISTINCT_WORDS:
+    size = sum(1 if len(word) > 1 else 0.5 for word in words) + len(set(_CJK_CHAR.findall(text))) / 2
+    if size < FEWEST_DISTINCT_WORDS:
         return f"a fragment ({text!r})"
     if text.endswith((":", "：")):  # "从上下文中，我们可以看到……的回复是：" and then nothing
         return f"an opening with nothing after it ({text[-40:]!r})"

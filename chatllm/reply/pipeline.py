@@ -268,7 +268,8 @@ def persona_reply(
         if instead is not None:
             yield Text(instead)
             return
-        if turn.looks_up and offers_tools(params) and params.tool_choice == "auto" and turn.names_an_order():
+        lookup = turn.looks_up and turn.persona.looks_up_first and turn.names_an_order()
+        if lookup and offers_tools(params) and params.tool_choice == "auto":
             # An order named, a tool to look it up: the reply starts with a call.
             # Left to choose, the 1.5B answered with a status it made up.
             params = replace(params, tool_choice="required")
