@@ -99,6 +99,7 @@ def test_a_paragraph_twice_left_in_its_language_fails_the_job_after_the_rest() -
         ("| `template_id` | 字符串 | 是 | 模板 |\n| `out_id` | 字符串 | 否 | 编号 |", "a copy of"),
         ("1. 即日起执行\n2. 王蕾\n3. 连接池上限的调整\n4. 只改了一个配置", "a list of fragments"),
         ("- 暴雨持续到周五。\n- 市民应避免外出。\n- 学校停课两天。", ""),  # a list of sentences is a summary
+        ("Dear Customer Relations team,\n\nSubject: Formal Complaint – repeated outages", "no whole sentence"),
         ("1. 请求地址：https://api.example/v1/sms", "a copy of a line of the text"),
         ("Title: Rainstorm. Introduction: In recent years, China has been hit by storms.", "in English"),
         ("暴雨预计持续到周五，市民应避免外出。", ""),

@@ -369,6 +369,8 @@ def summary_problem(summary: str, source: str, language_tag: str | None, bullets
         return "a copy of lines of the text"
     if not bullets and _list_of_fragments(summary):
         return "a list of fragments, not sentences"
+    if not bullets and not _SENTENCE_END.search(text) and not re.search(r"[.!?。！？](?=\s)", text):
+        return "no whole sentence"  # "Dear Customer, … Subject: Formal Complaint – Account 5501-…"
     if re.search(r"\bsummari[sz]e the text\b|write the summary in\b", text, re.IGNORECASE):
         return "the instruction written again"
     if language_tag:
