@@ -108,6 +108,18 @@ def examples_text(template: Template, values: dict[str, str], template_knowledge
     return "\n".join(lines).strip()
 
 
+def _system_prompt(
+    template: Template, values: dict[str, str], override: str | None, knowledge: str, template_own: bool
+) -> str:
+    """The persona's system prompt: the template's (or -s's) with the knowledge
+    given whole, and the template's examples."""
+    if override is not None:
+        return with_knowledge(override, knowledge)
+    system = template.render_system(values, knowledge=knowledge)
+    examples = examples_text(template, values, template_own)
+    return f"{system}\n\n{examples}" if examples else system
+
+
 def build_persona(
     template: Template,
     values: dict[str, str],
@@ -134,13 +146,7 @@ def build_persona(
     whole = base.full_text()
     fits_whole = mode == "whole" or mode == "auto" and count(whole) <= sizes.whole_tokens
 
-    if system_override is not None:
-        system = with_knowledge(system_override, whole if fits_whole else "")
-    else:
-        system = template.render_system(values, knowledge=whole if fits_whole else "")
-        examples = examples_text(template, values, knowledge.template_own)
-        if examples:
-            system = f"{system}\n\n{examples}"
+    system = _system_prompt(template, values, system_override, whole if fits_whole else "", knowledge.template_own)
 
     retrieves = bool(base.passages) and not fits_whole
     render_user = functools.partial(_render_user, template, values, base if retrieves else None, sizes, count)
