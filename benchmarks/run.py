@@ -283,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="chatllm-bench-") as tmp:
         folder = Path(tmp)
         sandbox = Sandbox(folder / "home", threads=threads, repack=repack)
+        # chatllm runs the same GGUF as llama-bench (its default is the embedded model).
+        sandbox.extra["CHATLLM_MODEL"] = str(model)
         count = m.TokenCounter(model)
         n_gen = 128
         flash_attn = m.engine_flash_attn(sandbox) if args.flash_attn == "detect" else args.flash_attn
