@@ -14,6 +14,7 @@ import pytest
 
 from chatllm.reply.events import ToolCall
 from chatllm.tools.declarations import McpServer, ToolError
+from chatllm.tools.mcp_client import server_label
 from chatllm.tools.toolbox import Approval, Toolbox
 
 SERVER = Path(__file__).parent / "support" / "tools" / "mcp_test_server.py"
@@ -53,9 +54,10 @@ def test_a_stdio_server_lists_and_runs_its_tools() -> None:
         assert failed.is_error and "Error executing tool broken" in failed.content
         _, said = box.run(ToolCall("c3", "die", {}))
         after, said_again = box.run(ToolCall("c4", "add", {"a": 1, "b": 1}))
-        assert after.is_error and f"MCP server 'python {SERVER}' stopped" in after.content
+        stopped = f"MCP server '{server_label(f'python {SERVER}')}' stopped"
+        assert after.is_error and stopped in after.content
         notes = [note.text for note in (said, said_again) if note is not None]
-        assert len(notes) == 1 and notes[0].startswith(f"MCP server 'python {SERVER}' stopped")  # one line, once
+        assert len(notes) == 1 and notes[0].startswith(stopped)  # one line, once
     finally:
         box.close()
 
@@ -91,3 +93,9 @@ def test_a_server_that_cannot_start_is_one_line(spec: str, message: str) -> None
     with pytest.raises(ToolError) as error:
         Toolbox.open(servers=[McpServer(spec.format(port=free_port()))])
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_long_server_command_is_shortened_in_the_middle() -> None:
+    label = server_label("python /a/very/long/checkout/path/that/goes/on/and/on/tests/support/tools/server.py")
+    assert len(label) == 60 and label.startswith("python /a/") and label.endswith("tools/server.py")
+    assert server_label("uvx mcp-server-time") == "uvx mcp-server-time"

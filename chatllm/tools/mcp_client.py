@@ -35,8 +35,9 @@ CONNECT_TIMEOUT_S = 20.0
 
 
 def server_label(spec: str) -> str:
-    """How a server is named in messages: its URL or command line, shortened."""
-    return spec if len(spec) <= 60 else spec[:57] + "..."
+    """How a server is named in messages: its URL or command line, shortened in
+    the middle, because the end (the script or the URL's path) tells servers apart."""
+    return spec if len(spec) <= 60 else spec[:20] + "..." + spec[-37:]
 
 
 def _root_cause(error: BaseException) -> BaseException:
