@@ -112,7 +112,7 @@ def test_an_interrupted_reply_is_kept_and_marked(store: HistoryStore) -> None:
     next(pieces)
     pieces.close()  # what Ctrl-C in the REPL does
     reply = store.get(recorder.conversation_id).messages[1]
-    assert reply.interrupted and reply.content == "one "
+    assert reply.interrupted and reply.content == "one"
     assert store.get(recorder.conversation_id).turns()[0].interrupted
 
 

@@ -219,12 +219,12 @@ def test_interrupted_reply_stays_marked_in_the_conversation(tmp_path: Path) -> N
     engine = FakeEngine(reply=lambda m: "one two three four five six")
     session = ChatSession(engine, Persona("chat", ""), PARAMS)
     stream = session.send("count")
-    assert next(stream) == Text("one ")
+    assert next(stream) == Text("one")
     stream.close()  # what the REPL does on Ctrl-C
     turn = session.turns[-1]
-    assert turn.interrupted and turn.reply == "one "
+    assert turn.interrupted and turn.reply == "one"
     session.save(tmp_path / "t.md")
-    assert "one  [interrupted]" in (tmp_path / "t.md").read_text()
+    assert "one [interrupted]" in (tmp_path / "t.md").read_text()
     assert text_of(session.retry()) == "one two three four five six"
     assert not session.turns[-1].interrupted
 

@@ -125,6 +125,10 @@ class RepetitionGuard:
         self._spans: dict[Key, tuple[int, int]] = {}
         self._first_seen: dict[Key, int] = {}
         self._suspects: set[Key] = set()
+        # Units seen as a span's older part: only these can begin a repeat with
+        # the next unit, so only these are held back at the end of the text.
+        self._may_begin_repeat: set[str] = set()
+        self._latest_unit_end = 0  # where the latest unit of the window ends
         self._novel = 0  # units that began a span not seen before: how much new text there has been
         # Where the current repeat began, and the start of its sentence.
         self._run_start: int | None = None
@@ -290,7 +294,7 @@ class RepetitionGuard:
             self._sentence_units.append(unit)
             self._sentence_weight += weight
         if self.tripped is None:
-            self._check_span(unit, weight, start)
+            self._check_span(unit, weight, start, match.end())
 
     def _end_sentence(self) -> None:
         self._check_sentence()
@@ -388,9 +392,10 @@ class RepetitionGuard:
 
     # ---- rule 1: spans -------------------------------------------------------
 
-    def _check_span(self, unit: str, weight: float, start: int) -> None:
+    def _check_span(self, unit: str, weight: float, start: int, end: int) -> None:
         window = self._window
         window.append((unit, weight, start))
+        self._latest_unit_end = end
         suspect, suspect_start = _suffix(window, SUSPECT_UNITS)
         if suspect is not None:
             if suspect in self._suspects:
@@ -403,6 +408,7 @@ class RepetitionGuard:
             else:
                 self._run_start = self._run_sentence = None
                 self._suspects.add(suspect)
+                self._may_begin_repeat.update(suspect[1:])  # a key lists the newest unit first
                 self._novel += 1
         span, span_start = _suffix(window, self.span_units)
         if span is None:
@@ -440,8 +446,17 @@ class RepetitionGuard:
             return text
         if end is None:
             end = self._read
-            # The latest units may combine with the next one into a suspect span.
-            latest = _suffix(self._window, SUSPECT_UNITS - 0.5)[1] if self._window else None
+            # The latest units may combine with the next one into a suspect span
+            # if the latest has begun one before. Otherwise only what follows
+            # the latest unit is held (a repeat starting with the next unit is
+            # cut where its sentence or line starts): a reply's first words
+            # reach the reader one token after they are made, not three.
+            if not self._window:
+                latest = None
+            elif self._window[-1][0] in self._may_begin_repeat:
+                latest = _suffix(self._window, SUSPECT_UNITS - 0.5)[1]
+            else:
+                latest = self._latest_unit_end
             for held in (self._hold_opening, self._run_sentence, latest):
                 if held is not None:
                     end = min(end, held)
