@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,21 @@ class BatchedLlamaEngine(LlamaEngine):
         finally:
             self._open_work.pop(thread, None)
             scheduler.cancel(work)  # nothing to do once it has ended
+
+    @contextmanager
+    def expecting(self) -> Iterator[None]:
+        """A request is on its way from this thread: while it is prepared
+        (until its first `stream` or `score` submits it), a prefill about to
+        start waits briefly for it, so requests sent together are prefilled
+        in one batch (scheduler.py)."""
+        scheduler, thread = self._scheduler, threading.get_ident()
+        if scheduler is not None:
+            scheduler.expect(thread)
+        try:
+            yield
+        finally:
+            if scheduler is not None:
+                scheduler.unexpect(thread)
 
     def abandon(self, thread: int) -> None:
         """Cancel what the thread `thread` waits for (its client went away while

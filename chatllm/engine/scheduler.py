@@ -26,12 +26,21 @@ evicted nor saved until a decode has made it. A finished sequence keeps its
 tokens, so a conversation's next turn (or a persona's reply after its
 coverage judgement) reuses them in the slot holding the longest common
 prefix, as llama-server's prompt cache does.
+
+Requests sent together are prefilled together: a prefill about to start
+waits SETTLE_S for requests that arrive right after, and up to GATHER_S for
+those announced (`expect`: a caller says so before the work of preparing
+one: parsing, templating, tokenizing) but not yet submitted. Without it the first of four clients
+that sent at once was prefilled alone while the other three were still
+being tokenized, and they waited for its whole prefill step (1.4 s of
+Qwen2.5-Coder-1.5B's on this host) before theirs began.
 """
 
 from __future__ import annotations
 
 import collections
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -50,6 +59,15 @@ CANCELLED = EngineError("the request was cancelled: its client went away")
 # Sequences kept for shared prefixes (distinct system prompts held at once):
 # each is a stream of `slot_context` cells, as much memory as a slot.
 PREFIX_HOLDERS = 2
+# The longest a prefill waits for requests announced but not yet submitted
+# (seconds after the first waiting one was submitted): four requests sent at
+# once reach the scheduler within ~30 ms of each other.
+GATHER_S = 0.1
+# How long a prefill waits for requests not announced (a client's next request
+# on a kept-alive connection reaches the scheduler ~1 ms after it arrives):
+# clients that sent within this of each other are prefilled together. A lone
+# request pays it once, against a prefill of 100 ms or more on a CPU.
+SETTLE_S = 0.01
 
 
 @dataclass(eq=False)
@@ -102,6 +120,7 @@ class Scheduler:
         self._holders: collections.OrderedDict[tuple[int, ...], Holder] = collections.OrderedDict()
         self._state_cache = state_cache
         self._pending: collections.deque[Work] = collections.deque()
+        self._expected: set[int] = set()  # threads preparing a request they announced
         self._wake = threading.Condition()
         self._closing = False
         self._admitted = 0
@@ -113,10 +132,23 @@ class Scheduler:
 
     # ---- the callers' side ----------------------------------------------------
 
+    def expect(self, thread: int) -> None:
+        """Thread `thread` is preparing a request it will submit soon."""
+        with self._wake:
+            self._expected.add(thread)
+
+    def unexpect(self, thread: int) -> None:
+        """Thread `thread` will not submit (it failed, or it is done)."""
+        with self._wake:
+            if thread in self._expected:
+                self._expected.discard(thread)
+                self._wake.notify()
+
     def submit(self, work: Work) -> None:
         with self._wake:
             if self._closing:
                 raise EngineError("the model has been closed")
+            self._expected.discard(threading.get_ident())
             self._pending.append(work)
             self._wake.notify()
 
@@ -172,6 +204,7 @@ class Scheduler:
         for slot in self._slots:
             if slot.work is not None and slot.work.cancelled:
                 self._release(slot, CANCELLED)
+        self._gather()
         self._admit()
         rows = self._build_batch()
         if not rows:
@@ -195,6 +228,23 @@ class Scheduler:
                 self._wake.wait(0.05)
 
     # ---- admission and shared prefixes ----------------------------------------
+
+    def _gather(self) -> None:
+        """Before prefilling what waits, give requests sent at about the same
+        time the chance to join it, while there are free slots for them:
+        SETTLE_S after the first waiting one was submitted, GATHER_S at most
+        while requests announced to be on their way are still being prepared."""
+        with self._wake:
+            if not self._pending:
+                return
+            submitted = self._pending[0].submitted
+            while not self._closing:
+                free = sum(slot.work is None for slot in self._slots)
+                until = submitted + (GATHER_S if self._expected else SETTLE_S)
+                left = until - time.perf_counter()
+                if len(self._pending) >= free or left <= 0:
+                    return
+                self._wake.wait(left)
 
     def _admit(self) -> None:
         with self._wake:

@@ -113,7 +113,12 @@ class Handler(GatedHandler):
         started = time.perf_counter()
         # A place among --parallel + --queue (or 503 at once); a client that
         # leaves while its request waits is noticed (hangups.py).
-        with service.capacity.admitted(), service.hangups.watching(self.connection), service.turn():
+        with (
+            service.capacity.admitted(),
+            service.hangups.watching(self.connection),
+            service.turn(),
+            service.arriving(),
+        ):
             if self.client_gone():  # it hung up while it waited its turn
                 raise ClientGone("the client hung up before its turn")
             request = service.prepare(body)

@@ -57,6 +57,8 @@ class SlotView(Protocol):
 
     def abandon(self, thread: int) -> None: ...
 
+    def expecting(self) -> AbstractContextManager[None]: ...
+
 
 @dataclass(frozen=True)
 class ChatRequest:
@@ -121,6 +123,11 @@ class ChatService:
     def turn(self) -> AbstractContextManager[Any]:
         """What a request holds while it is prepared and answered."""
         return contextlib.nullcontext() if self.concurrent else self.lock
+
+    def arriving(self) -> AbstractContextManager[Any]:
+        """Held from a request's admission on: an engine with slots prefills
+        requests that arrive together in one batch (engine/scheduler.py)."""
+        return self.engine.expecting() if isinstance(self.engine, SlotView) else contextlib.nullcontext()
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait until no request is being answered; False after `timeout_s`
