@@ -248,3 +248,40 @@ def test_the_cli_and_the_server_keep_their_own_prefix_states(embedded_model: Pat
     list(again.stream(repeat("EF56"), GREEDY))
     assert again.last_stats.usage.cached_prompt_tokens >= 100
     again.close()
+
+
+def test_requests_announced_together_are_prefilled_in_one_step(embedded_model: Path, monkeypatch) -> None:
+    """The second caller is still preparing its request (50 ms) when the first
+    submits: the first's prefill waits for it, and one decode evaluates both."""
+    from chatllm.engine import scheduler
+
+    real, sizes = scheduler.llama_cpp, []
+
+    class Counting:
+        def __getattr__(self, name: str):
+            return getattr(real, name)
+
+        def llama_decode(self, context, batch):
+            sizes.append(batch.n_tokens)
+            return real.llama_decode(context, batch)
+
+    monkeypatch.setattr(scheduler, "llama_cpp", Counting())
+    engine = open_batched(embedded_model, sequences=2)
+    questions = [[Message("user", f"My order code is {code}. What is my order code?")] for code in CODES[:2]]
+    announced = threading.Barrier(2)
+
+    def ask(messages: list[Message], preparing_s: float):
+        def call():
+            with engine.expecting():
+                announced.wait()
+                time.sleep(preparing_s)
+                return reply_and_stats(engine, messages)()
+
+        return call
+
+    try:
+        at_once(engine, [ask(questions[0], 0.0), ask(questions[1], 0.05)])
+        lengths = [len(engine.prompt_tokens(messages)) for messages in questions]
+    finally:
+        engine.close()
+    assert sizes[0] == sum(lengths)
