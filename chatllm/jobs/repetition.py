@@ -58,6 +58,10 @@ SHORT_LINE_UNITS = 2
 # Characters at the end of the text not read yet: enough to tell "4.90" from the
 # end of a sentence and "12. item" from "12 items".
 _LOOKAHEAD = 4
+# A tail of only words and spaces: the lookahead is for marks ("4.90" or "4.")
+# and for a line's start ("12. item"), so such a tail is read at once (a reply
+# of numbers, "1 2 3", would otherwise wait four tokens for its first).
+_PLAIN_TAIL = re.compile(r"[^\W_]*(?:[^\S\n]+[^\W_]*)*")
 # A line made of one character only (a rule, a setext underline) may be long.
 _RULE_LINE_CHARS = 200
 
@@ -198,6 +202,8 @@ class RepetitionGuard:
     def _read_items(self, final: bool) -> None:
         text = self._text
         limit = len(text) if final else len(text) - _LOOKAHEAD
+        if not final and self._line_kind is not None and _PLAIN_TAIL.fullmatch(text, max(limit, self._read)):
+            limit = len(text)  # words and spaces on a classified line: nothing to look ahead for
         position = self._read
         while position < limit and self.tripped is None:
             match = _ITEM.match(text, position)
