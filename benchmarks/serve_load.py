@@ -230,7 +230,7 @@ async def burst(port: int, path: str, bodies: list[dict]) -> list[dict]:
             writer.write(request)
             await writer.drain()
             head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 900)).decode("latin-1")
-            await reader.read()  # the body, to the close
+            body = await reader.read()  # to the close
             writer.close()
         except (TimeoutError, OSError, asyncio.IncompleteReadError) as error:
             return {"status": 0, "error": f"{type(error).__name__}: {error}", "seconds": time.perf_counter() - began}
@@ -240,6 +240,7 @@ async def burst(port: int, path: str, bodies: list[dict]) -> list[dict]:
             "status": int(lines[0].split()[1]),
             "seconds": time.perf_counter() - began,
             "retry_after": headers.get("Retry-After"),
+            "code": (json.loads(body).get("error") or {}).get("code") if body.startswith(b"{") else None,
         }
 
     return list(await asyncio.gather(*(one(request) for request in requests)))
@@ -414,9 +415,16 @@ def section_overload(args: argparse.Namespace, sandbox: Sandbox) -> dict:
         "answered": sum(1 for r in results if r and r["status"] == 200),
         "refused_503": len(refused),
         "other": sorted({r["status"] for r in results if r and r["status"] not in (200, 503)}),
+        "errors": sorted({r["error"][:120] for r in results if r and r.get("error")})[:5],
         "refused_with_retry_after": sum(1 for r in refused if r.get("retry_after")),
         "refusal_seconds_max": max((r["seconds"] for r in refused), default=0.0),
         "refusal_seconds_median": statistics.median([r["seconds"] for r in refused]) if refused else 0.0,
+        # By why: too_many_connections (refused as accepted) or server_busy (queue full).
+        "refusal_seconds_by_code": {
+            code: [round(min(times), 3), round(statistics.median(times), 3), round(max(times), 3)]
+            for code in sorted({r.get("code") or "" for r in refused})
+            for times in [[r["seconds"] for r in refused if (r.get("code") or "") == code]]
+        },
         "all_done_s": wall,
         "idle_rss_mb": idle_rss / MB,
         "peak_rss_mb": peak[0] / MB,

@@ -4,6 +4,8 @@ with Retry-After at once, and the server says what it is doing."""
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
 
@@ -67,6 +69,35 @@ def test_past_parallel_and_queue_a_request_gets_503_with_retry_after_at_once() -
         assert "chatllm_requests_in_flight 0.0" in metrics.text
     finally:
         engine.release.set()
+        http.shutdown()
+        http.server_close()
+
+
+def test_a_completion_past_the_queue_is_refused_by_the_accepting_thread() -> None:
+    """While every place is taken, a chat completion whose request line has
+    arrived is answered by the thread that accepted it: the answer is there
+    when the accept returns, no handler thread involved. /health still answers."""
+    engine = SlowEngine()
+    http, base = serving(engine, Capacity(parallel=1, queue=0))
+    client, accepted = socket.socketpair()
+    try:
+        held = threading.Thread(target=ask, args=(base,))
+        held.start()
+        assert engine.started.acquire(timeout=10)
+        client.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 2\r\n\r\n{}"
+        )
+        http.process_request(accepted, ("127.0.0.1", 9))  # what serve_forever does with a new connection
+        client.setblocking(False)
+        head, body = client.recv(65536).split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: " in head
+        assert json.loads(body)["error"]["code"] == "server_busy"
+        assert httpx.get(f"{base}/health").json()["requests"] == {"in_flight": 1, "waiting": 0}
+        assert 'chatllm_requests_total{status="503"} 1.0' in httpx.get(f"{base}/metrics").text
+    finally:
+        engine.release.set()
+        client.close()
         http.shutdown()
         http.server_close()
 

@@ -15,6 +15,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from chatllm.server.request_error import RequestError
+
 # Measured on this project's 2-core CPU host (benchmarks/README.md, "Serving
 # several clients"): llama.cpp decodes four sequences in one batch at 1.8x the
 # tokens per second of one (Qwen2.5-Coder-1.5B), while each client still
@@ -33,6 +35,10 @@ class ServerBusy(Exception):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+    def as_request_error(self) -> RequestError:
+        headers = {"Retry-After": str(self.retry_after)}
+        return RequestError(503, str(self), kind="server_error", code="server_busy", headers=headers)
 
 
 class Capacity:
@@ -57,17 +63,34 @@ class Capacity:
         with self._lock:
             if self.in_flight >= self.limit:
                 self.refused += 1
-                raise ServerBusy(
-                    f"the server is busy: {self.parallel} requests are being answered and {self.queue} are waiting; "
-                    "try again later",
-                    self._retry_after(),
-                )
+                raise self._busy()
             self.in_flight += 1
         try:
             yield
         finally:
             with self._lock:
                 self.in_flight -= 1
+
+    @property
+    def full(self) -> bool:
+        """Every slot is busy and the queue is full (a glance, without the lock)."""
+        return self.in_flight >= self.limit
+
+    def refuse(self) -> ServerBusy | None:
+        """Count a refusal and say why, if the server is still full (None: a
+        place came free, and the request is to be admitted as usual)."""
+        with self._lock:
+            if self.in_flight < self.limit:
+                return None
+            self.refused += 1
+            return self._busy()
+
+    def _busy(self) -> ServerBusy:
+        return ServerBusy(
+            f"the server is busy: {self.parallel} requests are being answered and {self.queue} are waiting; "
+            "try again later",
+            self._retry_after(),
+        )
 
     def finished(self, seconds: float) -> None:
         """A request took `seconds`: what Retry-After estimates from."""

@@ -94,33 +94,51 @@ def peer_closed(sock: socket.socket) -> bool:
         return True
 
 
+def error_response(status: str, payload: dict, headers: dict[str, str]) -> bytes:
+    """A whole HTTP error response (`status` as "503 Service Unavailable"), small
+    enough for a fresh socket's send buffer, after which the connection closes."""
+    body = json.dumps(payload).encode()
+    lines = [f"HTTP/1.1 {status}", "Content-Type: application/json", f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join([*lines, "Connection: close", "", ""])).encode() + body
+
+
 def busy_response(limit: int) -> bytes:
-    """What a connection past the cap gets before it is closed: a whole HTTP
-    response, small enough for a fresh socket's send buffer."""
-    body = json.dumps(
-        {
-            "error": {
-                "message": f"the server is busy: {limit} connections are open, its most (--max-connections); try again",
-                "type": "server_error",
-                "param": None,
-                "code": "too_many_connections",
-            }
-        }
-    ).encode()
-    head = (
-        "HTTP/1.1 503 Service Unavailable\r\n"
-        "Content-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "Retry-After: 1\r\n"
-        "Connection: close\r\n\r\n"
-    )
-    return head.encode() + body
+    """What a connection past the cap gets before it is closed."""
+    message = f"the server is busy: {limit} connections are open, its most (--max-connections); try again"
+    payload = {"error": {"message": message, "type": "server_error", "param": None, "code": "too_many_connections"}}
+    return error_response("503 Service Unavailable", payload, {"Retry-After": "1"})
+
+
+# How a chat completion's request begins: what the accepting thread looks for
+# to refuse one while the server is full, without a thread or a parse.
+COMPLETION_REQUEST_LINE = b"POST /v1/chat/completions "
+
+
+def asks_for_completion(sock: socket.socket) -> bool:
+    """Whether what the client has sent so far begins a chat completion's
+    request (peeked at, not read; False if nothing has arrived yet)."""
+    try:
+        head = sock.recv(len(COMPLETION_REQUEST_LINE), socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:  # nothing yet (BlockingIOError), or the client is gone
+        return False
+    return head == COMPLETION_REQUEST_LINE
+
+
+def answer_at_once(sock: socket.socket, response: bytes) -> None:
+    """Send `response` without waiting on the client (it may not read), then
+    read what it sent so far: closing a socket with unread data resets the
+    connection, which can lose the answer on its way."""
+    try:
+        sock.setblocking(False)
+        sock.send(response)
+        for _ in range(16):  # a request's head and a small body; the rest may reset
+            if not sock.recv(65536):
+                break
+    except OSError:
+        pass  # nothing more to read now, or it is closed either way
 
 
 def refuse_busy(sock: socket.socket, limit: int) -> None:
-    """Answer 503 without waiting on the client (it may not read)."""
-    try:
-        sock.setblocking(False)
-        sock.send(busy_response(limit))
-    except OSError:
-        pass  # it is closed either way
+    """Answer 503 at once: `limit` connections are open."""
+    answer_at_once(sock, busy_response(limit))

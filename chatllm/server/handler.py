@@ -78,10 +78,7 @@ class Handler(GatedHandler):
                 raise RequestError(404, f"no such endpoint: POST {path or '/'}", kind="not_found_error")
             self._chat(body)
         except ServerBusy as busy:
-            headers = {"Retry-After": str(busy.retry_after)}
-            self.send_request_error(
-                RequestError(503, str(busy), kind="server_error", code="server_busy", headers=headers)
-            )
+            self.send_request_error(busy.as_request_error())
         except RequestError as error:
             self.send_request_error(error)
         except (ConnectionError, TimeoutError) as error:  # the client hung up, or stopped reading
