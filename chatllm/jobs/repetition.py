@@ -55,17 +55,16 @@ LOOP_NOVELTY = 12
 SUSPECT_UNITS = 2
 # A line shorter than an opening counts as one for rule 2 from this weight on.
 SHORT_LINE_UNITS = 2
-# Characters at the end of the text not read yet: enough to tell "4.90" from the
-# end of a sentence and "12. item" from "12 items".
+# Characters a line's start must have before it is read (unless _PROSE_START
+# says what it is): enough to tell "12. item" from "12 items" and "4.90" from
+# "4. item". Past its start a line is read as it comes.
 _LOOKAHEAD = 4
-# A tail of only words and spaces: the lookahead is for marks ("4.90" or "4.")
-# and for a line's start ("12. item"), so such a tail is read at once (a reply
-# of numbers, "1 2 3", would otherwise wait four tokens for its first).
-_PLAIN_TAIL = re.compile(r"[^\W_]*(?:[^\S\n]+[^\W_]*)*")
 # A line made of one character only (a rule, a setext underline) may be long.
 _RULE_LINE_CHARS = 200
 
 _CJK_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+# How a line that can only be prose begins: a word and a space, or a CJK character.
+_PROSE_START = re.compile(rf"[{_CJK_RANGES}]|[^\W_]+[^\S\n]")
 _ITEM = re.compile(
     rf"(?P<nl>\n)|(?P<space>[^\S\n]+)|(?P<cjk>[{_CJK_RANGES}])|(?P<word>[^\W_{_CJK_RANGES}]+)|(?P<mark>.)",
     re.DOTALL,
@@ -201,22 +200,28 @@ class RepetitionGuard:
 
     def _read_items(self, final: bool) -> None:
         text = self._text
-        limit = len(text) if final else len(text) - _LOOKAHEAD
-        if not final and self._line_kind is not None and _PLAIN_TAIL.fullmatch(text, max(limit, self._read)):
-            limit = len(text)  # words and spaces on a classified line: nothing to look ahead for
         position = self._read
-        while position < limit and self.tripped is None:
+        while position < len(text) and self.tripped is None:
             match = _ITEM.match(text, position)
             assert match is not None  # the pattern matches any character
             kind = match.lastgroup
             if kind == "word" and match.end() == len(text) and not final:
                 break  # the word may go on in the next piece
             if self._line_kind is None and kind not in ("space", "nl"):
+                if not final and not self._line_start_known(match.start()):
+                    break  # what the line is ("12. item" or "12 items") is not known yet
                 self._classify_line()
             self._item_start = match.start()
             getattr(self, f"_on_{kind}")(match)
             position = match.end()
         self._read = max(self._read, position)
+
+    def _line_start_known(self, start: int) -> bool:
+        """Whether enough of the line that begins (its first item at `start`)
+        has come to say what the line is: _LOOKAHEAD characters, or a word
+        and a space, or a CJK character (neither is a list's, a heading's or a
+        table's mark)."""
+        return len(self._text) - start > _LOOKAHEAD or bool(_PROSE_START.match(self._text, start))
 
     def _classify_line(self) -> None:
         line = self._text[self._line_start :]
