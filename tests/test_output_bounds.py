@@ -157,6 +157,20 @@ def test_the_meter_reports_repetition_and_stops_the_engine() -> None:
     assert "repeating itself" in meter.finish_note()
 
 
+@pytest.mark.parametrize(
+    "tokens",
+    [["1", " ", "2", " ", "3"], ["Hel", "lo", " world"], ["你", "好"], ["-", " item", "\n"], ["12", ".", " Buy"]],
+    ids=["numbers", "a word in pieces", "Chinese", "a list", "a numbered item"],
+)
+@pytest.mark.parametrize("mode", ["strict", "loops"])
+def test_a_replys_first_token_is_shown_as_it_comes(tokens: list[str], mode: str) -> None:
+    # A served reply's time to first token is this: a line that begins "12"
+    # may be "12. item" or "12 items", but nothing before it can make it held.
+    guard = RepetitionGuard(mode=mode)
+    assert guard.feed(tokens[0]) == tokens[0]
+    assert "".join(guard.feed(token) for token in tokens[1:]) + guard.finish() == "".join(tokens[1:])
+
+
 def test_the_guard_is_strict_by_default_on_a_tiny_model() -> None:
     from chatllm.jobs.prompting import repetition_mode
 

@@ -132,6 +132,7 @@ class RepetitionGuard:
         # the next unit, so only these are held back at the end of the text.
         self._may_begin_repeat: set[str] = set()
         self._latest_unit_end = 0  # where the latest unit of the window ends
+        self._unit_read = False  # whether any unit (word, CJK character, number) has been read
         self._novel = 0  # units that began a span not seen before: how much new text there has been
         # Where the current repeat began, and the start of its sentence.
         self._run_start: int | None = None
@@ -289,6 +290,7 @@ class RepetitionGuard:
         self._on_unit(match, 1.0)
 
     def _on_unit(self, match: re.Match[str], weight: float) -> None:
+        self._unit_read = True
         self._end_pending = False
         self._run_length = 0
         start, unit = match.start(), match.group().lower()
@@ -455,7 +457,12 @@ class RepetitionGuard:
             text = self._text[self._shown : self._cut].rstrip()
             self._shown = max(self._shown, self._cut)
             return text
-        if end is None:
+        if end is None and not self._unit_read:
+            # Every hold needs a unit read before it, so until the first one is
+            # read (its word may go on, its line may be "12. item" or "12 items")
+            # what has come is shown: a reply's first token at once.
+            end = len(self._text)
+        elif end is None:
             end = self._read
             # The latest units may combine with the next one into a suspect span
             # if the latest has begun one before. Otherwise only what follows
