@@ -164,3 +164,23 @@ def test_the_support_persona_through_serve_in_two_turns(chatllm_serve) -> None:
     assert calls and chunks[-1].choices[0].finish_reason == "tool_calls"
     for made in calls.values():
         assert made["name"] in ("order_status", "weather") and isinstance(json.loads(made["arguments"]), dict)
+
+
+def test_the_support_persona_answers_once_the_clients_lookup_is_in(served) -> None:
+    # A question naming an order starts the persona's reply with a call; the
+    # client's second request carries the result, and the reply is the answer
+    # (made to call again, the 1.5B looked the same order up once more).
+    served.engine.reply = look_up
+    first = served.client.chat.completions.create(model="support", messages=QUESTION, tools=[ORDER_TOOL])
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls" and served.engine.params[-1].tool_choice == "required"
+    (call,) = choice.message.tool_calls
+    result = json.dumps({"order_id": "NB-51377", **ORDERS["NB-51377"]})
+    second = served.client.chat.completions.create(
+        model="support",
+        messages=[*QUESTION, choice.message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": result}],
+        tools=[ORDER_TOOL],
+    )  # fmt: skip
+    assert served.engine.params[-1].tool_choice == "auto"
+    assert second.choices[0].finish_reason == "stop" and not second.choices[0].message.tool_calls
+    assert "Shipped" in second.choices[0].message.content

@@ -269,9 +269,11 @@ def persona_reply(
             yield Text(instead)
             return
         lookup = turn.looks_up and turn.persona.looks_up_first and turn.names_an_order()
-        if lookup and offers_tools(params) and params.tool_choice == "auto":
-            # An order named, a tool to look it up: the reply starts with a call.
-            # Left to choose, the 1.5B answered with a status it made up.
+        if lookup and offers_tools(params) and params.tool_choice == "auto" and not results_since_question(messages):
+            # An order named, a tool to look it up and no result yet: the reply
+            # starts with a call. Left to choose, the 1.5B answered with a status
+            # it made up. (With the result in, serve's second request, the 1.5B
+            # made to call again looked the same order up a second time.)
             params = replace(params, tool_choice="required")
 
         def one_call(conversation: list[Message], params: GenerationParams) -> Events:
