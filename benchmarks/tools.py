@@ -243,6 +243,32 @@ def server_run(url: str, requests: list[dict], tools: list[dict], temperature: f
     return results
 
 
+def server_decode_speed(url: str, tools: list[dict], rounds: int) -> dict[str, Any]:
+    """llama-server's own decode tok/s (its `timings`) of the same long answer
+    with the tools declared and without: what the longer prompt costs
+    llama.cpp itself, beside chatllm's ratio."""
+    rates: dict[str, list[float]] = {}
+    called = 0
+    for _ in range(rounds):
+        for label, declared in (("without", None), ("with", tools)):
+            body: dict[str, Any] = {
+                "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": STORY}],
+                "temperature": 0,
+                "max_tokens": 128,
+                "cache_prompt": False,
+            }
+            if declared:
+                body["tools"] = declared
+            reply = httpx.post(url + "/v1/chat/completions", json=body, timeout=600).json()
+            called += bool(reply["choices"][0]["message"].get("tool_calls"))
+            rates.setdefault(label, []).append(reply["timings"]["predicted_per_second"])
+            rates.setdefault(label + "_prompt_tokens", []).append(reply["usage"]["prompt_tokens"])
+    medians: dict[str, Any] = {key: round(statistics.median(values), 2) for key, values in rates.items()}
+    medians["ratio"] = round(medians["with"] / medians["without"], 3) if medians["without"] else None
+    medians["replies_that_called"] = called
+    return medians
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="a GGUF (default: the embedded model)")
@@ -250,6 +276,7 @@ def main() -> None:
     parser.add_argument("--temperatures", type=float, nargs="+", default=[0.0, 1.0])
     parser.add_argument("--speed-rounds", type=int, default=5)
     parser.add_argument("--skip-server", action="store_true")
+    parser.add_argument("--skip-chatllm", action="store_true", help="only llama-server's rows")
     parser.add_argument(
         "--threads", type=int, default=None, help="CPU threads for chatllm and llama-server (default: llama.cpp's)"
     )
@@ -267,6 +294,26 @@ def main() -> None:
     specs = tool_specs(tools)
     schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
     report: dict[str, Any] = {"model": model.name, "requests": len(requests), "chatllm": {}, "llama_server": {}}
+    if not options.skip_chatllm:
+        chatllm_rows(report, model, options, requests, specs, schemas)
+    if not options.skip_server and options.llama_server.is_file():
+        process, url = start_server(options.llama_server, model, options.threads)
+        try:
+            for temperature in options.temperatures:
+                results = server_run(url, requests, tools, temperature)
+                report["llama_server"][str(temperature)] = {"score": score(results, schemas), "results": results}
+                print(f"llama-server T={temperature}: {report['llama_server'][str(temperature)]['score']}", flush=True)
+            report["llama_server_decode"] = server_decode_speed(url, tools, options.speed_rounds)
+            print(f"llama-server decode: {report['llama_server_decode']}", flush=True)
+        finally:
+            process.terminate()
+            process.wait(30)
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    options.out.write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+    print_table(report)
+
+
+def chatllm_rows(report: dict[str, Any], model: Path, options: argparse.Namespace, requests, specs, schemas) -> None:
     engine = open_engine(model, options.threads)
     try:
         for temperature in options.temperatures:
@@ -277,19 +324,6 @@ def main() -> None:
         print(f"decode: {report['decode']}", flush=True)
     finally:
         engine.close()
-    if not options.skip_server and options.llama_server.is_file():
-        process, url = start_server(options.llama_server, model, options.threads)
-        try:
-            for temperature in options.temperatures:
-                results = server_run(url, requests, tools, temperature)
-                report["llama_server"][str(temperature)] = {"score": score(results, schemas), "results": results}
-                print(f"llama-server T={temperature}: {report['llama_server'][str(temperature)]['score']}", flush=True)
-        finally:
-            process.terminate()
-            process.wait(30)
-    options.out.parent.mkdir(parents=True, exist_ok=True)
-    options.out.write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
-    print_table(report)
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -308,6 +342,12 @@ def print_table(report: dict[str, Any]) -> None:
             f"\ndecode tok/s without tools {d['without']}, with tools declared {d['with']} (x{d['ratio']}); "
             f"per wall second {d['without_wall']} vs {d['with_wall']} (x{d['ratio_wall']}); "
             f"the tools' text in the prompt and no grammar {d['prompt_only']} (with/that x{d['ratio_grammar']})"
+        )
+    if "llama_server_decode" in report:
+        d = report["llama_server_decode"]
+        print(
+            f"llama-server decode tok/s without tools {d['without']}, with tools declared {d['with']} (x{d['ratio']}); "
+            f"prompt tokens {d['without_prompt_tokens']} vs {d['with_prompt_tokens']}"
         )
 
 
