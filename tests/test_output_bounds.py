@@ -517,3 +517,12 @@ def test_a_loop_from_paragraph_to_paragraph_of_a_translation_is_stopped() -> Non
     output = text_of(translate(meter, template, values, source, PARAMS))
     assert output.count("La question est question") == 1
     assert meter.stats().finish_reason == "repetition"
+
+
+def test_a_date_restated_in_words_is_grounded_in_its_iso_form() -> None:
+    # A tool returns "2026-03-01"; the 1.5B writes "shipped on March 1, 2026".
+    check = GroundingFilter('{"shipped_on": "2026-03-01", "expected_delivery": "2026-03-06"}')
+    assert check.grounded("It was shipped on March 1, 2026 and should arrive on March 6.")
+    assert check.grounded("Shipped 01/03/2026.")
+    assert not check.grounded("It should arrive on March 9, 2026.")
+    assert not check.grounded("It left on March 1, 2025.")

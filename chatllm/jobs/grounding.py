@@ -10,7 +10,8 @@ sentence from a wrong one without numbers; it only removes the kind of
 invention that can be checked.
 
 A number is kept when it occurs in the source as a number or inside one (a
-year inside a date); "1,200" and "1200" are the same number; digits inside a
+year inside a date); "1,200" and "1200" are the same number, and so are "03"
+and "3" (a date written as "2026-03-01" or "March 1, 2026"); digits inside a
 word ("B2B", "mp3") are not a number. A list item's own
 marker ("3.") is not a number the item states.
 """
@@ -39,6 +40,9 @@ def normal_number(number: str) -> str:
     number = number.replace(",", ".")
     if "." in number:
         number = number.rstrip("0").rstrip(".")
+    if number.isdigit():
+        # "2026-03-01" restated as "March 1, 2026": a tool's date, a month, a day.
+        number = number.lstrip("0") or "0"
     return number
 
 
@@ -51,7 +55,7 @@ class GroundingFilter:
 
     def __init__(self, source: str) -> None:
         self._numbers = {normal_number(n) for n in _NUMBER.findall(source)}
-        self._digits = " " + " ".join(re.findall(r"\d+", source)) + " "
+        self._digits = " " + " ".join(normal_number(d) for d in re.findall(r"\d+", source)) + " "
         self._held = ""
         self._heading = ""  # a heading (and blank lines) waiting for a sentence under it
         self._at_line_start = True
