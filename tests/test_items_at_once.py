@@ -165,9 +165,9 @@ SHUFFLED = [3, 0, 4, 1, 5, 2]
 
 @pytest.mark.slow
 def test_extract_jsonl_in_parallel_gives_each_line_its_document_in_order(embedded_model: Path, tmp_path: Path) -> None:
-    """At temperature 0, --parallel 3 gives each line the document it gives
-    that line in any order beside any neighbours, in input order, and the
-    names and ages --parallel 1 gives. (Where the 135M model hesitates
+    """At temperature 0, --parallel 3 gives each line its own document, in
+    input order, whatever the order and the neighbours, with the names and
+    ages --parallel 1 gives. (Where the 135M model hesitates
     between two tokens, the batched engine's rounding may pick the other one
     than the single-reply engine: " Leeds" for "Leeds"; so the strings of
     the two engines are not compared whole.)"""
@@ -183,11 +183,20 @@ def test_extract_jsonl_in_parallel_gives_each_line_its_document_in_order(embedde
     objects = [json.loads(line) for line in three.stdout.decode().splitlines()]
     documents = [payload["text"] for payload in objects]
     assert len(documents) == 6
-    assert other_order.stdout.decode().splitlines() == [documents[i] for i in SHUFFLED]
-    for line, document, alone in zip(PEOPLE, documents, one.stdout.decode().splitlines()):
+    reordered = [json.loads(line) for line in other_order.stdout.decode().splitlines()]
+    assert len(reordered) == 6
+    for line, document, alone, beside_others in zip(
+        PEOPLE, documents, one.stdout.decode().splitlines(), [reordered[SHUFFLED.index(i)] for i in range(6)]
+    ):
         parsed, expected = json.loads(document), json.loads(alone)
         assert parsed["name"].split()[0] in line  # its own line's document
         assert (parsed["name"], parsed["age"]) == (expected["name"], expected["age"])
+        # Beside other neighbours, in another order: the same person, in its
+        # place. Not the same string: which prompts share a prefill step
+        # depends on timing, and llama.cpp's sums differ with the batch's
+        # shape, so where the 135M hesitates ("Shanghai" or "Shenzhen" for
+        # "works in Shanghai", one run in three) it may pick the other token.
+        assert (beside_others["name"], beside_others["age"]) == (parsed["name"], parsed["age"])
     for payload in objects:  # the --json contract, per item
         assert payload["usage"]["prompt_tokens"] > 0 and payload["finish_reason"] == "stop"
         assert set(payload["timings"]) >= {"ttft_s", "decode_tokens_per_s", "total_s"}
