@@ -299,10 +299,7 @@ def main() -> None:
     if not options.skip_server and options.llama_server.is_file():
         process, url = start_server(options.llama_server, model, options.threads)
         try:
-            for temperature in options.temperatures:
-                results = server_run(url, requests, tools, temperature)
-                report["llama_server"][str(temperature)] = {"score": score(results, schemas), "results": results}
-                print(f"llama-server T={temperature}: {report['llama_server'][str(temperature)]['score']}", flush=True)
+            scored(report, "llama_server", options.temperatures, lambda t: server_run(url, requests, tools, t), schemas)
             report["llama_server_decode"] = server_decode_speed(url, tools, options.speed_rounds)
             print(f"llama-server decode: {report['llama_server_decode']}", flush=True)
         finally:
@@ -313,13 +310,18 @@ def main() -> None:
     print_table(report)
 
 
+def scored(report: dict[str, Any], who: str, temperatures: list[float], run, schemas: dict[str, dict]) -> None:
+    """`who`'s replies to the set at each temperature, scored, into `report`."""
+    for temperature in temperatures:
+        results = run(temperature)
+        report[who][str(temperature)] = {"score": score(results, schemas), "results": results}
+        print(f"{who} T={temperature}: {report[who][str(temperature)]['score']}", flush=True)
+
+
 def chatllm_rows(report: dict[str, Any], model: Path, options: argparse.Namespace, requests, specs, schemas) -> None:
     engine = open_engine(model, options.threads)
     try:
-        for temperature in options.temperatures:
-            results = chatllm_run(engine, requests, specs, temperature)
-            report["chatllm"][str(temperature)] = {"score": score(results, schemas), "results": results}
-            print(f"chatllm T={temperature}: {report['chatllm'][str(temperature)]['score']}", flush=True)
+        scored(report, "chatllm", options.temperatures, lambda t: chatllm_run(engine, requests, specs, t), schemas)
         report["decode"] = decode_speed(engine, specs, options.speed_rounds)
         print(f"decode: {report['decode']}", flush=True)
     finally:

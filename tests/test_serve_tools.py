@@ -45,6 +45,17 @@ def look_up(messages: list[Message]) -> str:
     return 'Let me see. <tool_call>{"name": "order_status", "arguments": {"order_id": "NB-51377"}}</tool_call>'
 
 
+def with_the_result(client, model: str, message, call_id: str):
+    """A client's second request: the question, the reply's call and NB-51377's status."""
+    result = json.dumps({"order_id": "NB-51377", **ORDERS["NB-51377"]})
+    messages = [
+        *QUESTION,
+        message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call_id, "content": result},
+    ]
+    return client.chat.completions.create(model=model, messages=messages, tools=[ORDER_TOOL])
+
+
 def test_a_reply_that_calls_a_tool_and_the_next_request_with_its_result(served) -> None:
     served.engine.reply = look_up
     first = served.client.chat.completions.create(model="fake", messages=QUESTION, tools=[ORDER_TOOL])
@@ -55,12 +66,7 @@ def test_a_reply_that_calls_a_tool_and_the_next_request_with_its_result(served) 
     assert json.loads(call.function.arguments) == {"order_id": "NB-51377"}
     assert choice.message.content == "Let me see."
 
-    result = json.dumps({"order_id": "NB-51377", **ORDERS["NB-51377"]})
-    second = served.client.chat.completions.create(
-        model="fake",
-        messages=[*QUESTION, choice.message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": result}],
-        tools=[ORDER_TOOL],
-    )  # fmt: skip
+    second = with_the_result(served.client, "fake", choice.message, call.id)
     assert second.choices[0].finish_reason == "stop" and not second.choices[0].message.tool_calls
     assert second.choices[0].message.content == "It is Shipped."
     sent = served.engine.calls[-1]
@@ -175,12 +181,7 @@ def test_the_support_persona_answers_once_the_clients_lookup_is_in(served) -> No
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls" and served.engine.params[-1].tool_choice == "required"
     (call,) = choice.message.tool_calls
-    result = json.dumps({"order_id": "NB-51377", **ORDERS["NB-51377"]})
-    second = served.client.chat.completions.create(
-        model="support",
-        messages=[*QUESTION, choice.message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": result}],
-        tools=[ORDER_TOOL],
-    )  # fmt: skip
+    second = with_the_result(served.client, "support", choice.message, call.id)
     assert served.engine.params[-1].tool_choice == "auto"
     assert second.choices[0].finish_reason == "stop" and not second.choices[0].message.tool_calls
     assert "Shipped" in second.choices[0].message.content
