@@ -65,6 +65,8 @@ _RULE_LINE_CHARS = 200
 _CJK_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 # How a line that can only be prose begins: a word and a space, or a CJK character.
 _PROSE_START = re.compile(rf"[{_CJK_RANGES}]|[^\W_]+[^\S\n]")
+# Words and white space: what a reply may begin with and show before it is read.
+_PLAIN = re.compile(r"(?:[^\W_]|\s)*")
 _ITEM = re.compile(
     rf"(?P<nl>\n)|(?P<space>[^\S\n]+)|(?P<cjk>[{_CJK_RANGES}])|(?P<word>[^\W_{_CJK_RANGES}]+)|(?P<mark>.)",
     re.DOTALL,
@@ -458,10 +460,12 @@ class RepetitionGuard:
             self._shown = max(self._shown, self._cut)
             return text
         if end is None and not self._unit_read:
-            # Every hold needs a unit read before it, so until the first one is
-            # read (its word may go on, its line may be "12. item" or "12 items")
-            # what has come is shown: a reply's first token at once.
-            end = len(self._text)
+            # Every hold but a run of one mark needs a unit read before it, so
+            # until the first one is read (its word may go on, its line may be
+            # "12. item" or "12 items") the words and spaces that have come are
+            # shown: a reply's first token at once.
+            plain = _PLAIN.match(self._text)
+            end = plain.end() if plain else 0
         elif end is None:
             end = self._read
             # The latest units may combine with the next one into a suspect span
@@ -473,6 +477,11 @@ class RepetitionGuard:
                 latest = None
             elif self._window[-1][0] in self._may_begin_repeat:
                 latest = _suffix(self._window, SUSPECT_UNITS - 0.5)[1]
+            elif self._window[-1][2] == self._sentence_start and self._suspects:
+                # A sentence's first word: if the next begins a repeat, the cut
+                # is where the sentence starts ("So" in "…purchase. So you can
+                # return…" would be left dangling). The reply's first is shown.
+                latest = self._sentence_start
             else:
                 latest = self._latest_unit_end
             for held in (self._hold_opening, self._run_sentence, latest):
