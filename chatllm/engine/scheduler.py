@@ -204,8 +204,10 @@ class Scheduler:
         for slot in self._slots:
             if slot.work is not None and slot.work.cancelled:
                 self._release(slot, CANCELLED)
-        self._gather()
-        self._admit()
+        if self._gathered():
+            self._admit()
+        if self._closing:
+            return
         rows = self._build_batch()
         if not rows:
             self._idle()
@@ -229,22 +231,28 @@ class Scheduler:
 
     # ---- admission and shared prefixes ----------------------------------------
 
-    def _gather(self) -> None:
-        """Before prefilling what waits, give requests sent at about the same
-        time the chance to join it, while there are free slots for them:
-        SETTLE_S after the first waiting one was submitted, GATHER_S at most
-        while requests announced to be on their way are still being prepared."""
+    def _gathered(self) -> bool:
+        """Whether to admit what waits now. Requests sent at about the same
+        time are given the chance to join the prefill, while there are free
+        slots for them: SETTLE_S after the first waiting one was submitted,
+        GATHER_S at most while requests announced to be on their way are
+        still being prepared. Sequences already generating are not held up
+        meanwhile: their steps go on, and admission waits for a later one."""
         with self._wake:
             if not self._pending:
-                return
+                return True  # nothing to gather (admission also drops what was cancelled)
             submitted = self._pending[0].submitted
+            generating = any(slot.work is not None for slot in self._slots)
             while not self._closing:
                 free = sum(slot.work is None for slot in self._slots)
                 until = submitted + (GATHER_S if self._expected else SETTLE_S)
                 left = until - time.perf_counter()
                 if len(self._pending) >= free or left <= 0:
-                    return
+                    return True
+                if generating:
+                    return False
                 self._wake.wait(left)
+            return False
 
     def _admit(self) -> None:
         with self._wake:
