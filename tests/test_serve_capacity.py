@@ -14,6 +14,7 @@ import httpx
 from chatllm.engine.fake import FakeEngine
 from chatllm.server import http as server
 from chatllm.server.capacity import Capacity
+from chatllm.server.connections import asks_for_completion
 
 
 class SlowEngine(FakeEngine):
@@ -111,3 +112,18 @@ def test_health_reports_slots() -> None:
     finally:
         http.shutdown()
         http.server_close()
+
+
+def test_peeking_at_a_silent_connection_never_waits() -> None:
+    # The accepting thread peeks at a request's first line; a socket with a
+    # timeout (a library may set a default one) made CPython wait for data first.
+    ours, client = socket.socketpair()
+    with ours, client:
+        ours.settimeout(2.0)
+        started = time.monotonic()
+        assert not asks_for_completion(ours)
+        assert time.monotonic() - started < 0.5
+        assert ours.gettimeout() == 2.0  # left as the handler's thread expects it
+        client.sendall(b"POST /v1/chat/completions HTTP/1.1\r\n")
+        assert asks_for_completion(ours)
+        assert ours.recv(4) == b"POST"  # peeked, not read

@@ -118,10 +118,16 @@ COMPLETION_REQUEST_LINE = b"POST /v1/chat/completions "
 def asks_for_completion(sock: socket.socket) -> bool:
     """Whether what the client has sent so far begins a chat completion's
     request (peeked at, not read; False if nothing has arrived yet)."""
+    # Non-blocking, not only MSG_DONTWAIT: with a socket timeout (a default
+    # one, set by any library) CPython waits for data before it calls recv.
+    timeout = sock.gettimeout()
     try:
+        sock.setblocking(False)
         head = sock.recv(len(COMPLETION_REQUEST_LINE), socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except OSError:  # nothing yet (BlockingIOError), or the client is gone
         return False
+    finally:
+        sock.settimeout(timeout)  # as the handler's thread expects it
     return head == COMPLETION_REQUEST_LINE
 
 

@@ -72,7 +72,11 @@ class ChatHTTPServer(ThreadingHTTPServer):
             self.shutdown_request(request)
             return
         self._refusing = False
-        if self.service.capacity.full and asks_for_completion(request):
+        # Refused before the handler's checks, as past --max-connections: a
+        # busy server says so to whoever reaches it. Not where browser pages are
+        # allowed: the handler's 503 carries the CORS headers they need to read it.
+        fast = not self.access.allowed_origins
+        if fast and self.service.capacity.full and asks_for_completion(request):
             busy = self.service.capacity.refuse()  # None: a place came free meanwhile
             if busy is not None:
                 self._refuse_completion(request, busy)
