@@ -539,3 +539,6 @@ def test_a_date_restated_in_words_is_grounded_in_its_iso_form() -> None:
     assert check.grounded("Shipped 01/03/2026.")
     assert not check.grounded("It should arrive on March 9, 2026.")
     assert not check.grounded("It left on March 1, 2025.")
+    # Only a date's parts lose their zeros: a time's "05" grounds no "5 days".
+    timed = GroundingFilter('{"eta": "08:05", "code": "000123"}')
+    assert not timed.grounded("It ships in 5 days.") and not timed.grounded("Code 123.")

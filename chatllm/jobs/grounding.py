@@ -10,8 +10,9 @@ sentence from a wrong one without numbers; it only removes the kind of
 invention that can be checked.
 
 A number is kept when it occurs in the source as a number or inside one (a
-year inside a date); "1,200" and "1200" are the same number, and so are "03"
-and "3" (a date written as "2026-03-01" or "March 1, 2026"); digits inside a
+year inside a date); "1,200" and "1200" are the same number; a date's month
+and day count without their zeros ("2026-03-01" restated as "March 1,
+2026"); digits inside a
 word ("B2B", "mp3") are not a number. A list item's own
 marker ("3.") is not a number the item states.
 """
@@ -40,10 +41,17 @@ def normal_number(number: str) -> str:
     number = number.replace(",", ".")
     if "." in number:
         number = number.rstrip("0").rstrip(".")
-    if number.isdigit():
-        # "2026-03-01" restated as "March 1, 2026": a tool's date, a month, a day.
-        number = number.lstrip("0") or "0"
     return number
+
+
+# A date as tools and documents write it: 2026-03-01, 2026/3/1, 01.03.2026, 1/3/2026.
+_DATE = re.compile(r"(?<!\d)(?:(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})|(\d{1,2})[-/.](\d{1,2})[-/.](\d{4}))(?!\d)")
+
+
+def date_parts(source: str) -> set[str]:
+    """The months and days of `source`'s dates without their zeros: a reply
+    may restate "2026-03-01" as "March 1, 2026"."""
+    return {str(int(part)) for match in _DATE.finditer(source) for part in match.groups() if part}
 
 
 class GroundingFilter:
@@ -54,8 +62,8 @@ class GroundingFilter:
     heading does not end in a title with nothing under it."""
 
     def __init__(self, source: str) -> None:
-        self._numbers = {normal_number(n) for n in _NUMBER.findall(source)}
-        self._digits = " " + " ".join(normal_number(d) for d in re.findall(r"\d+", source)) + " "
+        self._numbers = {normal_number(n) for n in _NUMBER.findall(source)} | date_parts(source)
+        self._digits = " " + " ".join(re.findall(r"\d+", source)) + " "
         self._held = ""
         self._heading = ""  # a heading (and blank lines) waiting for a sentence under it
         self._at_line_start = True
