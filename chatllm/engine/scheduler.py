@@ -28,9 +28,11 @@ coverage judgement) reuses them in the slot holding the longest common
 prefix, as llama-server's prompt cache does.
 
 Requests sent together are prefilled together: a prefill about to start
-waits SETTLE_S for requests that arrive right after, and up to GATHER_S for
-those announced (`expect`: a caller says so before the work of preparing
-one: parsing, templating, tokenizing) but not yet submitted. Without it the first of four clients
+while nothing is being generated waits SETTLE_S for requests that arrive
+right after, and up to GATHER_S for those announced (`expect`: a caller says
+so before the work of preparing one: parsing, templating, tokenizing) but
+not yet submitted; while sequences are generating, a request joins the next
+step. Without it the first of four clients
 that sent at once was prefilled alone while the other three were still
 being tokenized, and they waited for its whole prefill step (1.4 s of
 Qwen2.5-Coder-1.5B's on this host) before theirs began.
@@ -232,25 +234,24 @@ class Scheduler:
     # ---- admission and shared prefixes ----------------------------------------
 
     def _gathered(self) -> bool:
-        """Whether to admit what waits now. Requests sent at about the same
-        time are given the chance to join the prefill, while there are free
-        slots for them: SETTLE_S after the first waiting one was submitted,
-        GATHER_S at most while requests announced to be on their way are
-        still being prepared. Sequences already generating are not held up
-        meanwhile: their steps go on, and admission waits for a later one."""
+        """Whether to admit what waits now. When nothing is being generated,
+        requests sent at about the same time are given the chance to join one
+        prefill, while there are free slots for them: SETTLE_S after the first
+        waiting one was submitted, GATHER_S at most while requests announced
+        to be on their way are still being prepared. While sequences are
+        generating, a request joins the next step, as in llama-server: waiting
+        there would stall every running stream, and deferring it to a later
+        step would cost it a whole decoding step."""
         with self._wake:
-            if not self._pending:
-                return True  # nothing to gather (admission also drops what was cancelled)
+            if not self._pending or any(slot.work is not None for slot in self._slots):
+                return True
             submitted = self._pending[0].submitted
-            generating = any(slot.work is not None for slot in self._slots)
             while not self._closing:
                 free = sum(slot.work is None for slot in self._slots)
                 until = submitted + (GATHER_S if self._expected else SETTLE_S)
                 left = until - time.perf_counter()
                 if len(self._pending) >= free or left <= 0:
                     return True
-                if generating:
-                    return False
                 self._wake.wait(left)
             return False
 
