@@ -27,15 +27,10 @@ tokens, so a conversation's next turn (or a persona's reply after its
 coverage judgement) reuses them in the slot holding the longest common
 prefix, as llama-server's prompt cache does.
 
-Requests sent together are prefilled together: a prefill about to start
-while nothing is being generated waits SETTLE_S for requests that arrive
-right after, and up to GATHER_S for those announced (`expect`: a caller says
-so before the work of preparing one: parsing, templating, tokenizing) but
-not yet submitted; while sequences are generating, a request joins the next
-step. Without it the first of four clients
-that sent at once was prefilled alone while the other three were still
-being tokenized, and they waited for its whole prefill step (1.4 s of
-Qwen2.5-Coder-1.5B's on this host) before theirs began.
+Requests sent together to an idle scheduler are prefilled together (see
+`_gathered`); otherwise the first of four clients that sent at once was
+prefilled alone while the others were still being tokenized, and they
+waited its whole prefill step (1.4 s on the 1.5B here) before theirs began.
 """
 
 from __future__ import annotations
@@ -65,10 +60,9 @@ PREFIX_HOLDERS = 2
 # (seconds after the first waiting one was submitted): four requests sent at
 # once reach the scheduler within ~30 ms of each other.
 GATHER_S = 0.1
-# How long a prefill waits for requests not announced (a client's next request
-# on a kept-alive connection reaches the scheduler ~1 ms after it arrives):
-# clients that sent within this of each other are prefilled together. A lone
-# request pays it once, against a prefill of 100 ms or more on a CPU.
+# How long a prefill waits for requests not announced: clients that sent
+# within this of each other are prefilled together; a lone request pays it
+# once, against a prefill of 100 ms or more on a CPU.
 SETTLE_S = 0.01
 
 
@@ -234,14 +228,11 @@ class Scheduler:
     # ---- admission and shared prefixes ----------------------------------------
 
     def _gathered(self) -> bool:
-        """Whether to admit what waits now. When nothing is being generated,
-        requests sent at about the same time are given the chance to join one
-        prefill, while there are free slots for them: SETTLE_S after the first
-        waiting one was submitted, GATHER_S at most while requests announced
-        to be on their way are still being prepared. While sequences are
-        generating, a request joins the next step, as in llama-server: waiting
-        there would stall every running stream, and deferring it to a later
-        step would cost it a whole decoding step."""
+        """Whether to admit what waits now. While nothing is generated, requests
+        sent together may join one prefill, while slots are free: SETTLE_S after
+        the first was submitted, GATHER_S at most while announced ones (`expect`)
+        are being prepared. Else a request joins the next step, as in
+        llama-server (waiting would stall every running stream)."""
         with self._wake:
             if not self._pending or any(slot.work is not None for slot in self._slots):
                 return True
