@@ -4,6 +4,7 @@ enough to read in one sitting."""
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "chatllm"
@@ -92,3 +93,12 @@ def test_functions_stay_short() -> None:
                 if lines > 60:
                     too_long.append(f"{path.relative_to(PACKAGE).as_posix()}:{node.lineno} {node.name}: {lines} lines")
     assert not too_long, too_long
+
+
+def test_the_wheel_lists_every_package() -> None:
+    """pyproject.toml names the packages the wheel holds; one left out installs
+    a chatllm that fails on import (chatllm.reply was, and `pip install .`
+    then `chatllm summarize` ended in ModuleNotFoundError)."""
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {module_name(init) for init in PACKAGE.rglob("__init__.py")}
+    assert packages <= listed, sorted(packages - listed)
