@@ -29,18 +29,12 @@ from harness import Sandbox  # noqa: E402
 from serve_load import Server, chatllm_argv, free_port  # noqa: E402
 
 ORDERS = json.loads((HERE.parent / "prompts" / "tools" / "orders.json").read_text(encoding="utf-8"))
-ORDER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "order_status",
-        "description": "Look up one order by its order number: its status, carrier and delivery dates.",
-        "parameters": {
-            "type": "object",
-            "properties": {"order_id": {"type": "string", "description": "The order number"}},
-            "required": ["order_id"],
-        },
-    },
-}
+# The benchmark set's own order tool (benchmarks/data/tools/tools.json).
+ORDER_TOOL = next(
+    tool
+    for tool in json.loads((HERE / "data" / "tools" / "tools.json").read_text(encoding="utf-8"))
+    if tool["function"]["name"] == "order_status"
+)
 
 
 def main() -> int:

@@ -237,11 +237,10 @@ class Scheduler:
             if not self._pending or any(slot.work is not None for slot in self._slots):
                 return True
             submitted = self._pending[0].submitted
-            while not self._closing:
-                free = sum(slot.work is None for slot in self._slots)
+            while not self._closing:  # every slot is free: only this thread places work
                 until = submitted + (GATHER_S if self._expected else SETTLE_S)
                 left = until - time.perf_counter()
-                if len(self._pending) >= free or left <= 0:
+                if len(self._pending) >= len(self._slots) or left <= 0:
                     return True
                 self._wake.wait(left)
             return False

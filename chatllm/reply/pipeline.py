@@ -262,14 +262,15 @@ def persona_reply(
     `tools`, as many calls as its tool calls need."""
     try:
         # A tool may look an order up: offered now, or its result already in (serve's second request).
-        can_look_up = offers_tools(params) or bool(results_since_question(messages))
+        looked_up = bool(results_since_question(messages))
+        can_look_up = offers_tools(params) or looked_up
         forced = offers_tools(params) and params.tool_choice != "auto"
         instead = turn.reply_instead(can_look_up) or (None if forced else turn.judge(messages, meter, meter.can_score))
         if instead is not None:
             yield Text(instead)
             return
         lookup = turn.looks_up and turn.persona.looks_up_first and turn.names_an_order()
-        if lookup and offers_tools(params) and params.tool_choice == "auto" and not results_since_question(messages):
+        if lookup and offers_tools(params) and params.tool_choice == "auto" and not looked_up:
             # An order named, a tool to look it up and no result yet: the reply
             # starts with a call. Left to choose, the 1.5B answered with a status
             # it made up. (With the result in, serve's second request, the 1.5B
